@@ -1,0 +1,68 @@
+//! `print`: writes rows to stdout in Flink's format (`+I[a, b]`, prefixed with the subtask
+//! number when the sink runs in parallel).
+
+use std::io::Write;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::rows::row_at;
+use crate::source::{Sink, SinkWriter};
+
+/// Prints rows to standard output.
+#[derive(Debug, Clone, Default)]
+pub struct PrintSink {
+    prefix: Option<String>,
+}
+
+impl PrintSink {
+    /// Prints to stdout.
+    pub fn stdout() -> Self {
+        PrintSink::default()
+    }
+
+    /// Prints with an identifier before each row (`print-identifier`).
+    pub fn with_identifier(id: &str) -> Self {
+        PrintSink {
+            prefix: Some(id.to_string()),
+        }
+    }
+}
+
+struct Writer {
+    prefix: String,
+}
+
+impl SinkWriter for Writer {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut out = std::io::stdout().lock();
+        for r in 0..batch.num_rows() {
+            let vals: Vec<String> = row_at(batch, r).iter().map(|v| v.to_string()).collect();
+            writeln!(out, "{}+I[{}]", self.prefix, vals.join(", "))
+                .map_err(|e| Error::io("write", "stdout", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for PrintSink {
+    fn create_writer(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        _: &SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>> {
+        let mut prefix = String::new();
+        if let Some(p) = &self.prefix {
+            prefix.push_str(p);
+            prefix.push(':');
+        }
+        if parallelism > 1 {
+            prefix.push_str(&format!("{}> ", subtask + 1));
+        } else if !prefix.is_empty() {
+            prefix.push(' ');
+        }
+        Ok(Box::new(Writer { prefix }))
+    }
+}

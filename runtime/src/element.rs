@@ -1,0 +1,30 @@
+//! What travels on a channel between tasks: data batches and, in order with them, control
+//! elements (watermarks, idleness, end of input; checkpoint barriers join them later).
+//!
+//! Keeping control elements in the same ordered channel as the data is what makes watermarks
+//! and barriers meaningful: everything before a `Watermark(t)` on a channel has been sent.
+
+use arrow::record_batch::RecordBatch;
+
+/// Event or processing time in epoch milliseconds, as in Flink.
+pub type Timestamp = i64;
+
+/// The watermark that closes every window: a bounded input ends with it, as in Flink.
+pub const MAX_WATERMARK: Timestamp = i64::MAX;
+
+/// The watermark before any has been seen.
+pub const MIN_WATERMARK: Timestamp = i64::MIN;
+
+/// One element of a stream.
+#[derive(Debug, Clone)]
+pub enum StreamElement {
+    /// A batch of records, all with the stream's schema.
+    Batch(RecordBatch),
+    /// No record with a timestamp at or below this will follow on this channel.
+    Watermark(Timestamp),
+    /// The channel became idle (`true`) or active again (`false`); an idle channel does not
+    /// hold back the combined watermark downstream.
+    Idle(bool),
+    /// The channel will carry nothing more.
+    EndOfInput,
+}

@@ -1,0 +1,81 @@
+//! The one error type of the `flink_rs` library.
+//!
+//! Variants name the failing thing (a column, a file, a task) so that a message is enough to
+//! find the problem without a debugger. Binaries add context with `anyhow`.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building or running a job.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An Arrow kernel or builder failed (schema mismatch, bad cast, …).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// A file could not be read or written.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A column named in the job does not exist in the stream's schema.
+    #[error("unknown column `{name}`; the stream has columns [{available}]")]
+    UnknownColumn { name: String, available: String },
+
+    /// A column exists but has a type the operation cannot use.
+    #[error("column `{name}` has type {actual}, expected {expected}")]
+    ColumnType {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// The job graph is not well formed (detected before anything runs).
+    #[error("invalid job graph: {0}")]
+    InvalidGraph(String),
+
+    /// A connector or operator was configured with an impossible value.
+    #[error("invalid configuration `{key}`: {message}")]
+    Config { key: String, message: String },
+
+    /// A task failed while running; `task` names the operator chain and subtask.
+    #[error("task {task} failed: {message}")]
+    TaskFailed { task: String, message: String },
+
+    /// A task thread panicked.
+    #[error("task {task} panicked: {message}")]
+    TaskPanicked { task: String, message: String },
+
+    /// The job was cancelled before it finished.
+    #[error("job cancelled")]
+    Cancelled,
+
+    /// A user function reported an error.
+    #[error("{0}")]
+    User(String),
+}
+
+impl Error {
+    /// Shorthand for a configuration error.
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Wraps an I/O error with the operation and path it concerns.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

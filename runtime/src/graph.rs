@@ -1,0 +1,157 @@
+//! The logical job graph: operators with their parallelism, connected by edges that say how
+//! records are distributed (forward, hash by key, rebalance, broadcast). The DataStream API
+//! builds it; the executor turns it into chained, parallel tasks.
+
+use std::fmt;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+
+use crate::key::{DEFAULT_MAX_PARALLELISM, KeySelector};
+use crate::operator::OperatorFactory;
+use crate::source::SourceRef;
+use crate::watermark::WatermarkStrategy;
+
+/// Index of a node in its graph.
+pub type NodeId = usize;
+
+/// How records cross an edge between parallel instances.
+#[derive(Clone)]
+pub enum Partitioning {
+    /// Subtask i to subtask i (both sides must have the same parallelism).
+    Forward,
+    /// By key group of the key: every record of a key reaches the same subtask.
+    Hash(KeySelector),
+    /// Round-robin over downstream subtasks.
+    Rebalance,
+    /// Every record to every downstream subtask.
+    Broadcast,
+}
+
+impl fmt::Debug for Partitioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Partitioning::Forward => write!(f, "FORWARD"),
+            Partitioning::Hash(k) => write!(f, "HASH[{}]", k.column_names().join(", ")),
+            Partitioning::Rebalance => write!(f, "REBALANCE"),
+            Partitioning::Broadcast => write!(f, "BROADCAST"),
+        }
+    }
+}
+
+/// What a node does.
+#[derive(Clone)]
+pub enum NodeKind {
+    /// Reads from a connector, assigning watermarks per split.
+    Source {
+        source: SourceRef,
+        watermarks: Option<WatermarkStrategy>,
+    },
+    /// Transforms its inputs.
+    Operator(OperatorFactory),
+}
+
+/// An operator of the job.
+#[derive(Clone)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub parallelism: usize,
+    pub kind: NodeKind,
+    /// Schema of the main output.
+    pub schema: SchemaRef,
+}
+
+/// A connection between two nodes.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub partitioning: Partitioning,
+    /// `Some(tag)` when the edge carries the side output `tag` of `from`.
+    pub side_output: Option<String>,
+    /// Which input of `to` this is (0, or 1 for the second input of a two-input operator).
+    pub input: usize,
+}
+
+/// Runtime knobs of a job (Flink's names in comments).
+#[derive(Debug, Clone)]
+pub struct ExecutionConfig {
+    /// Rows per batch that sources and exchanges aim for.
+    pub batch_size: usize,
+    /// Longest a partly filled batch waits in an exchange (`execution.buffer-timeout`).
+    pub linger: Duration,
+    /// Batches in flight per channel: the bound that makes backpressure.
+    pub channel_capacity: usize,
+    /// Number of key groups (`pipeline.max-parallelism`).
+    pub max_parallelism: u16,
+    /// Default parallelism of new operators (`parallelism.default`).
+    pub parallelism: usize,
+    /// Whether forward edges of equal parallelism fuse into one task (`pipeline.operator-chaining`).
+    pub chaining: bool,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            batch_size: 8192,
+            linger: Duration::from_millis(100),
+            channel_capacity: 8,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            parallelism: 1,
+            chaining: true,
+        }
+    }
+}
+
+/// A complete job: nodes in topological order (every edge goes from a lower to a higher id).
+#[derive(Clone, Default)]
+pub struct JobGraph {
+    pub nodes: Vec<Node>,
+    pub edges: Vec<Edge>,
+    pub config: ExecutionConfig,
+}
+
+impl JobGraph {
+    /// Edges leaving `node`.
+    pub fn outputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.from == node)
+    }
+
+    /// Edges entering `node`.
+    pub fn inputs(&self, node: NodeId) -> impl Iterator<Item = &Edge> {
+        self.edges.iter().filter(move |e| e.to == node)
+    }
+
+    /// A human-readable plan: one line per operator with its parallelism and inputs.
+    pub fn explain(&self) -> String {
+        let mut s = String::new();
+        for n in &self.nodes {
+            let kind = match n.kind {
+                NodeKind::Source { .. } => "Source",
+                NodeKind::Operator(_) => "Operator",
+            };
+            s.push_str(&format!(
+                "[{}] {} {} (parallelism {})",
+                n.id, kind, n.name, n.parallelism
+            ));
+            let ins: Vec<String> = self
+                .inputs(n.id)
+                .map(|e| {
+                    let side = e
+                        .side_output
+                        .as_ref()
+                        .map(|t| format!(" side `{t}`"))
+                        .unwrap_or_default();
+                    format!("{:?} from [{}]{}", e.partitioning, e.from, side)
+                })
+                .collect();
+            if !ins.is_empty() {
+                s.push_str(" <- ");
+                s.push_str(&ins.join(", "));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}

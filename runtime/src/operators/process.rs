@@ -1,0 +1,176 @@
+//! The keyed process operator (Flink's `KeyedProcessFunction` and, with two inputs,
+//! `KeyedCoProcessFunction`): a user function called per row with the row's key scoped state
+//! and timers, and called back when its timers fire.
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::element::{MIN_WATERMARK, Timestamp};
+use crate::error::Result;
+use crate::key::{Key, KeyGroup, KeySelector};
+use crate::operator::{Operator, OperatorContext, Output, now_millis};
+use crate::rows::{Row, RowBatchBuilder, row_at};
+use crate::state::{
+    KeyedContext, KeyedStore, Namespace, StateBackend, StateRegistry, TimeDomain, TimerService,
+};
+use crate::watermark::timestamps;
+
+/// Collects the rows a function emits into batches of the operator's output schema.
+pub struct RowCollector {
+    builder: RowBatchBuilder,
+}
+
+impl RowCollector {
+    /// Emits one row (values in the output schema's column order).
+    pub fn collect(&mut self, row: Row) -> Result<()> {
+        self.builder.push(&row)
+    }
+}
+
+/// Alias kept close to Flink's naming: the per-call context of a process function.
+pub type ProcessContext<'a> = KeyedContext<'a>;
+
+/// A function over a keyed stream (or two connected keyed streams) with state and timers.
+pub trait ProcessFunction: Clone + Send + Sync + 'static {
+    /// Registers state; called once per parallel instance before any element.
+    fn open(&mut self, _states: &mut StateRegistry<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Handles one row of input `input` (0, or 1 for the second of two connected streams).
+    fn process_element(
+        &mut self,
+        input: usize,
+        row: &Row,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut RowCollector,
+    ) -> Result<()>;
+
+    /// A timer registered for the current key fired.
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        _domain: TimeDomain,
+        _ctx: &mut ProcessContext<'_>,
+        _out: &mut RowCollector,
+    ) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One parallel instance of a process function.
+pub struct ProcessOperator<F: ProcessFunction> {
+    f: F,
+    /// Key selector and event-time column per input (`None` key: one shared key).
+    inputs: Vec<(Option<KeySelector>, Option<String>)>,
+    store: Box<dyn KeyedStore>,
+    timers: TimerService,
+    watermark: Timestamp,
+    max_parallelism: u16,
+    out: RowCollector,
+}
+
+impl<F: ProcessFunction> ProcessOperator<F> {
+    /// Creates an instance and opens the function.
+    pub fn new(
+        mut f: F,
+        inputs: Vec<(Option<KeySelector>, Option<String>)>,
+        output_schema: SchemaRef,
+        backend: &dyn StateBackend,
+        ctx: &OperatorContext,
+    ) -> Result<Self> {
+        let mut store = backend.create_store(ctx.key_groups(), ctx.max_parallelism);
+        f.open(&mut StateRegistry {
+            store: store.as_mut(),
+        })?;
+        Ok(ProcessOperator {
+            f,
+            inputs,
+            store,
+            timers: TimerService::default(),
+            watermark: MIN_WATERMARK,
+            max_parallelism: ctx.max_parallelism,
+            out: RowCollector {
+                builder: RowBatchBuilder::new(output_schema)?,
+            },
+        })
+    }
+
+    fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
+        if !self.out.builder.is_empty() {
+            out.emit(self.out.builder.finish()?)?;
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, domain: TimeDomain, time: Timestamp) -> Result<()> {
+        let now = now_millis();
+        while let Some((t, key, ns)) = self.timers.pop_due(domain, time) {
+            let kg = key.key_group(self.max_parallelism);
+            let mut ctx = KeyedContext {
+                store: self.store.as_mut(),
+                timers: &mut self.timers,
+                key: &key,
+                kg,
+                ns,
+                now,
+                watermark: self.watermark,
+                timestamp: Some(t),
+            };
+            self.f.on_timer(t, domain, &mut ctx, &mut self.out)?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: ProcessFunction> Operator for ProcessOperator<F> {
+    fn process_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut dyn Output,
+    ) -> Result<()> {
+        let (selector, time_column) = self.inputs.get(input).cloned().unwrap_or((None, None));
+        let keys = selector.as_ref().map(|k| k.extract(&batch)).transpose()?;
+        let times = time_column
+            .as_deref()
+            .map(|c| timestamps(&batch, c))
+            .transpose()?;
+        let now = now_millis();
+        let null_key = Key::Null;
+        for r in 0..batch.num_rows() {
+            let key = keys.as_ref().map_or_else(|| null_key.clone(), |k| k.key(r));
+            let kg: KeyGroup = key.key_group(self.max_parallelism);
+            let row = row_at(&batch, r);
+            let mut ctx = KeyedContext {
+                store: self.store.as_mut(),
+                timers: &mut self.timers,
+                key: &key,
+                kg,
+                ns: Namespace::VOID,
+                now,
+                watermark: self.watermark,
+                timestamp: times.map(|t| t[r]),
+            };
+            self.f
+                .process_element(input, &row, &mut ctx, &mut self.out)?;
+        }
+        self.flush(out)
+    }
+
+    fn process_watermark(&mut self, watermark: Timestamp, out: &mut dyn Output) -> Result<()> {
+        self.watermark = watermark;
+        self.fire(TimeDomain::EventTime, watermark)?;
+        self.flush(out)?;
+        out.emit_watermark(watermark)
+    }
+
+    fn on_processing_time(&mut self, now: Timestamp, out: &mut dyn Output) -> Result<()> {
+        self.fire(TimeDomain::ProcessingTime, now)?;
+        self.flush(out)
+    }
+
+    fn finish(&mut self, out: &mut dyn Output) -> Result<()> {
+        self.flush(out)
+    }
+}

@@ -1,0 +1,440 @@
+//! Typed handles over a [`KeyedStore`], scoped to the current key through [`KeyedContext`].
+//!
+//! A function registers its states once (in `open`, through [`StateRegistry`]) and gets small
+//! `Copy`-able handles; every access passes the context that knows the current key, key group
+//! and namespace, so a handle can never touch another key's state.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{KeyedStore, Namespace, StateId, TimeDomain, TimerService};
+use crate::element::Timestamp;
+use crate::key::{Key, KeyGroup};
+
+/// When a TTL'd value's clock restarts (Flink's `StateTtlConfig.UpdateType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlUpdate {
+    /// On creation and every write.
+    OnCreateAndWrite,
+    /// On creation, every write and every read.
+    OnReadAndWrite,
+}
+
+/// Time-to-live of state values, in processing time. Expired values are never returned
+/// (`NeverReturnExpired`) and are removed when next touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTtlConfig {
+    pub ttl: Duration,
+    pub update: TtlUpdate,
+}
+
+impl StateTtlConfig {
+    /// A TTL refreshed on create and write.
+    pub fn new(ttl: Duration) -> Self {
+        StateTtlConfig {
+            ttl,
+            update: TtlUpdate::OnCreateAndWrite,
+        }
+    }
+
+    /// Refresh on reads too.
+    pub fn refresh_on_read(mut self) -> Self {
+        self.update = TtlUpdate::OnReadAndWrite;
+        self
+    }
+}
+
+struct TtlCell<T> {
+    value: T,
+    stamp: Timestamp,
+}
+
+/// What a keyed function sees while it handles one element or timer: the current key, time,
+/// timers, and the state of that key.
+pub struct KeyedContext<'a> {
+    pub(crate) store: &'a mut dyn KeyedStore,
+    pub(crate) timers: &'a mut TimerService,
+    pub(crate) key: &'a Key,
+    pub(crate) kg: KeyGroup,
+    pub(crate) ns: Namespace,
+    pub(crate) now: Timestamp,
+    pub(crate) watermark: Timestamp,
+    pub(crate) timestamp: Option<Timestamp>,
+}
+
+impl KeyedContext<'_> {
+    /// The key being processed.
+    pub fn current_key(&self) -> &Key {
+        self.key
+    }
+
+    /// Event time of the element being processed (or the firing time inside a timer).
+    pub fn timestamp(&self) -> Option<Timestamp> {
+        self.timestamp
+    }
+
+    /// The operator's current watermark.
+    pub fn current_watermark(&self) -> Timestamp {
+        self.watermark
+    }
+
+    /// The processing-time clock (epoch ms).
+    pub fn processing_time(&self) -> Timestamp {
+        self.now
+    }
+
+    /// Fires `on_timer` for the current key when the watermark reaches `ts`.
+    pub fn register_event_time_timer(&mut self, ts: Timestamp) {
+        self.timers
+            .register(TimeDomain::EventTime, ts, self.key.clone(), self.ns);
+    }
+
+    /// Fires `on_timer` for the current key when the wall clock reaches `ts`.
+    pub fn register_processing_time_timer(&mut self, ts: Timestamp) {
+        self.timers
+            .register(TimeDomain::ProcessingTime, ts, self.key.clone(), self.ns);
+    }
+
+    /// Deletes an event-time timer of the current key.
+    pub fn delete_event_time_timer(&mut self, ts: Timestamp) {
+        self.timers
+            .delete(TimeDomain::EventTime, ts, self.key.clone(), self.ns);
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    pub fn delete_processing_time_timer(&mut self, ts: Timestamp) {
+        self.timers
+            .delete(TimeDomain::ProcessingTime, ts, self.key.clone(), self.ns);
+    }
+
+    fn expired(&self, ttl: &StateTtlConfig, stamp: Timestamp) -> bool {
+        self.now.saturating_sub(stamp) >= ttl.ttl.as_millis() as i64
+    }
+
+    /// The live value of a state for the current key, honouring TTL.
+    fn cell<T: Send + 'static>(
+        &mut self,
+        id: StateId,
+        ttl: Option<&StateTtlConfig>,
+        reading: bool,
+    ) -> Option<&mut T> {
+        let (kg, ns) = (self.kg, self.ns);
+        match ttl {
+            None => self
+                .store
+                .get_mut(id, kg, self.key, ns)?
+                .downcast_mut::<T>(),
+            Some(cfg) => {
+                let stamp = self
+                    .store
+                    .get(id, kg, self.key, ns)?
+                    .downcast_ref::<TtlCell<T>>()?
+                    .stamp;
+                if self.expired(cfg, stamp) {
+                    self.store.remove(id, kg, self.key, ns);
+                    return None;
+                }
+                let now = self.now;
+                let c = self
+                    .store
+                    .get_mut(id, kg, self.key, ns)?
+                    .downcast_mut::<TtlCell<T>>()?;
+                if !reading || cfg.update == TtlUpdate::OnReadAndWrite {
+                    c.stamp = now;
+                }
+                Some(&mut c.value)
+            }
+        }
+    }
+
+    fn put<T: Send + 'static>(&mut self, id: StateId, ttl: Option<&StateTtlConfig>, value: T) {
+        let cell: super::Cell = match ttl {
+            None => Box::new(value),
+            Some(_) => Box::new(TtlCell {
+                value,
+                stamp: self.now,
+            }),
+        };
+        self.store.put(id, self.kg, self.key.clone(), self.ns, cell);
+    }
+
+    /// The value for writing: existing, or created with `init`. `None` only when the same
+    /// state name was registered with another value type.
+    fn cell_or_insert<T: Send + 'static>(
+        &mut self,
+        id: StateId,
+        ttl: Option<&StateTtlConfig>,
+        init: impl FnOnce() -> T,
+    ) -> Option<&mut T> {
+        if self.cell::<T>(id, ttl, false).is_none() {
+            self.put(id, ttl, init());
+        }
+        self.cell::<T>(id, ttl, false)
+    }
+
+    fn clear(&mut self, id: StateId) {
+        self.store.remove(id, self.kg, self.key, self.ns);
+    }
+}
+
+/// Registers states when a function opens.
+pub struct StateRegistry<'a> {
+    pub(crate) store: &'a mut dyn KeyedStore,
+}
+
+impl StateRegistry<'_> {
+    /// A single value per key.
+    pub fn value<T: Clone + Send + 'static>(&mut self, name: &str) -> ValueState<T> {
+        ValueState {
+            id: self.store.register(name),
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// A list of values per key.
+    pub fn list<T: Clone + Send + 'static>(&mut self, name: &str) -> ListState<T> {
+        ListState {
+            id: self.store.register(name),
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// A map per key.
+    pub fn map<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static>(
+        &mut self,
+        name: &str,
+    ) -> MapState<K, V> {
+        MapState {
+            id: self.store.register(name),
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+
+    /// A value per key that new values are folded into with `reduce`.
+    pub fn reducing<T: Clone + Send + 'static>(
+        &mut self,
+        name: &str,
+        reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static,
+    ) -> ReducingState<T> {
+        ReducingState {
+            id: self.store.register(name),
+            ttl: None,
+            reduce: Arc::new(reduce),
+        }
+    }
+
+    /// An accumulator per key: `create` makes it, `add` folds an input in, `result` reads it.
+    pub fn aggregating<IN, ACC: Send + 'static, OUT>(
+        &mut self,
+        name: &str,
+        create: impl Fn() -> ACC + Send + Sync + 'static,
+        add: impl Fn(&mut ACC, &IN) + Send + Sync + 'static,
+        result: impl Fn(&ACC) -> OUT + Send + Sync + 'static,
+    ) -> AggregatingState<IN, ACC, OUT> {
+        AggregatingState {
+            id: self.store.register(name),
+            ttl: None,
+            create: Arc::new(create),
+            add: Arc::new(add),
+            result: Arc::new(result),
+        }
+    }
+}
+
+macro_rules! with_ttl {
+    () => {
+        /// Values expire `ttl` after their last write (or read, if so configured).
+        pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+            self.ttl = Some(ttl);
+            self
+        }
+    };
+}
+
+/// One value per key (`ValueState`).
+pub struct ValueState<T> {
+    id: StateId,
+    ttl: Option<StateTtlConfig>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ValueState<T> {
+    fn clone(&self) -> Self {
+        ValueState {
+            id: self.id,
+            ttl: self.ttl,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Clone + Send + 'static> ValueState<T> {
+    with_ttl!();
+
+    /// The current key's value.
+    pub fn get(&self, ctx: &mut KeyedContext<'_>) -> Option<T> {
+        ctx.cell::<T>(self.id, self.ttl.as_ref(), true).cloned()
+    }
+
+    /// Replaces the current key's value.
+    pub fn update(&self, ctx: &mut KeyedContext<'_>, value: T) {
+        ctx.put(self.id, self.ttl.as_ref(), value);
+    }
+
+    /// Removes the current key's value.
+    pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
+        ctx.clear(self.id);
+    }
+}
+
+/// A list of values per key (`ListState`).
+pub struct ListState<T> {
+    id: StateId,
+    ttl: Option<StateTtlConfig>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Clone + Send + 'static> ListState<T> {
+    with_ttl!();
+
+    /// Appends a value.
+    pub fn add(&self, ctx: &mut KeyedContext<'_>, value: T) {
+        if let Some(list) = ctx.cell_or_insert::<Vec<T>>(self.id, self.ttl.as_ref(), Vec::new) {
+            list.push(value);
+        }
+    }
+
+    /// The current key's values (empty when none).
+    pub fn get(&self, ctx: &mut KeyedContext<'_>) -> Vec<T> {
+        ctx.cell::<Vec<T>>(self.id, self.ttl.as_ref(), true)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces the list.
+    pub fn update(&self, ctx: &mut KeyedContext<'_>, values: Vec<T>) {
+        ctx.put(self.id, self.ttl.as_ref(), values);
+    }
+
+    /// Removes the list.
+    pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
+        ctx.clear(self.id);
+    }
+}
+
+/// A map per key (`MapState`).
+pub struct MapState<K, V> {
+    id: StateId,
+    ttl: Option<StateTtlConfig>,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static> MapState<K, V> {
+    with_ttl!();
+
+    /// The value under `k` for the current key.
+    pub fn get(&self, ctx: &mut KeyedContext<'_>, k: &K) -> Option<V> {
+        ctx.cell::<HashMap<K, V>>(self.id, self.ttl.as_ref(), true)?
+            .get(k)
+            .cloned()
+    }
+
+    /// Puts `k → v` for the current key.
+    pub fn put(&self, ctx: &mut KeyedContext<'_>, k: K, v: V) {
+        if let Some(m) =
+            ctx.cell_or_insert::<HashMap<K, V>>(self.id, self.ttl.as_ref(), HashMap::new)
+        {
+            m.insert(k, v);
+        }
+    }
+
+    /// Removes `k` for the current key.
+    pub fn remove(&self, ctx: &mut KeyedContext<'_>, k: &K) -> Option<V> {
+        let m = ctx.cell::<HashMap<K, V>>(self.id, self.ttl.as_ref(), false)?;
+        let v = m.remove(k);
+        if m.is_empty() {
+            ctx.clear(self.id);
+        }
+        v
+    }
+
+    /// Every entry for the current key.
+    pub fn entries(&self, ctx: &mut KeyedContext<'_>) -> Vec<(K, V)> {
+        ctx.cell::<HashMap<K, V>>(self.id, self.ttl.as_ref(), true)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes the whole map of the current key.
+    pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
+        ctx.clear(self.id);
+    }
+}
+
+/// A value per key that added values are reduced into (`ReducingState`).
+pub struct ReducingState<T> {
+    id: StateId,
+    ttl: Option<StateTtlConfig>,
+    reduce: Arc<dyn Fn(&T, &T) -> T + Send + Sync>,
+}
+
+impl<T: Clone + Send + 'static> ReducingState<T> {
+    with_ttl!();
+
+    /// Folds `value` into the current key's value.
+    pub fn add(&self, ctx: &mut KeyedContext<'_>, value: T) {
+        let next = match ctx.cell::<T>(self.id, self.ttl.as_ref(), false) {
+            Some(cur) => (self.reduce)(cur, &value),
+            None => value,
+        };
+        ctx.put(self.id, self.ttl.as_ref(), next);
+    }
+
+    /// The reduced value.
+    pub fn get(&self, ctx: &mut KeyedContext<'_>) -> Option<T> {
+        ctx.cell::<T>(self.id, self.ttl.as_ref(), true).cloned()
+    }
+
+    /// Removes the value.
+    pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
+        ctx.clear(self.id);
+    }
+}
+
+/// An accumulator per key (`AggregatingState`).
+pub struct AggregatingState<IN, ACC, OUT> {
+    id: StateId,
+    ttl: Option<StateTtlConfig>,
+    create: Arc<dyn Fn() -> ACC + Send + Sync>,
+    add: Arc<dyn Fn(&mut ACC, &IN) + Send + Sync>,
+    result: Arc<dyn Fn(&ACC) -> OUT + Send + Sync>,
+}
+
+impl<IN, ACC: Send + 'static, OUT> AggregatingState<IN, ACC, OUT> {
+    with_ttl!();
+
+    /// Folds `value` into the accumulator.
+    pub fn add(&self, ctx: &mut KeyedContext<'_>, value: &IN) {
+        let create = self.create.clone();
+        if let Some(acc) = ctx.cell_or_insert::<ACC>(self.id, self.ttl.as_ref(), move || create()) {
+            (self.add)(acc, value);
+        }
+    }
+
+    /// The current result, if anything was added.
+    pub fn get(&self, ctx: &mut KeyedContext<'_>) -> Option<OUT> {
+        ctx.cell::<ACC>(self.id, self.ttl.as_ref(), true)
+            .map(|a| (self.result)(a))
+    }
+
+    /// Removes the accumulator.
+    pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
+        ctx.clear(self.id);
+    }
+}

@@ -1,0 +1,142 @@
+//! The in-memory state backend (Flink's HashMapStateBackend): one hash table per state and key
+//! group, values kept as live Rust objects, so reads and updates never serialize.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
+
+use super::{Cell, KeyedStore, Namespace, StateBackend, StateId};
+use crate::key::{Key, KeyGroup, mix64};
+
+/// The default state backend: everything on the heap.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStateBackend;
+
+impl StateBackend for MemoryStateBackend {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn create_store(
+        &self,
+        key_groups: Range<KeyGroup>,
+        _max_parallelism: u16,
+    ) -> Box<dyn KeyedStore> {
+        Box::new(MemoryStore::new(key_groups))
+    }
+}
+
+/// A fast, non-cryptographic hasher for state tables (keys come from our own data, and the
+/// per-record lookup is the hot path of every keyed operator).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        mix64(self.0)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.write_u64(i as u64);
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// Hash map type used by state tables.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+type Table = FastMap<(Key, Namespace), Cell>;
+
+/// Keyed state of one operator instance, held in memory.
+pub struct MemoryStore {
+    key_groups: Range<KeyGroup>,
+    names: Vec<String>,
+    /// `tables[state][kg - key_groups.start]`
+    tables: Vec<Vec<Table>>,
+}
+
+impl MemoryStore {
+    /// An empty store for `key_groups`.
+    pub fn new(key_groups: Range<KeyGroup>) -> Self {
+        MemoryStore {
+            key_groups,
+            names: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn slot(&self, kg: KeyGroup) -> usize {
+        // Keys of other key groups never reach this instance (hash partitioning guarantees it);
+        // clamp so a bug there shows as wrong results in tests rather than a panic.
+        usize::from(kg.saturating_sub(self.key_groups.start))
+            .min(usize::from(self.key_groups.end - self.key_groups.start).saturating_sub(1))
+    }
+}
+
+impl KeyedStore for MemoryStore {
+    fn register(&mut self, name: &str) -> StateId {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
+        self.tables.push((0..n).map(|_| Table::default()).collect());
+        self.names.len() - 1
+    }
+
+    #[inline]
+    fn get(&self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell> {
+        // `(Key, Namespace)` lookups need an owned tuple; integer keys clone for free.
+        self.tables[state][self.slot(kg)].get(&(key.clone(), ns))
+    }
+
+    #[inline]
+    fn get_mut(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+    ) -> Option<&mut Cell> {
+        let slot = self.slot(kg);
+        self.tables[state][slot].get_mut(&(key.clone(), ns))
+    }
+
+    fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell) {
+        let slot = self.slot(kg);
+        self.tables[state][slot].insert((key, ns), value);
+    }
+
+    fn remove(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<Cell> {
+        let slot = self.slot(kg);
+        self.tables[state][slot].remove(&(key.clone(), ns))
+    }
+
+    fn entries(&self, state: StateId) -> Vec<(KeyGroup, Key, Namespace)> {
+        let mut out = Vec::new();
+        for (i, t) in self.tables[state].iter().enumerate() {
+            let kg = self.key_groups.start + i as KeyGroup;
+            out.extend(t.keys().map(|(k, ns)| (kg, k.clone(), *ns)));
+        }
+        out
+    }
+
+    fn len(&self) -> usize {
+        self.tables.iter().flatten().map(|t| t.len()).sum()
+    }
+}

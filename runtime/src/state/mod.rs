@@ -1,0 +1,85 @@
+//! Keyed state: the [`StateBackend`] trait, the in-memory backend, and the typed state handles
+//! (value, list, map, reducing, aggregating) that operators and user functions use.
+//!
+//! State is addressed by (state id, key group, key, namespace). The namespace is the window for
+//! window state and [`Namespace::VOID`] otherwise. Storage is partitioned by key group (the
+//! unit checkpoints will store and rescaling will move), and a store only holds the key groups
+//! of its subtask.
+
+mod handles;
+mod memory;
+mod timers;
+
+use std::any::Any;
+use std::ops::Range;
+
+pub use handles::{
+    AggregatingState, KeyedContext, ListState, MapState, ReducingState, StateRegistry,
+    StateTtlConfig, TtlUpdate, ValueState,
+};
+pub use memory::{FastHasher, FastMap, MemoryStateBackend, MemoryStore};
+pub use timers::{TimeDomain, TimerService};
+
+use crate::element::Timestamp;
+use crate::key::{Key, KeyGroup};
+
+/// Identifies one registered state within a store.
+pub type StateId = usize;
+
+/// The second half of a state address: a window `[start, end)`, or `VOID` outside windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Namespace {
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl Namespace {
+    /// The namespace of state that is not scoped to a window.
+    pub const VOID: Namespace = Namespace {
+        start: i64::MIN,
+        end: i64::MIN,
+    };
+}
+
+/// A stored state value, type-erased so one store holds states of many types.
+pub type Cell = Box<dyn Any + Send>;
+
+/// Creates the per-subtask stores of keyed state.
+pub trait StateBackend: Send + Sync + 'static {
+    /// Short name for plans and logs (`memory`).
+    fn name(&self) -> &'static str;
+    /// A store for the key groups `key_groups` (of `max_parallelism`).
+    fn create_store(
+        &self,
+        key_groups: Range<KeyGroup>,
+        max_parallelism: u16,
+    ) -> Box<dyn KeyedStore>;
+}
+
+/// The keyed state of one operator instance.
+pub trait KeyedStore: Send {
+    /// Registers (or finds) a state by name.
+    fn register(&mut self, name: &str) -> StateId;
+    /// The value at an address.
+    fn get(&self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell>;
+    /// The value at an address, mutably.
+    fn get_mut(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+    ) -> Option<&mut Cell>;
+    /// Stores a value, replacing what was there.
+    fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell);
+    /// Removes and returns a value.
+    fn remove(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<Cell>;
+    /// Every (key, namespace) that has a value for `state`.
+    fn entries(&self, state: StateId) -> Vec<(KeyGroup, Key, Namespace)>;
+    /// Number of stored values over all states.
+    fn len(&self) -> usize;
+    /// True when nothing is stored.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
