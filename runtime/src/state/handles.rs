@@ -438,3 +438,136 @@ impl<IN, ACC: Send + 'static, OUT> AggregatingState<IN, ACC, OUT> {
         ctx.clear(self.id);
     }
 }
+
+// Handles are cheap descriptors; clone them without requiring `T: Clone` bounds on the
+// phantom types (derive would add them).
+impl<T> Clone for ListState<T> {
+    fn clone(&self) -> Self {
+        ListState {
+            id: self.id,
+            ttl: self.ttl,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K, V> Clone for MapState<K, V> {
+    fn clone(&self) -> Self {
+        MapState {
+            id: self.id,
+            ttl: self.ttl,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for ReducingState<T> {
+    fn clone(&self) -> Self {
+        ReducingState {
+            id: self.id,
+            ttl: self.ttl,
+            reduce: self.reduce.clone(),
+        }
+    }
+}
+
+impl<IN, ACC, OUT> Clone for AggregatingState<IN, ACC, OUT> {
+    fn clone(&self) -> Self {
+        AggregatingState {
+            id: self.id,
+            ttl: self.ttl,
+            create: self.create.clone(),
+            add: self.add.clone(),
+            result: self.result.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemoryStore, TimerService};
+
+    fn ctx<'a>(
+        store: &'a mut MemoryStore,
+        timers: &'a mut TimerService,
+        key: &'a Key,
+        now: Timestamp,
+    ) -> KeyedContext<'a> {
+        KeyedContext {
+            store,
+            timers,
+            key,
+            kg: key.key_group(128),
+            ns: Namespace::VOID,
+            now,
+            watermark: i64::MIN,
+            timestamp: None,
+        }
+    }
+
+    #[test]
+    fn ttl_expires_values_and_read_refresh_is_optional() {
+        let mut store = MemoryStore::new(0..128);
+        let mut timers = TimerService::default();
+        let (plain, refreshed) = {
+            let mut reg = StateRegistry { store: &mut store };
+            let ttl = StateTtlConfig::new(Duration::from_millis(100));
+            (
+                reg.value::<i64>("a").with_ttl(ttl),
+                reg.value::<i64>("b").with_ttl(ttl.refresh_on_read()),
+            )
+        };
+        let key = Key::Int(7);
+        let mut c = ctx(&mut store, &mut timers, &key, 1000);
+        plain.update(&mut c, 1);
+        refreshed.update(&mut c, 2);
+        let mut c = ctx(&mut store, &mut timers, &key, 1090);
+        assert_eq!(plain.get(&mut c), Some(1));
+        assert_eq!(refreshed.get(&mut c), Some(2)); // refreshes b to 1090
+        let mut c = ctx(&mut store, &mut timers, &key, 1150);
+        assert_eq!(plain.get(&mut c), None, "written at 1000, expired at 1100");
+        assert_eq!(
+            refreshed.get(&mut c),
+            Some(2),
+            "read at 1090, lives to 1190"
+        );
+        let mut c = ctx(&mut store, &mut timers, &key, 1300);
+        assert_eq!(refreshed.get(&mut c), None);
+        assert!(store.is_empty(), "expired values are removed when touched");
+    }
+
+    #[test]
+    fn state_is_scoped_to_the_current_key() {
+        let mut store = MemoryStore::new(0..128);
+        let mut timers = TimerService::default();
+        let (list, agg) = {
+            let mut reg = StateRegistry { store: &mut store };
+            (
+                reg.list::<i64>("l"),
+                reg.aggregating(
+                    "avg",
+                    || (0i64, 0i64),
+                    |a: &mut (i64, i64), v: &i64| {
+                        a.0 += v;
+                        a.1 += 1;
+                    },
+                    |a| a.0 as f64 / a.1 as f64,
+                ),
+            )
+        };
+        let (k1, k2) = (Key::Int(1), Key::Str("x".into()));
+        for (k, v) in [(&k1, 1), (&k2, 10), (&k1, 3)] {
+            let mut c = ctx(&mut store, &mut timers, k, 0);
+            list.add(&mut c, v);
+            agg.add(&mut c, &v);
+        }
+        let mut c = ctx(&mut store, &mut timers, &k1, 0);
+        assert_eq!(list.get(&mut c), vec![1, 3]);
+        assert_eq!(agg.get(&mut c), Some(2.0));
+        let mut c = ctx(&mut store, &mut timers, &k2, 0);
+        assert_eq!(list.get(&mut c), vec![10]);
+        list.clear(&mut c);
+        assert!(list.get(&mut c).is_empty());
+    }
+}
