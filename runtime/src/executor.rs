@@ -253,6 +253,46 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
     });
     let mut threads = Vec::new();
     let mut all_metrics = Vec::new();
+    let spawned = spawn_tasks(
+        &graph,
+        &chains,
+        &shared,
+        &mut receivers,
+        &mut channel_inputs,
+        &mut edge_targets,
+        &mut threads,
+        &mut all_metrics,
+    );
+    if let Err(e) = spawned {
+        // Stop what already started: a job runs whole or not at all.
+        shared.cancel.store(true, Ordering::SeqCst);
+        drop(receivers);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    Ok(JobHandle {
+        threads,
+        shared,
+        metrics: all_metrics,
+    })
+}
+
+type Receivers = HashMap<(usize, usize), crossbeam_channel::Receiver<Envelope>>;
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_tasks(
+    graph: &JobGraph,
+    chains: &[Vec<NodeId>],
+    shared: &Arc<Shared>,
+    receivers: &mut Receivers,
+    channel_inputs: &mut HashMap<(usize, usize), Vec<usize>>,
+    edge_targets: &mut HashMap<(usize, usize), Vec<Target>>,
+    threads: &mut Vec<JoinHandle<()>>,
+    all_metrics: &mut Vec<(String, Arc<TaskMetrics>)>,
+) -> Result<()> {
+    let cfg = &graph.config;
     for (c, nodes) in chains.iter().enumerate() {
         let head = &graph.nodes[nodes[0]];
         let tail = *nodes.last().unwrap_or(&head.id);
@@ -360,11 +400,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
             threads.push(handle);
         }
     }
-    Ok(JobHandle {
-        threads,
-        shared,
-        metrics: all_metrics,
-    })
+    Ok(())
 }
 
 fn thread_name(task: &str) -> String {

@@ -231,7 +231,7 @@ impl FileSink {
 }
 
 enum Encoder {
-    Csv(arrow::csv::Writer<BufWriter<File>>),
+    Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
     Json(arrow::json::LineDelimitedWriter<BufWriter<File>>),
     Raw(BufWriter<File>),
 }
@@ -293,11 +293,11 @@ impl Sink for FileSink {
             File::create(&in_progress).map_err(|e| Error::io("create", &in_progress, e))?,
         );
         let encoder = match &self.format {
-            FileFormat::Csv { header } => Encoder::Csv(
+            FileFormat::Csv { header } => Encoder::Csv(Box::new(
                 arrow::csv::WriterBuilder::new()
                     .with_header(*header)
                     .build(file),
-            ),
+            )),
             FileFormat::Json => Encoder::Json(arrow::json::LineDelimitedWriter::new(file)),
             FileFormat::Raw => Encoder::Raw(file),
         };

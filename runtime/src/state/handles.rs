@@ -257,6 +257,9 @@ macro_rules! with_ttl {
     };
 }
 
+type ReduceFn<T> = Arc<dyn Fn(&T, &T) -> T + Send + Sync>;
+type AddFn<ACC, IN> = Arc<dyn Fn(&mut ACC, &IN) + Send + Sync>;
+
 /// One value per key (`ValueState`).
 pub struct ValueState<T> {
     id: StateId,
@@ -381,7 +384,7 @@ impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static> MapState<
 pub struct ReducingState<T> {
     id: StateId,
     ttl: Option<StateTtlConfig>,
-    reduce: Arc<dyn Fn(&T, &T) -> T + Send + Sync>,
+    reduce: ReduceFn<T>,
 }
 
 impl<T: Clone + Send + 'static> ReducingState<T> {
@@ -412,7 +415,7 @@ pub struct AggregatingState<IN, ACC, OUT> {
     id: StateId,
     ttl: Option<StateTtlConfig>,
     create: Arc<dyn Fn() -> ACC + Send + Sync>,
-    add: Arc<dyn Fn(&mut ACC, &IN) + Send + Sync>,
+    add: AddFn<ACC, IN>,
     result: Arc<dyn Fn(&ACC) -> OUT + Send + Sync>,
 }
 

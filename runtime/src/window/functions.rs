@@ -331,10 +331,12 @@ impl AggregateFunction for Avg {
     }
 }
 
+type ReduceRowsFn = Arc<dyn Fn(Row, &Row) -> Row + Send + Sync>;
+
 /// Reduces the rows of a window to one row of the input's schema (Flink's `reduce`).
 #[derive(Clone)]
 pub struct Reduce {
-    f: Arc<dyn Fn(Row, &Row) -> Row + Send + Sync>,
+    f: ReduceRowsFn,
 }
 
 impl Reduce {

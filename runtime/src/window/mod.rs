@@ -8,8 +8,7 @@ mod operator;
 
 pub use assigner::{Window, WindowKind, Windows};
 pub use functions::{
-    AggregateFunction, Avg, Count, Max, Min, ProcessWindowFunction, Reduce, RowRef, Sum,
-    WindowLogic,
+    AggregateFunction, AggregateLogic, Avg, Count, Max, Min, ProcessLogic, ProcessWindowFunction,
+    Reduce, RowRef, Sum, WindowLogic,
 };
-pub(crate) use functions::{AggregateLogic, ProcessLogic};
 pub use operator::{WindowOperator, WindowSpec, window_output_schema};
