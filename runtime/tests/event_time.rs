@@ -154,3 +154,19 @@ fn union_watermark_is_the_minimum_of_its_inputs() -> Result<()> {
     assert_eq!(total, 100);
     Ok(())
 }
+
+#[test]
+fn processing_time_windows_count_every_record_of_a_bounded_input() -> Result<()> {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    let out = env
+        .from_source(BidGenerator::bounded(50_000).batch_size(500), None)
+        .key_by("bidder")
+        .window(Windows::tumbling(Duration::from_millis(50)).processing_time())
+        .count()?
+        .collect();
+    env.execute()?;
+    let total: i64 = out.rows().iter().filter_map(|r| r[4].as_i64()).sum();
+    assert_eq!(total, 50_000);
+    Ok(())
+}
