@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         rows.len()
     );
     for r in rows.iter().take(10) {
-        println!("{:>6}  {}", r[1].to_string(), r[0]);
+        println!("{:>6}  {}", r[1], r[0]);
     }
     eprintln!("done in {:?}", started.elapsed());
     Ok(())

@@ -57,12 +57,13 @@ impl Value {
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad` honours width and alignment (`{:>6}`), as the primitives' Display does.
         match self {
-            Value::Null => write!(f, "NULL"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Int(v) => write!(f, "{v}"),
-            Value::Float(v) => write!(f, "{v}"),
-            Value::Str(s) => write!(f, "{s}"),
+            Value::Null => f.pad("NULL"),
+            Value::Bool(b) => f.pad(if *b { "true" } else { "false" }),
+            Value::Int(v) => f.pad(&v.to_string()),
+            Value::Float(v) => f.pad(&v.to_string()),
+            Value::Str(s) => f.pad(s),
         }
     }
 }
