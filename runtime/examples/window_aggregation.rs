@@ -73,27 +73,14 @@ fn main() -> anyhow::Result<()> {
             Duration::from_millis(50),
         )),
     );
-    let mut fields: Vec<Field> = bids
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new("bucket", DataType::Int64, false));
-    let with_bucket = Arc::new(Schema::new(fields));
-    let out_schema = with_bucket.clone();
-    bids.map_batches(with_bucket, move |b: RecordBatch| {
-        let bucket: Int64Array = b
-            .column(0)
-            .as_primitive::<Int64Type>()
-            .values()
-            .iter()
-            .map(|a| a % 10)
-            .collect();
-        let mut cols = b.columns().to_vec();
-        cols.push(Arc::new(bucket));
-        Ok(RecordBatch::try_new(out_schema.clone(), cols)?)
-    })
+    bids.with_column(
+        Field::new("bucket", DataType::Int64, false),
+        |b: &RecordBatch| {
+            let auction = b.column(0).as_primitive::<Int64Type>();
+            let bucket: Int64Array = auction.values().iter().map(|a| a % 10).collect();
+            Ok(Arc::new(bucket))
+        },
+    )
     .key_by("bucket")
     .window(Windows::tumbling(Duration::from_millis(100)))
     .aggregate(PriceStats::default())?

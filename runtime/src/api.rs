@@ -278,6 +278,28 @@ impl DataStream {
         s
     }
 
+    /// Appends a column computed from each whole batch (like SQL's computed columns).
+    pub fn with_column(
+        &self,
+        field: Field,
+        f: impl Fn(&RecordBatch) -> Result<arrow::array::ArrayRef> + Send + Sync + 'static,
+    ) -> DataStream {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(field);
+        let out = Arc::new(Schema::new(fields));
+        let out2 = out.clone();
+        self.map_batches(out, move |b| {
+            let mut cols = b.columns().to_vec();
+            cols.push(f(&b)?);
+            Ok(RecordBatch::try_new(out2.clone(), cols)?)
+        })
+    }
+
     /// Keeps rows where the batch predicate is true (e.g. an Arrow comparison kernel).
     pub fn filter(
         &self,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Int64Type, TimeUnit};
 
 use crate::api::{StreamExecutionEnvironment, schema};
 use crate::connectors::{BidGenerator, BlackholeSink};
@@ -170,30 +170,18 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
                 ))
             })
             .sink(sink.clone()),
-        Workload::TumbleCount => {
-            let mut fields: Vec<Field> = bids
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new("k", DataType::Int64, false));
-            let with_key = Arc::new(Schema::new(fields));
-            let s2 = with_key.clone();
-            bids.map_batches(with_key, move |b| {
-                let k: Int64Array = int_column(&b, "auction")?
+        Workload::TumbleCount => bids
+            .with_column(Field::new("k", DataType::Int64, false), |b| {
+                let k: Int64Array = int_column(b, "auction")?
                     .iter()
                     .map(|a| a % 10_000)
                     .collect();
-                let mut cols = b.columns().to_vec();
-                cols.push(Arc::new(k));
-                Ok(RecordBatch::try_new(s2.clone(), cols)?)
+                Ok(Arc::new(k))
             })
             .key_by("k")
             .window(Windows::tumbling(Duration::from_secs(10)))
             .aggregate(Count)?
-            .sink(sink.clone())
-        }
+            .sink(sink.clone()),
         Workload::HotItems => {
             let counts = bids
                 .key_by("auction")
