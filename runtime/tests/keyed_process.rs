@@ -354,3 +354,42 @@ fn unknown_key_column_is_reported_before_running() {
         "{err}"
     );
 }
+
+/// Re-emits every row unchanged.
+#[derive(Clone, Default)]
+struct PassThrough;
+
+impl ProcessFunction for PassThrough {
+    fn process_element(
+        &mut self,
+        _: usize,
+        row: &Row,
+        _: &mut ProcessContext<'_>,
+        out: &mut RowCollector,
+    ) -> Result<()> {
+        out.collect(row.clone())
+    }
+}
+
+#[test]
+fn partly_filled_hash_exchange_batches_are_sent_after_the_linger_time() -> Result<()> {
+    // 100 rows/s never fill an 8192-row batch and no watermark or end of input flushes the
+    // exchange: rows reach the sink only through the linger flush.
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    env.configure(|c| c.linger = Duration::from_millis(50));
+    let s = env.from_source(BidGenerator::unbounded().rate(100.0), None);
+    let out = s
+        .key_by("auction")
+        .process(s.schema().clone(), PassThrough)
+        .collect();
+    let job = env.execute_async()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    job.cancel();
+    job.wait()?;
+    assert!(out.len() >= 20, "only {} rows arrived", out.len());
+    Ok(())
+}
