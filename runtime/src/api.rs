@@ -124,6 +124,7 @@ impl StreamExecutionEnvironment {
                 watermarks,
             },
             schema: schema.clone(),
+            uid: None,
         });
         drop(b);
         DataStream {
@@ -195,6 +196,13 @@ impl DataStream {
         self
     }
 
+    /// Sets the stable id of the operator that produces this stream: its state in a
+    /// checkpoint or savepoint is found by this id, so a changed job can still restore it.
+    pub fn uid(self, uid: &str) -> Self {
+        self.env.borrow_mut().graph.nodes[self.node].uid = Some(uid.to_string());
+        self
+    }
+
     /// Names the operator that produces this stream (shown in plans and task names).
     pub fn name(self, name: &str) -> Self {
         self.env.borrow_mut().graph.nodes[self.node].name = name.to_string();
@@ -218,6 +226,7 @@ impl DataStream {
             parallelism,
             kind: NodeKind::Operator(factory),
             schema: schema.clone(),
+            uid: None,
         });
         for (s, partitioning, input) in inputs {
             let partitioning = match partitioning {
@@ -431,21 +440,22 @@ impl DataStream {
         Ok(s)
     }
 
-    /// Writes the stream to a sink.
-    pub fn sink(&self, sink: impl Sink) {
+    /// Writes the stream to a sink; the returned stream stands for the sink (to name it, set
+    /// its uid or parallelism).
+    pub fn sink(&self, sink: impl Sink) -> DataStream {
         let sink = Arc::new(sink);
         let schema = self.schema.clone();
         self.one_input(
             "Sink",
             self.schema.clone(),
             Arc::new(move |ctx: &OperatorContext| {
-                Ok(Box::new(SinkOperator(sink.create_writer(
+                Ok(Box::new(SinkOperator::new(sink.create_writer(
                     ctx.subtask,
                     ctx.parallelism,
                     &schema,
                 )?)) as Box<dyn Operator>)
             }),
-        );
+        )
     }
 
     /// Prints rows to stdout as Flink's print sink does.

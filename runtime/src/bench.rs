@@ -169,7 +169,8 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
                     None,
                 ))
             })
-            .sink(sink.clone()),
+            .sink(sink.clone())
+            .name("Sink"),
         Workload::TumbleCount => bids
             .with_column(Field::new("k", DataType::Int64, false), |b| {
                 let k: Int64Array = int_column(b, "auction")?
@@ -181,7 +182,8 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
             .key_by("k")
             .window(Windows::tumbling(Duration::from_secs(10)))
             .aggregate(Count)?
-            .sink(sink.clone()),
+            .sink(sink.clone())
+            .name("Sink"),
         Workload::HotItems => {
             let counts = bids
                 .key_by("auction")
@@ -201,8 +203,9 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
                     MaxPerWindow::default(),
                 )
                 .sink(sink.clone())
+                .name("Sink")
         }
-    }
+    };
     let start = Instant::now();
     env.execute()?;
     let seconds = start.elapsed().as_secs_f64();

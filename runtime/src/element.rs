@@ -1,10 +1,12 @@
 //! What travels on a channel between tasks: data batches and, in order with them, control
-//! elements (watermarks, idleness, end of input; checkpoint barriers join them later).
+//! elements (watermarks, idleness, checkpoint barriers, end of input).
 //!
 //! Keeping control elements in the same ordered channel as the data is what makes watermarks
 //! and barriers meaningful: everything before a `Watermark(t)` on a channel has been sent.
 
 use arrow::record_batch::RecordBatch;
+
+use crate::checkpoint::Barrier;
 
 /// Event or processing time in epoch milliseconds, as in Flink.
 pub type Timestamp = i64;
@@ -25,6 +27,8 @@ pub enum StreamElement {
     /// The channel became idle (`true`) or active again (`false`); an idle channel does not
     /// hold back the combined watermark downstream.
     Idle(bool),
+    /// Everything before this on the channel belongs to checkpoint `barrier.id`.
+    Barrier(Barrier),
     /// The channel will carry nothing more.
     EndOfInput,
 }

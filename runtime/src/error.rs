@@ -56,6 +56,22 @@ pub enum Error {
     #[error("job cancelled")]
     Cancelled,
 
+    /// State could not be encoded or decoded (snapshot, restore).
+    #[error("state `{state}`: {message}")]
+    State { state: String, message: String },
+
+    /// Writing, reading or validating a checkpoint or savepoint failed.
+    #[error("checkpoint {0}")]
+    Checkpoint(String),
+
+    /// Object storage (local directory, S3, GCS, Azure) failed.
+    #[error("object store {path}: {source}")]
+    ObjectStore {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+
     /// A user function reported an error.
     #[error("{0}")]
     User(String),
@@ -67,6 +83,14 @@ impl Error {
         Error::Config {
             key: key.into(),
             message: message.into(),
+        }
+    }
+
+    /// Shorthand for a state encoding error.
+    pub fn state(state: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::State {
+            state: state.into(),
+            message: message.to_string(),
         }
     }
 

@@ -236,6 +236,10 @@ impl Emitter {
         self.broadcast(StreamElement::Idle(idle))
     }
 
+    pub fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<()> {
+        self.broadcast(StreamElement::Barrier(barrier))
+    }
+
     pub fn end_of_input(&mut self) -> Result<()> {
         self.broadcast(StreamElement::EndOfInput)
     }

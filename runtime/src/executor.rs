@@ -1,6 +1,8 @@
-//! Turns a [`JobGraph`] into running tasks in this process (the mini-cluster): operators are
-//! chained, every chain runs once per parallel subtask on its own thread, and chains are
-//! connected by bounded channels.
+//! Turns a [`JobGraph`] into running tasks in this process (the mini-cluster) and supervises
+//! them: operators are chained, every chain runs once per parallel subtask on its own thread,
+//! chains are connected by bounded channels, and a job master thread triggers checkpoints,
+//! writes them to storage, restarts the job from the latest one after a failure, and takes
+//! savepoints on request.
 //!
 //! Chaining rule (Flink's): node B joins the chain of A when A→B is A's only output, B's only
 //! input, a forward edge of the main output, and both have the same parallelism.
@@ -9,67 +11,124 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, bounded};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
+use crate::checkpoint::format::{
+    METADATA_FORMAT, OperatorMetadata, SubtaskMetadata, encode_state_file,
+};
+use crate::checkpoint::restore::checkpoint_ids;
+use crate::checkpoint::{
+    Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FINAL_CHECKPOINT,
+    FORMAT_VERSION, RestartTracker, RestoreFrom, RestoredCheckpoint, SnapshotKind, find_latest,
+    load_checkpoint,
+};
 use crate::error::{Error, Result};
 use crate::exchange::{
     EdgeOutput, Emitter, Envelope, Route, Target, TaskMetrics, key_group_owners,
 };
 use crate::graph::{JobGraph, NodeId, NodeKind, Partitioning};
-use crate::operator::OperatorContext;
-use crate::task::{Chain, run_input, run_source};
+use crate::key::key_group_range;
+use crate::operator::{OperatorContext, now_millis};
+use crate::task::{Chain, TaskControl, TaskEvent, TaskLink, TaskStates, run_input, run_source};
 use crate::watermark::SplitWatermarks;
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     /// Every source ended and every task finished.
     Finished,
     /// The job was cancelled.
     Cancelled,
+    /// The job was stopped with a savepoint, written to `savepoint`.
+    Stopped { savepoint: String },
+}
+
+/// A checkpoint or savepoint that completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedCheckpoint {
+    pub id: CheckpointId,
+    pub kind: SnapshotKind,
+    /// Its directory (URL).
+    pub path: String,
+    /// When it completed (epoch ms).
+    pub timestamp_ms: i64,
+    /// From trigger to `_metadata` written.
+    pub duration: Duration,
+    /// Bytes of state files.
+    pub state_size: u64,
+}
+
+/// Checkpointing and recovery counters of a job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointStats {
+    pub triggered: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Times the job was restarted after a failure.
+    pub restarts: u32,
+    /// The checkpoint the job (last) restored from.
+    pub restored: Option<String>,
+    /// The newest completed checkpoint or savepoint.
+    pub latest: Option<CompletedCheckpoint>,
+    /// Recent completions, newest last (at most 16).
+    pub history: Vec<CompletedCheckpoint>,
 }
 
 struct Shared {
-    cancel: Arc<AtomicBool>,
-    cancelled_by_user: AtomicBool,
-    error: Mutex<Option<Error>>,
+    stats: Mutex<CheckpointStats>,
+    metrics: Mutex<Vec<(String, Arc<TaskMetrics>)>>,
 }
 
 impl Shared {
-    fn fail(&self, err: Error) {
-        if let Ok(mut slot) = self.error.lock() {
-            if slot.is_none() {
-                *slot = Some(err);
-            }
+    fn stats(&self, f: impl FnOnce(&mut CheckpointStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
         }
-        self.cancel.store(true, Ordering::SeqCst);
     }
 }
 
-/// A running job: cancel it or wait for it.
+enum Command {
+    Cancel,
+    Savepoint {
+        dir: Option<String>,
+        stop: bool,
+        reply: Sender<Result<String>>,
+    },
+}
+
+/// A running job: cancel it, take savepoints, watch it, wait for it.
 pub struct JobHandle {
-    threads: Vec<JoinHandle<()>>,
+    master: JoinHandle<Result<JobOutcome>>,
+    commands: Sender<Command>,
     shared: Arc<Shared>,
-    metrics: Vec<(String, Arc<TaskMetrics>)>,
+    job_id: String,
 }
 
 impl JobHandle {
+    /// The job's id (names its checkpoint directory).
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
     /// Asks every task to stop; [`wait`](Self::wait) then returns `Cancelled`.
     pub fn cancel(&self) {
-        self.shared.cancelled_by_user.store(true, Ordering::SeqCst);
-        self.shared.cancel.store(true, Ordering::SeqCst);
+        let _ = self.commands.send(Command::Cancel);
     }
 
-    /// True when every task thread has ended.
+    /// True when the job has ended.
     pub fn is_finished(&self) -> bool {
-        self.threads.iter().all(|t| t.is_finished())
+        self.master.is_finished()
     }
 
-    /// Records in and out per task so far, as `(task name, in, out)`.
+    /// Records in and out per task of the current attempt, as `(task name, in, out)`.
     pub fn task_metrics(&self) -> Vec<(String, u64, u64)> {
-        self.metrics
-            .iter()
+        let Ok(m) = self.shared.metrics.lock() else {
+            return Vec::new();
+        };
+        m.iter()
             .map(|(n, m)| {
                 (
                     n.clone(),
@@ -80,20 +139,46 @@ impl JobHandle {
             .collect()
     }
 
-    /// Waits for every task; the first task failure is the job's error.
+    /// Checkpoint and restart counters.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    fn savepoint(&self, dir: Option<&str>, stop: bool) -> Result<String> {
+        let (tx, rx) = bounded(1);
+        self.commands
+            .send(Command::Savepoint {
+                dir: dir.map(str::to_string),
+                stop,
+                reply: tx,
+            })
+            .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Checkpoint("the job ended before the savepoint completed".into()))?
+    }
+
+    /// Takes a savepoint into `dir` (or `state.savepoints.dir`) and returns its path; the job
+    /// goes on running.
+    pub fn trigger_savepoint(&self, dir: Option<&str>) -> Result<String> {
+        self.savepoint(dir, false)
+    }
+
+    /// Takes a savepoint and stops the job (Flink's stop-with-savepoint): sources stop after
+    /// the savepoint's barrier, sinks commit up to it, and [`wait`](Self::wait) returns
+    /// `Stopped`.
+    pub fn stop_with_savepoint(&self, dir: Option<&str>) -> Result<String> {
+        self.savepoint(dir, true)
+    }
+
+    /// Waits for the job to end; a failure the restart strategy gave up on is the error.
     pub fn wait(self) -> Result<JobOutcome> {
-        for t in self.threads {
-            // Panics are caught inside the thread; a join error cannot carry more information.
-            let _ = t.join();
-        }
-        let err = self.shared.error.lock().ok().and_then(|mut e| e.take());
-        match err {
-            Some(e) => Err(e),
-            None if self.shared.cancelled_by_user.load(Ordering::SeqCst) => {
-                Ok(JobOutcome::Cancelled)
-            }
-            None => Ok(JobOutcome::Finished),
-        }
+        self.master
+            .join()
+            .map_err(|_| Error::Checkpoint("the job master panicked".into()))?
     }
 }
 
@@ -189,21 +274,184 @@ pub fn chains(graph: &JobGraph) -> Vec<Vec<NodeId>> {
     chains
 }
 
-/// Starts a job in this process.
+
+/// Starts a job in this process. Problems with the graph, its configuration or the
+/// checkpoint it restores from are returned here, before anything runs.
 pub fn execute(graph: JobGraph) -> Result<JobHandle> {
     validate(&graph)?;
     let cfg = graph.config.clone();
-    let chains = chains(&graph);
-    let mut chain_of = vec![0; graph.nodes.len()];
-    for (c, nodes) in chains.iter().enumerate() {
-        for n in nodes {
-            chain_of[*n] = c;
+    let job_id = cfg.job_id.clone().unwrap_or_else(random_job_id);
+    let storage = match (&cfg.checkpoint.dir, cfg.checkpoint.interval) {
+        (Some(dir), _) => Some(CheckpointStorage::open(
+            dir,
+            &cfg.checkpoint.storage_options,
+        )?),
+        (None, Some(_)) => {
+            let dir = std::env::temp_dir().join("flink-rs").join("checkpoints");
+            Some(CheckpointStorage::open(
+                &dir.display().to_string(),
+                &cfg.checkpoint.storage_options,
+            )?)
+        }
+        (None, None) => None,
+    };
+    let restored = match &cfg.restore {
+        None => None,
+        Some(RestoreFrom::Latest) => match &storage {
+            Some(s) => find_latest(s, &job_id)?,
+            None => {
+                return Err(Error::config(
+                    "execution.savepoint.path",
+                    "`latest` needs state.checkpoints.dir",
+                ));
+            }
+        },
+        Some(RestoreFrom::Path(p)) => {
+            let s = CheckpointStorage::open(p, &cfg.checkpoint.storage_options)?;
+            Some(load_checkpoint(&s, "")?)
+        }
+    };
+    let mut next_id = 1;
+    if let Some(r) = &restored {
+        if r.id() != FINAL_CHECKPOINT {
+            next_id = r.id() + 1;
+        }
+    }
+    if let Some(s) = &storage {
+        if let Some(max) = checkpoint_ids(s, &job_id)?.first() {
+            next_id = next_id.max(max + 1);
+        }
+    }
+    let plan = Arc::new(Plan {
+        chains: chains(&graph),
+        graph,
+        job_id: job_id.clone(),
+        storage,
+    });
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(CheckpointStats::default()),
+        metrics: Mutex::new(Vec::new()),
+    });
+    let restored = restored.map(Arc::new);
+    if let Some(r) = &restored {
+        shared.stats(|s| s.restored = Some(r.url.clone()));
+    }
+    let (upload_tx, upload_rx) = unbounded();
+    let first = deploy(&plan, restored.as_deref(), &shared)?;
+    let (cmd_tx, cmd_rx) = unbounded();
+    let master_shared = shared.clone();
+    let master = std::thread::Builder::new()
+        .name("job-master".into())
+        .spawn(move || {
+            let mut m = Master {
+                plan,
+                shared: master_shared,
+                commands: cmd_rx,
+                uploads: upload_rx,
+                upload_tx,
+                next_id,
+                initial: restored,
+            };
+            m.run(first)
+        })
+        .map_err(|e| Error::io("spawn job master thread", "", e))?;
+    Ok(JobHandle {
+        master,
+        commands: cmd_tx,
+        shared,
+        job_id,
+    })
+}
+
+fn random_job_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{a:016x}{:016x}", h.finish())
+}
+
+/// What stays the same over every attempt of a job.
+struct Plan {
+    graph: JobGraph,
+    chains: Vec<Vec<NodeId>>,
+    job_id: String,
+    storage: Option<CheckpointStorage>,
+}
+
+/// One deployment of the job: its task threads and their links.
+struct Attempt {
+    threads: Vec<JoinHandle<()>>,
+    cancel: Arc<AtomicBool>,
+    controls: Vec<Sender<TaskControl>>,
+    /// Per task: (chain index, subtask, name).
+    tasks: Vec<(usize, usize, String)>,
+    sources: Vec<usize>,
+    events: Receiver<TaskEvent>,
+}
+
+impl Attempt {
+    fn broadcast(&self, c: TaskControl) {
+        for tx in &self.controls {
+            let _ = tx.send(c);
         }
     }
 
+    fn teardown(self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        drop(self.controls);
+        for t in self.threads {
+            // Panics are caught inside the thread; a join error carries nothing more.
+            let _ = t.join();
+        }
+    }
+}
+
+type Receivers = HashMap<(usize, usize), crossbeam_channel::Receiver<Envelope>>;
+
+/// Checks that a checkpoint fits the job: same key groups, and (unless allowed) no state for
+/// operators the job does not have.
+fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<()> {
+    if r.metadata.max_parallelism != graph.config.max_parallelism {
+        return Err(Error::Checkpoint(format!(
+            "{} was written with max parallelism {}, the job has {}; key groups cannot be remapped",
+            r.url, r.metadata.max_parallelism, graph.config.max_parallelism
+        )));
+    }
+    let uids: Vec<String> = graph.nodes.iter().map(|n| n.uid()).collect();
+    for op in &r.metadata.operators {
+        if !uids.contains(&op.uid) && !graph.config.allow_non_restored_state {
+            return Err(Error::Checkpoint(format!(
+                "{} has state for operator `{}` ({}) that the job does not have; set allowNonRestoredState to drop it (job operators: {})",
+                r.url,
+                op.uid,
+                op.name,
+                uids.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates the channels and threads of one attempt, restoring every operator from
+/// `restored` when given. On error nothing is left running.
+fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -> Result<Attempt> {
+    let graph = &plan.graph;
+    if let Some(r) = restored {
+        check_restore(graph, r)?;
+    }
+    let cfg = &graph.config;
+    let chains = &plan.chains;
+
     // Input channels of every chain head subtask, and who sends on which channel.
-    let mut receivers: HashMap<(usize, usize), crossbeam_channel::Receiver<Envelope>> =
-        HashMap::new();
+    let mut receivers: Receivers = HashMap::new();
     let mut senders: HashMap<(usize, usize), Sender<Envelope>> = HashMap::new();
     let mut channel_inputs: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
     // (edge index, upstream subtask) -> targets indexed like downstream subtasks
@@ -246,50 +494,62 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
     }
     drop(senders);
 
-    let shared = Arc::new(Shared {
+    let (events_tx, events) = unbounded();
+    let mut attempt = Attempt {
+        threads: Vec::new(),
         cancel: Arc::new(AtomicBool::new(false)),
-        cancelled_by_user: AtomicBool::new(false),
-        error: Mutex::new(None),
-    });
-    let mut threads = Vec::new();
-    let mut all_metrics = Vec::new();
+        controls: Vec::new(),
+        tasks: Vec::new(),
+        sources: Vec::new(),
+        events,
+    };
+    let mut metrics = Vec::new();
+    let attempt_id = mix_attempt();
     let spawned = spawn_tasks(
-        &graph,
-        &chains,
-        &shared,
+        graph,
+        chains,
+        restored,
+        attempt_id,
+        &events_tx,
         &mut receivers,
         &mut channel_inputs,
         &mut edge_targets,
-        &mut threads,
-        &mut all_metrics,
+        &mut attempt,
+        &mut metrics,
     );
     if let Err(e) = spawned {
         // Stop what already started: a job runs whole or not at all.
-        shared.cancel.store(true, Ordering::SeqCst);
         drop(receivers);
-        for t in threads {
-            let _ = t.join();
-        }
+        attempt.teardown();
         return Err(e);
     }
-    Ok(JobHandle {
-        threads,
-        shared,
-        metrics: all_metrics,
-    })
+    if let Ok(mut m) = shared.metrics.lock() {
+        *m = metrics;
+    }
+    Ok(attempt)
 }
 
-type Receivers = HashMap<(usize, usize), crossbeam_channel::Receiver<Envelope>>;
+fn mix_attempt() -> u64 {
+    crate::key::mix64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(32),
+    )
+}
 
 #[allow(clippy::too_many_arguments)]
 fn spawn_tasks(
     graph: &JobGraph,
     chains: &[Vec<NodeId>],
-    shared: &Arc<Shared>,
+    restored: Option<&RestoredCheckpoint>,
+    attempt_id: u64,
+    events_tx: &Sender<TaskEvent>,
     receivers: &mut Receivers,
     channel_inputs: &mut HashMap<(usize, usize), Vec<usize>>,
     edge_targets: &mut HashMap<(usize, usize), Vec<Target>>,
-    threads: &mut Vec<JoinHandle<()>>,
+    attempt: &mut Attempt,
     all_metrics: &mut Vec<(String, Arc<TaskMetrics>)>,
 ) -> Result<()> {
     let cfg = &graph.config;
@@ -305,6 +565,7 @@ fn spawn_tasks(
         for j in 0..p {
             let task_name = format!("{chain_name} ({}/{p})", j + 1);
             let mut ops = Vec::new();
+            let mut node_ids = Vec::new();
             for n in nodes {
                 let node = &graph.nodes[*n];
                 if let NodeKind::Operator(factory) = &node.kind {
@@ -313,10 +574,23 @@ fn spawn_tasks(
                         subtask: j,
                         parallelism: node.parallelism,
                         max_parallelism: cfg.max_parallelism,
+                        uid: node.uid(),
+                        attempt: attempt_id,
                     };
                     let mut op = factory(&ctx)?;
+                    if let Some(state) = restored.and_then(|r| {
+                        r.state_for(&ctx.uid, j, node.parallelism, cfg.max_parallelism)
+                    }) {
+                        op.restore_state(state).map_err(|e| {
+                            Error::Checkpoint(format!(
+                                "restoring operator `{}` ({}) subtask {j}: {e}",
+                                node.name, ctx.uid
+                            ))
+                        })?;
+                    }
                     op.open(&ctx)?;
                     ops.push(op);
+                    node_ids.push(*n);
                 }
             }
             let mut edges = Vec::new();
@@ -347,38 +621,65 @@ fn spawn_tasks(
                 cfg.linger,
                 cfg.max_parallelism,
                 metrics.clone(),
-                shared.cancel.clone(),
+                attempt.cancel.clone(),
             );
-            let chain = Chain { ops, emitter };
-            let cancel = shared.cancel.clone();
+            let chain = Chain {
+                ops,
+                node_ids,
+                emitter,
+            };
+            let index = attempt.tasks.len();
+            let (control_tx, control_rx) = unbounded();
+            let link = TaskLink {
+                index,
+                control: control_rx,
+                events: events_tx.clone(),
+                cancel: attempt.cancel.clone(),
+                mode: cfg.checkpoint.mode,
+            };
             let body: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
                 NodeKind::Source { source, watermarks } => {
-                    let reader = source.create_reader(j, p)?;
+                    let uid = head.uid();
+                    let reader = match restored
+                        .and_then(|r| r.state_for(&uid, j, p, cfg.max_parallelism))
+                    {
+                        Some(state) => source.restore_reader(j, p, &state.operator).map_err(|e| {
+                            Error::Checkpoint(format!(
+                                "restoring source `{}` ({uid}) subtask {j}: {e}",
+                                head.name
+                            ))
+                        })?,
+                        None => source.create_reader(j, p)?,
+                    };
                     let wm = watermarks
                         .clone()
                         .map(|s| SplitWatermarks::new(s, reader.splits()));
-                    Box::new(move || run_source(chain, reader, wm, metrics, cancel))
+                    let node = head.id;
+                    attempt.sources.push(index);
+                    Box::new(move || run_source(chain, reader, node, wm, metrics, link))
                 }
                 NodeKind::Operator(_) => {
                     let rx = receivers
                         .remove(&(c, j))
                         .ok_or_else(|| Error::InvalidGraph(format!("no input for {task_name}")))?;
                     let inputs = channel_inputs.remove(&(c, j)).unwrap_or_default();
-                    Box::new(move || run_input(chain, rx, inputs, metrics, cancel))
+                    Box::new(move || run_input(chain, rx, inputs, metrics, link))
                 }
             };
-            let shared2 = shared.clone();
+            let events = events_tx.clone();
             let name2 = task_name.clone();
+            let cancel = attempt.cancel.clone();
             let handle = std::thread::Builder::new()
                 .name(thread_name(&task_name))
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(Error::Cancelled)) => shared2.cancel.store(true, Ordering::SeqCst),
+                    let error = match result {
+                        Ok(Ok(())) | Ok(Err(Error::Cancelled)) => None,
                         Ok(Err(e)) => {
-                            tracing::error!(task = %name2, error = %e, "task failed");
-                            shared2.fail(Error::TaskFailed {
+                            if !cancel.load(Ordering::Relaxed) {
+                                tracing::error!(task = %name2, error = %e, "task failed");
+                            }
+                            Some(Error::TaskFailed {
                                 task: name2,
                                 message: e.to_string(),
                             })
@@ -389,15 +690,18 @@ fn spawn_tasks(
                                 .map(|s| s.to_string())
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_else(|| "unknown panic".into());
-                            shared2.fail(Error::TaskPanicked {
+                            Some(Error::TaskPanicked {
                                 task: name2,
                                 message,
                             })
                         }
-                    }
+                    };
+                    let _ = events.send(TaskEvent::Exited { task: index, error });
                 })
                 .map_err(|e| Error::io("spawn task thread", "", e))?;
-            threads.push(handle);
+            attempt.threads.push(handle);
+            attempt.controls.push(control_tx);
+            attempt.tasks.push((c, j, task_name));
         }
     }
     Ok(())
@@ -405,4 +709,514 @@ fn spawn_tasks(
 
 fn thread_name(task: &str) -> String {
     task.chars().take(60).collect()
+}
+
+/// The result of writing one state file.
+struct Upload {
+    id: CheckpointId,
+    result: Result<()>,
+}
+
+/// A checkpoint or savepoint in flight.
+struct Pending {
+    barrier: Barrier,
+    started: Instant,
+    storage: CheckpointStorage,
+    /// Directory of the checkpoint within `storage`.
+    dir: String,
+    acked: Vec<bool>,
+    uploads: usize,
+    subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
+    reply: Option<Sender<Result<String>>>,
+}
+
+enum AttemptEnd {
+    Finished,
+    Cancelled,
+    Stopped(String),
+    Failed(Error),
+}
+
+/// The job master: supervises attempts, coordinates checkpoints.
+struct Master {
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    commands: Receiver<Command>,
+    uploads: Receiver<Upload>,
+    upload_tx: Sender<Upload>,
+    next_id: CheckpointId,
+    /// What the job started from (restored again when no newer checkpoint exists).
+    initial: Option<Arc<RestoredCheckpoint>>,
+}
+
+impl Master {
+    fn run(&mut self, first: Attempt) -> Result<JobOutcome> {
+        let mut tracker = RestartTracker::new(self.plan.graph.config.restart.clone());
+        let mut attempt = first;
+        loop {
+            tracker.started();
+            let (end, a) = self.run_attempt(attempt);
+            attempt = a;
+            let error = match end {
+                AttemptEnd::Finished => {
+                    attempt.teardown();
+                    return Ok(JobOutcome::Finished);
+                }
+                AttemptEnd::Cancelled => {
+                    attempt.teardown();
+                    return Ok(JobOutcome::Cancelled);
+                }
+                AttemptEnd::Stopped(savepoint) => {
+                    attempt.teardown();
+                    return Ok(JobOutcome::Stopped { savepoint });
+                }
+                AttemptEnd::Failed(e) => e,
+            };
+            attempt.teardown();
+            attempt = loop {
+                let Some(delay) = tracker.on_failure() else {
+                    return Err(error);
+                };
+                self.shared.stats(|s| s.restarts = tracker.restarts());
+                tracing::warn!(error = %error, restart = tracker.restarts(), ?delay, "job failed; restarting");
+                if self.pause(delay) {
+                    return Ok(JobOutcome::Cancelled);
+                }
+                match self.redeploy() {
+                    Ok(a) => break a,
+                    Err(e) => tracing::error!(error = %e, "restart failed"),
+                }
+            };
+        }
+    }
+
+    /// Sleeps `delay` unless a cancel arrives (then true). Savepoint requests are refused.
+    fn pause(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.commands.recv_timeout(left) {
+                Ok(Command::Cancel) => return true,
+                Ok(Command::Savepoint { reply, .. }) => {
+                    let _ = reply.send(Err(Error::Checkpoint("the job is restarting".into())));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Deploys again from the newest complete checkpoint (or what the job started from).
+    fn redeploy(&mut self) -> Result<Attempt> {
+        let latest = match &self.plan.storage {
+            Some(s) => find_latest(s, &self.plan.job_id)?.map(Arc::new),
+            None => None,
+        };
+        let from = latest.or_else(|| self.initial.clone());
+        if let Some(r) = &from {
+            tracing::info!(checkpoint = %r.url, "restoring");
+            self.shared.stats(|s| s.restored = Some(r.url.clone()));
+        }
+        deploy(&self.plan, from.as_deref(), &self.shared)
+    }
+
+    fn run_attempt(&mut self, attempt: Attempt) -> (AttemptEnd, Attempt) {
+        let plan = self.plan.clone();
+        let cfg = &plan.graph.config.checkpoint;
+        let n = attempt.tasks.len();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut finished: Vec<Option<TaskStates>> = (0..n).map(|_| None).collect();
+        let mut exited = 0usize;
+        let mut consecutive_failures = 0u32;
+        let mut last_trigger = Instant::now();
+        let mut last_completion = Instant::now();
+        let mut stopping: Option<String> = None;
+        let mut final_sent = false;
+        let tick = Duration::from_millis(10);
+        loop {
+            crossbeam_channel::select! {
+                recv(attempt.events) -> ev => {
+                    let Ok(ev) = ev else { return (AttemptEnd::Failed(Error::Cancelled), attempt) };
+                    match ev {
+                        TaskEvent::Exited { task, error } => {
+                            exited += 1;
+                            if let Some(e) = error {
+                                for p in pending.drain(..) {
+                                    if let Some(r) = p.reply {
+                                        let _ = r.send(Err(Error::Checkpoint(format!("the job failed: {e}"))));
+                                    }
+                                }
+                                return (AttemptEnd::Failed(e), attempt);
+                            }
+                            let _ = task;
+                            if exited == n {
+                                if let Some(sp) = stopping.take() {
+                                    return (AttemptEnd::Stopped(sp), attempt);
+                                }
+                                if final_sent {
+                                    return (AttemptEnd::Finished, attempt);
+                                }
+                                return (AttemptEnd::Cancelled, attempt);
+                            }
+                        }
+                        TaskEvent::Snapshot { task, id, states } => {
+                            if let Some(p) = pending.iter_mut().find(|p| p.barrier.id == id) {
+                                p.acked[task] = true;
+                                let (_, subtask, _) = attempt.tasks[task];
+                                if let Err(e) = self.store_states(p, subtask, states) {
+                                    self.fail_checkpoint(&mut pending, id, &e.to_string(), &mut consecutive_failures);
+                                }
+                            }
+                        }
+                        TaskEvent::Declined { task, id, reason } => {
+                            let why = format!("declined by {}: {reason}", attempt.tasks[task].2);
+                            self.fail_checkpoint(&mut pending, id, &why, &mut consecutive_failures);
+                        }
+                        TaskEvent::Finished { task, states } => {
+                            finished[task] = Some(states);
+                            if finished.iter().all(|f| f.is_some()) {
+                                for p in pending.drain(..) {
+                                    if let Some(r) = p.reply {
+                                        let _ = r.send(Err(Error::Checkpoint("the job finished first".into())));
+                                    }
+                                }
+                                if let Err(e) = self.final_checkpoint(&attempt, &mut finished) {
+                                    return (AttemptEnd::Failed(e), attempt);
+                                }
+                                attempt.broadcast(TaskControl::Complete(FINAL_CHECKPOINT));
+                                final_sent = true;
+                            }
+                        }
+                    }
+                }
+                recv(self.uploads) -> up => {
+                    if let Ok(up) = up {
+                        if let Some(p) = pending.iter_mut().find(|p| p.barrier.id == up.id) {
+                            p.uploads = p.uploads.saturating_sub(1);
+                            if let Err(e) = up.result {
+                                self.fail_checkpoint(&mut pending, up.id, &e.to_string(), &mut consecutive_failures);
+                            }
+                        }
+                    }
+                }
+                recv(self.commands) -> cmd => {
+                    match cmd {
+                        Ok(Command::Cancel) | Err(_) => return (AttemptEnd::Cancelled, attempt),
+                        Ok(Command::Savepoint { dir, stop, reply }) => {
+                            if finished.iter().any(|f| f.is_some()) || stopping.is_some() {
+                                let _ = reply.send(Err(Error::Checkpoint("the job is finishing; no savepoint can be taken".into())));
+                            } else {
+                                match self.savepoint_storage(dir.as_deref()) {
+                                    Ok(storage) => {
+                                        let id = self.next_id;
+                                        let dir = format!("savepoint-{}-{id}", &plan.job_id[..plan.job_id.len().min(6)]);
+                                        self.trigger(&attempt, &mut pending, storage, dir, SnapshotKind::Savepoint, stop, Some(reply));
+                                    }
+                                    Err(e) => { let _ = reply.send(Err(e)); }
+                                }
+                            }
+                        }
+                    }
+                }
+                default(tick) => {}
+            }
+            // Completions, in id order.
+            while let Some(i) = pending
+                .iter()
+                .position(|p| p.uploads == 0 && p.acked.iter().all(|a| *a))
+            {
+                let p = pending.remove(i);
+                let id = p.barrier.id;
+                match self.complete(p, &attempt) {
+                    Ok((path, stop)) => {
+                        consecutive_failures = 0;
+                        last_completion = Instant::now();
+                        attempt.broadcast(TaskControl::Complete(id));
+                        if stop {
+                            attempt.broadcast(TaskControl::Stop);
+                            stopping = Some(path);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(checkpoint = id, error = %e, "checkpoint failed");
+                        self.shared.stats(|s| s.failed += 1);
+                        consecutive_failures += 1;
+                    }
+                }
+            }
+            // Timeouts.
+            let now = Instant::now();
+            let expired: Vec<CheckpointId> = pending
+                .iter()
+                .filter(|p| now.duration_since(p.started) > cfg.timeout)
+                .map(|p| p.barrier.id)
+                .collect();
+            for id in expired {
+                self.fail_checkpoint(&mut pending, id, "timed out", &mut consecutive_failures);
+            }
+            if consecutive_failures > cfg.tolerable_failures {
+                return (
+                    AttemptEnd::Failed(Error::Checkpoint(format!(
+                        "{consecutive_failures} consecutive checkpoints failed, more than the {} tolerated",
+                        cfg.tolerable_failures
+                    ))),
+                    attempt,
+                );
+            }
+            // Periodic trigger.
+            if let (Some(interval), Some(storage)) = (cfg.interval, &plan.storage) {
+                let running = finished.iter().all(|f| f.is_none()) && stopping.is_none();
+                let checkpoints = pending
+                    .iter()
+                    .filter(|p| p.barrier.kind == SnapshotKind::Checkpoint)
+                    .count();
+                if running
+                    && checkpoints < cfg.max_concurrent.max(1)
+                    && now.duration_since(last_trigger) >= interval
+                    && now.duration_since(last_completion) >= cfg.min_pause
+                {
+                    last_trigger = now;
+                    let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
+                    self.trigger(&attempt, &mut pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, None);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn trigger(
+        &mut self,
+        attempt: &Attempt,
+        pending: &mut Vec<Pending>,
+        storage: CheckpointStorage,
+        dir: String,
+        kind: SnapshotKind,
+        stop: bool,
+        reply: Option<Sender<Result<String>>>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let barrier = Barrier { id, kind, stop };
+        pending.push(Pending {
+            barrier,
+            started: Instant::now(),
+            storage,
+            dir,
+            acked: vec![false; attempt.tasks.len()],
+            uploads: 0,
+            subtasks: HashMap::new(),
+            reply,
+        });
+        self.shared.stats(|s| s.triggered += 1);
+        for t in &attempt.sources {
+            let _ = attempt.controls[*t].send(TaskControl::Trigger(barrier));
+        }
+    }
+
+    fn savepoint_storage(&self, dir: Option<&str>) -> Result<CheckpointStorage> {
+        let cfg = &self.plan.graph.config.checkpoint;
+        let dir = dir.or(cfg.savepoint_dir.as_deref()).ok_or_else(|| {
+            Error::config(
+                "state.savepoints.dir",
+                "no savepoint directory given and none configured",
+            )
+        })?;
+        CheckpointStorage::open(dir, &cfg.storage_options)
+    }
+
+    /// Encodes a task's states and starts their uploads.
+    fn store_states(&self, p: &mut Pending, subtask: usize, states: TaskStates) -> Result<()> {
+        let graph = &self.plan.graph;
+        for (node, snap) in states {
+            let n = &graph.nodes[node];
+            let kgs = key_group_range(graph.config.max_parallelism, n.parallelism, subtask);
+            let mut meta = SubtaskMetadata {
+                subtask,
+                key_groups: [kgs.start, kgs.end],
+                file: None,
+                size: 0,
+                crc32: 0,
+            };
+            if !snap.is_empty() {
+                let bytes = Bytes::from(encode_state_file(&snap));
+                let name = format!("{}-{subtask}.state", n.uid());
+                meta.size = bytes.len() as u64;
+                meta.crc32 = crc32fast::hash(&bytes);
+                meta.file = Some(name.clone());
+                p.uploads += 1;
+                let tx = self.upload_tx.clone();
+                let id = p.barrier.id;
+                p.storage
+                    .put_async(format!("{}/{name}", p.dir), bytes, move |result| {
+                        let _ = tx.send(Upload { id, result });
+                    });
+            }
+            p.subtasks.entry(node).or_default().push(meta);
+        }
+        Ok(())
+    }
+
+    fn metadata(
+        &self,
+        id: CheckpointId,
+        kind: SnapshotKind,
+        finished: bool,
+        mut subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
+    ) -> CheckpointMetadata {
+        let graph = &self.plan.graph;
+        let operators = graph
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let mut subs = subtasks.remove(&n.id)?;
+                subs.sort_by_key(|s| s.subtask);
+                Some(OperatorMetadata {
+                    uid: n.uid(),
+                    name: n.name.clone(),
+                    parallelism: n.parallelism,
+                    subtasks: subs,
+                })
+            })
+            .collect();
+        CheckpointMetadata {
+            format: METADATA_FORMAT.into(),
+            version: FORMAT_VERSION,
+            job_id: self.plan.job_id.clone(),
+            checkpoint_id: id,
+            kind,
+            timestamp_ms: now_millis(),
+            max_parallelism: graph.config.max_parallelism,
+            finished,
+            operators,
+        }
+    }
+
+    /// Writes `_metadata` (the completion marker) and retires old checkpoints.
+    fn complete(&mut self, p: Pending, _attempt: &Attempt) -> Result<(String, bool)> {
+        let id = p.barrier.id;
+        let meta = self.metadata(id, p.barrier.kind, false, p.subtasks);
+        let size = meta.state_size();
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
+        let r = p.storage.put(&format!("{}/_metadata", p.dir), Bytes::from(json));
+        let path = p.storage.url_of(&p.dir);
+        if let Err(e) = r {
+            if let Some(reply) = p.reply {
+                let _ = reply.send(Err(Error::Checkpoint(format!("{path}: {e}"))));
+            }
+            return Err(e);
+        }
+        let done = CompletedCheckpoint {
+            id,
+            kind: p.barrier.kind,
+            path: path.clone(),
+            timestamp_ms: meta.timestamp_ms,
+            duration: p.started.elapsed(),
+            state_size: size,
+        };
+        tracing::info!(checkpoint = id, path = %path, bytes = size, ms = done.duration.as_millis() as u64, "checkpoint complete");
+        self.shared.stats(|s| {
+            s.completed += 1;
+            s.latest = Some(done.clone());
+            s.history.push(done);
+            if s.history.len() > 16 {
+                s.history.remove(0);
+            }
+        });
+        if let Some(reply) = p.reply {
+            let _ = reply.send(Ok(path.clone()));
+        }
+        if p.barrier.kind == SnapshotKind::Checkpoint {
+            self.retire(id);
+        }
+        Ok((path, p.barrier.stop))
+    }
+
+    /// Deletes checkpoints older than the newest `state.checkpoints.num-retained`.
+    fn retire(&self, newest: CheckpointId) {
+        let Some(storage) = &self.plan.storage else {
+            return;
+        };
+        let keep = self.plan.graph.config.checkpoint.retained.max(1);
+        let job = &self.plan.job_id;
+        match checkpoint_ids(storage, job) {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|i| *i <= newest).skip(keep) {
+                    if let Err(e) = storage.delete_dir(&format!("{job}/chk-{id}")) {
+                        tracing::warn!(checkpoint = id, error = %e, "cannot delete old checkpoint");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list checkpoints"),
+        }
+    }
+
+    fn fail_checkpoint(
+        &self,
+        pending: &mut Vec<Pending>,
+        id: CheckpointId,
+        why: &str,
+        consecutive: &mut u32,
+    ) {
+        let Some(i) = pending.iter().position(|p| p.barrier.id == id) else {
+            return;
+        };
+        let p = pending.remove(i);
+        tracing::warn!(checkpoint = id, reason = why, "checkpoint failed");
+        self.shared.stats(|s| s.failed += 1);
+        if let Some(reply) = p.reply {
+            let _ = reply.send(Err(Error::Checkpoint(format!("savepoint {id} failed: {why}"))));
+        } else {
+            *consecutive += 1;
+        }
+        let _ = p.storage.delete_dir(&p.dir);
+    }
+
+    /// Every task finished: store their final states as a finished checkpoint (when
+    /// checkpointing is configured), so a restart after this point restores the end state.
+    fn final_checkpoint(&mut self, attempt: &Attempt, finished: &mut [Option<TaskStates>]) -> Result<()> {
+        let Some(storage) = self.plan.storage.clone() else {
+            return Ok(());
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = format!("{}/chk-{id}", self.plan.job_id);
+        let (tx, rx) = unbounded();
+        let mut p = Pending {
+            barrier: Barrier {
+                id,
+                kind: SnapshotKind::Checkpoint,
+                stop: false,
+            },
+            started: Instant::now(),
+            storage: storage.clone(),
+            dir: dir.clone(),
+            acked: Vec::new(),
+            uploads: 0,
+            subtasks: HashMap::new(),
+            reply: None,
+        };
+        let upload_tx = std::mem::replace(&mut self.upload_tx, tx);
+        let mut result = Ok(());
+        for (task, states) in finished.iter_mut().enumerate() {
+            let (_, subtask, _) = attempt.tasks[task];
+            if let Some(states) = states.take() {
+                result = result.and(self.store_states(&mut p, subtask, states));
+            }
+        }
+        for _ in 0..p.uploads {
+            match rx.recv() {
+                Ok(Upload { result: Err(e), .. }) => result = result.and(Err(e)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.upload_tx = upload_tx;
+        result?;
+        let meta = self.metadata(id, SnapshotKind::Checkpoint, true, p.subtasks);
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
+        storage.put(&format!("{dir}/_metadata"), Bytes::from(json))?;
+        self.retire(id);
+        Ok(())
+    }
 }

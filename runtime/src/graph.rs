@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 
+use crate::checkpoint::{CheckpointConfig, RestartStrategy, RestoreFrom};
 use crate::key::{DEFAULT_MAX_PARALLELISM, KeySelector};
 use crate::operator::OperatorFactory;
 use crate::source::SourceRef;
@@ -60,6 +61,22 @@ pub struct Node {
     pub kind: NodeKind,
     /// Schema of the main output.
     pub schema: SchemaRef,
+    /// Stable id for state mapping (`None`: derived from position and name).
+    pub uid: Option<String>,
+}
+
+impl Node {
+    /// The operator's stable id: the explicit uid, or `{id}-{name}` made file-name safe.
+    pub fn uid(&self) -> String {
+        self.uid.clone().unwrap_or_else(|| {
+            let slug: String = self
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+                .collect();
+            format!("{}-{}", self.id, slug.trim_matches('-'))
+        })
+    }
 }
 
 /// A connection between two nodes.
@@ -89,6 +106,19 @@ pub struct ExecutionConfig {
     pub parallelism: usize,
     /// Whether forward edges of equal parallelism fuse into one task (`pipeline.operator-chaining`).
     pub chaining: bool,
+    /// The job's id: names its checkpoint directory, so a restarted process finds its own
+    /// checkpoints (`$internal.pipeline.job-id`); random when not set.
+    pub job_id: Option<String>,
+    /// Checkpointing (`execution.checkpointing.*`, `state.checkpoints.*`).
+    pub checkpoint: CheckpointConfig,
+    /// `restart-strategy.*`.
+    pub restart: RestartStrategy,
+    /// Where the job starts from (`execution.savepoint.path`; `latest` for the newest
+    /// checkpoint of `job_id`).
+    pub restore: Option<RestoreFrom>,
+    /// `execution.savepoint.ignore-unclaimed-state`: allow a savepoint with state for
+    /// operators the job no longer has.
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for ExecutionConfig {
@@ -100,6 +130,11 @@ impl Default for ExecutionConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             parallelism: 1,
             chaining: true,
+            job_id: None,
+            checkpoint: CheckpointConfig::default(),
+            restart: RestartStrategy::default(),
+            restore: None,
+            allow_non_restored_state: false,
         }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod checkpoint;
 pub mod connectors;
 pub mod element;
 pub mod error;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
+use crate::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
 use crate::element::Timestamp;
 use crate::error::Result;
 
@@ -35,6 +36,11 @@ pub struct OperatorContext {
     pub parallelism: usize,
     /// Number of key groups.
     pub max_parallelism: u16,
+    /// The operator's stable id: its state in a checkpoint is found by it.
+    pub uid: String,
+    /// Unique per deployment of the job (changes on every restart); connectors use it to tell
+    /// their own leftovers from a failed attempt's.
+    pub attempt: u64,
 }
 
 impl OperatorContext {
@@ -73,6 +79,25 @@ pub trait Operator: Send {
 
     /// Every input has ended (after the final watermark); emit what is still held.
     fn finish(&mut self, _out: &mut dyn Output) -> Result<()> {
+        Ok(())
+    }
+
+    /// A checkpoint barrier passed: return this instance's state as of now. Called on the
+    /// task thread between elements; the returned bytes are uploaded off it.
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Restores state before `open` (only when the job starts from a checkpoint that has
+    /// state for this operator).
+    fn restore_state(&mut self, _state: RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` is complete everywhere (its `_metadata` is written): publish
+    /// what was pre-committed for it. [`FINAL_CHECKPOINT`](crate::checkpoint::FINAL_CHECKPOINT)
+    /// means the whole job has finished.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }
 }

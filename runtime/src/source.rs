@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
-use crate::error::Result;
+use crate::checkpoint::{CheckpointId, RestoredState};
+use crate::error::{Error, Result};
 
 /// What a reader returns from one poll.
 #[derive(Debug)]
@@ -32,6 +34,20 @@ pub trait Source: Send + Sync + 'static {
     fn is_bounded(&self) -> bool;
     /// The reader for subtask `subtask` of `parallelism`.
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>>;
+
+    /// The reader for subtask `subtask` of `parallelism`, resuming from the positions every
+    /// old reader snapshotted (`(old subtask, state)`, possibly at another parallelism): the
+    /// new readers together must read exactly what the old ones had not.
+    fn restore_reader(
+        &self,
+        _subtask: usize,
+        _parallelism: usize,
+        _states: &[(usize, Bytes)],
+    ) -> Result<Box<dyn SourceReader>> {
+        Err(Error::Checkpoint(
+            "this source cannot resume from a checkpoint".into(),
+        ))
+    }
 }
 
 /// Reads the splits assigned to one parallel subtask.
@@ -40,6 +56,13 @@ pub trait SourceReader: Send {
     fn splits(&self) -> usize;
     /// Reads what is available.
     fn poll_next(&mut self) -> Result<SourcePoll>;
+
+    /// The reader's position (everything returned so far has been read), for a checkpoint.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        Err(Error::Checkpoint(
+            "this source does not support checkpoints".into(),
+        ))
+    }
 }
 
 /// A connector's output description; creates the per-subtask writers.
@@ -57,8 +80,28 @@ pub trait Sink: Send + Sync + 'static {
 pub trait SinkWriter: Send {
     /// Writes one batch.
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
-    /// Input ended: flush and close.
+    /// Input ended: flush and close. A transactional writer keeps the result pending until
+    /// the final checkpoint completes.
     fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once before the first write: `restored` holds the pending commits of every old
+    /// writer from the checkpoint the job restarts from (empty on a fresh start). A
+    /// transactional writer publishes those (they belong to a completed checkpoint) and
+    /// discards leftovers of attempts that never completed one.
+    fn recover(&mut self, _restored: &RestoredState) -> Result<()> {
+        Ok(())
+    }
+
+    /// A barrier passed: flush, set aside what was written since the last one as pending
+    /// for `checkpoint`, and return what must be stored to commit it after a failure.
+    fn pre_commit(&mut self, _checkpoint: CheckpointId) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Checkpoint `checkpoint` completed: publish everything pending up to it.
+    fn commit(&mut self, _checkpoint: CheckpointId) -> Result<()> {
         Ok(())
     }
 }

@@ -5,16 +5,21 @@
 //! work is CPU-bound and per batch, so a thread that blocks on a full channel is exactly the
 //! backpressure we want; nothing here needs an async runtime.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use crate::checkpoint::{
+    Barrier, CheckpointId, CheckpointingMode, FINAL_CHECKPOINT, OperatorSnapshot,
+};
 use crate::element::{MAX_WATERMARK, StreamElement, Timestamp};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exchange::{Emitter, Envelope, TaskMetrics};
+use crate::graph::NodeId;
 use crate::operator::{Operator, Output, now_millis};
 use crate::source::{SourcePoll, SourceReader};
 use crate::watermark::{ChannelWatermarks, SplitWatermarks, WatermarkUpdate};
@@ -25,8 +30,131 @@ const TICK: Duration = Duration::from_millis(5);
 /// Operators of one chain plus the exchange at its end.
 pub(crate) struct Chain {
     pub ops: Vec<Box<dyn Operator>>,
+    /// The graph node of each operator in `ops`.
+    pub node_ids: Vec<NodeId>,
     pub emitter: Emitter,
 }
+
+/// What the job master tells a task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TaskControl {
+    /// Sources only: snapshot the position and send this barrier.
+    Trigger(Barrier),
+    /// A checkpoint completed: commit what was pre-committed for it.
+    Complete(CheckpointId),
+    /// Stop-with-savepoint completed: end the task.
+    Stop,
+}
+
+/// The state of a task's operators, by graph node.
+pub(crate) type TaskStates = Vec<(NodeId, OperatorSnapshot)>;
+
+/// What a task tells the job master.
+pub(crate) enum TaskEvent {
+    /// The task took its snapshot for checkpoint `id` (the barrier has passed it).
+    Snapshot {
+        task: usize,
+        id: CheckpointId,
+        states: TaskStates,
+    },
+    /// The task could not take part in checkpoint `id`.
+    Declined {
+        task: usize,
+        id: CheckpointId,
+        reason: String,
+    },
+    /// Every input ended and the task emitted everything; its final state.
+    Finished { task: usize, states: TaskStates },
+    /// The task's thread ended; `error` when it failed.
+    Exited { task: usize, error: Option<Error> },
+}
+
+/// A task's connection to the job master.
+pub(crate) struct TaskLink {
+    pub index: usize,
+    pub control: Receiver<TaskControl>,
+    pub events: Sender<TaskEvent>,
+    pub cancel: Arc<AtomicBool>,
+    pub mode: CheckpointingMode,
+}
+
+impl TaskLink {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, e: TaskEvent) {
+        // The master outlives every task; a closed channel means the job is being torn down.
+        let _ = self.events.send(e);
+    }
+
+    /// Snapshots the chain (plus a source reader's position) and reports it.
+    fn checkpoint(&self, chain: &mut Chain, barrier: Barrier, source: SourceState<'_>) -> Result<()> {
+        // Barrier first, so downstream can start aligning; the state below is taken before
+        // this thread touches another element, so it is exactly the state at the barrier.
+        chain.emitter.barrier(barrier)?;
+        match chain.snapshot(barrier.id, source) {
+            Ok(states) => self.send(TaskEvent::Snapshot {
+                task: self.index,
+                id: barrier.id,
+                states,
+            }),
+            Err(e) => self.send(TaskEvent::Declined {
+                task: self.index,
+                id: barrier.id,
+                reason: e.to_string(),
+            }),
+        }
+        Ok(())
+    }
+
+    /// Handles pending control messages; returns true when the task must stop.
+    fn poll_control(&self, chain: &mut Chain, mut on_trigger: impl FnMut(&mut Chain, Barrier) -> Result<()>) -> Result<bool> {
+        loop {
+            match self.control.try_recv() {
+                Ok(TaskControl::Trigger(b)) => on_trigger(chain, b)?,
+                Ok(TaskControl::Complete(id)) => chain.notify_complete(id)?,
+                Ok(TaskControl::Stop) => return Ok(true),
+                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Disconnected) => return Ok(true),
+            }
+        }
+    }
+
+    /// After the input ended: report the final state and wait until the master says the
+    /// job's final checkpoint is complete (then commit) or stops the job.
+    fn finish(&self, chain: &mut Chain, source: SourceState<'_>) -> Result<()> {
+        let states = chain.snapshot(FINAL_CHECKPOINT, source)?;
+        self.send(TaskEvent::Finished {
+            task: self.index,
+            states,
+        });
+        loop {
+            match self.control.recv_timeout(Duration::from_millis(20)) {
+                Ok(TaskControl::Trigger(b)) => self.send(TaskEvent::Declined {
+                    task: self.index,
+                    id: b.id,
+                    reason: "the task has finished".into(),
+                }),
+                Ok(TaskControl::Complete(id)) => {
+                    chain.notify_complete(id)?;
+                    if id == FINAL_CHECKPOINT {
+                        return Ok(());
+                    }
+                }
+                Ok(TaskControl::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.cancelled() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A source task's reader (its position is part of the snapshot), or none.
+type SourceState<'a> = Option<(NodeId, &'a mut dyn SourceReader, bool)>;
 
 /// The [`Output`] of operator i of a chain: operator i+1, or the emitter after the last.
 struct ChainOutput<'a> {
@@ -117,6 +245,35 @@ impl Chain {
         self.emitter.flush_expired(Instant::now())
     }
 
+    /// The state of every operator (and of the source reader, first) for checkpoint `id`.
+    fn snapshot(&mut self, id: CheckpointId, source: SourceState<'_>) -> Result<TaskStates> {
+        let mut states = Vec::with_capacity(self.ops.len() + 1);
+        if let Some((node, reader, required)) = source {
+            match reader.snapshot() {
+                Ok(pos) => states.push((
+                    node,
+                    OperatorSnapshot {
+                        keyed: Vec::new(),
+                        operator: Some(pos),
+                    },
+                )),
+                Err(e) if required => return Err(e),
+                Err(_) => {}
+            }
+        }
+        for (op, node) in self.ops.iter_mut().zip(&self.node_ids) {
+            states.push((*node, op.snapshot_state(id)?));
+        }
+        Ok(states)
+    }
+
+    fn notify_complete(&mut self, id: CheckpointId) -> Result<()> {
+        for op in &mut self.ops {
+            op.notify_checkpoint_complete(id)?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<()> {
         for i in 0..self.ops.len() {
             let (head, rest) = self.ops[i..].split_at_mut(1);
@@ -129,18 +286,33 @@ impl Chain {
     }
 }
 
-/// Runs a source subtask until its reader is exhausted or the job is cancelled.
+/// Runs a source subtask until its reader is exhausted (then waits for the job's final
+/// checkpoint), the job is cancelled, or a stop-with-savepoint completes.
 pub(crate) fn run_source(
     mut chain: Chain,
     mut reader: Box<dyn SourceReader>,
+    source_node: NodeId,
     mut watermarks: Option<SplitWatermarks>,
     metrics: Arc<TaskMetrics>,
-    cancel: Arc<AtomicBool>,
+    link: TaskLink,
 ) -> Result<()> {
     let mut last_tick = Instant::now();
+    let mut stopped = false;
     loop {
-        if cancel.load(Ordering::Relaxed) {
+        if link.cancelled() {
             return Ok(());
+        }
+        let stop = link.poll_control(&mut chain, |chain, b| {
+            stopped |= b.stop;
+            link.checkpoint(chain, b, Some((source_node, reader.as_mut(), true)))
+        })?;
+        if stop {
+            return Ok(());
+        }
+        if stopped {
+            // Stop-with-savepoint: nothing more is read; wait for the master.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         }
         let now = Instant::now();
         match reader.poll_next()? {
@@ -177,53 +349,162 @@ pub(crate) fn run_source(
     }
     // A bounded input closes event time, as Flink's sources do.
     chain.watermark(MAX_WATERMARK)?;
-    chain.finish()
+    chain.finish()?;
+    link.finish(&mut chain, Some((source_node, reader.as_mut(), false)))
 }
 
-/// Runs a subtask fed by input channels until they all end or the job is cancelled.
+/// Barrier alignment of one task over its input channels.
+struct Alignment {
+    barrier: Option<Barrier>,
+    arrived: Vec<bool>,
+    /// Exactly-once: channels whose barrier arrived hold their later elements back.
+    blocked: Vec<bool>,
+    held: Vec<VecDeque<StreamElement>>,
+    held_count: usize,
+    live: Vec<bool>,
+    exactly_once: bool,
+}
+
+impl Alignment {
+    fn new(n: usize, mode: CheckpointingMode) -> Self {
+        Alignment {
+            barrier: None,
+            arrived: vec![false; n],
+            blocked: vec![false; n],
+            held: (0..n).map(|_| VecDeque::new()).collect(),
+            held_count: 0,
+            live: vec![true; n],
+            exactly_once: mode == CheckpointingMode::ExactlyOnce,
+        }
+    }
+
+    /// An element that may be processed now: held ones of unblocked channels first.
+    fn pop_ready(&mut self) -> Option<(usize, StreamElement)> {
+        if self.held_count == 0 {
+            return None;
+        }
+        for c in 0..self.held.len() {
+            if !self.blocked[c] {
+                if let Some(e) = self.held[c].pop_front() {
+                    self.held_count -= 1;
+                    return Some((c, e));
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether an element just received on `c` must wait (its channel is blocked, or older
+    /// elements of it are still held).
+    fn hold(&mut self, c: usize, e: StreamElement) -> Option<StreamElement> {
+        if self.blocked[c] || !self.held[c].is_empty() {
+            self.held[c].push_back(e);
+            self.held_count += 1;
+            None
+        } else {
+            Some(e)
+        }
+    }
+
+    fn unblock(&mut self) {
+        self.barrier = None;
+        self.arrived.iter_mut().for_each(|a| *a = false);
+        self.blocked.iter_mut().for_each(|b| *b = false);
+    }
+
+    /// A barrier arrived on `c`.
+    fn on_barrier(&mut self, c: usize, b: Barrier) {
+        match self.barrier {
+            Some(cur) if b.id < cur.id => return, // stale: that checkpoint was abandoned
+            Some(cur) if b.id > cur.id => self.unblock(), // a newer one supersedes it
+            _ => {}
+        }
+        self.barrier = Some(b);
+        self.arrived[c] = true;
+        if self.exactly_once {
+            self.blocked[c] = true;
+        }
+    }
+
+    /// The barrier every live channel has delivered, if alignment just completed.
+    fn complete(&mut self) -> Option<Barrier> {
+        let b = self.barrier?;
+        if (0..self.arrived.len()).all(|c| self.arrived[c] || !self.live[c]) {
+            self.unblock();
+            Some(b)
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs a subtask fed by input channels until they all end (then waits for the job's final
+/// checkpoint), the job is cancelled, or a stop-with-savepoint completes.
 pub(crate) fn run_input(
     mut chain: Chain,
     rx: Receiver<Envelope>,
     channel_inputs: Vec<usize>,
     metrics: Arc<TaskMetrics>,
-    cancel: Arc<AtomicBool>,
+    link: TaskLink,
 ) -> Result<()> {
-    let mut combined = ChannelWatermarks::new(channel_inputs.len());
+    let n = channel_inputs.len();
+    let mut combined = ChannelWatermarks::new(n);
+    let mut align = Alignment::new(n, link.mode);
     let mut last_tick = Instant::now();
     loop {
-        match rx.recv_timeout(TICK) {
-            Ok(Envelope { channel, elem }) => {
-                let ch = channel as usize;
-                match elem {
-                    StreamElement::Batch(b) => {
-                        metrics
-                            .records_in
-                            .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                        chain.push(channel_inputs[ch], b)?;
+        let next = match align.pop_ready() {
+            Some(x) => Some(x),
+            None => match rx.recv_timeout(TICK) {
+                Ok(Envelope { channel, elem }) => {
+                    let c = channel as usize;
+                    align.hold(c, elem).map(|e| (c, e))
+                }
+                Err(RecvTimeoutError::Timeout) => None,
+                // Every upstream task is gone without ending its input: the job is being torn
+                // down (the failing task has reported why).
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
+            },
+        };
+        if let Some((ch, elem)) = next {
+            match elem {
+                StreamElement::Batch(b) => {
+                    metrics
+                        .records_in
+                        .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    chain.push(channel_inputs[ch], b)?;
+                }
+                StreamElement::Watermark(t) => {
+                    combined.on_watermark(ch, t);
+                    apply(&mut chain, combined.poll())?;
+                }
+                StreamElement::Idle(idle) => {
+                    combined.on_idle(ch, idle);
+                    apply(&mut chain, combined.poll())?;
+                }
+                StreamElement::Barrier(b) => {
+                    align.on_barrier(ch, b);
+                    if let Some(b) = align.complete() {
+                        link.checkpoint(&mut chain, b, None)?;
                     }
-                    StreamElement::Watermark(t) => {
-                        combined.on_watermark(ch, t);
-                        apply(&mut chain, combined.poll())?;
+                }
+                StreamElement::EndOfInput => {
+                    align.live[ch] = false;
+                    let all = combined.on_end(ch);
+                    apply(&mut chain, combined.poll())?;
+                    if let Some(b) = align.complete() {
+                        link.checkpoint(&mut chain, b, None)?;
                     }
-                    StreamElement::Idle(idle) => {
-                        combined.on_idle(ch, idle);
-                        apply(&mut chain, combined.poll())?;
-                    }
-                    StreamElement::EndOfInput => {
-                        let all = combined.on_end(ch);
-                        apply(&mut chain, combined.poll())?;
-                        if all {
-                            return chain.finish();
-                        }
+                    if all {
+                        chain.finish()?;
+                        return link.finish(&mut chain, None);
                     }
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Every upstream task is gone without ending its input: the job is being torn
-            // down (the failing task has recorded why).
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
-        if cancel.load(Ordering::Relaxed) {
+        if link.cancelled() {
+            return Ok(());
+        }
+        if link.poll_control(&mut chain, |_, _| Ok(()))? {
             return Ok(());
         }
         if last_tick.elapsed() >= TICK {

@@ -2,12 +2,26 @@
 
 use arrow::record_batch::RecordBatch;
 
+use crate::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
 use crate::error::Result;
-use crate::operator::{Operator, Output};
+use crate::operator::{Operator, OperatorContext, Output};
 use crate::source::SinkWriter;
 
-/// Writes every batch to a sink writer and finishes it at end of input.
-pub struct SinkOperator(pub Box<dyn SinkWriter>);
+/// Writes every batch to a sink writer and finishes it at end of input; drives the writer's
+/// two-phase commit from the checkpoints.
+pub struct SinkOperator {
+    writer: Box<dyn SinkWriter>,
+    recovered: bool,
+}
+
+impl SinkOperator {
+    pub fn new(writer: Box<dyn SinkWriter>) -> Self {
+        SinkOperator {
+            writer,
+            recovered: false,
+        }
+    }
+}
 
 impl Operator for SinkOperator {
     fn process_batch(
@@ -16,10 +30,34 @@ impl Operator for SinkOperator {
         batch: RecordBatch,
         _out: &mut dyn Output,
     ) -> Result<()> {
-        self.0.write(&batch)
+        self.writer.write(&batch)
+    }
+
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        if !self.recovered {
+            self.recovered = true;
+            self.writer.recover(&RestoredState::default())?;
+        }
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> Result<()> {
+        self.recovered = true;
+        self.writer.recover(&state)
     }
 
     fn finish(&mut self, _out: &mut dyn Output) -> Result<()> {
-        self.0.finish()
+        self.writer.finish()
+    }
+
+    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot {
+            keyed: Vec::new(),
+            operator: self.writer.pre_commit(checkpoint)?,
+        })
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        self.writer.commit(checkpoint)
     }
 }

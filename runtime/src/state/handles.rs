@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{KeyedStore, Namespace, StateId, TimeDomain, TimerService};
+use super::{KeyedStore, Namespace, StateId, StateValue, TimeDomain, TimerService, codec};
 use crate::element::Timestamp;
 use crate::key::{Key, KeyGroup};
 
@@ -47,9 +47,9 @@ impl StateTtlConfig {
     }
 }
 
-struct TtlCell<T> {
-    value: T,
-    stamp: Timestamp,
+pub(crate) struct TtlCell<T> {
+    pub(crate) value: T,
+    pub(crate) stamp: Timestamp,
 }
 
 /// What a keyed function sees while it handles one element or timer: the current key, time,
@@ -187,50 +187,47 @@ pub struct StateRegistry<'a> {
 
 impl StateRegistry<'_> {
     /// A single value per key.
-    pub fn value<T: Clone + Send + 'static>(&mut self, name: &str) -> ValueState<T> {
+    pub fn value<T: StateValue>(&mut self, name: &str) -> ValueState<T> {
         ValueState {
-            id: self.store.register(name),
+            id: self.store.register(name, codec::<T>()),
             ttl: None,
             _t: PhantomData,
         }
     }
 
     /// A list of values per key.
-    pub fn list<T: Clone + Send + 'static>(&mut self, name: &str) -> ListState<T> {
+    pub fn list<T: StateValue>(&mut self, name: &str) -> ListState<T> {
         ListState {
-            id: self.store.register(name),
+            id: self.store.register(name, codec::<Vec<T>>()),
             ttl: None,
             _t: PhantomData,
         }
     }
 
     /// A map per key.
-    pub fn map<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static>(
-        &mut self,
-        name: &str,
-    ) -> MapState<K, V> {
+    pub fn map<K: Hash + Eq + StateValue, V: StateValue>(&mut self, name: &str) -> MapState<K, V> {
         MapState {
-            id: self.store.register(name),
+            id: self.store.register(name, codec::<HashMap<K, V>>()),
             ttl: None,
             _t: PhantomData,
         }
     }
 
     /// A value per key that new values are folded into with `reduce`.
-    pub fn reducing<T: Clone + Send + 'static>(
+    pub fn reducing<T: StateValue>(
         &mut self,
         name: &str,
         reduce: impl Fn(&T, &T) -> T + Send + Sync + 'static,
     ) -> ReducingState<T> {
         ReducingState {
-            id: self.store.register(name),
+            id: self.store.register(name, codec::<T>()),
             ttl: None,
             reduce: Arc::new(reduce),
         }
     }
 
     /// An accumulator per key: `create` makes it, `add` folds an input in, `result` reads it.
-    pub fn aggregating<IN, ACC: Send + 'static, OUT>(
+    pub fn aggregating<IN, ACC: StateValue, OUT>(
         &mut self,
         name: &str,
         create: impl Fn() -> ACC + Send + Sync + 'static,
@@ -238,7 +235,7 @@ impl StateRegistry<'_> {
         result: impl Fn(&ACC) -> OUT + Send + Sync + 'static,
     ) -> AggregatingState<IN, ACC, OUT> {
         AggregatingState {
-            id: self.store.register(name),
+            id: self.store.register(name, codec::<ACC>()),
             ttl: None,
             create: Arc::new(create),
             add: Arc::new(add),
@@ -277,7 +274,7 @@ impl<T> Clone for ValueState<T> {
     }
 }
 
-impl<T: Clone + Send + 'static> ValueState<T> {
+impl<T: StateValue> ValueState<T> {
     with_ttl!();
 
     /// The current key's value.
@@ -303,7 +300,7 @@ pub struct ListState<T> {
     _t: PhantomData<fn() -> T>,
 }
 
-impl<T: Clone + Send + 'static> ListState<T> {
+impl<T: StateValue> ListState<T> {
     with_ttl!();
 
     /// Appends a value.
@@ -338,7 +335,7 @@ pub struct MapState<K, V> {
     _t: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K: Hash + Eq + Clone + Send + 'static, V: Clone + Send + 'static> MapState<K, V> {
+impl<K: Hash + Eq + StateValue, V: StateValue> MapState<K, V> {
     with_ttl!();
 
     /// The value under `k` for the current key.
@@ -387,7 +384,7 @@ pub struct ReducingState<T> {
     reduce: ReduceFn<T>,
 }
 
-impl<T: Clone + Send + 'static> ReducingState<T> {
+impl<T: StateValue> ReducingState<T> {
     with_ttl!();
 
     /// Folds `value` into the current key's value.
@@ -419,7 +416,7 @@ pub struct AggregatingState<IN, ACC, OUT> {
     result: Arc<dyn Fn(&ACC) -> OUT + Send + Sync>,
 }
 
-impl<IN, ACC: Send + 'static, OUT> AggregatingState<IN, ACC, OUT> {
+impl<IN, ACC: StateValue, OUT> AggregatingState<IN, ACC, OUT> {
     with_ttl!();
 
     /// Folds `value` into the accumulator.

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
+use std::sync::Arc;
 
-use super::{Cell, KeyedStore, Namespace, StateBackend, StateId};
+use super::codec::{ByteReader, put_bytes, put_value};
+use super::{Cell, CellCodec, KeyedStore, Namespace, StateBackend, StateId};
+use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup, mix64};
 
 /// The default state backend: everything on the heap.
@@ -65,6 +68,7 @@ type Table = FastMap<(Key, Namespace), Cell>;
 pub struct MemoryStore {
     key_groups: Range<KeyGroup>,
     names: Vec<String>,
+    codecs: Vec<Arc<dyn CellCodec>>,
     /// `tables[state][kg - key_groups.start]`
     tables: Vec<Vec<Table>>,
 }
@@ -75,6 +79,7 @@ impl MemoryStore {
         MemoryStore {
             key_groups,
             names: Vec::new(),
+            codecs: Vec::new(),
             tables: Vec::new(),
         }
     }
@@ -89,11 +94,12 @@ impl MemoryStore {
 }
 
 impl KeyedStore for MemoryStore {
-    fn register(&mut self, name: &str) -> StateId {
+    fn register(&mut self, name: &str, codec: Arc<dyn CellCodec>) -> StateId {
         if let Some(i) = self.names.iter().position(|n| n == name) {
             return i;
         }
         self.names.push(name.to_string());
+        self.codecs.push(codec);
         let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
         self.tables.push((0..n).map(|_| Table::default()).collect());
         self.names.len() - 1
@@ -138,5 +144,72 @@ impl KeyedStore for MemoryStore {
 
     fn len(&self) -> usize {
         self.tables.iter().flatten().map(|t| t.len()).sum()
+    }
+
+    fn key_groups(&self) -> Range<KeyGroup> {
+        self.key_groups.clone()
+    }
+
+    fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()> {
+        if !self.key_groups.contains(&kg) {
+            return Ok(());
+        }
+        let slot = usize::from(kg - self.key_groups.start);
+        let used: Vec<usize> = (0..self.names.len())
+            .filter(|s| !self.tables[*s][slot].is_empty())
+            .collect();
+        out.extend_from_slice(&(used.len() as u32).to_le_bytes());
+        let mut value = Vec::new();
+        for s in used {
+            let table = &self.tables[s][slot];
+            put_bytes(out, self.names[s].as_bytes());
+            out.extend_from_slice(&(table.len() as u64).to_le_bytes());
+            for ((key, ns), cell) in table {
+                put_value(out, key, &self.names[s])?;
+                out.extend_from_slice(&ns.start.to_le_bytes());
+                out.extend_from_slice(&ns.end.to_le_bytes());
+                value.clear();
+                self.codecs[s]
+                    .encode(cell, &mut value)
+                    .map_err(|e| Error::state(&self.names[s], e))?;
+                put_bytes(out, &value);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_key_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()> {
+        if !self.key_groups.contains(&kg) {
+            return Err(Error::Checkpoint(format!(
+                "key group {kg} restored into a store for key groups {:?}",
+                self.key_groups
+            )));
+        }
+        let slot = usize::from(kg - self.key_groups.start);
+        let mut r = ByteReader::new(bytes, "keyed state");
+        let states = r.u32()?;
+        for _ in 0..states {
+            let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+            let count = r.u64()?;
+            let id = self.names.iter().position(|n| *n == name);
+            if id.is_none() {
+                tracing::warn!(state = %name, "snapshot holds a state the job no longer registers; skipped");
+            }
+            for _ in 0..count {
+                let key: Key = r.value()?;
+                let ns = Namespace {
+                    start: r.i64()?,
+                    end: r.i64()?,
+                };
+                let value = r.bytes()?;
+                if let Some(id) = id {
+                    let cell = self.codecs[id]
+                        .decode(value)
+                        .map_err(|e| Error::state(&name, e))?;
+                    self.tables[id][slot].insert((key, ns), cell);
+                }
+            }
+        }
+        Ok(())
     }
 }

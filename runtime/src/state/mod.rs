@@ -6,6 +6,7 @@
 //! unit checkpoints will store and rescaling will move), and a store only holds the key groups
 //! of its subtask.
 
+mod codec;
 mod handles;
 mod memory;
 mod timers;
@@ -17,8 +18,13 @@ pub use handles::{
     AggregatingState, KeyedContext, ListState, MapState, ReducingState, StateRegistry,
     StateTtlConfig, TtlUpdate, ValueState,
 };
+pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
 pub use memory::{FastHasher, FastMap, MemoryStateBackend, MemoryStore};
 pub use timers::{TimeDomain, TimerService};
+
+use std::sync::Arc;
+
+use crate::error::Result;
 
 use crate::element::Timestamp;
 use crate::key::{Key, KeyGroup};
@@ -27,7 +33,9 @@ use crate::key::{Key, KeyGroup};
 pub type StateId = usize;
 
 /// The second half of a state address: a window `[start, end)`, or `VOID` outside windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Namespace {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -58,8 +66,8 @@ pub trait StateBackend: Send + Sync + 'static {
 
 /// The keyed state of one operator instance.
 pub trait KeyedStore: Send {
-    /// Registers (or finds) a state by name.
-    fn register(&mut self, name: &str) -> StateId;
+    /// Registers (or finds) a state by name; `codec` encodes its values for snapshots.
+    fn register(&mut self, name: &str, codec: Arc<dyn CellCodec>) -> StateId;
     /// The value at an address.
     fn get(&self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell>;
     /// The value at an address, mutably.
@@ -82,4 +90,13 @@ pub trait KeyedStore: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The key groups this store holds.
+    fn key_groups(&self) -> Range<KeyGroup>;
+    /// Encodes every value of key group `kg` (all states) into `out`; a consistent copy taken
+    /// on the task thread, so the caller can upload it while processing goes on.
+    fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()>;
+    /// Loads what [`snapshot_key_group`](Self::snapshot_key_group) wrote (possibly by a store
+    /// of another parallelism). States must be registered first; values of states that are no
+    /// longer registered are skipped.
+    fn restore_key_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
 }

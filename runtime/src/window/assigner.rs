@@ -7,7 +7,9 @@ use crate::element::Timestamp;
 use crate::state::{Namespace, TimeDomain};
 
 /// A time window `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Window {
     pub start: Timestamp,
     pub end: Timestamp,

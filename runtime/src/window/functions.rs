@@ -55,7 +55,7 @@ impl RowRef<'_> {
 /// An incremental aggregation (Flink's `AggregateFunction`): one accumulator per key and
 /// window, updated as records arrive, so a window holds O(1) state whatever its size.
 pub trait AggregateFunction: Clone + Send + Sync + 'static {
-    type Acc: Clone + Send + 'static;
+    type Acc: crate::state::StateValue;
     /// Resolves columns against the input schema; returns the fields of the result.
     fn bind(&mut self, input: &Schema) -> Result<Vec<Field>>;
     /// A fresh accumulator.
@@ -78,7 +78,7 @@ pub trait ProcessWindowFunction: Clone + Send + Sync + 'static {
 
 /// What the window operator needs of a window function (implemented for both kinds).
 pub trait WindowLogic: Clone + Send + Sync + 'static {
-    type Acc: Clone + Send + 'static;
+    type Acc: crate::state::StateValue;
     fn bind(&mut self, input: &Schema) -> Result<Vec<Field>>;
     fn create(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, row: RowRef<'_>) -> Result<()>;

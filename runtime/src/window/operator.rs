@@ -87,7 +87,10 @@ impl<L: WindowLogic> WindowOperator<L> {
         let mut store = spec
             .backend
             .create_store(ctx.key_groups(), ctx.max_parallelism);
-        let acc_state = store.register("window-contents");
+        let acc_state = store.register(
+            "window-contents",
+            crate::state::codec::<Vec<(Window, L::Acc)>>(),
+        );
         Ok(WindowOperator {
             logic,
             spec,

@@ -1,0 +1,138 @@
+//! Finding and loading a complete checkpoint or savepoint, and handing each new operator
+//! instance exactly its share: the key groups it now owns and the operator state of every old
+//! instance. Everything is read and verified before anything is handed out.
+
+use std::collections::HashMap;
+
+use super::format::{CheckpointMetadata, StateFile, decode_state_file};
+use super::{CheckpointId, CheckpointStorage, RestoredState};
+use crate::error::{Error, Result};
+use crate::key::key_group_range;
+
+/// A verified checkpoint, loaded into memory.
+#[derive(Debug, Clone)]
+pub struct RestoredCheckpoint {
+    /// Where it was read from.
+    pub url: String,
+    pub metadata: CheckpointMetadata,
+    files: HashMap<(String, usize), StateFile>,
+}
+
+impl RestoredCheckpoint {
+    /// The checkpoint's id.
+    pub fn id(&self) -> CheckpointId {
+        self.metadata.checkpoint_id
+    }
+
+    /// Whether the checkpoint has state for operator `uid`.
+    pub fn has_operator(&self, uid: &str) -> bool {
+        self.metadata.operators.iter().any(|o| o.uid == uid)
+    }
+
+    /// The state of operator `uid` for new instance `subtask` of `parallelism`; `None` when
+    /// the checkpoint has no entry for `uid`.
+    pub fn state_for(
+        &self,
+        uid: &str,
+        subtask: usize,
+        parallelism: usize,
+        max_parallelism: u16,
+    ) -> Option<RestoredState> {
+        let op = self.metadata.operators.iter().find(|o| o.uid == uid)?;
+        let mine = key_group_range(max_parallelism, parallelism, subtask);
+        let mut state = RestoredState {
+            checkpoint_id: self.metadata.checkpoint_id,
+            old_parallelism: op.parallelism,
+            ..Default::default()
+        };
+        for st in &op.subtasks {
+            let Some(file) = self.files.get(&(uid.to_string(), st.subtask)) else {
+                continue;
+            };
+            let [s, e] = st.key_groups;
+            if s < mine.end && mine.start < e {
+                state.keyed.extend(
+                    file.keyed
+                        .iter()
+                        .filter(|(kg, _)| mine.contains(kg))
+                        .cloned(),
+                );
+            }
+            if let Some(b) = &file.operator {
+                state.operator.push((st.subtask, b.clone()));
+            }
+        }
+        Some(state)
+    }
+}
+
+/// Loads and verifies the checkpoint in directory `dir` of `storage` ("" for its root).
+pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<RestoredCheckpoint> {
+    let url = if dir.is_empty() {
+        storage.url().to_string()
+    } else {
+        storage.url_of(dir)
+    };
+    let join = |name: &str| {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    let meta_bytes = storage.get(&join("_metadata"))?.ok_or_else(|| {
+        Error::Checkpoint(format!(
+            "{url} has no _metadata: it is not a complete checkpoint or savepoint"
+        ))
+    })?;
+    let metadata = CheckpointMetadata::parse(&meta_bytes, &url)?;
+    let mut files = HashMap::new();
+    for op in &metadata.operators {
+        for st in &op.subtasks {
+            let Some(name) = &st.file else { continue };
+            let bytes = storage.get(&join(name))?.ok_or_else(|| {
+                Error::Checkpoint(format!("{url}: state file {name} is missing"))
+            })?;
+            if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
+                return Err(Error::Checkpoint(format!(
+                    "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",
+                    bytes.len(),
+                    st.size
+                )));
+            }
+            let file = decode_state_file(bytes, &format!("{url}/{name}"))?;
+            files.insert((op.uid.clone(), st.subtask), file);
+        }
+    }
+    Ok(RestoredCheckpoint {
+        url,
+        metadata,
+        files,
+    })
+}
+
+/// Checkpoint ids present under `{job_id}/` (complete or not), newest first.
+pub fn checkpoint_ids(storage: &CheckpointStorage, job_id: &str) -> Result<Vec<CheckpointId>> {
+    let mut ids: Vec<CheckpointId> = storage
+        .list_dirs(job_id)?
+        .iter()
+        .filter_map(|d| d.strip_prefix("chk-")?.parse().ok())
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(ids)
+}
+
+/// The newest complete, valid checkpoint of `job_id`; damaged or incomplete ones are
+/// reported and skipped, so a crash during a checkpoint falls back to the one before.
+pub fn find_latest(
+    storage: &CheckpointStorage,
+    job_id: &str,
+) -> Result<Option<RestoredCheckpoint>> {
+    for id in checkpoint_ids(storage, job_id)? {
+        match load_checkpoint(storage, &format!("{job_id}/chk-{id}")) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => tracing::warn!(checkpoint = id, error = %e, "skipping checkpoint"),
+        }
+    }
+    Ok(None)
+}

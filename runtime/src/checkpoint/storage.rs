@@ -1,0 +1,266 @@
+//! Checkpoint storage over the `object_store` crate: a local directory (the default), S3,
+//! Google Cloud Storage or Azure Blob Storage, chosen by the URL scheme.
+//!
+//! The engine's task threads never wait on storage: uploads run on a small shared tokio
+//! runtime and report back through a callback. Reads (restore) and the few metadata calls are
+//! blocking, which is what the job master wants at those points.
+//!
+//! Credentials come from the environment as each cloud's SDK reads them (`AWS_*`,
+//! `GOOGLE_*`, `AZURE_*`), or from Flink's configuration keys: `s3.endpoint`,
+//! `s3.access-key`, `s3.secret-key`, `s3.region`, `s3.path.style.access`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::error::{Error, Result};
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("checkpoint-io")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::Checkpoint(format!("cannot start the storage runtime: {e}")))
+}
+
+/// A root location for checkpoints or savepoints.
+#[derive(Clone)]
+pub struct CheckpointStorage {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointStorage")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+fn os_err(path: &str) -> impl FnOnce(object_store::Error) -> Error + '_ {
+    move |source| Error::ObjectStore {
+        path: path.to_string(),
+        source,
+    }
+}
+
+impl CheckpointStorage {
+    /// Opens `url`: a local path, `file:///path`, `s3://bucket/prefix`, `gs://bucket/prefix`
+    /// or `az://container/prefix` (also `abfs://`, `azure://`).
+    pub fn open(url: &str, options: &BTreeMap<String, String>) -> Result<Self> {
+        let url = url.trim_end_matches('/').to_string();
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r.to_string()),
+            None => ("file".to_string(), url.clone()),
+        };
+        let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme.as_str() {
+            "file" => {
+                let dir = if rest.is_empty() { "/".to_string() } else { rest };
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(os_err(&url))?;
+                (Arc::new(fs), Path::default())
+            }
+            "s3" | "s3a" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(format!("s3://{rest}"));
+                for (k, v) in options {
+                    b = match k.as_str() {
+                        "s3.endpoint" => b
+                            .with_endpoint(v)
+                            .with_allow_http(v.starts_with("http://")),
+                        "s3.access-key" => b.with_access_key_id(v),
+                        "s3.secret-key" => b.with_secret_access_key(v),
+                        "s3.region" => b.with_region(v),
+                        "s3.path.style.access" => {
+                            b.with_virtual_hosted_style_request(v.trim() != "true")
+                        }
+                        _ => b,
+                    };
+                }
+                let s3 = b.build().map_err(os_err(&url))?;
+                (Arc::new(s3), prefix_of(&rest))
+            }
+            "gs" => {
+                let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(format!("gs://{rest}"))
+                    .build()
+                    .map_err(os_err(&url))?;
+                (Arc::new(gcs), prefix_of(&rest))
+            }
+            "az" | "abfs" | "abfss" | "azure" => {
+                let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(format!("{scheme}://{rest}"))
+                    .build()
+                    .map_err(os_err(&url))?;
+                (Arc::new(az), prefix_of(&rest))
+            }
+            other => {
+                return Err(Error::config(
+                    "state.checkpoints.dir",
+                    format!(
+                        "unsupported scheme `{other}://` in `{url}`; use a path, file://, s3://, gs:// or az://"
+                    ),
+                ));
+            }
+        };
+        Ok(CheckpointStorage { store, root, url })
+    }
+
+    /// The URL this storage was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL of `rel` below the root (what status and logs show).
+    pub fn url_of(&self, rel: &str) -> String {
+        format!("{}/{}", self.url, rel.trim_start_matches('/'))
+    }
+
+    fn path(&self, rel: &str) -> Path {
+        let mut parts: Vec<String> = self.root.parts().map(|p| p.as_ref().to_string()).collect();
+        parts.extend(
+            rel.split('/')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_string()),
+        );
+        Path::from_iter(parts)
+    }
+
+    /// Writes an object (atomically: readers see all of it or nothing).
+    pub fn put(&self, rel: &str, data: Bytes) -> Result<()> {
+        let path = self.path(rel);
+        runtime()?
+            .block_on(self.store.put(&path, PutPayload::from_bytes(data)))
+            .map_err(os_err(rel))?;
+        Ok(())
+    }
+
+    /// Writes an object in the background and calls `done` with the outcome.
+    pub fn put_async(
+        &self,
+        rel: String,
+        data: Bytes,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        let store = self.store.clone();
+        let path = self.path(&rel);
+        match runtime() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    let r = store
+                        .put(&path, PutPayload::from_bytes(data))
+                        .await
+                        .map(|_| ())
+                        .map_err(os_err(&rel));
+                    done(r);
+                });
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move {
+            match store.get(&path).await {
+                Ok(g) => g.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        r.map_err(os_err(rel))
+    }
+
+    /// Names of the immediate "subdirectories" of `rel`.
+    pub fn list_dirs(&self, rel: &str) -> Result<Vec<String>> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move { store.list_with_delimiter(Some(&path)).await });
+        match r {
+            Ok(l) => Ok(l
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(|s| s.to_string()))
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(os_err(rel)(e)),
+        }
+    }
+
+    /// Deletes every object below `rel`.
+    pub fn delete_dir(&self, rel: &str) -> Result<()> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move {
+            let objects: Vec<_> = store.list(Some(&path)).try_collect().await?;
+            for o in objects {
+                match store.delete(&o.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        r.map_err(os_err(rel))?;
+        // A local directory keeps its empty folders; remove them too.
+        if self.url.starts_with('/') || self.url.starts_with("file://") {
+            let base = self.url.trim_start_matches("file://");
+            let _ = std::fs::remove_dir_all(format!("{base}/{rel}"));
+        }
+        Ok(())
+    }
+}
+
+fn prefix_of(rest: &str) -> Path {
+    match rest.split_once('/') {
+        Some((_, p)) => Path::from_iter(p.split('/').filter(|s| !s.is_empty())),
+        None => Path::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_directory_round_trip() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+        let s = CheckpointStorage::open(
+            &dir.path().join("cp").display().to_string(),
+            &BTreeMap::new(),
+        )?;
+        s.put("job/chk-1/a", Bytes::from_static(b"one"))?;
+        s.put("job/chk-2/_metadata", Bytes::from_static(b"two"))?;
+        assert_eq!(s.get("job/chk-1/a")?.as_deref(), Some(&b"one"[..]));
+        assert_eq!(s.get("job/chk-9/a")?, None);
+        let mut dirs = s.list_dirs("job")?;
+        dirs.sort();
+        assert_eq!(dirs, ["chk-1", "chk-2"]);
+        s.delete_dir("job/chk-1")?;
+        assert_eq!(s.list_dirs("job")?, ["chk-2"]);
+        assert!(s.list_dirs("nothing")?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_scheme_is_named() {
+        let e = CheckpointStorage::open("ftp://x/y", &BTreeMap::new()).map(|_| ());
+        assert!(matches!(e, Err(Error::Config { .. })));
+        assert!(format!("{e:?}").contains("ftp://"));
+    }
+}
