@@ -1,9 +1,13 @@
 //! A bounded source over batches held in memory (Flink's `fromCollection`): batch `i` goes to
 //! subtask `i % parallelism`, in order, so tests control exactly what each subtask reads.
 
+use std::sync::Arc;
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
+use super::ranges::Ranges;
 use crate::error::{Error, Result};
 use crate::source::{Source, SourcePoll, SourceReader};
 
@@ -11,7 +15,7 @@ use crate::source::{Source, SourcePoll, SourceReader};
 #[derive(Debug, Clone)]
 pub struct CollectionSource {
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
+    batches: Arc<Vec<RecordBatch>>,
 }
 
 impl CollectionSource {
@@ -24,12 +28,16 @@ impl CollectionSource {
                 schema
             )));
         }
-        Ok(CollectionSource { schema, batches })
+        Ok(CollectionSource {
+            schema,
+            batches: Arc::new(batches),
+        })
     }
 }
 
 struct Reader {
-    batches: std::vec::IntoIter<RecordBatch>,
+    batches: Arc<Vec<RecordBatch>>,
+    ranges: Ranges,
 }
 
 impl SourceReader for Reader {
@@ -38,10 +46,21 @@ impl SourceReader for Reader {
     }
 
     fn poll_next(&mut self) -> Result<SourcePoll> {
-        Ok(match self.batches.next() {
-            Some(batch) => SourcePoll::Batch { split: 0, batch },
-            None => SourcePoll::Finished,
+        Ok(match self.ranges.next() {
+            Some(Some((i, _))) => match self.batches.get(i as usize) {
+                Some(batch) => SourcePoll::Batch {
+                    split: 0,
+                    batch: batch.clone(),
+                },
+                None => SourcePoll::Finished,
+            },
+            Some(None) => SourcePoll::Finished,
+            None => SourcePoll::Pending,
         })
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.ranges.snapshot()
     }
 }
 
@@ -54,16 +73,37 @@ impl Source for CollectionSource {
         true
     }
 
+    // Batch i is "row" i of a one-row-per-batch range, so positions survive rescaling like
+    // the generators'.
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
-        let mine: Vec<RecordBatch> = self
-            .batches
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % parallelism.max(1) == subtask)
-            .map(|(_, b)| b.clone())
-            .collect();
         Ok(Box::new(Reader {
-            batches: mine.into_iter(),
+            batches: self.batches.clone(),
+            ranges: Ranges::new(
+                Some(self.batches.len() as u64),
+                1,
+                None,
+                subtask,
+                parallelism,
+            ),
+        }))
+    }
+
+    fn restore_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        states: &[(usize, Bytes)],
+    ) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(Reader {
+            batches: self.batches.clone(),
+            ranges: Ranges::restore(
+                Some(self.batches.len() as u64),
+                1,
+                None,
+                subtask,
+                parallelism,
+                states,
+            )?,
         }))
     }
 }

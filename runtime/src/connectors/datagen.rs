@@ -16,7 +16,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::rate::RateLimit;
+use bytes::Bytes;
+
+use super::ranges::Ranges;
 use crate::error::{Error, Result};
 use crate::key::mix64;
 use crate::operator::now_millis;
@@ -40,63 +42,6 @@ pub fn bid_schema() -> SchemaRef {
             false,
         ),
     ]))
-}
-
-/// Shared row-range bookkeeping of the generators: which batches a subtask owns, how many
-/// rows in total, and the rate budget.
-#[derive(Debug, Clone)]
-struct Ranges {
-    rows: Option<u64>,
-    batch: u64,
-    next_batch: u64,
-    step: u64,
-    emitted: u64,
-    rate: Option<RateLimit>,
-}
-
-impl Ranges {
-    fn new(
-        rows: Option<u64>,
-        batch: usize,
-        rate: Option<f64>,
-        subtask: usize,
-        parallelism: usize,
-    ) -> Self {
-        // Under a rate limit, small batches keep the output smooth.
-        let batch = if rate.is_some() {
-            batch.min(1024)
-        } else {
-            batch
-        };
-        Ranges {
-            rows,
-            batch: batch.max(1) as u64,
-            next_batch: subtask as u64,
-            step: parallelism.max(1) as u64,
-            emitted: 0,
-            rate: rate.map(|r| RateLimit::new(r / parallelism.max(1) as f64)),
-        }
-    }
-
-    /// The next `[start, end)` of row indices: `None` when throttled, `Some(None)` when done.
-    fn next(&mut self) -> Option<Option<(u64, u64)>> {
-        if let Some(r) = &mut self.rate {
-            if r.ahead(self.emitted) {
-                return None;
-            }
-        }
-        let start = self.next_batch * self.batch;
-        let mut end = start + self.batch;
-        if let Some(n) = self.rows {
-            if start >= n {
-                return Some(None);
-            }
-            end = end.min(n);
-        }
-        self.emitted += end - start;
-        self.next_batch += self.step;
-        Some(Some((start, end)))
-    }
 }
 
 /// The benchmark bid stream; row `i`: `auction = 1000 + (i·2654435761) mod 100000`,
@@ -190,6 +135,10 @@ impl SourceReader for BidReader {
             },
         })
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.ranges.snapshot()
+    }
 }
 
 impl Source for BidGenerator {
@@ -204,6 +153,24 @@ impl Source for BidGenerator {
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(BidReader {
             ranges: Ranges::new(self.rows, self.batch_size, self.rate, subtask, parallelism),
+        }))
+    }
+
+    fn restore_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        states: &[(usize, Bytes)],
+    ) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(BidReader {
+            ranges: Ranges::restore(
+                self.rows,
+                self.batch_size,
+                self.rate,
+                subtask,
+                parallelism,
+                states,
+            )?,
         }))
     }
 }
@@ -382,6 +349,10 @@ impl SourceReader for DataGenReader {
             }
         })
     }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.ranges.snapshot()
+    }
 }
 
 impl Source for DataGen {
@@ -397,6 +368,25 @@ impl Source for DataGen {
         Ok(Box::new(DataGenReader {
             gen_: self.clone(),
             ranges: Ranges::new(self.rows, self.batch_size, self.rate, subtask, parallelism),
+        }))
+    }
+
+    fn restore_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        states: &[(usize, Bytes)],
+    ) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(DataGenReader {
+            gen_: self.clone(),
+            ranges: Ranges::restore(
+                self.rows,
+                self.batch_size,
+                self.rate,
+                subtask,
+                parallelism,
+                states,
+            )?,
         }))
     }
 }

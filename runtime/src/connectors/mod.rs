@@ -11,6 +11,7 @@ mod datagen;
 mod filesystem;
 mod nexmark;
 mod print;
+mod ranges;
 mod rate;
 
 pub use blackhole::BlackholeSink;

@@ -16,7 +16,9 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use super::rate::RateLimit;
+use bytes::Bytes;
+
+use super::ranges::Ranges;
 use crate::error::Result;
 use crate::key::mix64;
 use crate::source::{Source, SourcePoll, SourceReader};
@@ -350,10 +352,7 @@ impl NexmarkGenerator {
 
 struct Reader {
     g: NexmarkGenerator,
-    next_batch: u64,
-    step: u64,
-    emitted: u64,
-    rate: Option<RateLimit>,
+    ranges: Ranges,
 }
 
 impl SourceReader for Reader {
@@ -362,26 +361,18 @@ impl SourceReader for Reader {
     }
 
     fn poll_next(&mut self) -> Result<SourcePoll> {
-        if let Some(r) = &mut self.rate {
-            if r.ahead(self.emitted) {
-                return Ok(SourcePoll::Pending);
-            }
-        }
-        let bs = self.g.batch_size.max(1) as u64;
-        let start = self.next_batch * bs;
-        let mut end = start + bs;
-        if let Some(n) = self.g.events {
-            if start >= n {
-                return Ok(SourcePoll::Finished);
-            }
-            end = end.min(n);
-        }
-        self.next_batch += self.step;
-        self.emitted += end - start;
-        Ok(SourcePoll::Batch {
-            split: 0,
-            batch: self.g.generate(start, end)?,
+        Ok(match self.ranges.next() {
+            None => SourcePoll::Pending,
+            Some(None) => SourcePoll::Finished,
+            Some(Some((start, end))) => SourcePoll::Batch {
+                split: 0,
+                batch: self.g.generate(start, end)?,
+            },
         })
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        self.ranges.snapshot()
     }
 }
 
@@ -395,18 +386,28 @@ impl Source for NexmarkGenerator {
     }
 
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
-        let mut g = self.clone();
-        if g.rate.is_some() {
-            g.batch_size = g.batch_size.min(1024);
-        }
         Ok(Box::new(Reader {
-            rate: g
-                .rate
-                .map(|r| RateLimit::new(r / parallelism.max(1) as f64)),
-            g,
-            next_batch: subtask as u64,
-            step: parallelism.max(1) as u64,
-            emitted: 0,
+            g: self.clone(),
+            ranges: Ranges::new(self.events, self.batch_size, self.rate, subtask, parallelism),
+        }))
+    }
+
+    fn restore_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        states: &[(usize, Bytes)],
+    ) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(Reader {
+            g: self.clone(),
+            ranges: Ranges::restore(
+                self.events,
+                self.batch_size,
+                self.rate,
+                subtask,
+                parallelism,
+                states,
+            )?,
         }))
     }
 }

@@ -170,6 +170,24 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
         self.flush(out)
     }
 
+    fn snapshot_state(
+        &mut self,
+        _checkpoint: crate::checkpoint::CheckpointId,
+    ) -> Result<crate::checkpoint::OperatorSnapshot> {
+        Ok(crate::checkpoint::OperatorSnapshot {
+            keyed: crate::state::snapshot_keyed(
+                self.store.as_ref(),
+                &self.timers,
+                self.max_parallelism,
+            )?,
+            operator: None,
+        })
+    }
+
+    fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {
+        crate::state::restore_keyed(self.store.as_mut(), &mut self.timers, &state.keyed)
+    }
+
     fn finish(&mut self, out: &mut dyn Output) -> Result<()> {
         self.flush(out)
     }

@@ -90,10 +90,6 @@ impl<'a> ByteReader<'a> {
         ByteReader { buf, what }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
             return Err(Error::state(self.what, "truncated snapshot data"));

@@ -9,6 +9,7 @@
 mod codec;
 mod handles;
 mod memory;
+mod snapshot;
 mod timers;
 
 use std::any::Any;
@@ -19,6 +20,7 @@ pub use handles::{
     StateTtlConfig, TtlUpdate, ValueState,
 };
 pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
+pub use snapshot::{restore_keyed, snapshot_keyed};
 pub use memory::{FastHasher, FastMap, MemoryStateBackend, MemoryStore};
 pub use timers::{TimeDomain, TimerService};
 
