@@ -460,9 +460,15 @@ pub(crate) fn run_input(
                     align.hold(c, elem).map(|e| (c, e))
                 }
                 Err(RecvTimeoutError::Timeout) => None,
-                // Every upstream task is gone without ending its input: the job is being torn
-                // down (the failing task has reported why).
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Cancelled),
+                // Every upstream task is gone without ending its input: the job is being
+                // stopped (after a stop-with-savepoint, whose commit message is already
+                // queued: handle it first) or torn down (the failing task has reported why).
+                Err(RecvTimeoutError::Disconnected) => {
+                    if !link.cancelled() {
+                        link.poll_control(&mut chain, |_, _| Ok(()))?;
+                    }
+                    return Err(Error::Cancelled);
+                }
             },
         };
         if let Some((ch, elem)) = next {
