@@ -87,6 +87,8 @@ fn window_update(c: &mut Criterion) {
                 subtask: 0,
                 parallelism: 1,
                 max_parallelism: 128,
+                uid: "w".into(),
+                attempt: 0,
             };
             let spec = WindowSpec {
                 windows,

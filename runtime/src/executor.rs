@@ -21,9 +21,8 @@ use crate::checkpoint::format::{
 };
 use crate::checkpoint::restore::checkpoint_ids;
 use crate::checkpoint::{
-    Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FINAL_CHECKPOINT,
-    FORMAT_VERSION, RestartTracker, RestoreFrom, RestoredCheckpoint, SnapshotKind, find_latest,
-    load_checkpoint,
+    Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FINAL_CHECKPOINT, FORMAT_VERSION,
+    RestartTracker, RestoreFrom, RestoredCheckpoint, SnapshotKind, find_latest, load_checkpoint,
 };
 use crate::error::{Error, Result};
 use crate::exchange::{
@@ -273,7 +272,6 @@ pub fn chains(graph: &JobGraph) -> Vec<Vec<NodeId>> {
     }
     chains
 }
-
 
 /// Starts a job in this process. Problems with the graph, its configuration or the
 /// checkpoint it restores from are returned here, before anything runs.
@@ -640,17 +638,18 @@ fn spawn_tasks(
             let body: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
                 NodeKind::Source { source, watermarks } => {
                     let uid = head.uid();
-                    let reader = match restored
-                        .and_then(|r| r.state_for(&uid, j, p, cfg.max_parallelism))
-                    {
-                        Some(state) => source.restore_reader(j, p, &state.operator).map_err(|e| {
-                            Error::Checkpoint(format!(
-                                "restoring source `{}` ({uid}) subtask {j}: {e}",
-                                head.name
-                            ))
-                        })?,
-                        None => source.create_reader(j, p)?,
-                    };
+                    let reader =
+                        match restored.and_then(|r| r.state_for(&uid, j, p, cfg.max_parallelism)) {
+                            Some(state) => {
+                                source.restore_reader(j, p, &state.operator).map_err(|e| {
+                                    Error::Checkpoint(format!(
+                                        "restoring source `{}` ({uid}) subtask {j}: {e}",
+                                        head.name
+                                    ))
+                                })?
+                            }
+                            None => source.create_reader(j, p)?,
+                        };
                     let wm = watermarks
                         .clone()
                         .map(|s| SplitWatermarks::new(s, reader.splits()));
@@ -976,7 +975,15 @@ impl Master {
                 {
                     last_trigger = now;
                     let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
-                    self.trigger(&attempt, &mut pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, None);
+                    self.trigger(
+                        &attempt,
+                        &mut pending,
+                        storage.clone(),
+                        dir,
+                        SnapshotKind::Checkpoint,
+                        false,
+                        None,
+                    );
                 }
             }
         }
@@ -1097,7 +1104,9 @@ impl Master {
         let size = meta.state_size();
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
-        let r = p.storage.put(&format!("{}/_metadata", p.dir), Bytes::from(json));
+        let r = p
+            .storage
+            .put(&format!("{}/_metadata", p.dir), Bytes::from(json));
         let path = p.storage.url_of(&p.dir);
         if let Err(e) = r {
             if let Some(reply) = p.reply {
@@ -1164,7 +1173,9 @@ impl Master {
         tracing::warn!(checkpoint = id, reason = why, "checkpoint failed");
         self.shared.stats(|s| s.failed += 1);
         if let Some(reply) = p.reply {
-            let _ = reply.send(Err(Error::Checkpoint(format!("savepoint {id} failed: {why}"))));
+            let _ = reply.send(Err(Error::Checkpoint(format!(
+                "savepoint {id} failed: {why}"
+            ))));
         } else {
             *consecutive += 1;
         }
@@ -1173,7 +1184,11 @@ impl Master {
 
     /// Every task finished: store their final states as a finished checkpoint (when
     /// checkpointing is configured), so a restart after this point restores the end state.
-    fn final_checkpoint(&mut self, attempt: &Attempt, finished: &mut [Option<TaskStates>]) -> Result<()> {
+    fn final_checkpoint(
+        &mut self,
+        attempt: &Attempt,
+        finished: &mut [Option<TaskStates>],
+    ) -> Result<()> {
         let Some(storage) = self.plan.storage.clone() else {
             return Ok(());
         };

@@ -72,7 +72,13 @@ impl Node {
             let slug: String = self
                 .name
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
                 .collect();
             format!("{}-{}", self.id, slug.trim_matches('-'))
         })

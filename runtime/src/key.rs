@@ -24,7 +24,9 @@ pub const DEFAULT_MAX_PARALLELISM: u16 = 128;
 pub type KeyGroup = u16;
 
 /// The key of one record. Integer keys (the common case) need no allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Key {
     /// A null key (all null keys go to one key group).
     Null,

@@ -89,7 +89,12 @@ impl TaskLink {
     }
 
     /// Snapshots the chain (plus a source reader's position) and reports it.
-    fn checkpoint(&self, chain: &mut Chain, barrier: Barrier, source: SourceState<'_>) -> Result<()> {
+    fn checkpoint(
+        &self,
+        chain: &mut Chain,
+        barrier: Barrier,
+        source: SourceState<'_>,
+    ) -> Result<()> {
         // Barrier first, so downstream can start aligning; the state below is taken before
         // this thread touches another element, so it is exactly the state at the barrier.
         chain.emitter.barrier(barrier)?;
@@ -109,7 +114,11 @@ impl TaskLink {
     }
 
     /// Handles pending control messages; returns true when the task must stop.
-    fn poll_control(&self, chain: &mut Chain, mut on_trigger: impl FnMut(&mut Chain, Barrier) -> Result<()>) -> Result<bool> {
+    fn poll_control(
+        &self,
+        chain: &mut Chain,
+        mut on_trigger: impl FnMut(&mut Chain, Barrier) -> Result<()>,
+    ) -> Result<bool> {
         loop {
             match self.control.try_recv() {
                 Ok(TaskControl::Trigger(b)) => on_trigger(chain, b)?,

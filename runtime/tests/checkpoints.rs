@@ -199,14 +199,22 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
                 .column_by_name("bidder")
                 .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
                 .ok_or_else(|| Error::User("bidder column".into()))?;
-            Ok(Arc::new(bidder.iter().map(|v| v.map(|v| v % 50)).collect::<Int64Array>()))
+            Ok(Arc::new(
+                bidder
+                    .iter()
+                    .map(|v| v.map(|v| v % 50))
+                    .collect::<Int64Array>(),
+            ))
         })
         .uid("key");
     bids.key_by("k")
         .window(Windows::tumbling(Duration::from_millis(5)))
         .aggregate(Count)?
         .uid("windows")
-        .sink(FileSink::new(out.join("windows"), FileFormat::Csv { header: false }))
+        .sink(FileSink::new(
+            out.join("windows"),
+            FileFormat::Csv { header: false },
+        ))
         .uid("windows-sink");
     bids.key_by("k")
         .process(
@@ -219,7 +227,10 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
             Totals::default(),
         )
         .uid("totals")
-        .sink(FileSink::new(out.join("totals"), FileFormat::Csv { header: false }))
+        .sink(FileSink::new(
+            out.join("totals"),
+            FileFormat::Csv { header: false },
+        ))
         .uid("totals-sink");
     env.execute_async()
 }
@@ -253,7 +264,10 @@ fn leftovers(dir: &Path) -> Vec<String> {
 }
 
 fn outputs(out: &Path) -> (Vec<String>, Vec<String>) {
-    (committed(&out.join("windows")), committed(&out.join("totals")))
+    (
+        committed(&out.join("windows")),
+        committed(&out.join("totals")),
+    )
 }
 
 fn tmp() -> Result<tempfile::TempDir> {
@@ -267,11 +281,20 @@ fn reference(rows: u64) -> Result<(Vec<String>, Vec<String>)> {
     let outcome = start_job(&JobSpec::new(rows, 2), dir.path(), Injector::none())?.wait()?;
     assert_eq!(outcome, JobOutcome::Finished);
     let (w, t) = outputs(dir.path());
-    assert!(w.len() > 1000 && t.len() == 50, "reference run too small: {} {}", w.len(), t.len());
+    assert!(
+        w.len() > 1000 && t.len() == 50,
+        "reference run too small: {} {}",
+        w.len(),
+        t.len()
+    );
     Ok((w, t))
 }
 
-fn with_failures(mode: CheckpointingMode, cp: &Path, out: &Path) -> Result<(JobHandle, Arc<Injector>)> {
+fn with_failures(
+    mode: CheckpointingMode,
+    cp: &Path,
+    out: &Path,
+) -> Result<(JobHandle, Arc<Injector>)> {
     let inject = Injector::new(22, 14_000, 7);
     let mut spec = JobSpec::new(ROWS, 2);
     spec.rate = Some(150_000.0);
@@ -299,7 +322,10 @@ fn exactly_once_output_survives_twenty_failures() -> Result<()> {
     assert!(fired >= 20, "only {fired} failures were injected");
     let (w, t) = outputs(out.path());
     assert_eq!(w.len(), ref_w.len(), "window output rows");
-    assert!(w == ref_w, "window output differs from the failure-free run");
+    assert!(
+        w == ref_w,
+        "window output differs from the failure-free run"
+    );
     assert!(t == ref_t, "keyed totals differ from the failure-free run");
     assert!(leftovers(&out.path().join("windows")).is_empty());
     assert!(leftovers(&out.path().join("totals")).is_empty());
@@ -372,8 +398,12 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
         // Each resume continues in its own copy of the output directory.
         let copy = tmp()?;
         for sub in ["windows", "totals"] {
-            std::fs::create_dir_all(copy.path().join(sub)).map_err(|e| Error::io("mkdir", "", e))?;
-            for e in std::fs::read_dir(out.path().join(sub)).map_err(|e| Error::io("ls", "", e))?.flatten() {
+            std::fs::create_dir_all(copy.path().join(sub))
+                .map_err(|e| Error::io("mkdir", "", e))?;
+            for e in std::fs::read_dir(out.path().join(sub))
+                .map_err(|e| Error::io("ls", "", e))?
+                .flatten()
+            {
                 std::fs::copy(e.path(), copy.path().join(sub).join(e.file_name()))
                     .map_err(|e| Error::io("copy", "", e))?;
             }
@@ -383,8 +413,14 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
         let outcome = start_job(&spec, copy.path(), Injector::none())?.wait()?;
         assert_eq!(outcome, JobOutcome::Finished);
         let (w, t) = outputs(copy.path());
-        assert!(w == ref_w, "windows after resuming at parallelism {p} differ");
-        assert!(t == ref_t, "totals after resuming at parallelism {p} differ");
+        assert!(
+            w == ref_w,
+            "windows after resuming at parallelism {p} differ"
+        );
+        assert!(
+            t == ref_t,
+            "totals after resuming at parallelism {p} differ"
+        );
     }
     Ok(())
 }
@@ -418,12 +454,20 @@ pub fn resume_latest_in(cp_url: &str, options: BTreeMap<String, String>) -> Resu
     let restored = job.checkpoint_stats().restored;
     assert_eq!(job.wait()?, JobOutcome::Finished);
     assert!(
-        restored.as_deref().is_some_and(|r| r.contains(&job_id) && r.contains("chk-")),
+        restored
+            .as_deref()
+            .is_some_and(|r| r.contains(&job_id) && r.contains("chk-")),
         "restored from {restored:?}"
     );
     let (w, t) = outputs(out.path());
-    assert!(w == ref_w, "windows differ after resuming from the latest checkpoint");
-    assert!(t == ref_t, "totals differ after resuming from the latest checkpoint");
+    assert!(
+        w == ref_w,
+        "windows differ after resuming from the latest checkpoint"
+    );
+    assert!(
+        t == ref_t,
+        "totals differ after resuming from the latest checkpoint"
+    );
     Ok(())
 }
 
@@ -479,7 +523,9 @@ fn damaged_checkpoints_are_refused_or_skipped() -> Result<()> {
     // Named explicitly, it is refused with a message that says why.
     let mut explicit = JobSpec::new(200_000, 1);
     explicit.restore = Some(RestoreFrom::Path(newest.display().to_string()));
-    let err = start_job(&explicit, out.path(), Injector::none()).map(|_| ()).err();
+    let err = start_job(&explicit, out.path(), Injector::none())
+        .map(|_| ())
+        .err();
     let msg = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("does not match _metadata"), "{msg}");
 
@@ -506,6 +552,97 @@ fn damaged_checkpoints_are_refused_or_skipped() -> Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or_default()
         .to_string();
-    assert!(restored.ends_with(&prev_name), "restored {restored}, expected {prev_name}");
+    assert!(
+        restored.ends_with(&prev_name),
+        "restored {restored}, expected {prev_name}"
+    );
+    Ok(())
+}
+
+/// The S3-compatible test server (moto on 127.0.0.1, installed by the project's script);
+/// killed when dropped, and it exits by itself when this process is gone.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+    bucket: String,
+}
+
+impl S3Server {
+    fn start(bucket: &str) -> Result<Self> {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-test-server");
+        let mut child = std::process::Command::new(&script)
+            .arg(std::process::id().to_string())
+            .arg(bucket)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io("start", &script, e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::User("no stdout from the S3 server".into()))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| Error::io("read", &script, e))?;
+        let port = line
+            .strip_prefix("READY ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok());
+        match port {
+            Some(port) => Ok(S3Server {
+                child,
+                port,
+                bucket: bucket.into(),
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Error::User(format!(
+                    "the S3 test server did not start: {line:?}"
+                )))
+            }
+        }
+    }
+
+    fn options(&self) -> BTreeMap<String, String> {
+        [
+            ("s3.endpoint", format!("http://127.0.0.1:{}", self.port)),
+            ("s3.access-key", "test".into()),
+            ("s3.secret-key", "test".into()),
+            ("s3.region", "us-east-1".into()),
+            ("s3.path.style.access", "true".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
+    let s3 = S3Server::start("checkpoints")?;
+    let url = format!("s3://{}/flink", s3.bucket);
+    resume_latest_in(&url, s3.options())?;
+    // The checkpoints really are in the bucket, in the documented layout.
+    let storage = flink_rs::checkpoint::CheckpointStorage::open(&url, &s3.options())?;
+    let jobs = storage.list_dirs("")?;
+    assert!(jobs.iter().any(|j| j.starts_with("resume-")), "{jobs:?}");
+    let job = jobs
+        .iter()
+        .find(|j| j.starts_with("resume-"))
+        .cloned()
+        .unwrap_or_default();
+    let chks = storage.list_dirs(&job)?;
+    assert!(!chks.is_empty() && chks.len() <= 2, "retained: {chks:?}");
+    let latest = flink_rs::checkpoint::find_latest(&storage, &job)?;
+    assert!(latest.is_some_and(|c| c.metadata.finished));
     Ok(())
 }

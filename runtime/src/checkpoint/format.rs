@@ -82,7 +82,9 @@ fn le_u64(b: &[u8]) -> u64 {
 pub fn decode_state_file(bytes: Bytes, name: &str) -> Result<StateFile> {
     let bad = |m: String| Error::Checkpoint(format!("state file {name}: {m}"));
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-        return Err(bad("not a flink-rs state file (bad magic or too short)".into()));
+        return Err(bad(
+            "not a flink-rs state file (bad magic or too short)".into()
+        ));
     }
     let version = le_u32(&bytes[8..]);
     if version != FORMAT_VERSION {

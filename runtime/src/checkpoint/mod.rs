@@ -138,9 +138,10 @@ impl Default for CheckpointConfig {
 }
 
 /// How a failed job is brought back (`restart-strategy.type` and its options).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum RestartStrategy {
     /// Fail the job on the first failure.
+    #[default]
     None,
     /// `fixed-delay`: up to `attempts` restarts, `delay` apart.
     FixedDelay { attempts: u32, delay: Duration },
@@ -159,12 +160,6 @@ pub enum RestartStrategy {
         interval: Duration,
         delay: Duration,
     },
-}
-
-impl Default for RestartStrategy {
-    fn default() -> Self {
-        RestartStrategy::None
-    }
 }
 
 /// Tracks failures against a [`RestartStrategy`].
@@ -226,7 +221,8 @@ impl RestartTracker {
                 delay,
             } => {
                 self.failures.push(now);
-                self.failures.retain(|t| now.duration_since(*t) <= *interval);
+                self.failures
+                    .retain(|t| now.duration_since(*t) <= *interval);
                 (self.failures.len() as u32 <= *max_failures).then_some(*delay)
             }
         };

@@ -90,9 +90,9 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
     for op in &metadata.operators {
         for st in &op.subtasks {
             let Some(name) = &st.file else { continue };
-            let bytes = storage.get(&join(name))?.ok_or_else(|| {
-                Error::Checkpoint(format!("{url}: state file {name} is missing"))
-            })?;
+            let bytes = storage
+                .get(&join(name))?
+                .ok_or_else(|| Error::Checkpoint(format!("{url}: state file {name} is missing")))?;
             if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
                 return Err(Error::Checkpoint(format!(
                     "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",

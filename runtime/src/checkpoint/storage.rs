@@ -67,20 +67,25 @@ impl CheckpointStorage {
         };
         let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme.as_str() {
             "file" => {
-                let dir = if rest.is_empty() { "/".to_string() } else { rest };
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+                let dir = if rest.is_empty() {
+                    "/".to_string()
+                } else {
+                    rest
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create directory", &dir, e))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(os_err(&url))?;
                 (Arc::new(fs), Path::default())
             }
             "s3" | "s3a" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(format!("s3://{rest}"));
+                let mut b =
+                    object_store::aws::AmazonS3Builder::from_env().with_url(format!("s3://{rest}"));
                 for (k, v) in options {
                     b = match k.as_str() {
-                        "s3.endpoint" => b
-                            .with_endpoint(v)
-                            .with_allow_http(v.starts_with("http://")),
+                        "s3.endpoint" => {
+                            b.with_endpoint(v).with_allow_http(v.starts_with("http://"))
+                        }
                         "s3.access-key" => b.with_access_key_id(v),
                         "s3.secret-key" => b.with_secret_access_key(v),
                         "s3.region" => b.with_region(v),

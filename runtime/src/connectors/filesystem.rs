@@ -295,7 +295,12 @@ impl Source for FileSource {
             .collect();
         r.progress = files
             .iter()
-            .map(|f| known.get(&f.display().to_string()).copied().unwrap_or((0, false)))
+            .map(|f| {
+                known
+                    .get(&f.display().to_string())
+                    .copied()
+                    .unwrap_or((0, false))
+            })
             .collect();
         r.files = files;
         Ok(Box::new(r))
@@ -377,9 +382,8 @@ impl FileWriter {
             self.counter += 1;
             let in_progress = format!(".{name}.inprogress");
             let path = self.dir.join(&in_progress);
-            let file = BufWriter::new(
-                File::create(&path).map_err(|e| Error::io("create", &path, e))?,
-            );
+            let file =
+                BufWriter::new(File::create(&path).map_err(|e| Error::io("create", &path, e))?);
             let encoder = match &self.format {
                 FileFormat::Csv { header } => Encoder::Csv(Box::new(
                     arrow::csv::WriterBuilder::new()
@@ -480,8 +484,7 @@ impl SinkWriter for FileWriter {
         }
         // In-progress files of attempts that never completed a checkpoint hold rows that
         // will be produced again: delete them (each stale file by exactly one writer).
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -541,7 +544,8 @@ impl Sink for FileSink {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let token = crate::key::mix64(nanos ^ ((subtask as u64) << 48) ^ u64::from(std::process::id()));
+        let token =
+            crate::key::mix64(nanos ^ ((subtask as u64) << 48) ^ u64::from(std::process::id()));
         Ok(Box::new(FileWriter {
             dir: self.dir.clone(),
             format: self.format.clone(),

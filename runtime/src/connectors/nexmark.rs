@@ -388,7 +388,13 @@ impl Source for NexmarkGenerator {
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
         Ok(Box::new(Reader {
             g: self.clone(),
-            ranges: Ranges::new(self.events, self.batch_size, self.rate, subtask, parallelism),
+            ranges: Ranges::new(
+                self.events,
+                self.batch_size,
+                self.rate,
+                subtask,
+                parallelism,
+            ),
         }))
     }
 

@@ -204,7 +204,14 @@ mod tests {
 
     #[test]
     fn every_row_once_across_rescales() -> Result<()> {
-        for (a, b, c) in [(1, 1, 1), (2, 1, 4), (2, 4, 1), (3, 2, 5), (4, 4, 2), (1, 3, 3)] {
+        for (a, b, c) in [
+            (1, 1, 1),
+            (2, 1, 4),
+            (2, 4, 1),
+            (3, 2, 5),
+            (4, 4, 2),
+            (1, 3, 3),
+        ] {
             rescale(a, b, c)?;
         }
         Ok(())

@@ -15,13 +15,13 @@ mod timers;
 use std::any::Any;
 use std::ops::Range;
 
+pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
 pub use handles::{
     AggregatingState, KeyedContext, ListState, MapState, ReducingState, StateRegistry,
     StateTtlConfig, TtlUpdate, ValueState,
 };
-pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
-pub use snapshot::{restore_keyed, snapshot_keyed};
 pub use memory::{FastHasher, FastMap, MemoryStateBackend, MemoryStore};
+pub use snapshot::{restore_keyed, snapshot_keyed};
 pub use timers::{TimeDomain, TimerService};
 
 use std::sync::Arc;

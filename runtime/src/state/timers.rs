@@ -67,13 +67,10 @@ impl TimerService {
 impl TimerService {
     /// Every pending timer, as `(event time?, timestamp, key, namespace)`.
     pub fn iter(&self) -> impl Iterator<Item = (TimeDomain, &Timer)> {
-        self.event
-            .iter()
-            .map(|t| (TimeDomain::EventTime, t))
-            .chain(
-                self.processing
-                    .iter()
-                    .map(|t| (TimeDomain::ProcessingTime, t)),
-            )
+        self.event.iter().map(|t| (TimeDomain::EventTime, t)).chain(
+            self.processing
+                .iter()
+                .map(|t| (TimeDomain::ProcessingTime, t)),
+        )
     }
 }
