@@ -70,6 +70,20 @@ pub struct BenchResult {
     pub peak_rss_bytes: u64,
     /// Rows that reached the sink (a sanity check that the job did its work).
     pub output_rows: u64,
+    /// Checkpoint interval when checkpointing was on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Checkpoints completed during the run (with checkpointing on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints_completed: Option<u64>,
+}
+
+/// Checkpointing for a benchmark run.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go (a temporary directory when not set).
+    pub checkpoint_dir: Option<String>,
 }
 
 fn int_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a [i64]> {
@@ -148,10 +162,30 @@ pub fn peak_rss_bytes() -> u64 {
 
 /// Builds and runs one workload; returns its measurements.
 pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchResult> {
-    let env = StreamExecutionEnvironment::with_config(ExecutionConfig {
+    run_with(workload, parallelism, events, &BenchOptions::default())
+}
+
+/// [`run`] with checkpointing options.
+pub fn run_with(
+    workload: Workload,
+    parallelism: usize,
+    events: u64,
+    opts: &BenchOptions,
+) -> Result<BenchResult> {
+    let mut config = ExecutionConfig {
         parallelism,
         ..ExecutionConfig::default()
-    });
+    };
+    let scratch = tempdir_for("bench-checkpoints")?;
+    if let Some(interval) = opts.checkpoint_interval {
+        config.checkpoint.interval = Some(interval);
+        config.checkpoint.dir = Some(
+            opts.checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| scratch.display().to_string()),
+        );
+    }
+    let env = StreamExecutionEnvironment::with_config(config);
     let sink = BlackholeSink::default();
     let bids = env.from_source(
         BidGenerator::bounded(events),
@@ -207,8 +241,9 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
         }
     };
     let start = Instant::now();
-    env.execute()?;
+    let job_stats = wait_with_stats(env.execute_async()?)?.completed;
     let seconds = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&scratch);
     Ok(BenchResult {
         workload: workload.name().to_string(),
         parallelism,
@@ -217,5 +252,168 @@ pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchR
         events_per_sec: events as f64 / seconds.max(1e-9),
         peak_rss_bytes: peak_rss_bytes(),
         output_rows: sink.rows(),
+        checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
+        checkpoints_completed: opts.checkpoint_interval.map(|_| job_stats),
+    })
+}
+
+/// Waits for a job, returning its final checkpoint counters.
+fn wait_with_stats(job: crate::executor::JobHandle) -> Result<crate::executor::CheckpointStats> {
+    let shared = job.checkpoint_stats_handle();
+    job.wait()?;
+    Ok(shared())
+}
+
+fn tempdir_for(what: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("flink-rs-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    Ok(dir)
+}
+
+/// Result of the checkpoint-state benchmark.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StateBenchResult {
+    pub workload: String,
+    /// Keys held in keyed state.
+    pub keys: u64,
+    /// Bytes written for the checkpoint (state files).
+    pub checkpoint_bytes: u64,
+    /// From trigger to `_metadata` written.
+    pub checkpoint_seconds: f64,
+    /// From the injected failure to the first record processed by the restored job.
+    pub recovery_seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// Keeps `value_bytes` of state per key; fails once when asked and records when it is
+/// processing again.
+#[derive(Clone)]
+struct BigState {
+    value: Option<ValueState<Vec<u8>>>,
+    value_bytes: usize,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+    failed_at: Arc<std::sync::Mutex<Option<(Instant, Option<Instant>)>>>,
+}
+
+impl ProcessFunction for BigState {
+    fn open(&mut self, states: &mut StateRegistry<'_>) -> Result<()> {
+        self.value = Some(states.value("payload"));
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _input: usize,
+        row: &Row,
+        ctx: &mut ProcessContext<'_>,
+        _out: &mut RowCollector,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if let Ok(mut f) = self.failed_at.lock() {
+            if let Some((_, back @ None)) = f.as_mut() {
+                *back = Some(Instant::now());
+            }
+        }
+        if self.fail.swap(false, Ordering::SeqCst) {
+            if let Ok(mut f) = self.failed_at.lock() {
+                *f = Some((Instant::now(), None));
+            }
+            return Err(Error::User("injected failure".into()));
+        }
+        let Some(v) = &self.value else {
+            return Err(Error::User("not opened".into()));
+        };
+        let id = row.first().and_then(Value::as_i64).unwrap_or(0);
+        let mut payload = v.get(ctx).unwrap_or_else(|| vec![0u8; self.value_bytes]);
+        if let Some(b) = payload.first_mut() {
+            *b = b.wrapping_add(id as u8);
+        }
+        v.update(ctx, payload);
+        Ok(())
+    }
+}
+
+/// Builds about `state_bytes` of keyed state, checkpoints it, fails the job and measures
+/// how long it takes to process again (restore included). Parallelism 1.
+pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBenchResult> {
+    use std::sync::atomic::Ordering;
+    const VALUE: usize = 112;
+    // Per key in a checkpoint: key (12) + namespace (16) + length (4) + value (1 + 8 + VALUE).
+    let keys = (state_bytes / (VALUE as u64 + 41)).max(1);
+    let scratch = tempdir_for("state-bench")?;
+    let mut config = ExecutionConfig::default();
+    config.checkpoint.dir = Some(
+        opts.checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| scratch.display().to_string()),
+    );
+    config.restart = crate::checkpoint::RestartStrategy::FixedDelay {
+        attempts: 1,
+        delay: Duration::ZERO,
+    };
+    let env = StreamExecutionEnvironment::with_config(config);
+    let gen_ = crate::connectors::DataGen::new(schema(&[("id", DataType::Int64, false)]))?
+        .field("id", crate::connectors::FieldGen::Sequence { start: 0 })?;
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed_at = Arc::new(std::sync::Mutex::new(None));
+    let f = BigState {
+        value: None,
+        value_bytes: VALUE,
+        fail: fail.clone(),
+        failed_at: failed_at.clone(),
+    };
+    env.from_source(gen_, None)
+        .with_column(Field::new("key", DataType::Int64, false), move |b| {
+            let ids = int_column(b, "id")?;
+            let k: Int64Array = ids.iter().map(|i| i % keys as i64).collect();
+            Ok(Arc::new(k))
+        })
+        .key_by("key")
+        .process(schema(&[("id", DataType::Int64, false)]), f)
+        .sink(BlackholeSink::default());
+    let job = env.execute_async()?;
+    // Wait until every key has state.
+    loop {
+        let processed: u64 = job
+            .task_metrics()
+            .iter()
+            .filter(|(n, _, _)| n.contains("Process"))
+            .map(|(_, i, _)| *i)
+            .sum();
+        if processed >= keys {
+            break;
+        }
+        if job.is_finished() {
+            return Err(Error::User("the state benchmark job ended early".into()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job.trigger_checkpoint()?;
+    let cp = job
+        .checkpoint_stats()
+        .latest
+        .ok_or_else(|| Error::Checkpoint("no checkpoint completed".into()))?;
+    fail.store(true, Ordering::SeqCst);
+    let recovery = loop {
+        if let Ok(f) = failed_at.lock() {
+            if let Some((failed, Some(back))) = *f {
+                break back.duration_since(failed);
+            }
+        }
+        if job.is_finished() {
+            return Err(Error::User("the state benchmark job ended before recovering".into()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    job.cancel();
+    job.wait()?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(StateBenchResult {
+        workload: "checkpoint-state".into(),
+        keys,
+        checkpoint_bytes: cp.state_size,
+        checkpoint_seconds: cp.duration.as_secs_f64(),
+        recovery_seconds: recovery.as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -91,6 +91,9 @@ impl Shared {
 
 enum Command {
     Cancel,
+    Checkpoint {
+        reply: Sender<Result<String>>,
+    },
     Savepoint {
         dir: Option<String>,
         stop: bool,
@@ -138,6 +141,13 @@ impl JobHandle {
             .collect()
     }
 
+    /// A function that reads the checkpoint counters, usable after the handle is consumed by
+    /// [`wait`](Self::wait).
+    pub fn checkpoint_stats_handle(&self) -> impl Fn() -> CheckpointStats + Send + use<> {
+        let shared = self.shared.clone();
+        move || shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Checkpoint and restart counters.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         self.shared
@@ -158,6 +168,17 @@ impl JobHandle {
             .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
         rx.recv()
             .map_err(|_| Error::Checkpoint("the job ended before the savepoint completed".into()))?
+    }
+
+    /// Triggers a checkpoint now (besides the periodic ones) and waits for it; returns its
+    /// path. Needs `state.checkpoints.dir` (or an interval, which implies a default one).
+    pub fn trigger_checkpoint(&self) -> Result<String> {
+        let (tx, rx) = bounded(1);
+        self.commands
+            .send(Command::Checkpoint { reply: tx })
+            .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Checkpoint("the job ended before the checkpoint completed".into()))?
     }
 
     /// Takes a savepoint into `dir` (or `state.savepoints.dir`) and returns its path; the job
@@ -796,7 +817,7 @@ impl Master {
             let left = until.saturating_duration_since(Instant::now());
             match self.commands.recv_timeout(left) {
                 Ok(Command::Cancel) => return true,
-                Ok(Command::Savepoint { reply, .. }) => {
+                Ok(Command::Savepoint { reply, .. }) | Ok(Command::Checkpoint { reply }) => {
                     let _ = reply.send(Err(Error::Checkpoint("the job is restarting".into())));
                 }
                 Err(_) => return false,
@@ -900,6 +921,16 @@ impl Master {
                 recv(self.commands) -> cmd => {
                     match cmd {
                         Ok(Command::Cancel) | Err(_) => return (AttemptEnd::Cancelled, attempt),
+                        Ok(Command::Checkpoint { reply }) => {
+                            match &plan.storage {
+                                Some(storage) if finished.iter().all(|f| f.is_none()) && stopping.is_none() => {
+                                    let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
+                                    self.trigger(&attempt, &mut pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, Some(reply));
+                                }
+                                Some(_) => { let _ = reply.send(Err(Error::Checkpoint("the job is finishing; no checkpoint can be taken".into()))); }
+                                None => { let _ = reply.send(Err(Error::config("state.checkpoints.dir", "checkpointing is not configured"))); }
+                            }
+                        }
                         Ok(Command::Savepoint { dir, stop, reply }) => {
                             if finished.iter().any(|f| f.is_some()) || stopping.is_some() {
                                 let _ = reply.send(Err(Error::Checkpoint("the job is finishing; no savepoint can be taken".into())));

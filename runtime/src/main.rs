@@ -1,13 +1,14 @@
 //! The `flink-rs` command line.
 //!
-//! Subcommands so far: `bench` (the end-to-end benchmark workloads behind `bench/run`).
+//! Subcommands so far: `bench` (the end-to-end benchmark workloads behind `bench/run`,
+//! with or without checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`).
 //! `run`, `explain`, `jobmanager`, `taskmanager` and `job` arrive with the SQL and cluster
 //! issues.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use flink_rs::bench::{Workload, run};
+use flink_rs::bench::{BenchOptions, Workload, checkpoint_state, run_with};
 
 #[derive(Parser)]
 #[command(
@@ -24,12 +25,21 @@ struct Cli {
 enum Command {
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
-        /// filter | tumble-count | hot-items
+        /// filter | tumble-count | hot-items | checkpoint-state
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
         #[arg(long, default_value_t = 20_000_000)]
         events: u64,
+        /// Checkpoint every this many milliseconds (off when not given).
+        #[arg(long)]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (a temporary directory when not given).
+        #[arg(long)]
+        checkpoint_dir: Option<String>,
+        /// checkpoint-state: bytes of keyed state to build, checkpoint and recover.
+        #[arg(long, default_value_t = 1 << 30)]
+        state_bytes: u64,
     },
 }
 
@@ -47,9 +57,22 @@ fn main() -> anyhow::Result<()> {
             workload,
             parallelism,
             events,
+            checkpoint_interval,
+            checkpoint_dir,
+            state_bytes,
         } => {
+            let opts = BenchOptions {
+                checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
+                checkpoint_dir,
+            };
+            if workload == "checkpoint-state" {
+                let result = checkpoint_state(state_bytes, &opts)
+                    .context("benchmark `checkpoint-state` failed")?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
             let w: Workload = workload.parse()?;
-            let result = run(w, parallelism, events)
+            let result = run_with(w, parallelism, events, &opts)
                 .with_context(|| format!("benchmark `{workload}` failed"))?;
             println!("{}", serde_json::to_string(&result)?);
         }
