@@ -285,11 +285,11 @@ pub struct StateBenchResult {
     pub peak_rss_bytes: u64,
 }
 
-/// Keeps `value_bytes` of state per key; fails once when asked and records when it is
-/// processing again.
+/// Keeps a counter and a `value_bytes` long text per key (a typical small record); fails once
+/// when asked and records when it is processing again.
 #[derive(Clone)]
 struct BigState {
-    value: Option<ValueState<Vec<u8>>>,
+    value: Option<ValueState<(i64, String)>>,
     value_bytes: usize,
     fail: Arc<std::sync::atomic::AtomicBool>,
     failed_at: Arc<std::sync::Mutex<Option<(Instant, Option<Instant>)>>>,
@@ -324,11 +324,10 @@ impl ProcessFunction for BigState {
             return Err(Error::User("not opened".into()));
         };
         let id = row.first().and_then(Value::as_i64).unwrap_or(0);
-        let mut payload = v.get(ctx).unwrap_or_else(|| vec![0u8; self.value_bytes]);
-        if let Some(b) = payload.first_mut() {
-            *b = b.wrapping_add(id as u8);
-        }
-        v.update(ctx, payload);
+        let (count, text) = v
+            .get(ctx)
+            .unwrap_or_else(|| (0, format!("{id:0width$}", width = self.value_bytes)));
+        v.update(ctx, (count + 1, text));
         Ok(())
     }
 }
@@ -337,9 +336,9 @@ impl ProcessFunction for BigState {
 /// how long it takes to process again (restore included). Parallelism 1.
 pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBenchResult> {
     use std::sync::atomic::Ordering;
-    const VALUE: usize = 112;
-    // Per key in a checkpoint: key (12) + namespace (16) + length (4) + value (1 + 8 + VALUE).
-    let keys = (state_bytes / (VALUE as u64 + 41)).max(1);
+    const VALUE: usize = 104;
+    // Per key in a checkpoint: key (12) + namespace (16) + length (4) + value (1 + 8 + 8 + VALUE).
+    let keys = (state_bytes / (VALUE as u64 + 49)).max(1);
     let scratch = tempdir_for("state-bench")?;
     let mut config = ExecutionConfig::default();
     config.checkpoint.dir = Some(

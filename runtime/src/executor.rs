@@ -656,7 +656,11 @@ fn spawn_tasks(
                 cancel: attempt.cancel.clone(),
                 mode: cfg.checkpoint.mode,
             };
-            let body: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
+            // A body hands its chain back; it is freed before the exit is reported (freeing a
+            // large state while the next attempt restores made recovery slower: both compete
+            // for the allocator and the cores).
+            type Body = Box<dyn FnOnce() -> (Result<()>, Chain) + Send>;
+            let body: Body = match &head.kind {
                 NodeKind::Source { source, watermarks } => {
                     let uid = head.uid();
                     let reader =
@@ -676,14 +680,22 @@ fn spawn_tasks(
                         .map(|s| SplitWatermarks::new(s, reader.splits()));
                     let node = head.id;
                     attempt.sources.push(index);
-                    Box::new(move || run_source(chain, reader, node, wm, metrics, link))
+                    Box::new(move || {
+                        let mut chain = chain;
+                        let r = run_source(&mut chain, reader, node, wm, metrics, link);
+                        (r, chain)
+                    })
                 }
                 NodeKind::Operator(_) => {
                     let rx = receivers
                         .remove(&(c, j))
                         .ok_or_else(|| Error::InvalidGraph(format!("no input for {task_name}")))?;
                     let inputs = channel_inputs.remove(&(c, j)).unwrap_or_default();
-                    Box::new(move || run_input(chain, rx, inputs, metrics, link))
+                    Box::new(move || {
+                        let mut chain = chain;
+                        let r = run_input(&mut chain, rx, inputs, metrics, link);
+                        (r, chain)
+                    })
                 }
             };
             let events = events_tx.clone();
@@ -693,6 +705,10 @@ fn spawn_tasks(
                 .name(thread_name(&task_name))
                 .spawn(move || {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+                    let (result, chain) = match result {
+                        Ok((r, chain)) => (Ok(r), Some(chain)),
+                        Err(panic) => (Err(panic), None),
+                    };
                     let error = match result {
                         Ok(Ok(())) | Ok(Err(Error::Cancelled)) => None,
                         Ok(Err(e)) => {
@@ -716,6 +732,7 @@ fn spawn_tasks(
                             })
                         }
                     };
+                    drop(chain);
                     let _ = events.send(TaskEvent::Exited { task: index, error });
                 })
                 .map_err(|e| Error::io("spawn task thread", "", e))?;
@@ -827,16 +844,21 @@ impl Master {
 
     /// Deploys again from the newest complete checkpoint (or what the job started from).
     fn redeploy(&mut self) -> Result<Attempt> {
+        let t0 = Instant::now();
         let latest = match &self.plan.storage {
             Some(s) => find_latest(s, &self.plan.job_id)?.map(Arc::new),
             None => None,
         };
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, "checkpoint loaded");
         let from = latest.or_else(|| self.initial.clone());
         if let Some(r) = &from {
             tracing::info!(checkpoint = %r.url, "restoring");
             self.shared.stats(|s| s.restored = Some(r.url.clone()));
         }
-        deploy(&self.plan, from.as_deref(), &self.shared)
+        let t1 = Instant::now();
+        let a = deploy(&self.plan, from.as_deref(), &self.shared);
+        tracing::info!(ms = t1.elapsed().as_millis() as u64, "restored and deployed");
+        a
     }
 
     fn run_attempt(&mut self, attempt: Attempt) -> (AttemptEnd, Attempt) {
@@ -1075,10 +1097,11 @@ impl Master {
                 crc32: 0,
             };
             if !snap.is_empty() {
-                let bytes = Bytes::from(encode_state_file(&snap));
+                let file = encode_state_file(snap);
                 let name = format!("{}-{subtask}.state", n.uid());
-                meta.size = bytes.len() as u64;
-                meta.crc32 = crc32fast::hash(&bytes);
+                meta.size = file.size;
+                meta.crc32 = file.crc32;
+                let bytes = file.chunks;
                 meta.file = Some(name.clone());
                 p.uploads += 1;
                 let tx = self.upload_tx.clone();

@@ -98,7 +98,10 @@ impl TaskLink {
         // Barrier first, so downstream can start aligning; the state below is taken before
         // this thread touches another element, so it is exactly the state at the barrier.
         chain.emitter.barrier(barrier)?;
-        match chain.snapshot(barrier.id, source) {
+        let t0 = Instant::now();
+        let snap = chain.snapshot(barrier.id, source);
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, checkpoint = barrier.id, "snapshot taken");
+        match snap {
             Ok(states) => self.send(TaskEvent::Snapshot {
                 task: self.index,
                 id: barrier.id,
@@ -298,7 +301,7 @@ impl Chain {
 /// Runs a source subtask until its reader is exhausted (then waits for the job's final
 /// checkpoint), the job is cancelled, or a stop-with-savepoint completes.
 pub(crate) fn run_source(
-    mut chain: Chain,
+    chain: &mut Chain,
     mut reader: Box<dyn SourceReader>,
     source_node: NodeId,
     mut watermarks: Option<SplitWatermarks>,
@@ -311,7 +314,7 @@ pub(crate) fn run_source(
         if link.cancelled() {
             return Ok(());
         }
-        let stop = link.poll_control(&mut chain, |chain, b| {
+        let stop = link.poll_control(chain, |chain, b| {
             stopped |= b.stop;
             link.checkpoint(chain, b, Some((source_node, reader.as_mut(), true)))
         })?;
@@ -359,7 +362,7 @@ pub(crate) fn run_source(
     // A bounded input closes event time, as Flink's sources do.
     chain.watermark(MAX_WATERMARK)?;
     chain.finish()?;
-    link.finish(&mut chain, Some((source_node, reader.as_mut(), false)))
+    link.finish(chain, Some((source_node, reader.as_mut(), false)))
 }
 
 /// Barrier alignment of one task over its input channels.
@@ -450,7 +453,7 @@ impl Alignment {
 /// Runs a subtask fed by input channels until they all end (then waits for the job's final
 /// checkpoint), the job is cancelled, or a stop-with-savepoint completes.
 pub(crate) fn run_input(
-    mut chain: Chain,
+    chain: &mut Chain,
     rx: Receiver<Envelope>,
     channel_inputs: Vec<usize>,
     metrics: Arc<TaskMetrics>,
@@ -474,7 +477,7 @@ pub(crate) fn run_input(
                 // queued: handle it first) or torn down (the failing task has reported why).
                 Err(RecvTimeoutError::Disconnected) => {
                     if !link.cancelled() {
-                        link.poll_control(&mut chain, |_, _| Ok(()))?;
+                        link.poll_control(chain, |_, _| Ok(()))?;
                     }
                     return Err(Error::Cancelled);
                 }
@@ -490,28 +493,28 @@ pub(crate) fn run_input(
                 }
                 StreamElement::Watermark(t) => {
                     combined.on_watermark(ch, t);
-                    apply(&mut chain, combined.poll())?;
+                    apply(chain, combined.poll())?;
                 }
                 StreamElement::Idle(idle) => {
                     combined.on_idle(ch, idle);
-                    apply(&mut chain, combined.poll())?;
+                    apply(chain, combined.poll())?;
                 }
                 StreamElement::Barrier(b) => {
                     align.on_barrier(ch, b);
                     if let Some(b) = align.complete() {
-                        link.checkpoint(&mut chain, b, None)?;
+                        link.checkpoint(chain, b, None)?;
                     }
                 }
                 StreamElement::EndOfInput => {
                     align.live[ch] = false;
                     let all = combined.on_end(ch);
-                    apply(&mut chain, combined.poll())?;
+                    apply(chain, combined.poll())?;
                     if let Some(b) = align.complete() {
-                        link.checkpoint(&mut chain, b, None)?;
+                        link.checkpoint(chain, b, None)?;
                     }
                     if all {
                         chain.finish()?;
-                        return link.finish(&mut chain, None);
+                        return link.finish(chain, None);
                     }
                 }
             }
@@ -519,7 +522,7 @@ pub(crate) fn run_input(
         if link.cancelled() {
             return Ok(());
         }
-        if link.poll_control(&mut chain, |_, _| Ok(()))? {
+        if link.poll_control(chain, |_, _| Ok(()))? {
             return Ok(());
         }
         if last_tick.elapsed() >= TICK {

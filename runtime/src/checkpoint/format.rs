@@ -30,33 +30,67 @@ const HEADER: usize = 8 + 4 + 8 + 4;
 /// The `format` field of `_metadata`.
 pub const METADATA_FORMAT: &str = "flink-rs-checkpoint";
 
+/// A state file ready to upload: its bytes as chunks (the state blobs are not copied).
+#[derive(Debug, Clone)]
+pub struct EncodedFile {
+    pub chunks: Vec<Bytes>,
+    /// Total bytes.
+    pub size: u64,
+    /// CRC-32 of the whole file (what `_metadata` records).
+    pub crc32: u32,
+}
+
+impl EncodedFile {
+    /// The file as one buffer (tests, small files).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
 /// Encodes one operator instance's snapshot as a state file.
-pub fn encode_state_file(s: &OperatorSnapshot) -> Vec<u8> {
-    let size: usize = s.keyed.iter().map(|(_, b)| b.len() + 10).sum::<usize>()
-        + s.operator.as_ref().map_or(0, |b| b.len() + 8)
-        + 5;
-    let mut payload = Vec::with_capacity(size);
-    payload.extend_from_slice(&(s.keyed.len() as u32).to_le_bytes());
-    for (kg, blob) in &s.keyed {
-        payload.extend_from_slice(&kg.to_le_bytes());
-        payload.extend_from_slice(&(blob.len() as u64).to_le_bytes());
-        payload.extend_from_slice(blob);
+pub fn encode_state_file(s: OperatorSnapshot) -> EncodedFile {
+    let mut chunks: Vec<Bytes> = Vec::with_capacity(2 * s.keyed.len() + 4);
+    let mut small = Vec::with_capacity(16);
+    small.extend_from_slice(&(s.keyed.len() as u32).to_le_bytes());
+    for (kg, blob) in s.keyed {
+        small.extend_from_slice(&kg.to_le_bytes());
+        small.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+        chunks.push(Bytes::from(std::mem::take(&mut small)));
+        chunks.push(Bytes::from(blob));
     }
-    match &s.operator {
+    match s.operator {
         Some(b) => {
-            payload.push(1);
-            payload.extend_from_slice(&(b.len() as u64).to_le_bytes());
-            payload.extend_from_slice(b);
+            small.push(1);
+            small.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            chunks.push(Bytes::from(std::mem::take(&mut small)));
+            chunks.push(Bytes::from(b));
         }
-        None => payload.push(0),
+        None => {
+            small.push(0);
+            chunks.push(Bytes::from(small));
+        }
     }
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    for c in &chunks {
+        crc.update(c);
+        len += c.len() as u64;
+    }
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    chunks.insert(0, Bytes::from(header));
+    let mut whole = crc32fast::Hasher::new();
+    for c in &chunks {
+        whole.update(c);
+    }
+    EncodedFile {
+        chunks,
+        size: HEADER as u64 + len,
+        crc32: whole.finalize(),
+    }
 }
 
 /// A decoded state file; blobs share the file's buffer.
@@ -225,7 +259,10 @@ mod tests {
             keyed: vec![(3, b"abc".to_vec()), (7, vec![])],
             operator: Some(b"pos".to_vec()),
         };
-        let bytes = encode_state_file(&snap);
+        let enc = encode_state_file(snap);
+        let bytes = enc.to_vec();
+        assert_eq!(enc.size, bytes.len() as u64);
+        assert_eq!(enc.crc32, crc32fast::hash(&bytes));
         let f = decode_state_file(Bytes::from(bytes.clone()), "t")?;
         assert_eq!(f.keyed.len(), 2);
         assert_eq!(&f.keyed[0].1[..], b"abc");

@@ -157,7 +157,7 @@ impl CheckpointStorage {
     pub fn put_async(
         &self,
         rel: String,
-        data: Bytes,
+        data: Vec<Bytes>,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
         let store = self.store.clone();
@@ -166,7 +166,7 @@ impl CheckpointStorage {
             Ok(rt) => {
                 rt.spawn(async move {
                     let r = store
-                        .put(&path, PutPayload::from_bytes(data))
+                        .put(&path, data.into_iter().collect::<PutPayload>())
                         .await
                         .map(|_| ())
                         .map_err(os_err(&rel));

@@ -159,7 +159,6 @@ impl KeyedStore for MemoryStore {
             .filter(|s| !self.tables[*s][slot].is_empty())
             .collect();
         out.extend_from_slice(&(used.len() as u32).to_le_bytes());
-        let mut value = Vec::new();
         for s in used {
             let table = &self.tables[s][slot];
             put_bytes(out, self.names[s].as_bytes());
@@ -168,48 +167,121 @@ impl KeyedStore for MemoryStore {
                 put_value(out, key, &self.names[s])?;
                 out.extend_from_slice(&ns.start.to_le_bytes());
                 out.extend_from_slice(&ns.end.to_le_bytes());
-                value.clear();
+                // Length placeholder, value encoded in place, then the length patched in.
+                let at = out.len();
+                out.extend_from_slice(&[0u8; 4]);
                 self.codecs[s]
-                    .encode(cell, &mut value)
+                    .encode(cell, out)
                     .map_err(|e| Error::state(&self.names[s], e))?;
-                put_bytes(out, &value);
+                let len = (out.len() - at - 4) as u32;
+                out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn key_group_len(&self, kg: KeyGroup) -> usize {
+        if !self.key_groups.contains(&kg) {
+            return 0;
+        }
+        let slot = usize::from(kg - self.key_groups.start);
+        self.tables.iter().map(|t| t[slot].len()).sum()
+    }
+
+    fn restore_key_groups(&mut self, groups: &[(KeyGroup, &[u8])]) -> Result<()> {
+        for (kg, _) in groups {
+            if !self.key_groups.contains(kg) {
+                return Err(Error::Checkpoint(format!(
+                    "key group {kg} restored into a store for key groups {:?}",
+                    self.key_groups
+                )));
+            }
+        }
+        // Key groups decode independently: split them over the machine's cores, each worker
+        // building whole tables, then install the tables here.
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(groups.len())
+            .max(1);
+        let names = &self.names;
+        let codecs = &self.codecs;
+        let chunk = groups.len().div_ceil(workers).max(1);
+        let decoded: Vec<Result<Vec<(KeyGroup, Vec<Table>)>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(kg, bytes)| Ok((*kg, decode_key_group(names, codecs, bytes)?)))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Checkpoint("a state restore worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for part in decoded {
+            for (kg, tables) in part? {
+                let slot = usize::from(kg - self.key_groups.start);
+                for (state, table) in tables.into_iter().enumerate() {
+                    let target = &mut self.tables[state][slot];
+                    if target.is_empty() {
+                        *target = table;
+                    } else {
+                        target.extend(table);
+                    }
+                }
             }
         }
         Ok(())
     }
 
     fn restore_key_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()> {
-        if !self.key_groups.contains(&kg) {
-            return Err(Error::Checkpoint(format!(
-                "key group {kg} restored into a store for key groups {:?}",
-                self.key_groups
-            )));
-        }
-        let slot = usize::from(kg - self.key_groups.start);
-        let mut r = ByteReader::new(bytes, "keyed state");
-        let states = r.u32()?;
-        for _ in 0..states {
-            let name = String::from_utf8_lossy(r.bytes()?).into_owned();
-            let count = r.u64()?;
-            let id = self.names.iter().position(|n| *n == name);
-            if id.is_none() {
-                tracing::warn!(state = %name, "snapshot holds a state the job no longer registers; skipped");
-            }
-            for _ in 0..count {
-                let key: Key = r.value()?;
-                let ns = Namespace {
-                    start: r.i64()?,
-                    end: r.i64()?,
-                };
-                let value = r.bytes()?;
-                if let Some(id) = id {
-                    let cell = self.codecs[id]
-                        .decode(value)
-                        .map_err(|e| Error::state(&name, e))?;
-                    self.tables[id][slot].insert((key, ns), cell);
-                }
-            }
-        }
-        Ok(())
+        self.restore_key_groups(&[(kg, bytes)])
     }
+}
+
+/// Decodes one key group's blob into one table per registered state.
+fn decode_key_group(
+    names: &[String],
+    codecs: &[Arc<dyn CellCodec>],
+    bytes: &[u8],
+) -> Result<Vec<Table>> {
+    let mut tables: Vec<Table> = names.iter().map(|_| Table::default()).collect();
+    let mut r = ByteReader::new(bytes, "keyed state");
+    let states = r.u32()?;
+    for _ in 0..states {
+        let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+        let count = r.u64()?;
+        let id = names.iter().position(|n| *n == name);
+        match id {
+            Some(id) => tables[id].reserve(count as usize),
+            None => tracing::warn!(
+                state = %name,
+                "snapshot holds a state the job no longer registers; skipped"
+            ),
+        }
+        for _ in 0..count {
+            let key: Key = r.value()?;
+            let ns = Namespace {
+                start: r.i64()?,
+                end: r.i64()?,
+            };
+            let value = r.bytes()?;
+            if let Some(id) = id {
+                let cell = codecs[id]
+                    .decode(value)
+                    .map_err(|e| Error::state(&name, e))?;
+                tables[id].insert((key, ns), cell);
+            }
+        }
+    }
+    Ok(tables)
 }

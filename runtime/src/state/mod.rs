@@ -101,4 +101,15 @@ pub trait KeyedStore: Send {
     /// of another parallelism). States must be registered first; values of states that are no
     /// longer registered are skipped.
     fn restore_key_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
+    /// Restores several key groups (a backend may decode them in parallel).
+    fn restore_key_groups(&mut self, groups: &[(KeyGroup, &[u8])]) -> Result<()> {
+        for (kg, bytes) in groups {
+            self.restore_key_group(*kg, bytes)?;
+        }
+        Ok(())
+    }
+    /// Number of values stored in key group `kg` (a capacity hint for snapshots).
+    fn key_group_len(&self, _kg: KeyGroup) -> usize {
+        0
+    }
 }

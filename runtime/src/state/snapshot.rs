@@ -30,17 +30,20 @@ pub fn snapshot_keyed(
             .push((domain == TimeDomain::EventTime, *ts, key.clone(), *ns));
     }
     let mut out = Vec::new();
-    let mut states = Vec::new();
     for kg in store.key_groups() {
-        states.clear();
-        store.snapshot_key_group(kg, &mut states)?;
         let t = by_kg.remove(&kg).unwrap_or_default();
-        if states == 0u32.to_le_bytes() && t.is_empty() {
+        let n = store.key_group_len(kg);
+        // Length placeholder, the backend's encoding in place, then the length patched in.
+        // Generous: pages never written are never touched, and regrowing a large buffer
+        // means copying it and faulting in fresh pages.
+        let mut blob = Vec::with_capacity(16 + n * 256);
+        blob.extend_from_slice(&[0u8; 8]);
+        store.snapshot_key_group(kg, &mut blob)?;
+        let len = (blob.len() - 8) as u64;
+        if blob[8..] == 0u32.to_le_bytes() && t.is_empty() {
             continue;
         }
-        let mut blob = Vec::with_capacity(states.len() + 16);
-        blob.extend_from_slice(&(states.len() as u64).to_le_bytes());
-        blob.extend_from_slice(&states);
+        blob[..8].copy_from_slice(&len.to_le_bytes());
         bincode::serialize_into(&mut blob, &t).map_err(|e| Error::state("timers", e))?;
         out.push((kg, blob));
     }
@@ -59,10 +62,16 @@ pub fn restore_keyed(
     timers: &mut TimerService,
     blobs: &[(KeyGroup, Bytes)],
 ) -> Result<()> {
+    let mut groups = Vec::with_capacity(blobs.len());
+    let mut timer_lists = Vec::with_capacity(blobs.len());
     for (kg, blob) in blobs {
         let mut r = ByteReader::new(blob, "keyed state");
         let len = r.u64()? as usize;
-        store.restore_key_group(*kg, r.take(len)?)?;
+        groups.push((*kg, r.take(len)?));
+        timer_lists.push(r);
+    }
+    store.restore_key_groups(&groups)?;
+    for mut r in timer_lists {
         let t: Vec<TimerEntry> = r.value()?;
         for (event, ts, key, ns) in t {
             let domain = if event {
