@@ -292,8 +292,11 @@ struct BigState {
     value: Option<ValueState<(i64, String)>>,
     value_bytes: usize,
     fail: Arc<std::sync::atomic::AtomicBool>,
-    failed_at: Arc<std::sync::Mutex<Option<(Instant, Option<Instant>)>>>,
+    failed_at: Arc<std::sync::Mutex<Option<FailedAt>>>,
 }
+
+/// When the injected failure happened, and when a record was processed again.
+type FailedAt = (Instant, Option<Instant>);
 
 impl ProcessFunction for BigState {
     fn open(&mut self, states: &mut StateRegistry<'_>) -> Result<()> {
@@ -400,7 +403,9 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
             }
         }
         if job.is_finished() {
-            return Err(Error::User("the state benchmark job ended before recovering".into()));
+            return Err(Error::User(
+                "the state benchmark job ended before recovering".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -177,8 +177,9 @@ impl JobHandle {
         self.commands
             .send(Command::Checkpoint { reply: tx })
             .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Checkpoint("the job ended before the checkpoint completed".into()))?
+        rx.recv().map_err(|_| {
+            Error::Checkpoint("the job ended before the checkpoint completed".into())
+        })?
     }
 
     /// Takes a savepoint into `dir` (or `state.savepoints.dir`) and returns its path; the job
@@ -370,6 +371,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
                 upload_tx,
                 next_id,
                 initial: restored,
+                graveyard: Vec::new(),
             };
             m.run(first)
         })
@@ -656,9 +658,9 @@ fn spawn_tasks(
                 cancel: attempt.cancel.clone(),
                 mode: cfg.checkpoint.mode,
             };
-            // A body hands its chain back; it is freed before the exit is reported (freeing a
-            // large state while the next attempt restores made recovery slower: both compete
-            // for the allocator and the cores).
+            // A body hands its chain back. After a failure it goes to the master, which frees
+            // it once the next attempt has restored (freeing a large state takes seconds, and
+            // doing it while the next attempt restores slowed both down).
             type Body = Box<dyn FnOnce() -> (Result<()>, Chain) + Send>;
             let body: Body = match &head.kind {
                 NodeKind::Source { source, watermarks } => {
@@ -732,8 +734,17 @@ fn spawn_tasks(
                             })
                         }
                     };
-                    drop(chain);
-                    let _ = events.send(TaskEvent::Exited { task: index, error });
+                    let leftovers = if error.is_some() {
+                        chain.map(Box::new)
+                    } else {
+                        drop(chain);
+                        None
+                    };
+                    let _ = events.send(TaskEvent::Exited {
+                        task: index,
+                        error,
+                        leftovers,
+                    });
                 })
                 .map_err(|e| Error::io("spawn task thread", "", e))?;
             attempt.threads.push(handle);
@@ -784,6 +795,8 @@ struct Master {
     next_id: CheckpointId,
     /// What the job started from (restored again when no newer checkpoint exists).
     initial: Option<Arc<RestoredCheckpoint>>,
+    /// Chains of failed tasks, freed after the next attempt is deployed.
+    graveyard: Vec<Chain>,
 }
 
 impl Master {
@@ -819,7 +832,14 @@ impl Master {
                 if self.pause(delay) {
                     return Ok(JobOutcome::Cancelled);
                 }
-                match self.redeploy() {
+                let redeployed = self.redeploy();
+                let dead = std::mem::take(&mut self.graveyard);
+                if !dead.is_empty() {
+                    let _ = std::thread::Builder::new()
+                        .name("free-failed-state".into())
+                        .spawn(move || drop(dead));
+                }
+                match redeployed {
                     Ok(a) => break a,
                     Err(e) => tracing::error!(error = %e, "restart failed"),
                 }
@@ -857,7 +877,10 @@ impl Master {
         }
         let t1 = Instant::now();
         let a = deploy(&self.plan, from.as_deref(), &self.shared);
-        tracing::info!(ms = t1.elapsed().as_millis() as u64, "restored and deployed");
+        tracing::info!(
+            ms = t1.elapsed().as_millis() as u64,
+            "restored and deployed"
+        );
         a
     }
 
@@ -879,8 +902,11 @@ impl Master {
                 recv(attempt.events) -> ev => {
                     let Ok(ev) = ev else { return (AttemptEnd::Failed(Error::Cancelled), attempt) };
                     match ev {
-                        TaskEvent::Exited { task, error } => {
+                        TaskEvent::Exited { task, error, leftovers } => {
                             exited += 1;
+                            if let Some(chain) = leftovers {
+                                self.graveyard.push(*chain);
+                            }
                             if let Some(e) = error {
                                 for p in pending.drain(..) {
                                     if let Some(r) = p.reply {
@@ -909,9 +935,14 @@ impl Master {
                                 }
                             }
                         }
-                        TaskEvent::Declined { task, id, reason } => {
+                        TaskEvent::Declined { task, id, reason, finished } => {
                             let why = format!("declined by {}: {reason}", attempt.tasks[task].2);
-                            self.fail_checkpoint(&mut pending, id, &why, &mut consecutive_failures);
+                            if finished {
+                                let mut uncounted = 0;
+                                self.fail_checkpoint(&mut pending, id, &why, &mut uncounted);
+                            } else {
+                                self.fail_checkpoint(&mut pending, id, &why, &mut consecutive_failures);
+                            }
                         }
                         TaskEvent::Finished { task, states } => {
                             finished[task] = Some(states);

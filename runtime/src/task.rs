@@ -62,11 +62,20 @@ pub(crate) enum TaskEvent {
         task: usize,
         id: CheckpointId,
         reason: String,
+        /// The task had already finished: the checkpoint is abandoned, not failed (the
+        /// job's final checkpoint will cover the end).
+        finished: bool,
     },
     /// Every input ended and the task emitted everything; its final state.
     Finished { task: usize, states: TaskStates },
-    /// The task's thread ended; `error` when it failed.
-    Exited { task: usize, error: Option<Error> },
+    /// The task's thread ended; `error` when it failed. A failed task hands over its chain
+    /// (operators and their state) so the master can free it after the restart instead of
+    /// before: freeing a large state takes seconds.
+    Exited {
+        task: usize,
+        error: Option<Error>,
+        leftovers: Option<Box<Chain>>,
+    },
 }
 
 /// A task's connection to the job master.
@@ -100,7 +109,11 @@ impl TaskLink {
         chain.emitter.barrier(barrier)?;
         let t0 = Instant::now();
         let snap = chain.snapshot(barrier.id, source);
-        tracing::info!(ms = t0.elapsed().as_millis() as u64, checkpoint = barrier.id, "snapshot taken");
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            checkpoint = barrier.id,
+            "snapshot taken"
+        );
         match snap {
             Ok(states) => self.send(TaskEvent::Snapshot {
                 task: self.index,
@@ -111,6 +124,7 @@ impl TaskLink {
                 task: self.index,
                 id: barrier.id,
                 reason: e.to_string(),
+                finished: false,
             }),
         }
         Ok(())
@@ -147,6 +161,7 @@ impl TaskLink {
                     task: self.index,
                     id: b.id,
                     reason: "the task has finished".into(),
+                    finished: true,
                 }),
                 Ok(TaskControl::Complete(id)) => {
                     chain.notify_complete(id)?;

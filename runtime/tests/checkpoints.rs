@@ -147,6 +147,8 @@ struct JobSpec {
     restore: Option<RestoreFrom>,
     job_id: Option<String>,
     restart: RestartStrategy,
+    with_totals: bool,
+    allow_non_restored_state: bool,
 }
 
 impl JobSpec {
@@ -162,6 +164,8 @@ impl JobSpec {
             restore: None,
             job_id: None,
             restart: RestartStrategy::None,
+            with_totals: true,
+            allow_non_restored_state: false,
         }
     }
 }
@@ -180,6 +184,7 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
         c.restart = spec.restart.clone();
         c.restore = spec.restore.clone();
         c.job_id = spec.job_id.clone();
+        c.allow_non_restored_state = spec.allow_non_restored_state;
         c.linger = Duration::from_millis(5);
     });
     let mut gen_ = BidGenerator::bounded(spec.rows).batch_size(500);
@@ -216,6 +221,9 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
             FileFormat::Csv { header: false },
         ))
         .uid("windows-sink");
+    if !spec.with_totals {
+        return env.execute_async();
+    }
     bids.key_by("k")
         .process(
             schema(&[
@@ -394,6 +402,13 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
         w1.len(),
         ref_w.len()
     );
+    // Savepoints are relocatable: move it before restoring.
+    let moved = tmp()?;
+    let path = {
+        let to = moved.path().join("moved-savepoint");
+        std::fs::rename(&path, &to).map_err(|e| Error::io("move", &path, e))?;
+        to.display().to_string()
+    };
     for p in [1, 4] {
         // Each resume continues in its own copy of the output directory.
         let copy = tmp()?;
@@ -644,5 +659,107 @@ fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
     assert!(!chks.is_empty() && chks.len() <= 2, "retained: {chks:?}");
     let latest = flink_rs::checkpoint::find_latest(&storage, &job)?;
     assert!(latest.is_some_and(|c| c.metadata.finished));
+    Ok(())
+}
+
+#[test]
+fn savepoint_with_state_for_a_removed_operator_needs_allow_non_restored_state() -> Result<()> {
+    let out = tmp()?;
+    let sp = tmp()?;
+    let mut spec = JobSpec::new(200_000, 2);
+    spec.rate = Some(200_000.0);
+    let job = start_job(&spec, out.path(), Injector::none())?;
+    std::thread::sleep(Duration::from_millis(300));
+    let path = job.trigger_savepoint(Some(&sp.path().display().to_string()))?;
+    job.cancel();
+    job.wait()?;
+
+    // The changed job has no `totals` branch: its state has nowhere to go.
+    let mut changed = JobSpec::new(200_000, 2);
+    changed.with_totals = false;
+    changed.restore = Some(RestoreFrom::Path(path.clone()));
+    let msg = start_job(&changed, out.path(), Injector::none())
+        .map(|_| ())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("`totals`") && msg.contains("allowNonRestoredState"),
+        "{msg}"
+    );
+    changed.allow_non_restored_state = true;
+    assert_eq!(
+        start_job(&changed, out.path(), Injector::none())?.wait()?,
+        JobOutcome::Finished
+    );
+    Ok(())
+}
+
+/// A source whose reader cannot snapshot: every checkpoint is declined.
+struct NoSnapshots(BidGenerator);
+
+impl flink_rs::source::Source for NoSnapshots {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.0.schema()
+    }
+    fn is_bounded(&self) -> bool {
+        true
+    }
+    fn create_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Box<dyn flink_rs::source::SourceReader>> {
+        struct R(Box<dyn flink_rs::source::SourceReader>);
+        impl flink_rs::source::SourceReader for R {
+            fn splits(&self) -> usize {
+                self.0.splits()
+            }
+            fn poll_next(&mut self) -> Result<flink_rs::source::SourcePoll> {
+                self.0.poll_next()
+            }
+        }
+        Ok(Box::new(R(self.0.create_reader(subtask, parallelism)?)))
+    }
+}
+
+fn declining_job(tolerable: u32) -> Result<(JobHandle, tempfile::TempDir)> {
+    let cp = tmp()?;
+    let env = StreamExecutionEnvironment::new();
+    env.configure(|c| {
+        c.checkpoint.interval = Some(Duration::from_millis(20));
+        c.checkpoint.dir = Some(cp.path().display().to_string());
+        c.checkpoint.tolerable_failures = tolerable;
+    });
+    env.from_source(
+        NoSnapshots(
+            BidGenerator::bounded(60_000)
+                .batch_size(500)
+                .rate(100_000.0),
+        ),
+        None,
+    )
+    .sink(flink_rs::connectors::BlackholeSink::default());
+    Ok((env.execute_async()?, cp))
+}
+
+#[test]
+fn failed_checkpoints_are_tolerated_up_to_the_limit() -> Result<()> {
+    // Tolerated: the job finishes, and the failures are counted.
+    let (job, _cp) = declining_job(1000)?;
+    let stats = job.checkpoint_stats_handle();
+    assert_eq!(job.wait()?, JobOutcome::Finished);
+    let s = stats();
+    assert!(s.failed >= 3 && s.completed == 0, "{s:?}");
+
+    // Not tolerated: the job fails, saying why.
+    let (job, _cp) = declining_job(2)?;
+    let msg = job
+        .wait()
+        .map(|_| ())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("consecutive checkpoints failed"), "{msg}");
     Ok(())
 }

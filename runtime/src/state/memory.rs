@@ -207,7 +207,8 @@ impl KeyedStore for MemoryStore {
         let names = &self.names;
         let codecs = &self.codecs;
         let chunk = groups.len().div_ceil(workers).max(1);
-        let decoded: Vec<Result<Vec<(KeyGroup, Vec<Table>)>>> = std::thread::scope(|scope| {
+        type Decoded = Result<Vec<(KeyGroup, Vec<Table>)>>;
+        let decoded: Vec<Decoded> = std::thread::scope(|scope| {
             let handles: Vec<_> = groups
                 .chunks(chunk)
                 .map(|part| {
