@@ -909,9 +909,7 @@ impl Master {
                             }
                             if let Some(e) = error {
                                 for p in pending.drain(..) {
-                                    if let Some(r) = p.reply {
-                                        let _ = r.send(Err(Error::Checkpoint(format!("the job failed: {e}"))));
-                                    }
+                                    self.abandon(p, &format!("the job failed: {e}"));
                                 }
                                 return (AttemptEnd::Failed(e), attempt);
                             }
@@ -973,7 +971,12 @@ impl Master {
                 }
                 recv(self.commands) -> cmd => {
                     match cmd {
-                        Ok(Command::Cancel) | Err(_) => return (AttemptEnd::Cancelled, attempt),
+                        Ok(Command::Cancel) | Err(_) => {
+                            for p in pending.drain(..) {
+                                self.abandon(p, "the job was cancelled");
+                            }
+                            return (AttemptEnd::Cancelled, attempt);
+                        }
                         Ok(Command::Checkpoint { reply }) => {
                             match &plan.storage {
                                 Some(storage) if finished.iter().all(|f| f.is_none()) && stopping.is_none() => {
@@ -1242,6 +1245,18 @@ impl Master {
             }
             Err(e) => tracing::warn!(error = %e, "cannot list checkpoints"),
         }
+    }
+
+    /// Drops a checkpoint in flight when its attempt ends: tells whoever waits for it and
+    /// deletes what was written.
+    fn abandon(&self, p: Pending, why: &str) {
+        if let Some(r) = p.reply {
+            let _ = r.send(Err(Error::Checkpoint(format!(
+                "checkpoint {} abandoned: {why}",
+                p.barrier.id
+            ))));
+        }
+        let _ = p.storage.delete_dir(&p.dir);
     }
 
     fn fail_checkpoint(

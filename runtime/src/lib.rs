@@ -7,8 +7,9 @@
 //!
 //! Layers, from the bottom: [`element`] and [`key`] (what travels and how it is partitioned),
 //! [`graph`] (the logical job), [`operator`] and [`source`] (contracts for operators and
-//! connectors), [`state`] and [`window`] (stateful operators), [`executor`] (tasks, threads,
-//! channels), and [`api`] (the DataStream API users write jobs with). Connectors live in
+//! connectors), [`state`] and [`window`] (stateful operators), [`checkpoint`] (snapshot
+//! formats, storage, restore), [`executor`] (tasks, threads, channels, the job master that
+//! checkpoints and restarts), and [`api`] (the DataStream API users write jobs with). Connectors live in
 //! [`connectors`] and depend only on the contracts. Nothing in this crate depends on the SQL
 //! planner, the cluster or the Kubernetes operator; they depend on it.
 
@@ -38,13 +39,14 @@ pub mod prelude {
     pub use crate::api::{
         DataStream, KeyedStream, StreamExecutionEnvironment, WindowedStream, schema,
     };
+    pub use crate::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
     pub use crate::connectors::{
         BidGenerator, BlackholeSink, CollectionSource, DataGen, FieldGen, FileFormat, FileSink,
         FileSource, NexmarkGenerator, PrintSink,
     };
     pub use crate::element::Timestamp;
     pub use crate::error::{Error, Result};
-    pub use crate::executor::{JobHandle, JobOutcome};
+    pub use crate::executor::{CheckpointStats, JobHandle, JobOutcome};
     pub use crate::graph::ExecutionConfig;
     pub use crate::key::{Key, KeySelector};
     pub use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
