@@ -79,11 +79,13 @@ pub struct BenchResult {
 }
 
 /// Checkpointing for a benchmark run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub checkpoint_interval: Option<Duration>,
     /// Where checkpoints go (a temporary directory when not set).
     pub checkpoint_dir: Option<String>,
+    /// checkpoint-state: how long after the checkpoint completes the failure is injected.
+    pub fail_after: Duration,
 }
 
 fn int_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a [i64]> {
@@ -158,6 +160,16 @@ pub fn peak_rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            checkpoint_interval: None,
+            checkpoint_dir: None,
+            fail_after: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Builds and runs one workload; returns its measurements.
@@ -282,6 +294,8 @@ pub struct StateBenchResult {
     pub checkpoint_seconds: f64,
     /// From the injected failure to the first record processed by the restored job.
     pub recovery_seconds: f64,
+    /// How long after the checkpoint completed the failure was injected.
+    pub fail_after_seconds: f64,
     pub peak_rss_bytes: u64,
 }
 
@@ -395,6 +409,7 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         .checkpoint_stats()
         .latest
         .ok_or_else(|| Error::Checkpoint("no checkpoint completed".into()))?;
+    std::thread::sleep(opts.fail_after);
     fail.store(true, Ordering::SeqCst);
     let recovery = loop {
         if let Ok(f) = failed_at.lock() {
@@ -418,6 +433,7 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         checkpoint_bytes: cp.state_size,
         checkpoint_seconds: cp.duration.as_secs_f64(),
         recovery_seconds: recovery.as_secs_f64(),
+        fail_after_seconds: opts.fail_after.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -40,6 +40,10 @@ enum Command {
         /// checkpoint-state: bytes of keyed state to build, checkpoint and recover.
         #[arg(long, default_value_t = 1 << 30)]
         state_bytes: u64,
+        /// checkpoint-state: milliseconds between the checkpoint and the injected failure
+        /// (default: mid-way through a 10 s checkpoint interval).
+        #[arg(long, default_value_t = 5000)]
+        fail_after_ms: u64,
     },
 }
 
@@ -60,10 +64,12 @@ fn main() -> anyhow::Result<()> {
             checkpoint_interval,
             checkpoint_dir,
             state_bytes,
+            fail_after_ms,
         } => {
             let opts = BenchOptions {
                 checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
                 checkpoint_dir,
+                fail_after: std::time::Duration::from_millis(fail_after_ms),
             };
             if workload == "checkpoint-state" {
                 let result = checkpoint_state(state_bytes, &opts)

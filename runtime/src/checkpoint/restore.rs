@@ -90,6 +90,7 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
     for op in &metadata.operators {
         for st in &op.subtasks {
             let Some(name) = &st.file else { continue };
+            let t0 = std::time::Instant::now();
             let bytes = storage
                 .get(&join(name))?
                 .ok_or_else(|| Error::Checkpoint(format!("{url}: state file {name} is missing")))?;
@@ -100,7 +101,14 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
                     st.size
                 )));
             }
+            let t1 = std::time::Instant::now();
             let file = decode_state_file(bytes, &format!("{url}/{name}"))?;
+            tracing::debug!(
+                file = %name,
+                read_ms = (t1 - t0).as_millis() as u64,
+                decode_ms = t1.elapsed().as_millis() as u64,
+                "state file read"
+            );
             files.insert((op.uid.clone(), st.subtask), file);
         }
     }
