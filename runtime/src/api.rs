@@ -287,6 +287,18 @@ impl DataStream {
         s
     }
 
+    /// Keeps only the named columns, in the given order.
+    pub fn select(&self, columns: &[String]) -> Result<DataStream> {
+        let idx: Vec<usize> = columns
+            .iter()
+            .map(|c| crate::key::column_index(&self.schema, c))
+            .collect::<Result<_>>()?;
+        let out = Arc::new(self.schema.project(&idx)?);
+        Ok(self
+            .map_batches(out, move |b| Ok(b.project(&idx)?))
+            .name("Select"))
+    }
+
     /// Appends a column computed from each whole batch (like SQL's computed columns).
     pub fn with_column(
         &self,

@@ -120,6 +120,14 @@ impl JobHandle {
         let _ = self.commands.send(Command::Cancel);
     }
 
+    /// A function that cancels the job, usable from another thread (a signal handler).
+    pub fn cancel_handle(&self) -> impl Fn() + Send + 'static + use<> {
+        let commands = self.commands.clone();
+        move || {
+            let _ = commands.send(Command::Cancel);
+        }
+    }
+
     /// True when the job has ended.
     pub fn is_finished(&self) -> bool {
         self.master.is_finished()

@@ -27,6 +27,7 @@ pub mod operator;
 pub mod operators;
 pub mod rows;
 pub mod source;
+pub mod sql;
 pub mod state;
 mod task;
 pub mod watermark;

@@ -1,9 +1,9 @@
 //! The `flink-rs` command line.
 //!
-//! Subcommands so far: `bench` (the end-to-end benchmark workloads behind `bench/run`,
-//! with or without checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`).
-//! `run`, `explain`, `jobmanager`, `taskmanager` and `job` arrive with the SQL and cluster
-//! issues.
+//! Subcommands: `run` (a SQL script in the embedded mini-cluster), `explain` (its dataflow
+//! plan), and `bench` (the end-to-end benchmark workloads behind `bench/run`, with or without
+//! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`). `jobmanager`,
+//! `taskmanager` and `job` arrive with the cluster issue.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -23,6 +23,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs a Flink SQL script in the embedded mini-cluster. Bounded jobs exit when done;
+    /// unbounded ones run until Ctrl-C, which cancels them.
+    Run {
+        /// The script (`-` reads standard input).
+        script: String,
+        /// Default parallelism (`parallelism.default`).
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// A configuration key, as in Flink (`--set execution.checkpointing.interval=10s`);
+        /// wins over the script's SET statements. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Start from a checkpoint or savepoint directory, or `latest` (the newest complete
+        /// checkpoint of this job id in state.checkpoints.dir).
+        #[arg(long)]
+        from_checkpoint: Option<String>,
+    },
+    /// Prints the dataflow plan of a SQL script (operators, parallelism, exchanges).
+    Explain {
+        script: String,
+        #[arg(long)]
+        parallelism: Option<usize>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
         /// filter | tumble-count | hot-items | checkpoint-state
@@ -47,6 +72,32 @@ enum Command {
     },
 }
 
+/// `--parallelism` and `--set key=value` as configuration pairs.
+fn settings(parallelism: Option<usize>, set: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(p) = parallelism {
+        out.push(("parallelism.default".to_string(), p.to_string()));
+    }
+    for s in set {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--set expects KEY=VALUE, got `{s}`"))?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// Reads and compiles a script; SQL errors name the file, statement, line and column.
+fn compile(path: &str, sets: &[(String, String)]) -> anyhow::Result<flink_rs::sql::SqlJob> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the script from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+    };
+    flink_rs::sql::compile(&text, flink_rs::graph::ExecutionConfig::default(), sets)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -57,6 +108,52 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run {
+            script,
+            parallelism,
+            set,
+            from_checkpoint,
+        } => {
+            let mut sets = settings(parallelism, &set)?;
+            if let Some(cp) = from_checkpoint {
+                sets.push(("execution.savepoint.path".into(), cp));
+            }
+            let job = compile(&script, &sets)?;
+            let handle = job.env.execute_async().context("starting the job")?;
+            let cancel = handle.cancel_handle();
+            std::thread::Builder::new()
+                .name("ctrl-c".into())
+                .spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                            eprintln!("cancelling the job (Ctrl-C)");
+                            cancel();
+                        }
+                    }
+                })
+                .context("starting the Ctrl-C handler")?;
+            let outcome = handle.wait().context("the job failed")?;
+            eprintln!(
+                "job {}",
+                match outcome {
+                    flink_rs::executor::JobOutcome::Finished => "finished".to_string(),
+                    flink_rs::executor::JobOutcome::Cancelled => "cancelled".to_string(),
+                    flink_rs::executor::JobOutcome::Stopped { savepoint } =>
+                        format!("stopped with savepoint {savepoint}"),
+                }
+            );
+        }
+        Command::Explain {
+            script,
+            parallelism,
+            set,
+        } => {
+            let job = compile(&script, &settings(parallelism, &set)?)?;
+            print!("{}", job.env.graph().explain());
+        }
         Command::Bench {
             workload,
             parallelism,

@@ -1,0 +1,278 @@
+//! Flink SQL scripts compiled to dataflows.
+//!
+//! DataFusion parses queries, resolves names and types, and evaluates expressions (its
+//! physical expressions run on our Arrow batches); the streaming parts — window TVFs,
+//! watermarks, keyed state, timers — are the engine's. A script is split into statements;
+//! `SET` configures the job, `CREATE TABLE`/`CREATE VIEW` declare, and every `INSERT INTO`
+//! becomes part of one job (a statement set), planned as: DataFusion logical plan →
+//! operators of the engine (see [`plan`]).
+
+mod aggregate;
+mod connectors;
+mod ddl;
+mod plan;
+mod script;
+mod window_tvf;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+pub use script::{SqlError, Statement, split};
+
+use crate::api::StreamExecutionEnvironment;
+use crate::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
+use crate::graph::ExecutionConfig;
+
+/// A compiled script: the job, ready to run or explain.
+pub struct SqlJob {
+    pub env: StreamExecutionEnvironment,
+    /// Number of INSERT statements in the job.
+    pub inserts: usize,
+}
+
+impl std::fmt::Debug for SqlJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlJob")
+            .field("inserts", &self.inserts)
+            .finish()
+    }
+}
+
+/// Parses a Flink duration (`10 s`, `10s`, `500 ms`, `1 min`, `2h`, or milliseconds).
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim().to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.trim().parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1000.0,
+        "min" | "m" | "minute" | "minutes" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        _ => return None,
+    };
+    Some(Duration::from_millis((n * ms) as u64))
+}
+
+/// Applies one Flink configuration key. Unknown keys are accepted (Flink passes them on) and
+/// reported in the log.
+pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Result<(), String> {
+    let bad = |what: &str| format!("'{key}' = '{value}': {what}");
+    let dur = || parse_duration(value).ok_or_else(|| bad("expected a duration such as '10 s'"));
+    let num = || {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| bad("expected a number"))
+    };
+    match key {
+        "parallelism.default" => cfg.parallelism = num()?.max(1) as usize,
+        "pipeline.max-parallelism" => cfg.max_parallelism = num()?.clamp(1, 32768) as u16,
+        "execution.buffer-timeout" | "execution.buffer-timeout.interval" => cfg.linger = dur()?,
+        "pipeline.operator-chaining" | "pipeline.operator-chaining.enabled" => {
+            cfg.chaining = value.trim() == "true"
+        }
+        "execution.checkpointing.interval" => cfg.checkpoint.interval = Some(dur()?),
+        "execution.checkpointing.timeout" => cfg.checkpoint.timeout = dur()?,
+        "execution.checkpointing.min-pause" => cfg.checkpoint.min_pause = dur()?,
+        "execution.checkpointing.max-concurrent-checkpoints" => {
+            cfg.checkpoint.max_concurrent = num()? as usize
+        }
+        "execution.checkpointing.tolerable-failed-checkpoints" => {
+            cfg.checkpoint.tolerable_failures = num()? as u32
+        }
+        "execution.checkpointing.mode" => {
+            cfg.checkpoint.mode = match value.trim().to_ascii_uppercase().as_str() {
+                "EXACTLY_ONCE" => CheckpointingMode::ExactlyOnce,
+                "AT_LEAST_ONCE" => CheckpointingMode::AtLeastOnce,
+                _ => return Err(bad("expected EXACTLY_ONCE or AT_LEAST_ONCE")),
+            }
+        }
+        "state.checkpoints.dir" | "execution.checkpointing.dir" => {
+            cfg.checkpoint.dir = Some(value.to_string())
+        }
+        "state.savepoints.dir" | "execution.checkpointing.savepoint-dir" => {
+            cfg.checkpoint.savepoint_dir = Some(value.to_string())
+        }
+        "state.checkpoints.num-retained" | "execution.checkpointing.num-retained" => {
+            cfg.checkpoint.retained = num()? as usize
+        }
+        "execution.savepoint.path" => {
+            cfg.restore = Some(if value.trim() == "latest" {
+                RestoreFrom::Latest
+            } else {
+                RestoreFrom::Path(value.to_string())
+            })
+        }
+        "execution.savepoint.ignore-unclaimed-state" => {
+            cfg.allow_non_restored_state = value.trim() == "true"
+        }
+        "$internal.pipeline.job-id" | "pipeline.job-id" => cfg.job_id = Some(value.to_string()),
+        "restart-strategy.type" | "restart-strategy" => {
+            cfg.restart = match value.trim() {
+                "none" | "disable" | "off" => RestartStrategy::None,
+                "fixed-delay" | "fixeddelay" => RestartStrategy::FixedDelay {
+                    attempts: 3,
+                    delay: Duration::from_secs(1),
+                },
+                "exponential-delay" => RestartStrategy::ExponentialDelay {
+                    initial: Duration::from_secs(1),
+                    max: Duration::from_secs(60),
+                    multiplier: 2.0,
+                    reset_after: Duration::from_secs(3600),
+                    attempts: u32::MAX,
+                },
+                "failure-rate" => RestartStrategy::FailureRate {
+                    max_failures: 1,
+                    interval: Duration::from_secs(60),
+                    delay: Duration::from_secs(1),
+                },
+                _ => {
+                    return Err(bad(
+                        "expected none, fixed-delay, exponential-delay or failure-rate",
+                    ));
+                }
+            }
+        }
+        "restart-strategy.fixed-delay.attempts" => {
+            if let RestartStrategy::FixedDelay { attempts, .. } = &mut cfg.restart {
+                *attempts = num()? as u32;
+            }
+        }
+        "restart-strategy.fixed-delay.delay" => {
+            if let RestartStrategy::FixedDelay { delay, .. } = &mut cfg.restart {
+                *delay = dur()?;
+            }
+        }
+        k if k.starts_with("s3.") => {
+            cfg.checkpoint
+                .storage_options
+                .insert(k.to_string(), value.to_string());
+        }
+        other => tracing::info!(key = other, "configuration key not used by flink-rs"),
+    }
+    Ok(())
+}
+
+fn kind(st: &Statement) -> String {
+    st.text
+        .split_whitespace()
+        .take(4)
+        .map(|w| w.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn parse_set(st: &Statement) -> Result<Option<(String, String)>, SqlError> {
+    let body = st.text.trim()[3..].trim();
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let unquote = |s: &str| s.trim().trim_matches('\'').trim_matches('"').to_string();
+    let (k, v) = body
+        .split_once('=')
+        .ok_or_else(|| st.error("expected SET 'key' = 'value'"))?;
+    Ok(Some((unquote(k), unquote(v))))
+}
+
+/// Compiles a script. `overrides` (from `--set key=value`) win over the script's `SET`s.
+pub fn compile(
+    script: &str,
+    base: ExecutionConfig,
+    overrides: &[(String, String)],
+) -> Result<SqlJob, SqlError> {
+    let statements = split(script);
+    if statements.is_empty() {
+        return Err(SqlError {
+            statement: 0,
+            line: 1,
+            column: 1,
+            message: "the script has no statements".into(),
+        });
+    }
+    // Configuration first: it shapes every operator.
+    let mut cfg = base;
+    for st in &statements {
+        if kind(st).starts_with("SET") {
+            if let Some((k, v)) = parse_set(st)? {
+                apply_setting(&mut cfg, &k, &v).map_err(|m| st.error(m))?;
+            }
+        }
+    }
+    for (k, v) in overrides {
+        apply_setting(&mut cfg, k, v).map_err(|m| SqlError {
+            statement: 0,
+            line: 0,
+            column: 0,
+            message: format!("--set {m}"),
+        })?;
+    }
+    let env = StreamExecutionEnvironment::with_config(cfg);
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    let mut planner = plan::Planner {
+        env: &env,
+        ctx: &ctx,
+        tables: HashMap::new(),
+        windows: 0,
+    };
+    let mut inserts = 0;
+    for st in &statements {
+        let k = kind(st);
+        let words: Vec<&str> = k.split(' ').collect();
+        let text_upper = st.text.trim_start().to_ascii_uppercase();
+        match words.as_slice() {
+            ["SET", ..] | ["RESET", ..] => {}
+            ["END"] | ["BEGIN", "STATEMENT", "SET"] => {}
+            ["CREATE", "TABLE", ..] | ["CREATE", "TEMPORARY", "TABLE", ..] => {
+                let def = ddl::parse_create_table(st)?;
+                planner.declare(st, def)?;
+            }
+            ["CREATE", "VIEW", ..] | ["CREATE", "TEMPORARY", "VIEW", ..] => {
+                planner.create_view(st)?;
+            }
+            ["INSERT", ..] => {
+                planner.insert(st, 0)?;
+                inserts += 1;
+            }
+            ["EXECUTE", "STATEMENT", "SET", ..] | ["BEGIN", ..]
+                if text_upper.contains("INSERT") =>
+            {
+                let at = script::find_word(&st.text, "INSERT").unwrap_or(0);
+                planner.insert(st, at)?;
+                inserts += 1;
+            }
+            ["EXECUTE", "STATEMENT", "SET", ..] => {}
+            ["EXECUTE", "INSERT", ..] => {
+                let at = script::find_word(&st.text, "INSERT").unwrap_or(0);
+                planner.insert(st, at)?;
+                inserts += 1;
+            }
+            ["SELECT", ..] | ["WITH", ..] => {
+                return Err(st.error(
+                    "a job writes its results with INSERT INTO <table> SELECT …; a bare SELECT has nowhere to go (declare a 'print' table to see rows)",
+                ));
+            }
+            _ => {
+                return Err(st.error(format!(
+                    "unsupported statement `{}`; supported: SET, CREATE [TEMPORARY] TABLE, CREATE [TEMPORARY] VIEW, INSERT INTO, EXECUTE STATEMENT SET",
+                    st.text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                )));
+            }
+        }
+    }
+    if inserts == 0 {
+        let last = statements.last().map(|s| s.number).unwrap_or(0);
+        return Err(SqlError {
+            statement: last,
+            line: statements.last().map(|s| s.line).unwrap_or(1),
+            column: 1,
+            message: "the script has no INSERT INTO statement, so there is no job to run".into(),
+        });
+    }
+    Ok(SqlJob { env, inserts })
+}

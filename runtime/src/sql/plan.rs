@@ -1,0 +1,693 @@
+//! From DataFusion's logical plan to the engine's operators.
+//!
+//! Supported: table scans (with computed columns and window TVFs), projections and filters
+//! (DataFusion physical expressions evaluated on each batch), subquery aliases, unions of
+//! identical schemas, group aggregation over window TVF rows (COUNT, SUM, MIN, MAX, AVG) and,
+//! on bounded inputs, plain GROUP BY with the final result at end of input; INSERT INTO a
+//! sink table. Everything else is refused with the nearest supported construct.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::MemTable;
+use datafusion::common::{DFSchema, DataFusionError};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WriteOp};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::prelude::SessionContext;
+
+use super::aggregate::{AggKind, GroupAggregate};
+use super::connectors::{self, OptionError};
+use super::ddl::TableDef;
+use super::script::{SqlError, Statement};
+use super::window_tvf::{self, WindowTvf};
+use crate::api::{DataStream, StreamExecutionEnvironment};
+use crate::error::Error;
+
+/// A declared table: its definition and the schema queries see.
+pub struct Table {
+    pub def: TableDef,
+    /// Physical columns then computed columns.
+    pub visible: SchemaRef,
+    /// Computed columns as expressions over the physical schema.
+    pub computed: Vec<(String, Expr)>,
+    pub statement: usize,
+}
+
+pub struct Planner<'a> {
+    pub env: &'a StreamExecutionEnvironment,
+    pub ctx: &'a SessionContext,
+    pub tables: HashMap<String, Table>,
+    pub windows: usize,
+}
+
+/// A translated plan node: a stream whose batches have exactly the node's schema.
+struct Planned {
+    stream: DataStream,
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    futures::executor::block_on(f)
+}
+
+fn empty_table(schema: SchemaRef) -> Result<Arc<MemTable>, DataFusionError> {
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
+}
+
+/// Locates a DataFusion error in the statement (its diagnostic span, or the name it names).
+fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
+    let msg = e.to_string();
+    let clean = msg
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ")
+        .trim_start_matches("SQL error: ")
+        .to_string();
+    if let Some(d) = e.diagnostic() {
+        if let Some(span) = d.span {
+            let (line, col) = (span.start.line as usize, span.start.column as usize);
+            let off = offset_of(&st.text[base..], line, col) + base;
+            return st.error_at_offset(off, clean);
+        }
+    }
+    if let Some(i) = clean.find("Line: ") {
+        let rest = &clean[i + 6..];
+        let line: usize = rest
+            .split(',')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(1);
+        let col: usize = rest
+            .split("Column: ")
+            .nth(1)
+            .and_then(|c| {
+                c.trim_end_matches(|ch: char| !ch.is_ascii_digit())
+                    .split(|ch: char| !ch.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(1);
+        let off = offset_of(&st.text[base..], line, col) + base;
+        return st.error_at_offset(off, clean);
+    }
+    for pat in [
+        "No field named ",
+        "table '",
+        "Invalid function '",
+        "not found: ",
+    ] {
+        if let Some(i) = clean.find(pat) {
+            let name: String = clean[i + pat.len()..]
+                .trim_start_matches(['"', '\''])
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            let last = name.rsplit('.').next().unwrap_or(&name).to_string();
+            if let Some(at) = super::script::find_word(&st.text[base..], &last) {
+                return st.error_at_offset(at + base, clean);
+            }
+        }
+    }
+    st.error_at_offset(base, clean)
+}
+
+fn offset_of(text: &str, line: usize, col: usize) -> usize {
+    let mut l = 1;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if l == line {
+            break;
+        }
+        if c == '\n' {
+            l += 1;
+            start = i + 1;
+        }
+    }
+    let mut off = start;
+    for (n, (i, _)) in text[start..].char_indices().enumerate() {
+        if n + 1 == col {
+            off = start + i;
+            break;
+        }
+    }
+    off
+}
+
+/// Unique, unqualified field names for a plan's schema (qualified duplicates get `_n`).
+fn arrow_schema(df: &DFSchema) -> SchemaRef {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let fields: Vec<Field> = df
+        .fields()
+        .iter()
+        .map(|f| {
+            let n = seen.entry(f.name().clone()).or_insert(0);
+            *n += 1;
+            let name = if *n == 1 {
+                f.name().clone()
+            } else {
+                format!("{}_{}", f.name(), *n - 1)
+            };
+            Field::new(name, f.data_type().clone(), true)
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, DataFusionError> {
+    create_physical_expr(
+        e,
+        schema,
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )
+}
+
+fn eval_all(
+    exprs: &[Arc<dyn PhysicalExpr>],
+    schema: &SchemaRef,
+    b: &RecordBatch,
+) -> crate::error::Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = exprs
+        .iter()
+        .zip(schema.fields())
+        .map(|(e, f)| {
+            let a = e
+                .evaluate(b)
+                .and_then(|v| v.into_array(b.num_rows()))
+                .map_err(|e| Error::User(e.to_string()))?;
+            if a.data_type() == f.data_type() {
+                Ok(a)
+            } else {
+                Ok(cast(&a, f.data_type())?)
+            }
+        })
+        .collect::<crate::error::Result<_>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+    )?)
+}
+
+/// A projection stage: evaluates `exprs` over batches of `input` into `out`.
+fn project(
+    stream: &DataStream,
+    exprs: &[Expr],
+    input: &DFSchema,
+    out: SchemaRef,
+    name: &str,
+) -> Result<DataStream, DataFusionError> {
+    let phys: Vec<_> = exprs
+        .iter()
+        .map(|e| physical(e, input))
+        .collect::<Result<_, _>>()?;
+    let out2 = out.clone();
+    Ok(stream
+        .map_batches(out, move |b| eval_all(&phys, &out2, &b))
+        .name(name))
+}
+
+fn builder_type(dt: &DataType) -> DataType {
+    match dt {
+        DataType::Boolean => DataType::Boolean,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            DataType::Float64
+        }
+        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+            DataType::Timestamp(TimeUnit::Millisecond, None)
+        }
+        _ => DataType::Int64,
+    }
+}
+
+impl Planner<'_> {
+    fn opt_err(&self, st: &Statement, def: &TableDef, e: OptionError) -> SqlError {
+        let at = e
+            .key
+            .as_ref()
+            .and_then(|k| def.option_at.get(k).copied())
+            .or_else(|| super::script::find_word(&st.text, "WITH"))
+            .unwrap_or(0);
+        st.error_at_offset(at, e.message)
+    }
+
+    /// `CREATE TABLE`: checks the connector options and registers the visible schema.
+    pub fn declare(&mut self, st: &Statement, def: TableDef) -> Result<(), SqlError> {
+        let key = def.name.to_ascii_lowercase();
+        if self.tables.contains_key(&key) {
+            return Err(st.error_near(
+                &def.name,
+                format!("table `{}` is already declared", def.name),
+            ));
+        }
+        let physical_schema =
+            connectors::physical_schema(&def).map_err(|e| self.opt_err(st, &def, e))?;
+        let df = DFSchema::try_from(physical_schema.as_ref().clone())
+            .map_err(|e| df_error(st, &e, 0))?;
+        let mut fields: Vec<Field> = physical_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut computed = Vec::new();
+        for (name, text, at) in &def.computed {
+            let e = self.ctx.parse_sql_expr(text, &df).map_err(|e| {
+                st.error_at_offset(
+                    *at,
+                    format!(
+                        "computed column `{name}`: {}",
+                        e.to_string().trim_start_matches("Error during planning: ")
+                    ),
+                )
+            })?;
+            let (_, field) = e
+                .to_field(&df)
+                .map_err(|e| st.error_at_offset(*at, format!("computed column `{name}`: {e}")))?;
+            fields.push(Field::new(
+                name,
+                field.data_type().clone(),
+                field.is_nullable(),
+            ));
+            computed.push((name.clone(), e));
+        }
+        let visible = Arc::new(Schema::new(fields));
+        let provider = empty_table(visible.clone()).map_err(|e| df_error(st, &e, 0))?;
+        self.ctx
+            .register_table(def.name.as_str(), provider)
+            .map_err(|e| df_error(st, &e, 0))?;
+        self.tables.insert(
+            key,
+            Table {
+                def,
+                visible,
+                computed,
+                statement: st.number,
+            },
+        );
+        Ok(())
+    }
+
+    fn rewrite(
+        &mut self,
+        st: &Statement,
+        text: &str,
+        base: usize,
+    ) -> Result<(String, Vec<WindowTvf>), SqlError> {
+        let (out, tvfs) = window_tvf::rewrite(text, &mut self.windows)
+            .map_err(|(at, m)| st.error_at_offset(base + at, m))?;
+        for w in &tvfs {
+            let Some(t) = self.tables.get(&w.table.to_ascii_lowercase()) else {
+                return Err(st.error_at_offset(
+                    base + w.at,
+                    format!("unknown table `{}` in {}", w.table, "the window function"),
+                ));
+            };
+            match &t.def.watermark {
+                Some((c, _)) if c.eq_ignore_ascii_case(&w.time_column) => {}
+                Some((c, _)) => {
+                    return Err(st.error_at_offset(base + w.at, format!(
+                        "DESCRIPTOR({}) must name the event-time column of `{}`, which is `{c}` (its WATERMARK)",
+                        w.time_column, w.table)));
+                }
+                None => {
+                    return Err(st.error_at_offset(base + w.at, format!(
+                        "table `{}` has no WATERMARK; windows need event time (add WATERMARK FOR {} AS {} - INTERVAL '1' SECOND)",
+                        w.table, w.time_column, w.time_column)));
+                }
+            }
+            let schema = window_tvf::output_schema(&t.visible);
+            let provider = empty_table(schema).map_err(|e| df_error(st, &e, base))?;
+            self.ctx
+                .register_table(w.alias.as_str(), provider)
+                .map_err(|e| df_error(st, &e, base))?;
+        }
+        Ok((out, tvfs))
+    }
+
+    /// `CREATE VIEW name AS query`.
+    pub fn create_view(&mut self, st: &Statement) -> Result<(), SqlError> {
+        let (text, _) = self.rewrite(st, &st.text, 0)?;
+        let text = text
+            .replacen("TEMPORARY ", "", 1)
+            .replacen("temporary ", "", 1);
+        block_on(self.ctx.sql(&text)).map_err(|e| df_error(st, &e, 0))?;
+        Ok(())
+    }
+
+    /// `INSERT INTO sink SELECT …` starting at byte `base` of the statement.
+    pub fn insert(&mut self, st: &Statement, base: usize) -> Result<(), SqlError> {
+        let (text, tvfs) = self.rewrite(st, &st.text[base..], base)?;
+        let state = self.ctx.state();
+        let plan =
+            block_on(state.create_logical_plan(&text)).map_err(|e| df_error(st, &e, base))?;
+        let plan = state.optimize(&plan).map_err(|e| df_error(st, &e, base))?;
+        let LogicalPlan::Dml(dml) = &plan else {
+            return Err(st.error_at_offset(base, "expected INSERT INTO <table> SELECT …"));
+        };
+        if !matches!(dml.op, WriteOp::Insert(_)) {
+            return Err(st.error_at_offset(
+                base,
+                format!("{} is not supported; only INSERT INTO", dml.op),
+            ));
+        }
+        let sink_name = dml.table_name.table().to_ascii_lowercase();
+        let planned = self.translate(st, base, &tvfs, &dml.input)?;
+        let Some(sink) = self.tables.get(&sink_name) else {
+            return Err(st.error_near(
+                dml.table_name.table(),
+                format!("unknown table `{}`", dml.table_name.table()),
+            ));
+        };
+        let def = sink.def.clone();
+        connectors::sink(&planned.stream, &def).map_err(|e| st.error_near(&def.name, e.message))?;
+        Ok(())
+    }
+
+    fn source(
+        &self,
+        st: &Statement,
+        base: usize,
+        name: &str,
+    ) -> Result<(DataStream, &Table), SqlError> {
+        let t = self
+            .tables
+            .get(&name.to_ascii_lowercase())
+            .ok_or_else(|| st.error_near(name, format!("unknown table `{name}`")))?;
+        let stream = connectors::source(self.env, &t.def).map_err(|e| {
+            let at = super::script::find_word(&st.text[base..], name)
+                .map(|a| a + base)
+                .unwrap_or(base);
+            st.error_at_offset(
+                at,
+                format!(
+                    "table `{}` (declared in statement {}): {}",
+                    t.def.name, t.statement, e.message
+                ),
+            )
+        })?;
+        let stream = stream.name(&format!("Source: {}", t.def.name));
+        if t.computed.is_empty() {
+            return Ok((stream, t));
+        }
+        let physical_schema = stream.schema().clone();
+        let df = DFSchema::try_from(physical_schema.as_ref().clone())
+            .map_err(|e| df_error(st, &e, base))?;
+        let mut exprs: Vec<Expr> = physical_schema
+            .fields()
+            .iter()
+            .map(|f| Expr::Column(datafusion::common::Column::from_name(f.name())))
+            .collect();
+        exprs.extend(t.computed.iter().map(|(_, e)| e.clone()));
+        let s = project(&stream, &exprs, &df, t.visible.clone(), "Computed columns")
+            .map_err(|e| df_error(st, &e, base))?;
+        Ok((s, t))
+    }
+
+    fn translate(
+        &mut self,
+        st: &Statement,
+        base: usize,
+        tvfs: &[WindowTvf],
+        plan: &LogicalPlan,
+    ) -> Result<Planned, SqlError> {
+        let dferr = |e: DataFusionError| df_error(st, &e, base);
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                let name = scan.table_name.table();
+                let (stream, schema) = if let Some(w) = tvfs.iter().find(|w| w.alias == name) {
+                    let (s, t) = self.source(st, base, &w.table)?;
+                    let out = window_tvf::output_schema(&t.visible);
+                    let ti = t
+                        .visible
+                        .index_of(&w.time_column)
+                        .map_err(|e| st.error_at_offset(base + w.at, e.to_string()))?;
+                    let (kind, out2) = (w.kind, out.clone());
+                    let s = s
+                        .map_batches(out.clone(), move |b| {
+                            window_tvf::assign_batch(kind, ti, &out2, &b)
+                        })
+                        .name("Window assigner");
+                    (s, out)
+                } else {
+                    let (s, t) = self.source(st, base, name)?;
+                    (s, t.visible.clone())
+                };
+                let stream = match &scan.projection {
+                    Some(p)
+                        if p.len() != schema.fields().len()
+                            || p.iter().enumerate().any(|(i, j)| i != *j) =>
+                    {
+                        let names: Vec<String> =
+                            p.iter().map(|i| schema.field(*i).name().clone()).collect();
+                        stream
+                            .select(&names)
+                            .map_err(|e| st.error_at_offset(base, e.to_string()))?
+                    }
+                    _ => stream,
+                };
+                if !scan.filters.is_empty() {
+                    return Err(
+                        st.error_at_offset(base, "internal: filters were pushed into a scan")
+                    );
+                }
+                Ok(Planned { stream })
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.translate(st, base, tvfs, &p.input)?;
+                let out = arrow_schema(&p.schema);
+                let s = project(&input.stream, &p.expr, p.input.schema(), out, "Calc")
+                    .map_err(dferr)?;
+                Ok(Planned { stream: s })
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.translate(st, base, tvfs, &f.input)?;
+                let pred = physical(&f.predicate, f.input.schema()).map_err(dferr)?;
+                let s = input.stream.filter(move |b| {
+                    let v = pred
+                        .evaluate(b)
+                        .and_then(|v| v.into_array(b.num_rows()))
+                        .map_err(|e| Error::User(e.to_string()))?;
+                    v.as_any()
+                        .downcast_ref::<arrow::array::BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
+                });
+                Ok(Planned {
+                    stream: s.name("Filter"),
+                })
+            }
+            LogicalPlan::SubqueryAlias(a) => self.translate(st, base, tvfs, &a.input),
+            LogicalPlan::Union(u) => {
+                let mut parts = Vec::new();
+                for i in &u.inputs {
+                    parts.push(self.translate(st, base, tvfs, i)?.stream);
+                }
+                let out = arrow_schema(&u.schema);
+                let first = parts.remove(0);
+                let s = first
+                    .union(&parts)
+                    .map_err(|e| st.error_at_offset(base, e.to_string()))?;
+                let out2 = out.clone();
+                let s = s.map_batches(out, move |b| {
+                    Ok(RecordBatch::try_new(out2.clone(), b.columns().to_vec())?)
+                });
+                Ok(Planned { stream: s })
+            }
+            LogicalPlan::Aggregate(agg) => self.aggregate(st, base, tvfs, agg),
+            other => {
+                let (name, hint) = match other {
+                    LogicalPlan::Join(_) => (
+                        "a join",
+                        "window joins and interval joins are not supported in SQL yet",
+                    ),
+                    LogicalPlan::Window(_) => (
+                        "an OVER window (ROW_NUMBER, …)",
+                        "deduplication and Top-N are not supported in SQL yet",
+                    ),
+                    LogicalPlan::Sort(_) => ("ORDER BY", "streams are unordered; drop ORDER BY"),
+                    LogicalPlan::Limit(_) => ("LIMIT", "drop LIMIT"),
+                    LogicalPlan::Distinct(_) => ("DISTINCT", "use GROUP BY over a window TVF"),
+                    _ => (
+                        "this construct",
+                        "supported: projections, filters, UNION ALL, window TVFs with GROUP BY window_start, window_end",
+                    ),
+                };
+                Err(st.error_at_offset(
+                    base,
+                    format!("{name} is not supported in streaming SQL yet: {hint}"),
+                ))
+            }
+        }
+    }
+
+    fn aggregate(
+        &mut self,
+        st: &Statement,
+        base: usize,
+        tvfs: &[WindowTvf],
+        agg: &datafusion::logical_expr::Aggregate,
+    ) -> Result<Planned, SqlError> {
+        let dferr = |e: DataFusionError| df_error(st, &e, base);
+        let input = self.translate(st, base, tvfs, &agg.input)?;
+        let in_schema = agg.input.schema();
+        // Group expressions, then each aggregate's argument, as columns g0.., a0...
+        let mut exprs: Vec<Expr> = agg.group_expr.clone();
+        let mut kinds = Vec::new();
+        for e in &agg.aggr_expr {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                other => other,
+            };
+            let Expr::AggregateFunction(f) = inner else {
+                return Err(st.error_at_offset(base, format!("unsupported aggregate `{e}`")));
+            };
+            let name = f.func.name().to_ascii_lowercase();
+            if f.params.distinct {
+                return Err(st.error_near(
+                    "DISTINCT",
+                    format!(
+                        "{}(DISTINCT …) is not supported yet; use COUNT, SUM, MIN, MAX or AVG",
+                        name.to_uppercase()
+                    ),
+                ));
+            }
+            if f.params.filter.is_some() {
+                return Err(st.error_near(
+                    "FILTER",
+                    "aggregate FILTER clauses are not supported yet; use a WHERE condition",
+                ));
+            }
+            let kind = match name.as_str() {
+                "count" => AggKind::Count,
+                "sum" => AggKind::Sum,
+                "min" => AggKind::Min,
+                "max" => AggKind::Max,
+                "avg" | "mean" => AggKind::Avg,
+                other => return Err(st.error_near(
+                    other,
+                    format!(
+                        "aggregate function {} is not supported; use COUNT, SUM, MIN, MAX or AVG",
+                        other.to_uppercase()
+                    ),
+                )),
+            };
+            let arg = f.params.args.first().cloned().unwrap_or(Expr::Literal(
+                datafusion::common::ScalarValue::Int64(Some(1)),
+                None,
+            ));
+            exprs.push(arg);
+            kinds.push(kind);
+        }
+        let groups = agg.group_expr.len();
+        let window_end = agg
+            .group_expr
+            .iter()
+            .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"));
+        let has_start = agg
+            .group_expr
+            .iter()
+            .any(|g| matches!(g, Expr::Column(c) if c.name == "window_start"));
+        if window_end.is_none() || !has_start {
+            let bounded = self.tables.values().all(|t| {
+                t.def.options.contains_key("number-of-rows")
+                    || t.def
+                        .options
+                        .get("connector")
+                        .is_some_and(|c| c == "filesystem")
+                    || t.def.options.contains_key("events.num")
+            });
+            if !bounded {
+                return Err(st.error_near("GROUP", "a GROUP BY without window_start and window_end of a TUMBLE, HOP or CUMULATE window produces an updating result, which is not supported yet on unbounded sources; group by a window TVF"));
+            }
+        }
+        let mut fields = Vec::new();
+        for (i, e) in exprs.iter().enumerate() {
+            let dt = e.get_type(in_schema).map_err(dferr)?;
+            let name = if i < groups {
+                format!("g{i}")
+            } else {
+                format!("a{}", i - groups)
+            };
+            fields.push(Field::new(name, builder_type(&dt), true));
+        }
+        fields.push(Field::new("__one", DataType::Int64, false));
+        let pre_schema = Arc::new(Schema::new(fields.clone()));
+        let phys: Vec<_> = exprs
+            .iter()
+            .map(|e| physical(e, in_schema))
+            .collect::<Result<_, _>>()
+            .map_err(dferr)?;
+        let pre2 = pre_schema.clone();
+        let pre = input
+            .stream
+            .map_batches(pre_schema, move |b| {
+                let mut cols: Vec<ArrayRef> = Vec::with_capacity(phys.len() + 1);
+                for (e, f) in phys.iter().zip(pre2.fields()) {
+                    let a = e
+                        .evaluate(&b)
+                        .and_then(|v| v.into_array(b.num_rows()))
+                        .map_err(|e| Error::User(e.to_string()))?;
+                    cols.push(if a.data_type() == f.data_type() {
+                        a
+                    } else {
+                        cast(&a, f.data_type())?
+                    });
+                }
+                cols.push(Arc::new(Int64Array::from(vec![0i64; b.num_rows()])));
+                Ok(RecordBatch::try_new(pre2.clone(), cols)?)
+            })
+            .name("Aggregate input");
+        let keys: Vec<String> = if groups == 0 {
+            vec!["__one".into()]
+        } else {
+            (0..groups).map(|i| format!("g{i}")).collect()
+        };
+        let out_fields: Vec<Field> = fields[..groups]
+            .iter()
+            .cloned()
+            .chain(kinds.iter().enumerate().map(|(i, k)| {
+                let dt = match k {
+                    AggKind::Count => DataType::Int64,
+                    AggKind::Avg => DataType::Float64,
+                    _ => fields[groups + i].data_type().clone(),
+                };
+                Field::new(format!("r{i}"), dt, true)
+            }))
+            .collect();
+        let out_schema = Arc::new(Schema::new(out_fields));
+        let f = GroupAggregate::new(groups, kinds, window_end);
+        let aggregated = pre
+            .key_by(crate::key::KeySelector::columns(keys))
+            .process(out_schema, f)
+            .name(if window_end.is_some() {
+                "WindowAggregate"
+            } else {
+                "GroupAggregate"
+            });
+        // Cast to the types DataFusion gave the aggregate's output.
+        let target = arrow_schema(&agg.schema);
+        let t2 = target.clone();
+        let s = aggregated.map_batches(target, move |b| {
+            let cols: Vec<ArrayRef> = b
+                .columns()
+                .iter()
+                .zip(t2.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        Ok(cast(c, f.data_type())?)
+                    }
+                })
+                .collect::<crate::error::Result<_>>()?;
+            Ok(RecordBatch::try_new(t2.clone(), cols)?)
+        });
+        Ok(Planned {
+            stream: s.name("Aggregate output"),
+        })
+    }
+}
