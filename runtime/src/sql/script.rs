@@ -226,7 +226,7 @@ mod tests {
         assert_eq!(st[0].text, "SET 'a' = 'x;y'");
         assert_eq!((st[0].line, st[0].column), (2, 1));
         assert!(st[1].text.starts_with("CREATE TABLE t"));
-        assert_eq!((st[1].line, st[1].column), (4, 13));
+        assert_eq!((st[1].line, st[1].column), (4, 12));
         assert_eq!((st[2].line, st[2].column), (6, 1));
         let e = st[1].error_at(2, 2, "x");
         assert_eq!((e.line, e.column), (5, 2));
