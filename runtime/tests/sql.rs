@@ -56,12 +56,17 @@ fn input_batches() -> Result<Vec<RecordBatch>> {
 fn csv_lines(batches: &[RecordBatch]) -> Vec<String> {
     let mut buf = Vec::new();
     {
-        let mut w = arrow::csv::WriterBuilder::new().with_header(false).build(&mut buf);
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .build(&mut buf);
         for b in batches {
             let _ = w.write(b);
         }
     }
-    let mut lines: Vec<String> = String::from_utf8_lossy(&buf).lines().map(str::to_string).collect();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&buf)
+        .lines()
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }
@@ -72,13 +77,21 @@ fn run_streaming(script: &str, p: usize) -> Result<Vec<String>> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
     let out = dir.path().join("out");
     let script = script.replace("{out}", &out.display().to_string());
-    let job = compile(&script, ExecutionConfig::default(), &[("parallelism.default".into(), p.to_string())])
-        .map_err(|e| Error::User(e.to_string()))?;
+    let job = compile(
+        &script,
+        ExecutionConfig::default(),
+        &[("parallelism.default".into(), p.to_string())],
+    )
+    .map_err(|e| Error::User(e.to_string()))?;
     assert_eq!(job.env.execute()?, JobOutcome::Finished);
     let mut lines = Vec::new();
-    for e in std::fs::read_dir(&out).map_err(|e| Error::io("ls", &out, e))?.flatten() {
+    for e in std::fs::read_dir(&out)
+        .map_err(|e| Error::io("ls", &out, e))?
+        .flatten()
+    {
         if e.file_name().to_string_lossy().starts_with("part-") {
-            let t = std::fs::read_to_string(e.path()).map_err(|e| Error::io("read", e.to_string(), e))?;
+            let t = std::fs::read_to_string(e.path())
+                .map_err(|e| Error::io("read", e.to_string(), e))?;
             lines.extend(t.lines().map(str::to_string));
         }
     }
@@ -89,8 +102,10 @@ fn run_streaming(script: &str, p: usize) -> Result<Vec<String>> {
 /// Runs a batch query over the input in DataFusion, its columns cast to `types`.
 fn run_batch(sql: &str) -> Result<Vec<String>> {
     let ctx = SessionContext::new();
-    let t = MemTable::try_new(input_schema(), vec![input_batches()?]).map_err(|e| Error::User(e.to_string()))?;
-    ctx.register_table("bids", Arc::new(t)).map_err(|e| Error::User(e.to_string()))?;
+    let t = MemTable::try_new(input_schema(), vec![input_batches()?])
+        .map_err(|e| Error::User(e.to_string()))?;
+    ctx.register_table("bids", Arc::new(t))
+        .map_err(|e| Error::User(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,12 +123,24 @@ fn check(name: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
         bids_ddl(0)
     );
     let expected = run_batch(oracle)?;
-    assert!(expected.len() > 10, "{name}: the oracle returned only {} rows", expected.len());
+    assert!(
+        expected.len() > 10,
+        "{name}: the oracle returned only {} rows",
+        expected.len()
+    );
     for p in [1, 4] {
         let got = run_streaming(&script, p)?;
-        assert_eq!(got.len(), expected.len(), "{name} at parallelism {p}: row count");
-        assert!(got == expected, "{name} at parallelism {p}: rows differ, e.g. {:?} vs {:?}",
-            got.iter().zip(&expected).find(|(a, b)| a != b), ());
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "{name} at parallelism {p}: row count"
+        );
+        assert!(
+            got == expected,
+            "{name} at parallelism {p}: rows differ, e.g. {:?} vs {:?}",
+            got.iter().zip(&expected).find(|(a, b)| a != b),
+            ()
+        );
     }
     Ok(())
 }
@@ -121,7 +148,9 @@ fn check(name: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
 const WIN_COLS: &str = "window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, cnt BIGINT, total BIGINT, lo BIGINT, hi BIGINT, mean DOUBLE";
 
 fn win(ws: &str, size_ms: i64) -> String {
-    format!("to_timestamp_millis({ws}) AS window_start, to_timestamp_millis({ws} + {size_ms}) AS window_end")
+    format!(
+        "to_timestamp_millis({ws}) AS window_start, to_timestamp_millis({ws} + {size_ms}) AS window_end"
+    )
 }
 
 #[test]
@@ -154,7 +183,12 @@ fn tumbling_windows_match_the_batch_oracle() -> Result<()> {
 #[test]
 fn hopping_windows_match_the_batch_oracle() -> Result<()> {
     let parts: Vec<String> = (0..3)
-        .map(|k| format!("SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 2000 - {} AS ws FROM bids", k * 2000))
+        .map(|k| {
+            format!(
+                "SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 2000 - {} AS ws FROM bids",
+                k * 2000
+            )
+        })
         .collect();
     check(
         "hop",
@@ -201,4 +235,108 @@ fn group_by_on_a_bounded_input_matches_the_batch_oracle() -> Result<()> {
         "SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction",
         "SELECT auction, COUNT(*), SUM(price) FROM bids GROUP BY auction",
     )
+}
+
+const T: &str = "CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'datagen', 'number-of-rows' = '10');\nCREATE TABLE out (a BIGINT, b BIGINT) WITH ('connector' = 'blackhole');\n";
+
+/// (script, statement, line, column, words the message must contain)
+fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
+    let t = |q: &str| format!("{T}{q}");
+    vec![
+        (t("INSERT INTO out SELECT auction, nope FROM bids;"), 3, 3, 33, "No field named nope"),
+        (t("INSERT INTO out SELECT auction, price FROM missing;"), 3, 3, 44, "missing' not found"),
+        (t("INSERT INTO out SELECT auction, price FROM bids WHERE;"), 3, 3, 54, "Expected: an expression"),
+        (t("INSERT INTO out SELECT auction, price FROM bids ORDER BY price;"), 3, 3, 49, "ORDER BY is not supported"),
+        (t("INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction = b.auction;"), 3, 3, 55, "join is not supported"),
+        (t("INSERT INTO out SELECT auction, COUNT(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;"), 3, 3, 39, "COUNT(DISTINCT"),
+        (t("INSERT INTO out SELECT auction, price FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND));"), 3, 3, 50, "SESSION windows are not supported"),
+        (t("INSERT INTO out SELECT auction, price FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(price), INTERVAL '1' SECOND));"), 3, 3, 44, "must name the event-time column"),
+        (t("INSERT INTO out SELECT auction, price FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND));"), 3, 3, 50, "multiple of the slide"),
+        (t("INSERT INTO out SELECT auction, price FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), 10));"), 3, 3, 84, "expected an interval"),
+        (t("SELECT * FROM bids;"), 3, 3, 1, "INSERT INTO"),
+        (t("DROP TABLE bids;"), 3, 3, 1, "unsupported statement `DROP TABLE bids`"),
+        (T.to_string(), 2, 2, 1, "no INSERT INTO"),
+        ("CREATE TABLE t (a BIGINT, b MAP<INT,INT>) WITH ('connector' = 'datagen');".into(), 1, 1, 29, "supported types"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'kafka');".into(), 1, 1, 33, "unknown connector 'kafka'"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = 'fast');".into(), 1, 1, 58, "must be a number"),
+        ("CREATE TABLE t (a BIGINT, WATERMARK FOR ts AS ts) WITH ('connector' = 'datagen');".into(), 1, 1, 27, "watermark column `ts` is not a column"),
+        ("CREATE TABLE t (a BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' FORTNIGHT) WITH ('connector' = 'datagen');".into(), 1, 1, 82, "unknown interval unit"),
+        ("CREATE TABLE t (a BIGINT, d AS a +) WITH ('connector' = 'datagen');".into(), 1, 1, 32, "computed column `d`"),
+        ("CREATE TABLE t (a BIGINT) WITH (connector = 'datagen');".into(), 1, 1, 33, "quoted option name"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen');\nCREATE TABLE t (b BIGINT) WITH ('connector' = 'datagen');".into(), 2, 2, 14, "already declared"),
+        ("CREATE TABLE t (a INT) WITH ('connector' = 'datagen');".into(), 1, 1, 30, "datagen generates BIGINT"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'fields.b.kind' = 'random');".into(), 1, 1, 58, "names column `b`"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'print', 'path' = '/tmp');".into(), 1, 1, 56, "unknown option 'path'"),
+        (t("INSERT INTO bids SELECT auction, price, ts FROM bids;"), 3, 3, 13, "source connector and cannot be written"),
+        (t("SET 'execution.checkpointing.interval' = 'often';"), 3, 3, 1, "expected a duration"),
+        (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids GROUP BY auction;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 52, "updating result"),
+        (t("INSERT INTO out SELECT auction, UPPER(price, 1) FROM bids;"), 3, 3, 33, "Function 'upper'"),
+        (t("INSERT INTO out SELECT auction FROM bids;"), 3, 3, 1, "different number of columns"),
+        (t("INSERT INTO out SELECT auction, price\nFROM bids\nWHERE pricee > 1;"), 3, 5, 7, "No field named pricee"),
+    ]
+}
+
+#[test]
+fn errors_name_the_statement_position_and_problem() {
+    let cases = error_cases();
+    assert!(cases.len() >= 20);
+    for (i, (script, statement, line, column, words)) in cases.iter().enumerate() {
+        let e = compile(script, ExecutionConfig::default(), &[]);
+        let Err(e) = e else {
+            panic!("case {i}: compiled, expected an error: {script}");
+        };
+        assert_eq!(
+            (e.statement, e.line, e.column),
+            (*statement, *line, *column),
+            "case {i}: {e}"
+        );
+        assert!(
+            e.message.contains(words),
+            "case {i}: `{}` lacks `{words}`",
+            e.message
+        );
+        // The message format users see.
+        assert!(e.to_string().starts_with(&format!(
+            "statement {statement} (line {line}, column {column}): "
+        )));
+    }
+}
+
+#[test]
+fn statement_sets_run_every_insert_in_one_job() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let script = format!(
+        "{}\nCREATE TABLE a (auction BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         CREATE TABLE b (auction BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         EXECUTE STATEMENT SET BEGIN
+           INSERT INTO a SELECT auction FROM bids WHERE price < 100;
+           INSERT INTO b SELECT auction FROM bids WHERE price >= 100;
+         END;",
+        bids_ddl(0),
+        a.display(),
+        b.display()
+    );
+    let job = compile(&script, ExecutionConfig::default(), &[])
+        .map_err(|e| Error::User(e.to_string()))?;
+    assert_eq!(job.inserts, 2);
+    assert_eq!(job.env.execute()?, JobOutcome::Finished);
+    let count = |d: &std::path::Path| -> usize {
+        std::fs::read_dir(d)
+            .map(|it| {
+                it.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+                    .map(|e| {
+                        std::fs::read_to_string(e.path())
+                            .unwrap_or_default()
+                            .lines()
+                            .count()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(count(&a) + count(&b), ROWS as usize);
+    assert!(count(&a) > 0 && count(&b) > 0);
+    Ok(())
 }

@@ -78,6 +78,96 @@ fn format(def: &TableDef) -> Result<FileFormat, OptionError> {
     }
 }
 
+/// Checks a table's options when it is declared (whether it will be read or written).
+pub fn validate(def: &TableDef) -> Result<(), OptionError> {
+    let allowed: &[&str] = match connector(def)? {
+        "datagen" => {
+            number::<u64>(def, "number-of-rows")?;
+            number::<f64>(def, "rows-per-second")?;
+            for f in &def.columns {
+                let ok = matches!(
+                    f.data_type(),
+                    DataType::Int64
+                        | DataType::Float64
+                        | DataType::Utf8
+                        | DataType::Timestamp(TimeUnit::Millisecond, None)
+                );
+                if !ok {
+                    return Err(err(
+                        "connector",
+                        format!(
+                            "datagen generates BIGINT, DOUBLE, STRING and TIMESTAMP(3) columns; `{}` is {}",
+                            f.name(),
+                            f.data_type()
+                        ),
+                    ));
+                }
+            }
+            for k in def.options.keys().filter(|k| k.starts_with("fields.")) {
+                let mut parts = k.splitn(3, '.');
+                let (_, col, opt) = (
+                    parts.next(),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                if !def.columns.iter().any(|f| f.name() == col) {
+                    return Err(err(
+                        k,
+                        format!("option '{k}' names column `{col}`, which the table does not have"),
+                    ));
+                }
+                match opt {
+                    "kind" => {}
+                    "start" | "end" | "min" | "max" | "length" => {
+                        number::<i64>(def, k)?;
+                    }
+                    other => {
+                        return Err(err(
+                            k,
+                            format!(
+                                "unknown datagen field option '{other}'; use kind, start, min, max or length"
+                            ),
+                        ));
+                    }
+                }
+            }
+            &["connector", "number-of-rows", "rows-per-second"]
+        }
+        "nexmark" => {
+            number::<u64>(def, "events.num")?;
+            number::<f64>(def, "next-event.rate")?;
+            &["connector", "events.num", "next-event.rate"]
+        }
+        "filesystem" => {
+            if !def.options.contains_key("path") {
+                return Err(err("connector", "the filesystem connector needs 'path'"));
+            }
+            format(def)?;
+            &["connector", "path", "format", "csv.include-header"]
+        }
+        "print" | "blackhole" => &["connector"],
+        other => {
+            return Err(err(
+                "connector",
+                format!("unknown connector '{other}'; sources: {SOURCES}; sinks: {SINKS}"),
+            ));
+        }
+    };
+    for k in def.options.keys() {
+        if !allowed.contains(&k.as_str()) && !k.starts_with("fields.") {
+            return Err(err(
+                k,
+                format!(
+                    "unknown option '{k}' for connector '{}'; known: {}",
+                    connector(def)?,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The physical schema a source table produces (declared columns, or the connector's own).
 pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
     if connector(def)? == "nexmark" {

@@ -302,13 +302,13 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
     if t.keyword("WITH") {
         t.expect(Token::LParen, "`(` after WITH")?;
         loop {
+            let bad_key =
+                t.err_here("expected a quoted option name, as in 'connector' = 'datagen'");
             let k = t.next();
             let (key, at) = match k.as_ref().map(|x| (&x.token, x)) {
                 Some((Token::SingleQuotedString(s), x)) => (s.clone(), t.offset(x)),
                 _ => {
-                    return Err(
-                        t.err_here("expected a quoted option name, as in 'connector' = 'datagen'")
-                    );
+                    return Err(bad_key);
                 }
             };
             t.expect(Token::Eq, "`=` after the option name")?;

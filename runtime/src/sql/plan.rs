@@ -66,13 +66,6 @@ fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
         .trim_start_matches("Schema error: ")
         .trim_start_matches("SQL error: ")
         .to_string();
-    if let Some(d) = e.diagnostic() {
-        if let Some(span) = d.span {
-            let (line, col) = (span.start.line as usize, span.start.column as usize);
-            let off = offset_of(&st.text[base..], line, col) + base;
-            return st.error_at_offset(off, clean);
-        }
-    }
     if let Some(i) = clean.find("Line: ") {
         let rest = &clean[i + 6..];
         let line: usize = rest
@@ -93,10 +86,20 @@ fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
         let off = offset_of(&st.text[base..], line, col) + base;
         return st.error_at_offset(off, clean);
     }
+    if clean.contains("found: EOF") {
+        return st.error_at_offset(st.text.trim_end().len(), clean);
+    }
+    if clean.starts_with("Column count doesn't match insert query") {
+        return st.error_at_offset(
+            base,
+            "the SELECT has a different number of columns than the table it inserts into",
+        );
+    }
     for pat in [
         "No field named ",
         "table '",
         "Invalid function '",
+        "Function '",
         "not found: ",
     ] {
         if let Some(i) = clean.find(pat) {
@@ -105,10 +108,21 @@ fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
                 .collect();
-            let last = name.rsplit('.').next().unwrap_or(&name).to_string();
+            let name = name.trim_end_matches('.');
+            let last = name.rsplit('.').next().unwrap_or(name).to_string();
+            if last.is_empty() {
+                continue;
+            }
             if let Some(at) = super::script::find_word(&st.text[base..], &last) {
                 return st.error_at_offset(at + base, clean);
             }
+        }
+    }
+    if let Some(d) = e.diagnostic() {
+        if let Some(span) = d.span {
+            let (line, col) = (span.start.line as usize, span.start.column as usize);
+            let off = offset_of(&st.text[base..], line, col) + base;
+            return st.error_at_offset(off, clean);
         }
     }
     st.error_at_offset(base, clean)
@@ -210,6 +224,10 @@ fn project(
         .name(name))
 }
 
+fn contains_aggregate(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().iter().any(|p| contains_aggregate(p))
+}
+
 fn builder_type(dt: &DataType) -> DataType {
     match dt {
         DataType::Boolean => DataType::Boolean,
@@ -244,6 +262,7 @@ impl Planner<'_> {
                 format!("table `{}` is already declared", def.name),
             ));
         }
+        connectors::validate(&def).map_err(|e| self.opt_err(st, &def, e))?;
         let physical_schema =
             connectors::physical_schema(&def).map_err(|e| self.opt_err(st, &def, e))?;
         let df = DFSchema::try_from(physical_schema.as_ref().clone())
@@ -516,8 +535,19 @@ impl Planner<'_> {
                         "supported: projections, filters, UNION ALL, window TVFs with GROUP BY window_start, window_end",
                     ),
                 };
+                let keyword = match other {
+                    LogicalPlan::Join(_) => "JOIN",
+                    LogicalPlan::Window(_) => "OVER",
+                    LogicalPlan::Sort(_) => "ORDER",
+                    LogicalPlan::Limit(_) => "LIMIT",
+                    LogicalPlan::Distinct(_) => "DISTINCT",
+                    _ => "SELECT",
+                };
+                let at = super::script::find_word(&st.text[base..], keyword)
+                    .or_else(|| super::script::find_word(&st.text[base..], "FROM"))
+                    .map_or(base, |a| a + base);
                 Err(st.error_at_offset(
-                    base,
+                    at,
                     format!("{name} is not supported in streaming SQL yet: {hint}"),
                 ))
             }
@@ -532,6 +562,14 @@ impl Planner<'_> {
         agg: &datafusion::logical_expr::Aggregate,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
+        if contains_aggregate(&agg.input) {
+            let at = super::script::find_word(&st.text[base..], "DISTINCT").map(|a| a + base);
+            let msg = "an aggregate over another aggregate (which is also how COUNT(DISTINCT …) is planned) is not supported yet; use COUNT, SUM, MIN, MAX or AVG over a window TVF";
+            return Err(match at {
+                Some(a) => st.error_at_offset(a, msg),
+                None => st.error_near("GROUP", msg),
+            });
+        }
         let input = self.translate(st, base, tvfs, &agg.input)?;
         let in_schema = agg.input.schema();
         // Group expressions, then each aggregate's argument, as columns g0.., a0...
