@@ -172,6 +172,71 @@ impl Default for BenchOptions {
     }
 }
 
+/// Nexmark queries as SQL scripts (`examples/nexmark/`), by name.
+pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
+    ("nexmark-q0", include_str!("../../examples/nexmark/q0.sql")),
+    ("nexmark-q1", include_str!("../../examples/nexmark/q1.sql")),
+    ("nexmark-q2", include_str!("../../examples/nexmark/q2.sql")),
+];
+
+const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");
+
+/// Runs a Nexmark SQL query over `events` generated events.
+pub fn run_nexmark(
+    name: &str,
+    parallelism: usize,
+    events: u64,
+    opts: &BenchOptions,
+) -> Result<BenchResult> {
+    let Some((_, query)) = NEXMARK_QUERIES.iter().find(|(n, _)| *n == name) else {
+        let known: Vec<&str> = NEXMARK_QUERIES.iter().map(|(n, _)| *n).collect();
+        return Err(Error::config(
+            "workload",
+            format!(
+                "unknown workload `{name}`; Nexmark queries: {}",
+                known.join(", ")
+            ),
+        ));
+    };
+    let ddl = NEXMARK_DDL.replace(
+        "'events.num' = '10000000'",
+        &format!("'events.num' = '{events}'"),
+    );
+    let mut config = ExecutionConfig::default();
+    let scratch = tempdir_for("bench-checkpoints")?;
+    if let Some(interval) = opts.checkpoint_interval {
+        config.checkpoint.interval = Some(interval);
+        config.checkpoint.dir = Some(
+            opts.checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| scratch.display().to_string()),
+        );
+    }
+    let job = crate::sql::compile(
+        &format!("{ddl}\n{query}"),
+        config,
+        &[("parallelism.default".into(), parallelism.to_string())],
+    )
+    .map_err(|e| Error::User(e.to_string()))?;
+    let before = BlackholeSink::total_rows();
+    let start = Instant::now();
+    let stats = wait_with_stats(job.env.execute_async()?)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let output_rows = BlackholeSink::total_rows() - before;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(BenchResult {
+        workload: name.to_string(),
+        parallelism,
+        events,
+        seconds,
+        events_per_sec: events as f64 / seconds.max(1e-9),
+        peak_rss_bytes: peak_rss_bytes(),
+        output_rows,
+        checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
+        checkpoints_completed: opts.checkpoint_interval.map(|_| stats.completed),
+    })
+}
+
 /// Builds and runs one workload; returns its measurements.
 pub fn run(workload: Workload, parallelism: usize, events: u64) -> Result<BenchResult> {
     run_with(workload, parallelism, events, &BenchOptions::default())

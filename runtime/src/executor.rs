@@ -156,6 +156,28 @@ impl JobHandle {
         move || shared.stats.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// A function that reads the per-task record counters, usable after `wait`.
+    pub fn task_metrics_handle(&self) -> impl Fn() -> Vec<(String, u64, u64)> + Send + use<> {
+        let shared = self.shared.clone();
+        move || {
+            shared
+                .metrics
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .map(|(n, m)| {
+                            (
+                                n.clone(),
+                                m.records_in.load(Ordering::Relaxed),
+                                m.records_out.load(Ordering::Relaxed),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
     /// Checkpoint and restart counters.
     pub fn checkpoint_stats(&self) -> CheckpointStats {
         self.shared

@@ -50,7 +50,7 @@ enum Command {
     },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
-        /// filter | tumble-count | hot-items | checkpoint-state
+        /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 | nexmark-q1 | nexmark-q2
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
@@ -171,6 +171,12 @@ fn main() -> anyhow::Result<()> {
             if workload == "checkpoint-state" {
                 let result = checkpoint_state(state_bytes, &opts)
                     .context("benchmark `checkpoint-state` failed")?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
+            if workload.starts_with("nexmark-") {
+                let result = flink_rs::bench::run_nexmark(&workload, parallelism, events, &opts)
+                    .with_context(|| format!("benchmark `{workload}` failed"))?;
                 println!("{}", serde_json::to_string(&result)?);
                 return Ok(());
             }

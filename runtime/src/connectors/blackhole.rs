@@ -22,11 +22,22 @@ impl BlackholeSink {
     }
 }
 
+/// Rows every blackhole sink of this process has received (benchmarks of SQL jobs read it).
+static TOTAL: AtomicU64 = AtomicU64::new(0);
+
+impl BlackholeSink {
+    /// Rows received by all blackhole sinks of this process.
+    pub fn total_rows() -> u64 {
+        TOTAL.load(Ordering::Relaxed)
+    }
+}
+
 struct Writer(Arc<AtomicU64>);
 
 impl SinkWriter for Writer {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.0.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        TOTAL.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -213,7 +213,12 @@ pub fn compile(
         })?;
     }
     let env = StreamExecutionEnvironment::with_config(cfg);
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    // Flink keeps identifiers as written (`dateTime`), so no lower-casing of unquoted names.
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_information_schema(false)
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
+    );
     let mut planner = plan::Planner {
         env: &env,
         ctx: &ctx,
