@@ -1,5 +1,5 @@
 -- Bids per auction bucket in 10-second tumbling event-time windows, printed.
--- Run: cargo run --release -- run examples/sql/bids_per_window.sql
+-- Run: cargo run --release -p flink-rs -- run examples/sql/bids_per_window.sql
 SET 'parallelism.default' = '2';
 
 CREATE TABLE bids (

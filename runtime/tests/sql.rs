@@ -348,7 +348,10 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nexmark");
     let read = |f: &str| std::fs::read_to_string(root.join(f)).map_err(|e| Error::io("read", f, e));
     let events = 50_000u64;
-    let ddl = read("ddl.sql")?.replace("'events.num' = '10000000'", &format!("'events.num' = '{events}'"));
+    let ddl = read("ddl.sql")?.replace(
+        "'events.num' = '10000000'",
+        &format!("'events.num' = '{events}'"),
+    );
     let input = flink_rs::connectors::NexmarkGenerator::bounded(events).generate(0, events)?;
     for q in ["q0.sql", "q1.sql", "q2.sql"] {
         let query = read(q)?;
@@ -362,9 +365,15 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
             datafusion::prelude::SessionConfig::new()
                 .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
         );
-        let t = MemTable::try_new(input.schema(), vec![vec![input.clone()]]).map_err(|e| Error::User(e.to_string()))?;
-        ctx.register_table("nexmark", Arc::new(t)).map_err(|e| Error::User(e.to_string()))?;
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| Error::io("tokio", "", e))?;
+        let t = MemTable::try_new(input.schema(), vec![vec![input.clone()]])
+            .map_err(|e| Error::User(e.to_string()))?;
+        ctx.register_table("nexmark", Arc::new(t))
+            .map_err(|e| Error::User(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio", "", e))?;
         let expected = rt
             .block_on(async {
                 for view in ddl.split(';').filter(|s| s.contains("CREATE VIEW")) {
@@ -377,11 +386,18 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
         assert!(!expected.is_empty(), "{q}: oracle is empty");
         let script = format!(
             "{ddl}\n{}",
-            query.replace("'connector' = 'blackhole'", "'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'")
+            query.replace(
+                "'connector' = 'blackhole'",
+                "'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv'"
+            )
         );
         for p in [1, 4] {
             let got = run_streaming(&script, p)?;
-            assert_eq!(got.len(), expected.len(), "{q} at parallelism {p}: row count");
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "{q} at parallelism {p}: row count"
+            );
             assert!(got == expected, "{q} at parallelism {p}: rows differ");
         }
     }
