@@ -177,6 +177,10 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     ("nexmark-q0", include_str!("../../examples/nexmark/q0.sql")),
     ("nexmark-q1", include_str!("../../examples/nexmark/q1.sql")),
     ("nexmark-q2", include_str!("../../examples/nexmark/q2.sql")),
+    (
+        "nexmark-q5-counts",
+        include_str!("../../examples/nexmark/q5_counts.sql"),
+    ),
 ];
 
 const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");

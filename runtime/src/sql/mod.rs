@@ -224,6 +224,8 @@ pub fn compile(
         ctx: &ctx,
         tables: HashMap::new(),
         windows: 0,
+        views: HashMap::new(),
+        all_tvfs: Vec::new(),
     };
     let mut inserts = 0;
     for st in &statements {

@@ -43,6 +43,10 @@ pub struct Planner<'a> {
     pub ctx: &'a SessionContext,
     pub tables: HashMap<String, Table>,
     pub windows: usize,
+    /// Views by lower-case name, as logical plans (window TVFs may read them).
+    pub views: HashMap<String, LogicalPlan>,
+    /// Every window TVF of the script (views keep theirs).
+    pub all_tvfs: Vec<WindowTvf>,
 }
 
 /// A translated plan node: a stream whose batches have exactly the node's schema.
@@ -319,31 +323,54 @@ impl Planner<'_> {
         let (out, tvfs) = window_tvf::rewrite(text, &mut self.windows)
             .map_err(|(at, m)| st.error_at_offset(base + at, m))?;
         for w in &tvfs {
-            let Some(t) = self.tables.get(&w.table.to_ascii_lowercase()) else {
-                return Err(st.error_at_offset(
-                    base + w.at,
-                    format!("unknown table `{}` in {}", w.table, "the window function"),
-                ));
+            let schema = if let Some(view) = self.views.get(&w.table.to_ascii_lowercase()) {
+                let vs = arrow_schema(view.schema());
+                match vs
+                    .field_with_name(&w.time_column)
+                    .map(|f| f.data_type().clone())
+                {
+                    Ok(DataType::Timestamp(TimeUnit::Millisecond, _)) => {}
+                    Ok(other) => {
+                        return Err(st.error_at_offset(base + w.at, format!(
+                            "DESCRIPTOR({}) must be a TIMESTAMP(3) event-time column; in view `{}` it is {other}",
+                            w.time_column, w.table)));
+                    }
+                    Err(_) => {
+                        return Err(st.error_at_offset(
+                            base + w.at,
+                            format!("view `{}` has no column `{}`", w.table, w.time_column),
+                        ));
+                    }
+                }
+                window_tvf::output_schema(&vs)
+            } else {
+                let Some(t) = self.tables.get(&w.table.to_ascii_lowercase()) else {
+                    return Err(st.error_at_offset(
+                        base + w.at,
+                        format!("unknown table `{}` in {}", w.table, "the window function"),
+                    ));
+                };
+                match &t.def.watermark {
+                    Some((c, _)) if c.eq_ignore_ascii_case(&w.time_column) => {}
+                    Some((c, _)) => {
+                        return Err(st.error_at_offset(base + w.at, format!(
+                            "DESCRIPTOR({}) must name the event-time column of `{}`, which is `{c}` (its WATERMARK)",
+                            w.time_column, w.table)));
+                    }
+                    None => {
+                        return Err(st.error_at_offset(base + w.at, format!(
+                            "table `{}` has no WATERMARK; windows need event time (add WATERMARK FOR {} AS {} - INTERVAL '1' SECOND)",
+                            w.table, w.time_column, w.time_column)));
+                    }
+                }
+                window_tvf::output_schema(&t.visible)
             };
-            match &t.def.watermark {
-                Some((c, _)) if c.eq_ignore_ascii_case(&w.time_column) => {}
-                Some((c, _)) => {
-                    return Err(st.error_at_offset(base + w.at, format!(
-                        "DESCRIPTOR({}) must name the event-time column of `{}`, which is `{c}` (its WATERMARK)",
-                        w.time_column, w.table)));
-                }
-                None => {
-                    return Err(st.error_at_offset(base + w.at, format!(
-                        "table `{}` has no WATERMARK; windows need event time (add WATERMARK FOR {} AS {} - INTERVAL '1' SECOND)",
-                        w.table, w.time_column, w.time_column)));
-                }
-            }
-            let schema = window_tvf::output_schema(&t.visible);
             let provider = empty_table(schema).map_err(|e| df_error(st, &e, base))?;
             self.ctx
                 .register_table(w.alias.as_str(), provider)
                 .map_err(|e| df_error(st, &e, base))?;
         }
+        self.all_tvfs.extend(tvfs.iter().cloned());
         Ok((out, tvfs))
     }
 
@@ -354,6 +381,22 @@ impl Planner<'_> {
             .replacen("TEMPORARY ", "", 1)
             .replacen("temporary ", "", 1);
         block_on(self.ctx.sql(&text)).map_err(|e| df_error(st, &e, 0))?;
+        // The view's name: the word after VIEW (and IF NOT EXISTS).
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut i = words
+            .iter()
+            .position(|w| w.eq_ignore_ascii_case("VIEW"))
+            .map_or(0, |i| i + 1);
+        if words.get(i).is_some_and(|w| w.eq_ignore_ascii_case("IF")) {
+            i += 3;
+        }
+        if let Some(name) = words.get(i) {
+            let name = name.trim_matches('"').to_string();
+            if let Ok(df) = block_on(self.ctx.table(name.as_str())) {
+                self.views
+                    .insert(name.to_ascii_lowercase(), df.logical_plan().clone());
+            }
+        }
         Ok(())
     }
 
@@ -437,11 +480,26 @@ impl Planner<'_> {
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
-                let (stream, schema) = if let Some(w) = tvfs.iter().find(|w| w.alias == name) {
-                    let (s, t) = self.source(st, base, &w.table)?;
-                    let out = window_tvf::output_schema(&t.visible);
-                    let ti = t
-                        .visible
+                let found = tvfs
+                    .iter()
+                    .chain(self.all_tvfs.iter())
+                    .find(|w| w.alias == name)
+                    .cloned();
+                let (stream, schema) = if let Some(w) = found {
+                    let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
+                    let (s, visible) = match view {
+                        Some(plan) => {
+                            let all = self.all_tvfs.clone();
+                            let s = self.translate(st, base, &all, &plan)?.stream;
+                            (s, arrow_schema(plan.schema()))
+                        }
+                        None => {
+                            let (s, t) = self.source(st, base, &w.table)?;
+                            (s, t.visible.clone())
+                        }
+                    };
+                    let out = window_tvf::output_schema(&visible);
+                    let ti = visible
                         .index_of(&w.time_column)
                         .map_err(|e| st.error_at_offset(base + w.at, e.to_string()))?;
                     let (kind, out2) = (w.kind, out.clone());
