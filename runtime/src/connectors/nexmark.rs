@@ -7,10 +7,11 @@
 //! recently created ones, with a hot subset (as the Nexmark generator does), so joins and
 //! top-N queries see realistic skew.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StructArray,
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, StringBuilder, StructArray,
     TimestampMillisecondArray,
 };
 use arrow::buffer::NullBuffer;
@@ -161,33 +162,19 @@ impl NexmarkGenerator {
             Vec::with_capacity(n_rows),
         );
         // person columns
-        let (mut p_id, mut p_name, mut p_email, mut p_cc, mut p_city, mut p_state, mut p_extra) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        // Strings are written straight into Arrow builders: no String per row.
+        let sb = || StringBuilder::with_capacity(n_rows, n_rows * 8);
+        let (mut p_name, mut p_email, mut p_cc, mut a_item, mut a_desc, mut b_url) =
+            (sb(), sb(), sb(), sb(), sb(), sb());
+        let lower_first: Vec<String> = FIRST_NAMES.iter().map(|s| s.to_lowercase()).collect();
+        let lower_last: Vec<String> = LAST_NAMES.iter().map(|s| s.to_lowercase()).collect();
+        let (mut p_id, mut p_city, mut p_state) = (vec![], vec![], vec![]);
         // auction columns
-        let (
-            mut a_id,
-            mut a_item,
-            mut a_desc,
-            mut a_init,
-            mut a_res,
-            mut a_exp,
-            mut a_seller,
-            mut a_cat,
-            mut a_extra,
-        ) = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
-        // bid columns
-        let (mut b_auction, mut b_bidder, mut b_price, mut b_channel, mut b_url, mut b_extra) =
+        let (mut a_id, mut a_init, mut a_res, mut a_exp, mut a_seller, mut a_cat) =
             (vec![], vec![], vec![], vec![], vec![], vec![]);
+        // bid columns
+        let (mut b_auction, mut b_bidder, mut b_price, mut b_channel) =
+            (vec![], vec![], vec![], vec![]);
         for n in start..end {
             let t = self.event_time(n);
             time.push(t);
@@ -210,45 +197,42 @@ impl NexmarkGenerator {
             // Person (placeholder values where the row is not a person: masked by nulls).
             let pid = Self::last_person(n);
             p_id.push(pid);
-            let first = FIRST_NAMES[(r % 6) as usize];
-            let last = LAST_NAMES[((r >> 8) % 6) as usize];
-            p_name.push(if is_p {
-                format!("{first} {last}")
-            } else {
-                String::new()
-            });
-            p_email.push(if is_p {
-                format!("{}@{}.com", first.to_lowercase(), last.to_lowercase())
-            } else {
-                String::new()
-            });
-            p_cc.push(if is_p {
-                format!(
+            let (fi, li) = ((r % 6) as usize, ((r >> 8) % 6) as usize);
+            if is_p {
+                let _ = write!(p_name, "{} {}", FIRST_NAMES[fi], LAST_NAMES[li]);
+                let _ = write!(p_email, "{}@{}.com", lower_first[fi], lower_last[li]);
+                let _ = write!(
+                    p_cc,
                     "{:04} {:04} {:04} {:04}",
                     r % 10000,
                     (r >> 14) % 10000,
                     (r >> 28) % 10000,
                     (r >> 42) % 10000
-                )
+                );
+            }
+            p_name.append_value("");
+            p_email.append_value("");
+            p_cc.append_value("");
+            // Only person rows carry these (other rows are masked by the struct's nulls).
+            p_city.push(if is_p {
+                CITIES[((r >> 16) % 6) as usize]
             } else {
-                String::new()
+                ""
             });
-            p_city.push(CITIES[((r >> 16) % 6) as usize]);
-            p_state.push(STATES[((r >> 24) % 6) as usize]);
-            p_extra.push("");
+            p_state.push(if is_p {
+                STATES[((r >> 24) % 6) as usize]
+            } else {
+                ""
+            });
             // Auction.
             let aid = Self::last_auction(n);
             a_id.push(aid);
-            a_item.push(if is_a {
-                format!("item-{aid}")
-            } else {
-                String::new()
-            });
-            a_desc.push(if is_a {
-                format!("description of {aid}")
-            } else {
-                String::new()
-            });
+            if is_a {
+                let _ = write!(a_item, "item-{aid}");
+                let _ = write!(a_desc, "description of {aid}");
+            }
+            a_item.append_value("");
+            a_desc.append_value("");
             let init = 100 + (r % 10_000) as i64;
             a_init.push(init);
             a_res.push(init + ((r >> 20) % 1000) as i64);
@@ -261,7 +245,7 @@ impl NexmarkGenerator {
             };
             a_seller.push(seller.max(FIRST_ID));
             a_cat.push(10 + ((r >> 50) % 5) as i64);
-            a_extra.push("");
+
             // Bid: hot auctions and bidders among recent ones.
             let r2 = self.rnd(n, 2);
             let last_a = aid.max(FIRST_ID);
@@ -280,18 +264,25 @@ impl NexmarkGenerator {
             b_price.push(100 + ((r2 >> 32) % 100_000) as i64);
             let ch = CHANNELS[((r2 >> 48) % 4) as usize];
             b_channel.push(ch);
-            b_url.push(if is_p || is_a {
-                String::new()
-            } else {
-                format!(
+            if !is_p && !is_a {
+                let _ = write!(
+                    b_url,
                     "https://www.nexmark.com/{ch}/item.htm?query=1&channel_id={}",
                     (r2 >> 52) % 1000
-                )
-            });
-            b_extra.push("");
+                );
+            }
+            b_url.append_value("");
         }
         let ts = || -> ArrayRef { Arc::new(TimestampMillisecondArray::from(time.clone())) };
-        let s = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let s = |mut b: StringBuilder| -> ArrayRef { Arc::new(b.finish()) };
+        // The `extra` columns are empty strings: offsets only.
+        let empty = || -> ArrayRef {
+            Arc::new(StringArray::new(
+                arrow::buffer::OffsetBuffer::new_zeroed(n_rows),
+                arrow::buffer::Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            ))
+        };
         let st = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
         let i = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
         let person = StructArray::try_new(
@@ -304,7 +295,7 @@ impl NexmarkGenerator {
                 st(p_city),
                 st(p_state),
                 ts(),
-                st(p_extra),
+                empty(),
             ],
             Some(NullBuffer::from(p_valid)),
         )?;
@@ -320,7 +311,7 @@ impl NexmarkGenerator {
                 Arc::new(TimestampMillisecondArray::from(a_exp)),
                 i(a_seller),
                 i(a_cat),
-                st(a_extra),
+                empty(),
             ],
             Some(NullBuffer::from(a_valid)),
         )?;
@@ -333,7 +324,7 @@ impl NexmarkGenerator {
                 st(b_channel),
                 s(b_url),
                 ts(),
-                st(b_extra),
+                empty(),
             ],
             Some(NullBuffer::from(b_valid)),
         )?;
