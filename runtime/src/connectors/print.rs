@@ -6,8 +6,9 @@ use std::io::Write;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
 use crate::error::{Error, Result};
-use crate::rows::row_at;
 use crate::source::{Sink, SinkWriter};
 
 /// Prints rows to standard output.
@@ -36,10 +37,25 @@ struct Writer {
 
 impl SinkWriter for Writer {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        // Arrow's formatting: timestamps as ISO date-times, nulls as `null` (as Flink prints).
+        let options = FormatOptions::default().with_null("null");
+        let formatters: Vec<ArrayFormatter<'_>> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<_, _>>()?;
         let mut out = std::io::stdout().lock();
+        let mut line = String::new();
         for r in 0..batch.num_rows() {
-            let vals: Vec<String> = row_at(batch, r).iter().map(|v| v.to_string()).collect();
-            writeln!(out, "{}+I[{}]", self.prefix, vals.join(", "))
+            line.clear();
+            for (i, f) in formatters.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(", ");
+                }
+                use std::fmt::Write as _;
+                let _ = write!(line, "{}", f.value(r));
+            }
+            writeln!(out, "{}+I[{}]", self.prefix, line)
                 .map_err(|e| Error::io("write", "stdout", e))?;
         }
         Ok(())
