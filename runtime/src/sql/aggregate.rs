@@ -22,11 +22,71 @@ pub enum AggKind {
     Avg,
 }
 
+/// The running state of one aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Acc {
+pub enum Acc {
     Count(i64),
     Value(Option<Value>),
     Avg(f64, i64),
+}
+
+impl Acc {
+    /// A fresh accumulator for `kind`.
+    pub fn new(kind: AggKind) -> Acc {
+        match kind {
+            AggKind::Count => Acc::Count(0),
+            AggKind::Avg => Acc::Avg(0.0, 0),
+            _ => Acc::Value(None),
+        }
+    }
+
+    /// Folds one input value in (nulls are skipped, as SQL aggregates do).
+    pub fn add(&mut self, kind: AggKind, v: Value) {
+        let null = v == Value::Null;
+        match (kind, self) {
+            (AggKind::Count, Acc::Count(n)) if !null => *n += 1,
+            (AggKind::Avg, Acc::Avg(sum, n)) if !null => {
+                *sum += v.as_f64().unwrap_or(0.0);
+                *n += 1;
+            }
+            (AggKind::Sum, Acc::Value(a)) if !null => {
+                *a = Some(match a.take() {
+                    Some(x) => add(x, v),
+                    None => v,
+                })
+            }
+            (AggKind::Min, Acc::Value(a)) if !null && a.as_ref().is_none_or(|x| v < *x) => {
+                *a = Some(v)
+            }
+            (AggKind::Max, Acc::Value(a)) if !null && a.as_ref().is_none_or(|x| v > *x) => {
+                *a = Some(v)
+            }
+            _ => {}
+        }
+    }
+
+    /// Merges another accumulator of the same aggregate in.
+    pub fn merge(&mut self, kind: AggKind, other: Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
+                *s += s2;
+                *n += n2;
+            }
+            (me @ Acc::Value(_), Acc::Value(Some(v))) => me.add(kind, v),
+            _ => {}
+        }
+    }
+
+    /// The aggregate's result.
+    pub fn result(&self) -> Value {
+        match self {
+            Acc::Count(n) => Value::Int(*n),
+            Acc::Value(v) => v.clone().unwrap_or(Value::Null),
+            Acc::Avg(_, 0) => Value::Null,
+            Acc::Avg(sum, n) => Value::Float(sum / *n as f64),
+        }
+    }
 }
 
 /// Accumulators and the group's values (for the output row).
@@ -99,41 +159,15 @@ impl ProcessFunction for GroupAggregate {
                 ctx.register_event_time_timer(fire_at);
                 GroupState {
                     group: row[..self.groups].to_vec(),
-                    accs: self
-                        .aggs
-                        .iter()
-                        .map(|k| match k {
-                            AggKind::Count => Acc::Count(0),
-                            AggKind::Avg => Acc::Avg(0.0, 0),
-                            _ => Acc::Value(None),
-                        })
-                        .collect(),
+                    accs: self.aggs.iter().map(|k| Acc::new(*k)).collect(),
                 }
             }
         };
         for (i, (kind, acc)) in self.aggs.iter().zip(s.accs.iter_mut()).enumerate() {
-            let v = row.get(self.groups + i).cloned().unwrap_or(Value::Null);
-            let null = v == Value::Null;
-            match (kind, acc) {
-                (AggKind::Count, Acc::Count(n)) if !null => *n += 1,
-                (AggKind::Avg, Acc::Avg(sum, n)) if !null => {
-                    *sum += v.as_f64().unwrap_or(0.0);
-                    *n += 1;
-                }
-                (AggKind::Sum, Acc::Value(a)) if !null => {
-                    *a = Some(match a.take() {
-                        Some(x) => add(x, v),
-                        None => v,
-                    })
-                }
-                (AggKind::Min, Acc::Value(a)) if !null && a.as_ref().is_none_or(|x| v < *x) => {
-                    *a = Some(v)
-                }
-                (AggKind::Max, Acc::Value(a)) if !null && a.as_ref().is_none_or(|x| v > *x) => {
-                    *a = Some(v)
-                }
-                _ => {}
-            }
+            acc.add(
+                *kind,
+                row.get(self.groups + i).cloned().unwrap_or(Value::Null),
+            );
         }
         state.update(ctx, s);
         Ok(())
@@ -151,17 +185,104 @@ impl ProcessFunction for GroupAggregate {
         };
         if let Some(s) = state.get(ctx) {
             let mut row = s.group;
-            for acc in s.accs {
-                row.push(match acc {
-                    Acc::Count(n) => Value::Int(n),
-                    Acc::Value(v) => v.unwrap_or(Value::Null),
-                    Acc::Avg(_, 0) => Value::Null,
-                    Acc::Avg(sum, n) => Value::Float(sum / n as f64),
-                });
-            }
+            row.extend(s.accs.iter().map(Acc::result));
             out.collect(row)?;
         }
         state.clear(ctx);
         Ok(())
+    }
+}
+
+/// SQL aggregates as a window function of the engine's window operator (one state lookup per
+/// row, however many windows it belongs to). The accumulator carries the group's column
+/// values, taken from its first row, for the output.
+#[derive(Clone)]
+pub struct WindowAggregate {
+    /// Group columns (besides the window) and aggregate arguments (`None`: count rows).
+    pub groups: Vec<String>,
+    pub aggs: Vec<(AggKind, Option<String>)>,
+    group_idx: Vec<usize>,
+    arg_idx: Vec<Option<usize>>,
+}
+
+impl WindowAggregate {
+    pub fn new(groups: Vec<String>, aggs: Vec<(AggKind, Option<String>)>) -> Self {
+        WindowAggregate {
+            groups,
+            aggs,
+            group_idx: Vec::new(),
+            arg_idx: Vec::new(),
+        }
+    }
+}
+
+impl crate::window::AggregateFunction for WindowAggregate {
+    type Acc = (Option<Row>, Vec<Acc>);
+
+    fn bind(&mut self, input: &arrow::datatypes::Schema) -> Result<Vec<arrow::datatypes::Field>> {
+        use arrow::datatypes::{DataType, Field};
+        let mut fields = Vec::new();
+        self.group_idx.clear();
+        for g in &self.groups {
+            let i = crate::key::column_index(input, g)?;
+            self.group_idx.push(i);
+            fields.push(Field::new(
+                g,
+                super::plan::builder_type(input.field(i).data_type()),
+                true,
+            ));
+        }
+        self.arg_idx.clear();
+        for (n, (kind, arg)) in self.aggs.iter().enumerate() {
+            let i = arg
+                .as_ref()
+                .map(|a| crate::key::column_index(input, a))
+                .transpose()?;
+            self.arg_idx.push(i);
+            let dt = match (kind, i) {
+                (AggKind::Count, _) => DataType::Int64,
+                (AggKind::Avg, _) => DataType::Float64,
+                (_, Some(i)) => super::plan::builder_type(input.field(i).data_type()),
+                (_, None) => DataType::Int64,
+            };
+            fields.push(Field::new(format!("r{n}"), dt, true));
+        }
+        Ok(fields)
+    }
+
+    fn create_accumulator(&self) -> Self::Acc {
+        (None, self.aggs.iter().map(|(k, _)| Acc::new(*k)).collect())
+    }
+
+    fn add(&self, acc: &mut Self::Acc, row: crate::window::RowRef<'_>) -> Result<()> {
+        if acc.0.is_none() {
+            acc.0 = Some(self.group_idx.iter().map(|i| row.value(*i)).collect());
+        }
+        for ((kind, _), (a, idx)) in self.aggs.iter().zip(acc.1.iter_mut().zip(&self.arg_idx)) {
+            let v = match idx {
+                Some(i) => row.value(*i),
+                None => Value::Int(1),
+            };
+            a.add(*kind, v);
+        }
+        Ok(())
+    }
+
+    fn merge(&self, acc: &mut Self::Acc, other: Self::Acc) {
+        if acc.0.is_none() {
+            acc.0 = other.0;
+        }
+        for ((kind, _), (a, b)) in self.aggs.iter().zip(acc.1.iter_mut().zip(other.1)) {
+            a.merge(*kind, b);
+        }
+    }
+
+    fn result(&self, acc: &Self::Acc) -> Row {
+        let mut row = acc
+            .0
+            .clone()
+            .unwrap_or_else(|| vec![Value::Null; self.groups.len()]);
+        row.extend(acc.1.iter().map(Acc::result));
+        row
     }
 }

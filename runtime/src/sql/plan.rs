@@ -232,7 +232,7 @@ fn contains_aggregate(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().iter().any(|p| contains_aggregate(p))
 }
 
-fn builder_type(dt: &DataType) -> DataType {
+pub(crate) fn builder_type(dt: &DataType) -> DataType {
     match dt {
         DataType::Boolean => DataType::Boolean,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
@@ -612,6 +612,198 @@ impl Planner<'_> {
         }
     }
 
+    /// The fast path for `GROUP BY window_start, window_end, cols…` directly over a window
+    /// TVF (optionally filtered, without window columns in the filter): the engine's window
+    /// operator, keyed by the other group columns, with no per-window copies of rows.
+    /// `None` when the query has another shape (the generic path handles it).
+    fn window_aggregate(
+        &mut self,
+        st: &Statement,
+        base: usize,
+        agg: &datafusion::logical_expr::Aggregate,
+    ) -> Result<Option<Planned>, SqlError> {
+        use super::aggregate::WindowAggregate;
+        use super::window_tvf::WindowKind;
+        use crate::window::Windows;
+        use std::time::Duration;
+        let dferr = |e: DataFusionError| df_error(st, &e, base);
+        let (filter, scan) = match agg.input.as_ref() {
+            LogicalPlan::TableScan(s) => (None, s),
+            LogicalPlan::Filter(f) => match f.input.as_ref() {
+                LogicalPlan::TableScan(s) => (Some(&f.predicate), s),
+                _ => return Ok(None),
+            },
+            _ => return Ok(None),
+        };
+        let Some(w) = self
+            .all_tvfs
+            .iter()
+            .find(|w| w.alias == scan.table_name.table())
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let is_window = |n: &str| matches!(n, "window_start" | "window_end" | "window_time");
+        let mut group_cols = Vec::new();
+        for g in &agg.group_expr {
+            match g {
+                Expr::Column(c) => group_cols.push(c.name.clone()),
+                _ => return Ok(None),
+            }
+        }
+        if !group_cols.iter().any(|c| c == "window_start")
+            || !group_cols.iter().any(|c| c == "window_end")
+        {
+            return Ok(None);
+        }
+        if filter.is_some_and(|p| p.column_refs().iter().any(|c| is_window(&c.name))) {
+            return Ok(None);
+        }
+        let mut aggs = Vec::new();
+        for e in &agg.aggr_expr {
+            let inner = match e {
+                Expr::Alias(a) => a.expr.as_ref(),
+                other => other,
+            };
+            let Expr::AggregateFunction(f) = inner else {
+                return Ok(None);
+            };
+            if f.params.distinct || f.params.filter.is_some() || f.params.args.len() > 1 {
+                return Ok(None);
+            }
+            let kind = match f.func.name().to_ascii_lowercase().as_str() {
+                "count" => AggKind::Count,
+                "sum" => AggKind::Sum,
+                "min" => AggKind::Min,
+                "max" => AggKind::Max,
+                "avg" | "mean" => AggKind::Avg,
+                _ => return Ok(None),
+            };
+            // A cast of a column (AVG's input coercion) reads the column: accumulators work
+            // on values, and the output is cast to the planned type at the end.
+            let arg_expr = match f.params.args.first() {
+                Some(Expr::Cast(c)) => Some(c.expr.as_ref()),
+                other => other,
+            };
+            let arg = match arg_expr {
+                Some(Expr::Column(c)) if !is_window(&c.name) => Some(c.name.clone()),
+                Some(Expr::Literal(v, _)) if kind == AggKind::Count && !v.is_null() => None,
+                None if kind == AggKind::Count => None,
+                _ => return Ok(None),
+            };
+            aggs.push((kind, arg));
+        }
+        // The stream before window assignment: the table's (or view's) rows.
+        let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
+        let stream = match view {
+            Some(plan) => {
+                let all = self.all_tvfs.clone();
+                self.translate(st, base, &all, &plan)?.stream
+            }
+            None => self.source(st, base, &w.table)?.0,
+        };
+        // Keep the columns used: group columns, aggregate arguments, filter columns, time.
+        let keys: Vec<String> = group_cols
+            .iter()
+            .filter(|c| !is_window(c))
+            .cloned()
+            .collect();
+        let mut needed: Vec<String> = Vec::new();
+        let mut need = |c: &str| {
+            if !needed.iter().any(|n| n == c) {
+                needed.push(c.to_string());
+            }
+        };
+        keys.iter().for_each(|k| need(k));
+        aggs.iter()
+            .filter_map(|(_, a)| a.as_deref())
+            .for_each(|a| need(a));
+        if let Some(p) = filter {
+            for c in p.column_refs() {
+                need(&c.name);
+            }
+        }
+        need(&w.time_column);
+        let mut stream = stream
+            .select(&needed)
+            .map_err(|e| st.error_at_offset(base, e.to_string()))?;
+        if let Some(p) = filter {
+            let schema = stream.schema().as_ref().clone();
+            let df = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &schema)
+                .map_err(dferr)?;
+            let pred = physical(p, &df).map_err(dferr)?;
+            stream = stream
+                .filter(move |b| {
+                    let v = pred
+                        .evaluate(b)
+                        .and_then(|v| v.into_array(b.num_rows()))
+                        .map_err(|e| Error::User(e.to_string()))?;
+                    v.as_any()
+                        .downcast_ref::<arrow::array::BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
+                })
+                .name("Filter");
+        }
+        let key_cols = if keys.is_empty() {
+            stream = stream.with_column(Field::new("__one", DataType::Int64, false), |b| {
+                Ok(Arc::new(Int64Array::from(vec![0i64; b.num_rows()])))
+            });
+            vec!["__one".to_string()]
+        } else {
+            keys.clone()
+        };
+        let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
+        let windows = match w.kind {
+            WindowKind::Tumble { size, offset } => {
+                Windows::tumbling(ms(size)).with_offset(ms(offset))
+            }
+            WindowKind::Hop {
+                slide,
+                size,
+                offset,
+            } => Windows::sliding(ms(size), ms(slide)).with_offset(ms(offset)),
+            WindowKind::Cumulate { step, size } => Windows::cumulative(ms(step), ms(size)),
+        };
+        let n_keys = keys.len();
+        let windowed = stream
+            .key_by(crate::key::KeySelector::columns(key_cols))
+            .window(windows)
+            .aggregate(WindowAggregate::new(keys.clone(), aggs.clone()))
+            .map_err(|e| st.error_at_offset(base, e.to_string()))?;
+        // Window output: [key, window_start, window_end, window_time, groups…, aggregates…].
+        let mut pick: Vec<usize> = Vec::new();
+        for g in &group_cols {
+            pick.push(match g.as_str() {
+                "window_start" => 1,
+                "window_end" => 2,
+                "window_time" => 3,
+                other => 4 + keys.iter().position(|k| k == other).unwrap_or(0),
+            });
+        }
+        pick.extend((0..aggs.len()).map(|i| 4 + n_keys + i));
+        let target = arrow_schema(&agg.schema);
+        let t2 = target.clone();
+        let out = windowed
+            .map_batches(target, move |b| {
+                let cols: Vec<ArrayRef> = pick
+                    .iter()
+                    .zip(t2.fields())
+                    .map(|(i, f)| {
+                        let c = b.column(*i);
+                        if c.data_type() == f.data_type() {
+                            Ok(c.clone())
+                        } else {
+                            Ok(cast(c, f.data_type())?)
+                        }
+                    })
+                    .collect::<crate::error::Result<_>>()?;
+                Ok(RecordBatch::try_new(t2.clone(), cols)?)
+            })
+            .name("Aggregate output");
+        Ok(Some(Planned { stream: out }))
+    }
+
     fn aggregate(
         &mut self,
         st: &Statement,
@@ -627,6 +819,9 @@ impl Planner<'_> {
                 Some(a) => st.error_at_offset(a, msg),
                 None => st.error_near("GROUP", msg),
             });
+        }
+        if let Some(p) = self.window_aggregate(st, base, agg)? {
+            return Ok(p);
         }
         let input = self.translate(st, base, tvfs, &agg.input)?;
         let in_schema = agg.input.schema();
