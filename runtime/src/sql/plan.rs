@@ -714,10 +714,12 @@ impl Planner<'_> {
                 needed.push(c.to_string());
             }
         };
-        keys.iter().for_each(|k| need(k));
-        aggs.iter()
-            .filter_map(|(_, a)| a.as_deref())
-            .for_each(|a| need(a));
+        for k in &keys {
+            need(k);
+        }
+        for a in aggs.iter().filter_map(|(_, a)| a.as_deref()) {
+            need(a);
+        }
         if let Some(p) = filter {
             for c in p.column_refs() {
                 need(&c.name);
