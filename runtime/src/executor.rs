@@ -1042,7 +1042,7 @@ impl Master {
             {
                 let p = pending.remove(i);
                 let id = p.barrier.id;
-                match self.complete(p, &attempt) {
+                match self.complete(p) {
                     Ok((path, stop)) => {
                         consecutive_failures = 0;
                         last_completion = Instant::now();
@@ -1216,7 +1216,7 @@ impl Master {
     }
 
     /// Writes `_metadata` (the completion marker) and retires old checkpoints.
-    fn complete(&mut self, p: Pending, _attempt: &Attempt) -> Result<(String, bool)> {
+    fn complete(&mut self, p: Pending) -> Result<(String, bool)> {
         let id = p.barrier.id;
         let meta = self.metadata(id, p.barrier.kind, false, p.subtasks);
         let size = meta.state_size();

@@ -109,7 +109,7 @@ impl TaskLink {
         chain.emitter.barrier(barrier)?;
         let t0 = Instant::now();
         let snap = chain.snapshot(barrier.id, source);
-        tracing::info!(
+        tracing::debug!(
             ms = t0.elapsed().as_millis() as u64,
             checkpoint = barrier.id,
             "snapshot taken"
