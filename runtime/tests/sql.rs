@@ -248,7 +248,7 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         (t("INSERT INTO out SELECT auction, price FROM bids WHERE;"), 3, 3, 54, "Expected: an expression"),
         (t("INSERT INTO out SELECT auction, price FROM bids ORDER BY price;"), 3, 3, 49, "ORDER BY is not supported"),
         (t("INSERT INTO out SELECT a.auction, b.price FROM bids a JOIN bids b ON a.auction = b.auction;"), 3, 3, 55, "join is not supported"),
-        (t("INSERT INTO out SELECT auction, COUNT(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;"), 3, 3, 39, "COUNT(DISTINCT"),
+        (t("INSERT INTO out SELECT auction, SUM(DISTINCT price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;"), 3, 3, 37, "SUM(DISTINCT"),
         (t("INSERT INTO out SELECT auction, price FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND));"), 3, 3, 50, "SESSION windows are not supported"),
         (t("INSERT INTO out SELECT auction, price FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(price), INTERVAL '1' SECOND));"), 3, 3, 44, "must name the event-time column"),
         (t("INSERT INTO out SELECT auction, price FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND));"), 3, 3, 50, "multiple of the slide"),
@@ -431,6 +431,39 @@ fn windows_grouped_by_expressions_match_the_batch_oracle() -> Result<()> {
                    UNION ALL SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 2000 - 2000 AS ws FROM bids)
              GROUP BY ws, auction % 7",
             win("ws", 4000)
+        ),
+    )
+}
+
+/// COUNT(DISTINCT …) on both aggregation paths (plain-column keys: the window operator;
+/// expression keys: the generic path).
+#[test]
+fn count_distinct_matches_the_batch_oracle() -> Result<()> {
+    let cols = "window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, auctions BIGINT, prices BIGINT";
+    check(
+        "count distinct (window operator)",
+        cols,
+        "SELECT window_start, window_end, bucket, COUNT(DISTINCT auction), COUNT(DISTINCT price)
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+         GROUP BY window_start, window_end, bucket",
+        &format!(
+            "SELECT {}, auction % 7, COUNT(DISTINCT auction), COUNT(DISTINCT price)
+             FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids)
+             GROUP BY ws, auction % 7",
+            win("ws", 5000)
+        ),
+    )?;
+    check(
+        "count distinct (generic)",
+        cols,
+        "SELECT window_start, window_end, auction % 7, COUNT(DISTINCT auction), COUNT(DISTINCT price)
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+         GROUP BY window_start, window_end, auction % 7",
+        &format!(
+            "SELECT {}, auction % 7, COUNT(DISTINCT auction), COUNT(DISTINCT price)
+             FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids)
+             GROUP BY ws, auction % 7",
+            win("ws", 5000)
         ),
     )
 }

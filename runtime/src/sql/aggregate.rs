@@ -16,6 +16,7 @@ use crate::state::{StateRegistry, TimeDomain, ValueState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggKind {
     Count,
+    CountDistinct,
     Sum,
     Min,
     Max,
@@ -26,6 +27,8 @@ pub enum AggKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Acc {
     Count(i64),
+    /// Distinct values, by their debug rendering (values of one column share a type).
+    Distinct(std::collections::BTreeSet<String>),
     Value(Option<Value>),
     Avg(f64, i64),
 }
@@ -35,6 +38,7 @@ impl Acc {
     pub fn new(kind: AggKind) -> Acc {
         match kind {
             AggKind::Count => Acc::Count(0),
+            AggKind::CountDistinct => Acc::Distinct(Default::default()),
             AggKind::Avg => Acc::Avg(0.0, 0),
             _ => Acc::Value(None),
         }
@@ -45,6 +49,9 @@ impl Acc {
         let null = v == Value::Null;
         match (kind, self) {
             (AggKind::Count, Acc::Count(n)) if !null => *n += 1,
+            (AggKind::CountDistinct, Acc::Distinct(set)) if !null => {
+                set.insert(format!("{v:?}"));
+            }
             (AggKind::Avg, Acc::Avg(sum, n)) if !null => {
                 *sum += v.as_f64().unwrap_or(0.0);
                 *n += 1;
@@ -69,6 +76,7 @@ impl Acc {
     pub fn merge(&mut self, kind: AggKind, other: Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
             (Acc::Avg(s, n), Acc::Avg(s2, n2)) => {
                 *s += s2;
                 *n += n2;
@@ -82,6 +90,7 @@ impl Acc {
     pub fn result(&self) -> Value {
         match self {
             Acc::Count(n) => Value::Int(*n),
+            Acc::Distinct(set) => Value::Int(set.len() as i64),
             Acc::Value(v) => v.clone().unwrap_or(Value::Null),
             Acc::Avg(_, 0) => Value::Null,
             Acc::Avg(sum, n) => Value::Float(sum / *n as f64),
@@ -240,7 +249,7 @@ impl crate::window::AggregateFunction for WindowAggregate {
                 .transpose()?;
             self.arg_idx.push(i);
             let dt = match (kind, i) {
-                (AggKind::Count, _) => DataType::Int64,
+                (AggKind::Count | AggKind::CountDistinct, _) => DataType::Int64,
                 (AggKind::Avg, _) => DataType::Float64,
                 (_, Some(i)) => super::plan::builder_type(input.field(i).data_type()),
                 (_, None) => DataType::Int64,

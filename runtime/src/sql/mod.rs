@@ -219,6 +219,8 @@ pub fn compile(
             .with_information_schema(false)
             .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
     );
+    // COUNT(DISTINCT) is an accumulator here, not a nested aggregation.
+    ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     let mut planner = plan::Planner {
         env: &env,
         ctx: &ctx,

@@ -668,10 +668,15 @@ impl Planner<'_> {
             let Expr::AggregateFunction(f) = inner else {
                 return Ok(None);
             };
-            if f.params.distinct || f.params.filter.is_some() || f.params.args.len() > 1 {
+            let fname = f.func.name().to_ascii_lowercase();
+            if (f.params.distinct && fname != "count")
+                || f.params.filter.is_some()
+                || f.params.args.len() > 1
+            {
                 return Ok(None);
             }
-            let kind = match f.func.name().to_ascii_lowercase().as_str() {
+            let kind = match fname.as_str() {
+                "count" if f.params.distinct => AggKind::CountDistinct,
                 "count" => AggKind::Count,
                 "sum" => AggKind::Sum,
                 "min" => AggKind::Min,
@@ -816,7 +821,7 @@ impl Planner<'_> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
         if contains_aggregate(&agg.input) {
             let at = super::script::find_word(&st.text[base..], "DISTINCT").map(|a| a + base);
-            let msg = "an aggregate over another aggregate (which is also how COUNT(DISTINCT …) is planned) is not supported yet; use COUNT, SUM, MIN, MAX or AVG over a window TVF";
+            let msg = "an aggregate over another aggregate is not supported yet; aggregate once, over a window TVF";
             return Err(match at {
                 Some(a) => st.error_at_offset(a, msg),
                 None => st.error_near("GROUP", msg),
@@ -839,11 +844,11 @@ impl Planner<'_> {
                 return Err(st.error_at_offset(base, format!("unsupported aggregate `{e}`")));
             };
             let name = f.func.name().to_ascii_lowercase();
-            if f.params.distinct {
+            if f.params.distinct && name != "count" {
                 return Err(st.error_near(
                     "DISTINCT",
                     format!(
-                        "{}(DISTINCT …) is not supported yet; use COUNT, SUM, MIN, MAX or AVG",
+                        "{}(DISTINCT …) is not supported yet; COUNT(DISTINCT …), COUNT, SUM, MIN, MAX and AVG are",
                         name.to_uppercase()
                     ),
                 ));
@@ -855,6 +860,7 @@ impl Planner<'_> {
                 ));
             }
             let kind = match name.as_str() {
+                "count" if f.params.distinct => AggKind::CountDistinct,
                 "count" => AggKind::Count,
                 "sum" => AggKind::Sum,
                 "min" => AggKind::Min,
