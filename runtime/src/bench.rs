@@ -207,15 +207,7 @@ pub fn run_nexmark(
         &format!("'events.num' = '{events}'"),
     );
     let mut config = ExecutionConfig::default();
-    let scratch = tempdir_for("bench-checkpoints")?;
-    if let Some(interval) = opts.checkpoint_interval {
-        config.checkpoint.interval = Some(interval);
-        config.checkpoint.dir = Some(
-            opts.checkpoint_dir
-                .clone()
-                .unwrap_or_else(|| scratch.display().to_string()),
-        );
-    }
+    let scratch = configure_checkpoints(&mut config, opts)?;
     let job = crate::sql::compile(
         &format!("{ddl}\n{query}"),
         config,
@@ -223,22 +215,17 @@ pub fn run_nexmark(
     )
     .map_err(|e| Error::User(e.to_string()))?;
     let before = BlackholeSink::total_rows();
-    let start = Instant::now();
-    let stats = wait_with_stats(job.env.execute_async()?)?;
-    let seconds = start.elapsed().as_secs_f64();
+    let (seconds, completed) = timed_run(&job.env, &scratch)?;
     let output_rows = BlackholeSink::total_rows() - before;
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(BenchResult {
-        workload: name.to_string(),
+    Ok(BenchResult::new(
+        name,
         parallelism,
         events,
         seconds,
-        events_per_sec: events as f64 / seconds.max(1e-9),
-        peak_rss_bytes: peak_rss_bytes(),
         output_rows,
-        checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
-        checkpoints_completed: opts.checkpoint_interval.map(|_| stats.completed),
-    })
+        opts,
+        completed,
+    ))
 }
 
 /// Builds and runs one workload; returns its measurements.
@@ -257,15 +244,7 @@ pub fn run_with(
         parallelism,
         ..ExecutionConfig::default()
     };
-    let scratch = tempdir_for("bench-checkpoints")?;
-    if let Some(interval) = opts.checkpoint_interval {
-        config.checkpoint.interval = Some(interval);
-        config.checkpoint.dir = Some(
-            opts.checkpoint_dir
-                .clone()
-                .unwrap_or_else(|| scratch.display().to_string()),
-        );
-    }
+    let scratch = configure_checkpoints(&mut config, opts)?;
     let env = StreamExecutionEnvironment::with_config(config);
     let sink = BlackholeSink::default();
     let bids = env.from_source(
@@ -321,21 +300,66 @@ pub fn run_with(
                 .name("Sink")
         }
     };
-    let start = Instant::now();
-    let job_stats = wait_with_stats(env.execute_async()?)?.completed;
-    let seconds = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(BenchResult {
-        workload: workload.name().to_string(),
+    let (seconds, completed) = timed_run(&env, &scratch)?;
+    Ok(BenchResult::new(
+        workload.name(),
         parallelism,
         events,
         seconds,
-        events_per_sec: events as f64 / seconds.max(1e-9),
-        peak_rss_bytes: peak_rss_bytes(),
-        output_rows: sink.rows(),
-        checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
-        checkpoints_completed: opts.checkpoint_interval.map(|_| job_stats),
-    })
+        sink.rows(),
+        opts,
+        completed,
+    ))
+}
+
+impl BenchResult {
+    fn new(
+        workload: &str,
+        parallelism: usize,
+        events: u64,
+        seconds: f64,
+        output_rows: u64,
+        opts: &BenchOptions,
+        checkpoints_completed: u64,
+    ) -> Self {
+        BenchResult {
+            workload: workload.to_string(),
+            parallelism,
+            events,
+            seconds,
+            events_per_sec: events as f64 / seconds.max(1e-9),
+            peak_rss_bytes: peak_rss_bytes(),
+            output_rows,
+            checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
+            checkpoints_completed: opts.checkpoint_interval.map(|_| checkpoints_completed),
+        }
+    }
+}
+
+/// Turns checkpointing on when asked; returns the scratch directory (removed after the run).
+fn configure_checkpoints(
+    config: &mut ExecutionConfig,
+    opts: &BenchOptions,
+) -> Result<std::path::PathBuf> {
+    let scratch = tempdir_for("bench-checkpoints")?;
+    if let Some(interval) = opts.checkpoint_interval {
+        config.checkpoint.interval = Some(interval);
+        config.checkpoint.dir = Some(
+            opts.checkpoint_dir
+                .clone()
+                .unwrap_or_else(|| scratch.display().to_string()),
+        );
+    }
+    Ok(scratch)
+}
+
+/// Runs a job to its end: seconds from start to end, and checkpoints completed.
+fn timed_run(env: &StreamExecutionEnvironment, scratch: &std::path::Path) -> Result<(f64, u64)> {
+    let start = Instant::now();
+    let completed = wait_with_stats(env.execute_async()?)?.completed;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(scratch);
+    Ok((seconds, completed))
 }
 
 /// Waits for a job, returning its final checkpoint counters.

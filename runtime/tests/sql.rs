@@ -101,20 +101,42 @@ fn run_streaming(script: &str, p: usize) -> Result<Vec<String>> {
 
 /// Runs a batch query over the input in DataFusion, its columns cast to `types`.
 fn run_batch(sql: &str) -> Result<Vec<String>> {
-    let ctx = SessionContext::new();
-    let t = MemTable::try_new(input_schema(), vec![input_batches()?])
-        .map_err(|e| Error::User(e.to_string()))?;
-    ctx.register_table("bids", Arc::new(t))
+    oracle("bids", input_batches()?, &[], sql)
+}
+
+/// DataFusion in batch mode: `table` holds `batches`; `setup` statements (views) run first;
+/// returns the sorted CSV lines of `sql`'s result.
+fn oracle(
+    table: &str,
+    batches: Vec<RecordBatch>,
+    setup: &[&str],
+    sql: &str,
+) -> Result<Vec<String>> {
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new()
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
+    );
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(input_schema);
+    let t = MemTable::try_new(schema, vec![batches]).map_err(|e| Error::User(e.to_string()))?;
+    ctx.register_table(table, Arc::new(t))
         .map_err(|e| Error::User(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::io("tokio", "", e))?;
-    let batches = rt
-        .block_on(async { ctx.sql(sql).await?.collect().await })
+    let result = rt
+        .block_on(async {
+            for st in setup {
+                ctx.sql(st).await?;
+            }
+            ctx.sql(sql).await?.collect().await
+        })
         .map_err(|e| Error::User(format!("oracle: {e}")))?;
-    Ok(csv_lines(&batches))
+    Ok(csv_lines(&result))
 }
 
 fn check(name: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
@@ -372,28 +394,11 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
                 .unwrap_or_default()
         };
         // Oracle: DataFusion over the generated events, with the same views.
-        let ctx = SessionContext::new_with_config(
-            datafusion::prelude::SessionConfig::new()
-                .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
-        );
-        let t = MemTable::try_new(input.schema(), vec![vec![input.clone()]])
-            .map_err(|e| Error::User(e.to_string()))?;
-        ctx.register_table("nexmark", Arc::new(t))
-            .map_err(|e| Error::User(e.to_string()))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("tokio", "", e))?;
-        let expected = rt
-            .block_on(async {
-                for view in ddl.split(';').filter(|s| s.contains("CREATE VIEW")) {
-                    ctx.sql(view).await?;
-                }
-                ctx.sql(&select).await?.collect().await
-            })
-            .map_err(|e| Error::User(format!("{q} oracle: {e}")))?;
-        let expected = csv_lines(&expected);
+        let views: Vec<&str> = ddl
+            .split(';')
+            .filter(|s| s.contains("CREATE VIEW"))
+            .collect();
+        let expected = oracle("nexmark", vec![input.clone()], &views, &select)?;
         assert!(!expected.is_empty(), "{q}: oracle is empty");
         let script = format!(
             "{ddl}\n{}",

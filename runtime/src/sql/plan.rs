@@ -183,6 +183,23 @@ fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, DataFu
     )
 }
 
+/// Evaluates one expression over a batch, cast to `dt` when it differs.
+fn eval_column(
+    e: &Arc<dyn PhysicalExpr>,
+    b: &RecordBatch,
+    dt: &DataType,
+) -> crate::error::Result<ArrayRef> {
+    let a = e
+        .evaluate(b)
+        .and_then(|v| v.into_array(b.num_rows()))
+        .map_err(|e| Error::User(e.to_string()))?;
+    Ok(if a.data_type() == dt {
+        a
+    } else {
+        cast(&a, dt)?
+    })
+}
+
 fn eval_all(
     exprs: &[Arc<dyn PhysicalExpr>],
     schema: &SchemaRef,
@@ -191,23 +208,44 @@ fn eval_all(
     let cols: Vec<ArrayRef> = exprs
         .iter()
         .zip(schema.fields())
-        .map(|(e, f)| {
-            let a = e
-                .evaluate(b)
-                .and_then(|v| v.into_array(b.num_rows()))
-                .map_err(|e| Error::User(e.to_string()))?;
-            if a.data_type() == f.data_type() {
-                Ok(a)
-            } else {
-                Ok(cast(&a, f.data_type())?)
-            }
-        })
+        .map(|(e, f)| eval_column(e, b, f.data_type()))
         .collect::<crate::error::Result<_>>()?;
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
         cols,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
     )?)
+}
+
+/// Columns `cols` as a batch of `target`, each cast to its type where it differs.
+fn cast_to(
+    cols: impl Iterator<Item = ArrayRef>,
+    target: &SchemaRef,
+) -> crate::error::Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = cols
+        .zip(target.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                Ok(cast(&c, f.data_type())?)
+            }
+        })
+        .collect::<crate::error::Result<_>>()?;
+    Ok(RecordBatch::try_new(target.clone(), cols)?)
+}
+
+/// Keeps the rows where the boolean expression `pred` holds (SQL's WHERE).
+fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream {
+    stream
+        .filter(move |b| {
+            let v = eval_column(&pred, b, &DataType::Boolean)?;
+            v.as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .cloned()
+                .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
+        })
+        .name("Filter")
 }
 
 /// A projection stage: evaluates `exprs` over batches of `input` into `out`.
@@ -543,18 +581,8 @@ impl Planner<'_> {
             LogicalPlan::Filter(f) => {
                 let input = self.translate(st, base, tvfs, &f.input)?;
                 let pred = physical(&f.predicate, f.input.schema()).map_err(dferr)?;
-                let s = input.stream.filter(move |b| {
-                    let v = pred
-                        .evaluate(b)
-                        .and_then(|v| v.into_array(b.num_rows()))
-                        .map_err(|e| Error::User(e.to_string()))?;
-                    v.as_any()
-                        .downcast_ref::<arrow::array::BooleanArray>()
-                        .cloned()
-                        .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
-                });
                 Ok(Planned {
-                    stream: s.name("Filter"),
+                    stream: filter_stream(&input.stream, pred),
                 })
             }
             LogicalPlan::SubqueryAlias(a) => self.translate(st, base, tvfs, &a.input),
@@ -739,18 +767,7 @@ impl Planner<'_> {
             let df = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &schema)
                 .map_err(dferr)?;
             let pred = physical(p, &df).map_err(dferr)?;
-            stream = stream
-                .filter(move |b| {
-                    let v = pred
-                        .evaluate(b)
-                        .and_then(|v| v.into_array(b.num_rows()))
-                        .map_err(|e| Error::User(e.to_string()))?;
-                    v.as_any()
-                        .downcast_ref::<arrow::array::BooleanArray>()
-                        .cloned()
-                        .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
-                })
-                .name("Filter");
+            stream = filter_stream(&stream, pred);
         }
         let key_cols = if keys.is_empty() {
             stream = stream.with_column(Field::new("__one", DataType::Int64, false), |b| {
@@ -793,19 +810,7 @@ impl Planner<'_> {
         let t2 = target.clone();
         let out = windowed
             .map_batches(target, move |b| {
-                let cols: Vec<ArrayRef> = pick
-                    .iter()
-                    .zip(t2.fields())
-                    .map(|(i, f)| {
-                        let c = b.column(*i);
-                        if c.data_type() == f.data_type() {
-                            Ok(c.clone())
-                        } else {
-                            Ok(cast(c, f.data_type())?)
-                        }
-                    })
-                    .collect::<crate::error::Result<_>>()?;
-                Ok(RecordBatch::try_new(t2.clone(), cols)?)
+                cast_to(pick.iter().map(|i| b.column(*i).clone()), &t2)
             })
             .name("Aggregate output");
         Ok(Some(Planned { stream: out }))
@@ -915,30 +920,18 @@ impl Planner<'_> {
         }
         fields.push(Field::new("__one", DataType::Int64, false));
         let pre_schema = Arc::new(Schema::new(fields.clone()));
+        // The constant `__one` column keys a global aggregate.
+        let one = Expr::Literal(datafusion::common::ScalarValue::Int64(Some(0)), None);
         let phys: Vec<_> = exprs
             .iter()
+            .chain(std::iter::once(&one))
             .map(|e| physical(e, in_schema))
             .collect::<Result<_, _>>()
             .map_err(dferr)?;
         let pre2 = pre_schema.clone();
         let pre = input
             .stream
-            .map_batches(pre_schema, move |b| {
-                let mut cols: Vec<ArrayRef> = Vec::with_capacity(phys.len() + 1);
-                for (e, f) in phys.iter().zip(pre2.fields()) {
-                    let a = e
-                        .evaluate(&b)
-                        .and_then(|v| v.into_array(b.num_rows()))
-                        .map_err(|e| Error::User(e.to_string()))?;
-                    cols.push(if a.data_type() == f.data_type() {
-                        a
-                    } else {
-                        cast(&a, f.data_type())?
-                    });
-                }
-                cols.push(Arc::new(Int64Array::from(vec![0i64; b.num_rows()])));
-                Ok(RecordBatch::try_new(pre2.clone(), cols)?)
-            })
+            .map_batches(pre_schema, move |b| eval_all(&phys, &pre2, &b))
             .name("Aggregate input");
         let keys: Vec<String> = if groups == 0 {
             vec!["__one".into()]
@@ -970,21 +963,7 @@ impl Planner<'_> {
         // Cast to the types DataFusion gave the aggregate's output.
         let target = arrow_schema(&agg.schema);
         let t2 = target.clone();
-        let s = aggregated.map_batches(target, move |b| {
-            let cols: Vec<ArrayRef> = b
-                .columns()
-                .iter()
-                .zip(t2.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c.clone())
-                    } else {
-                        Ok(cast(c, f.data_type())?)
-                    }
-                })
-                .collect::<crate::error::Result<_>>()?;
-            Ok(RecordBatch::try_new(t2.clone(), cols)?)
-        });
+        let s = aggregated.map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2));
         Ok(Planned {
             stream: s.name("Aggregate output"),
         })
