@@ -72,6 +72,10 @@ pub enum Error {
         source: object_store::Error,
     },
 
+    /// The cluster's control or data plane failed (a lost taskmanager, a broken connection).
+    #[error("cluster: {0}")]
+    Network(String),
+
     /// A user function reported an error.
     #[error("{0}")]
     User(String),

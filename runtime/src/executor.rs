@@ -76,15 +76,47 @@ pub struct CheckpointStats {
     pub history: Vec<CompletedCheckpoint>,
 }
 
-struct Shared {
+/// Where a job is in its life, with Flink's names (`GET /jobs/{id}` reports them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Submitted; waiting for its first deployment (slots).
+    Created,
+    Running,
+    /// A task failed; the job restarts from its latest checkpoint.
+    Restarting,
+    /// Every task finished (also after stop-with-savepoint).
+    Finished,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    /// Finished, failed or canceled: nothing more will happen.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled
+        )
+    }
+}
+
+pub(crate) struct Shared {
     stats: Mutex<CheckpointStats>,
     metrics: Mutex<Vec<(String, Arc<TaskMetrics>)>>,
+    status: Mutex<(JobStatus, Option<String>)>,
 }
 
 impl Shared {
     fn stats(&self, f: impl FnOnce(&mut CheckpointStats)) {
         if let Ok(mut s) = self.stats.lock() {
             f(&mut s);
+        }
+    }
+
+    fn set_status(&self, status: JobStatus, error: Option<String>) {
+        if let Ok(mut s) = self.status.lock() {
+            *s = (status, error);
         }
     }
 }
@@ -113,6 +145,15 @@ impl JobHandle {
     /// The job's id (names its checkpoint directory).
     pub fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    /// The job's state and, when it failed, why.
+    pub fn status(&self) -> (JobStatus, Option<String>) {
+        self.shared
+            .status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or((JobStatus::Failed, Some("status lock poisoned".into())))
     }
 
     /// Asks every task to stop; [`wait`](Self::wait) then returns `Cancelled`.
@@ -328,6 +369,16 @@ pub fn chains(graph: &JobGraph) -> Vec<Vec<NodeId>> {
 /// Starts a job in this process. Problems with the graph, its configuration or the
 /// checkpoint it restores from are returned here, before anything runs.
 pub fn execute(graph: JobGraph) -> Result<JobHandle> {
+    execute_with(graph, None)
+}
+
+/// Runs a job whose tasks a cluster deploys (`remote`), or in this process (`None`). With a
+/// cluster the first deployment happens on the job master thread (it may wait for slots), so
+/// this returns at once with the job `Created`.
+pub(crate) fn execute_with(
+    graph: JobGraph,
+    remote: Option<Arc<dyn RemoteDeployer>>,
+) -> Result<JobHandle> {
     validate(&graph)?;
     let cfg = graph.config.clone();
     let job_id = cfg.job_id.clone().unwrap_or_else(random_job_id);
@@ -377,22 +428,31 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
         graph,
         job_id: job_id.clone(),
         storage,
+        remote,
     });
     let shared = Arc::new(Shared {
         stats: Mutex::new(CheckpointStats::default()),
         metrics: Mutex::new(Vec::new()),
+        status: Mutex::new((JobStatus::Created, None)),
     });
     let restored = restored.map(Arc::new);
     if let Some(r) = &restored {
         shared.stats(|s| s.restored = Some(r.url.clone()));
     }
     let (upload_tx, upload_rx) = unbounded();
-    let first = deploy(&plan, restored.as_deref(), &shared)?;
+    let first = if plan.remote.is_none() {
+        let a = deploy(&plan, restored.as_deref(), &shared)?;
+        shared.set_status(JobStatus::Running, None);
+        Some(a)
+    } else {
+        None
+    };
     let (cmd_tx, cmd_rx) = unbounded();
     let master_shared = shared.clone();
     let master = std::thread::Builder::new()
         .name("job-master".into())
         .spawn(move || {
+            let status = master_shared.clone();
             let mut m = Master {
                 plan,
                 shared: master_shared,
@@ -403,7 +463,20 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
                 initial: restored,
                 graveyard: Vec::new(),
             };
-            m.run(first)
+            let result = match first {
+                Some(a) => m.run(a),
+                None => match m.first_remote_deploy() {
+                    Ok(Some(a)) => m.run(a),
+                    Ok(None) => Ok(JobOutcome::Cancelled),
+                    Err(e) => Err(e),
+                },
+            };
+            match &result {
+                Ok(JobOutcome::Cancelled) => status.set_status(JobStatus::Canceled, None),
+                Ok(_) => status.set_status(JobStatus::Finished, None),
+                Err(e) => status.set_status(JobStatus::Failed, Some(e.to_string())),
+            }
+            result
         })
         .map_err(|e| Error::io("spawn job master thread", "", e))?;
     Ok(JobHandle {
@@ -412,6 +485,58 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
         shared,
         job_id,
     })
+}
+
+/// Deploys attempts of a job on a cluster (the jobmanager's side of it).
+pub(crate) trait RemoteDeployer: Send + Sync {
+    /// Starts every task of one attempt on the cluster's taskmanagers. `restore` is the
+    /// checkpoint directory to restore from. Fails (and leaves nothing running) when too few
+    /// slots are free or a taskmanager refuses.
+    fn deploy(&self, request: DeployRequest<'_>) -> Result<RemoteAttempt>;
+}
+
+/// What a cluster needs to deploy one attempt.
+pub(crate) struct DeployRequest<'a> {
+    pub job_id: &'a str,
+    pub attempt: u64,
+    pub restore: Option<&'a str>,
+    /// Every task of the plan: (chain, subtask, name), in task-index order.
+    pub tasks: &'a [(usize, usize, String)],
+    /// Record counters per task, kept current from the taskmanagers' heartbeats.
+    pub metrics: Vec<Arc<TaskMetrics>>,
+}
+
+/// A deployed attempt as the job master sees it.
+pub(crate) struct RemoteAttempt {
+    pub controls: Vec<ControlTx>,
+    pub events: Receiver<TaskEvent>,
+    /// Cancels the attempt's tasks wherever they run.
+    pub teardown: Box<dyn FnOnce() + Send>,
+}
+
+/// Where the job master's messages to one task go.
+pub(crate) enum ControlTx {
+    Local(Sender<TaskControl>),
+    Remote(Box<dyn Fn(TaskControl) + Send>),
+    /// The task runs elsewhere (a taskmanager's share of an attempt).
+    Absent,
+}
+
+impl ControlTx {
+    pub(crate) fn send(&self, c: TaskControl) {
+        match self {
+            ControlTx::Local(tx) => {
+                let _ = tx.send(c);
+            }
+            ControlTx::Remote(f) => f(c),
+            ControlTx::Absent => {}
+        }
+    }
+}
+
+/// A fresh random job id (32 hex digits, as Flink's).
+pub fn new_job_id() -> String {
+    random_job_id()
 }
 
 fn random_job_id() -> String {
@@ -435,34 +560,82 @@ struct Plan {
     chains: Vec<Vec<NodeId>>,
     job_id: String,
     storage: Option<CheckpointStorage>,
+    remote: Option<Arc<dyn RemoteDeployer>>,
 }
 
-/// One deployment of the job: its task threads and their links.
-struct Attempt {
+/// One deployment of the job (or, on a taskmanager, its share of one): its task threads and
+/// their links.
+pub(crate) struct Attempt {
     threads: Vec<JoinHandle<()>>,
-    cancel: Arc<AtomicBool>,
-    controls: Vec<Sender<TaskControl>>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) controls: Vec<ControlTx>,
     /// Per task: (chain index, subtask, name).
-    tasks: Vec<(usize, usize, String)>,
+    pub(crate) tasks: Vec<(usize, usize, String)>,
     sources: Vec<usize>,
-    events: Receiver<TaskEvent>,
+    pub(crate) events: Receiver<TaskEvent>,
+    on_teardown: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Attempt {
     fn broadcast(&self, c: TaskControl) {
         for tx in &self.controls {
-            let _ = tx.send(c);
+            tx.send(c);
         }
     }
 
-    fn teardown(self) {
+    pub(crate) fn teardown(mut self) {
         self.cancel.store(true, Ordering::SeqCst);
+        if let Some(f) = self.on_teardown.take() {
+            f();
+        }
         drop(self.controls);
         for t in self.threads {
             // Panics are caught inside the thread; a join error carries nothing more.
             let _ = t.join();
         }
     }
+}
+
+/// Record counters of the tasks started in this process, by task name.
+pub(crate) type NamedMetrics = Vec<(String, Arc<TaskMetrics>)>;
+
+/// Every task of a plan, in task-index order: (chain, subtask, name).
+pub(crate) fn task_list(graph: &JobGraph, chains: &[Vec<NodeId>]) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    for (c, nodes) in chains.iter().enumerate() {
+        let p = graph.nodes[nodes[0]].parallelism;
+        let chain_name = nodes
+            .iter()
+            .map(|n| graph.nodes[*n].name.as_str())
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        for j in 0..p {
+            out.push((c, j, format!("{chain_name} ({}/{p})", j + 1)));
+        }
+    }
+    out
+}
+
+/// How a taskmanager's share of an attempt connects to the tasks that run elsewhere.
+pub(crate) struct Hosting<'a> {
+    /// Whether the task with this index runs here.
+    pub local: &'a dyn Fn(usize) -> bool,
+    /// A sender for input channel `channel` of remote task `task`.
+    pub connect: &'a dyn Fn(usize, u32) -> Result<Sender<Envelope>>,
+    /// Makes the input of local task `task` reachable from other taskmanagers.
+    pub register_input: &'a dyn Fn(usize, Sender<Envelope>),
+}
+
+/// A taskmanager's share of one attempt: starts the tasks that `hosting` places here,
+/// connected to the others through it.
+pub(crate) fn deploy_share(
+    graph: &JobGraph,
+    restored: Option<&RestoredCheckpoint>,
+    attempt_id: u64,
+    hosting: &Hosting<'_>,
+) -> Result<(Attempt, NamedMetrics)> {
+    let chains = chains(graph);
+    deploy_tasks(graph, &chains, restored, attempt_id, Some(hosting))
 }
 
 type Receivers = HashMap<(usize, usize), crossbeam_channel::Receiver<Envelope>>;
@@ -498,8 +671,76 @@ fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -
     if let Some(r) = restored {
         check_restore(graph, r)?;
     }
+    let attempt_id = mix_attempt();
+    if let Some(remote) = &plan.remote {
+        let tasks = task_list(graph, &plan.chains);
+        let metrics: Vec<Arc<TaskMetrics>> = tasks
+            .iter()
+            .map(|_| Arc::new(TaskMetrics::default()))
+            .collect();
+        let r = remote.deploy(DeployRequest {
+            job_id: &plan.job_id,
+            attempt: attempt_id,
+            restore: restored.map(|r| r.url.as_str()),
+            tasks: &tasks,
+            metrics: metrics.clone(),
+        })?;
+        let sources = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, (c, _, _))| {
+                matches!(
+                    graph.nodes[plan.chains[*c][0]].kind,
+                    NodeKind::Source { .. }
+                )
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if let Ok(mut m) = shared.metrics.lock() {
+            *m = tasks
+                .iter()
+                .zip(metrics)
+                .map(|((_, _, n), m)| (n.clone(), m))
+                .collect();
+        }
+        return Ok(Attempt {
+            threads: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            controls: r.controls,
+            tasks,
+            sources,
+            events: r.events,
+            on_teardown: Some(r.teardown),
+        });
+    }
+    let (attempt, metrics) = deploy_tasks(graph, &plan.chains, restored, attempt_id, None)?;
+    if let Ok(mut m) = shared.metrics.lock() {
+        *m = metrics;
+    }
+    Ok(attempt)
+}
+
+/// Starts the tasks of one attempt that run in this process: all of them, or with `hosting`
+/// those it places here.
+fn deploy_tasks(
+    graph: &JobGraph,
+    chains: &[Vec<NodeId>],
+    restored: Option<&RestoredCheckpoint>,
+    attempt_id: u64,
+    hosting: Option<&Hosting<'_>>,
+) -> Result<(Attempt, NamedMetrics)> {
     let cfg = &graph.config;
-    let chains = &plan.chains;
+    let mut offsets = Vec::with_capacity(chains.len());
+    let mut chain_of = HashMap::new();
+    let mut total = 0;
+    for (c, nodes) in chains.iter().enumerate() {
+        offsets.push(total);
+        total += graph.nodes[nodes[0]].parallelism;
+        for n in nodes {
+            chain_of.insert(*n, c);
+        }
+    }
+    let local = |task: usize| hosting.is_none_or(|h| (h.local)(task));
 
     // Input channels of every chain head subtask, and who sends on which channel.
     let mut receivers: Receivers = HashMap::new();
@@ -514,19 +755,24 @@ fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -
             continue;
         }
         for j in 0..p {
+            channel_inputs.insert((c, j), Vec::new());
+            if !local(offsets[c] + j) {
+                continue;
+            }
             let (tx, rx) = bounded(cfg.channel_capacity);
+            if let Some(h) = hosting {
+                (h.register_input)(offsets[c] + j, tx.clone());
+            }
             receivers.insert((c, j), rx);
             senders.insert((c, j), tx);
-            channel_inputs.insert((c, j), Vec::new());
         }
         for (ei, e) in graph.edges.iter().enumerate().filter(|(_, e)| e.to == head) {
             let up_p = graph.nodes[e.from].parallelism;
+            let up_chain = *chain_of
+                .get(&e.from)
+                .ok_or_else(|| Error::InvalidGraph("edge from a node in no chain".into()))?;
             for j in 0..p {
                 let inputs = channel_inputs.entry((c, j)).or_default();
-                let tx = senders
-                    .get(&(c, j))
-                    .cloned()
-                    .ok_or_else(|| Error::InvalidGraph("missing channel".into()))?;
                 let ups: Vec<usize> = if matches!(e.partitioning, Partitioning::Forward) {
                     vec![j]
                 } else {
@@ -535,10 +781,20 @@ fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -
                 for u in ups {
                     let channel = inputs.len() as u32;
                     inputs.push(e.input);
-                    edge_targets.entry((ei, u)).or_default().push(Target {
-                        tx: tx.clone(),
-                        channel,
-                    });
+                    if !local(offsets[up_chain] + u) {
+                        continue;
+                    }
+                    let tx = match (senders.get(&(c, j)), hosting) {
+                        (Some(tx), _) => tx.clone(),
+                        (None, Some(h)) => (h.connect)(offsets[c] + j, channel)?,
+                        (None, None) => {
+                            return Err(Error::InvalidGraph("missing channel".into()));
+                        }
+                    };
+                    edge_targets
+                        .entry((ei, u))
+                        .or_default()
+                        .push(Target { tx, channel });
                 }
             }
         }
@@ -553,14 +809,15 @@ fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -
         tasks: Vec::new(),
         sources: Vec::new(),
         events,
+        on_teardown: None,
     };
     let mut metrics = Vec::new();
-    let attempt_id = mix_attempt();
     let spawned = spawn_tasks(
         graph,
         chains,
         restored,
         attempt_id,
+        &local,
         &events_tx,
         &mut receivers,
         &mut channel_inputs,
@@ -574,10 +831,7 @@ fn deploy(plan: &Plan, restored: Option<&RestoredCheckpoint>, shared: &Shared) -
         attempt.teardown();
         return Err(e);
     }
-    if let Ok(mut m) = shared.metrics.lock() {
-        *m = metrics;
-    }
-    Ok(attempt)
+    Ok((attempt, metrics))
 }
 
 fn mix_attempt() -> u64 {
@@ -596,6 +850,7 @@ fn spawn_tasks(
     chains: &[Vec<NodeId>],
     restored: Option<&RestoredCheckpoint>,
     attempt_id: u64,
+    local: &dyn Fn(usize) -> bool,
     events_tx: &Sender<TaskEvent>,
     receivers: &mut Receivers,
     channel_inputs: &mut HashMap<(usize, usize), Vec<usize>>,
@@ -615,6 +870,12 @@ fn spawn_tasks(
             .join(" -> ");
         for j in 0..p {
             let task_name = format!("{chain_name} ({}/{p})", j + 1);
+            let index = attempt.tasks.len();
+            if !local(index) {
+                attempt.controls.push(ControlTx::Absent);
+                attempt.tasks.push((c, j, task_name));
+                continue;
+            }
             let mut ops = Vec::new();
             let mut node_ids = Vec::new();
             for n in nodes {
@@ -679,7 +940,6 @@ fn spawn_tasks(
                 node_ids,
                 emitter,
             };
-            let index = attempt.tasks.len();
             let (control_tx, control_rx) = unbounded();
             let link = TaskLink {
                 index,
@@ -778,7 +1038,7 @@ fn spawn_tasks(
                 })
                 .map_err(|e| Error::io("spawn task thread", "", e))?;
             attempt.threads.push(handle);
-            attempt.controls.push(control_tx);
+            attempt.controls.push(ControlTx::Local(control_tx));
             attempt.tasks.push((c, j, task_name));
         }
     }
@@ -852,6 +1112,8 @@ impl Master {
                 }
                 AttemptEnd::Failed(e) => e,
             };
+            self.shared
+                .set_status(JobStatus::Restarting, Some(error.to_string()));
             attempt.teardown();
             attempt = loop {
                 let Some(delay) = tracker.on_failure() else {
@@ -870,7 +1132,10 @@ impl Master {
                         .spawn(move || drop(dead));
                 }
                 match redeployed {
-                    Ok(a) => break a,
+                    Ok(a) => {
+                        self.shared.set_status(JobStatus::Running, None);
+                        break a;
+                    }
                     Err(e) => tracing::error!(error = %e, "restart failed"),
                 }
             };
@@ -888,6 +1153,27 @@ impl Master {
                     let _ = reply.send(Err(Error::Checkpoint("the job is restarting".into())));
                 }
                 Err(_) => return false,
+            }
+        }
+    }
+
+    /// A cluster job's first deployment: retried while slots are missing, for up to
+    /// five minutes (Flink's `slot.request.timeout`). `None` when cancelled meanwhile.
+    fn first_remote_deploy(&mut self) -> Result<Option<Attempt>> {
+        let until = Instant::now() + Duration::from_secs(300);
+        loop {
+            match self.redeploy() {
+                Ok(a) => {
+                    self.shared.set_status(JobStatus::Running, None);
+                    return Ok(Some(a));
+                }
+                Err(e) if Instant::now() < until => {
+                    tracing::info!(error = %e, "cannot deploy yet; retrying");
+                    if self.pause(Duration::from_millis(500)) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -1132,7 +1418,7 @@ impl Master {
         });
         self.shared.stats(|s| s.triggered += 1);
         for t in &attempt.sources {
-            let _ = attempt.controls[*t].send(TaskControl::Trigger(barrier));
+            attempt.controls[*t].send(TaskControl::Trigger(barrier));
         }
     }
 

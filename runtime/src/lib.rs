@@ -16,6 +16,7 @@
 pub mod api;
 pub mod bench;
 pub mod checkpoint;
+pub mod cluster;
 pub mod connectors;
 pub mod element;
 pub mod error;

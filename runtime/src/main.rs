@@ -2,8 +2,8 @@
 //!
 //! Subcommands: `run` (a SQL script in the embedded mini-cluster), `explain` (its dataflow
 //! plan), and `bench` (the end-to-end benchmark workloads behind `bench/run`, with or without
-//! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`). `jobmanager`,
-//! `taskmanager` and `job` arrive with the cluster issue.
+//! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
+//! `taskmanager` (the processes of a standalone cluster), and `job` (the REST API's client).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -48,6 +48,40 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Starts a jobmanager: REST API (`rest.port`, 8081), taskmanager registration over gRPC
+    /// (`jobmanager.rpc.port`, 6123), the job masters of the submitted jobs.
+    Jobmanager {
+        /// A configuration file of `key: value` lines with Flink's keys.
+        #[arg(long)]
+        config: Option<String>,
+        /// A configuration key (wins over the file and the environment). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Starts a taskmanager that offers `taskmanager.numberOfTaskSlots` slots to the
+    /// jobmanager at `--jobmanager host:port` (or `JOB_MANAGER_RPC_ADDRESS`).
+    Taskmanager {
+        #[arg(long)]
+        config: Option<String>,
+        /// The jobmanager's RPC address (`jobmanager.rpc.address[:jobmanager.rpc.port]`).
+        #[arg(long)]
+        jobmanager: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Talks to a running jobmanager's REST API.
+    Job {
+        /// The jobmanager's REST address.
+        #[arg(
+            long,
+            env = "FLINK_RS_REST",
+            default_value = "http://127.0.0.1:8081",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        action: JobAction,
+    },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
         /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 | nexmark-q1 | nexmark-q2
@@ -70,6 +104,87 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         fail_after_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum JobAction {
+    /// Submits a SQL script; prints the job id.
+    Submit {
+        script: String,
+        #[arg(long)]
+        parallelism: Option<usize>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Lists the jobs: id, state, name.
+    List,
+    /// Prints a job's details as JSON (`GET /jobs/{id}`).
+    Status { id: String },
+    /// Cancels a job.
+    Cancel { id: String },
+    /// Takes a savepoint; prints its location.
+    Savepoint {
+        id: String,
+        #[arg(long)]
+        dir: Option<String>,
+    },
+    /// Stops a job with a savepoint; prints its location.
+    Stop {
+        id: String,
+        #[arg(long)]
+        dir: Option<String>,
+    },
+}
+
+/// With `FLINK_RS_EXIT_WITH_PARENT=1` (set by test harnesses), the process exits when the
+/// process that started it is gone, so no server outlives a test that failed.
+fn exit_with_parent() {
+    if std::env::var_os("FLINK_RS_EXIT_WITH_PARENT").is_none() {
+        return;
+    }
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(1);
+                }
+            }
+        });
+}
+
+/// Stops when SIGINT or SIGTERM arrives.
+fn stop_on_signal() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                });
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                // The servers have no more work worth waiting for.
+                std::process::exit(0);
+            }
+        })
+        .context("starting the signal handler")?;
+    Ok(stop)
 }
 
 /// `--parallelism` and `--set key=value` as configuration pairs.
@@ -106,6 +221,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    exit_with_parent();
     let cli = Cli::parse();
     match cli.command {
         Command::Run {
@@ -154,6 +270,28 @@ fn main() -> anyhow::Result<()> {
             let job = compile(&script, &settings(parallelism, &set)?)?;
             print!("{}", job.env.graph().explain());
         }
+        Command::Jobmanager { config, set } => {
+            let cfg =
+                flink_rs::cluster::ClusterConfig::load(config.as_deref(), &settings(None, &set)?)
+                    .context("reading the configuration")?;
+            flink_rs::cluster::jobmanager::run(cfg, stop_on_signal()?).context("jobmanager")?;
+        }
+        Command::Taskmanager {
+            config,
+            jobmanager,
+            set,
+        } => {
+            let mut cfg =
+                flink_rs::cluster::ClusterConfig::load(config.as_deref(), &settings(None, &set)?)
+                    .context("reading the configuration")?;
+            if let Some(jm) = jobmanager {
+                cfg.set("jobmanager.rpc.address", &jm);
+            }
+            let opts = flink_rs::cluster::taskmanager::TaskManagerOptions::from_config(&cfg)
+                .context("taskmanager configuration")?;
+            flink_rs::cluster::taskmanager::run(opts, stop_on_signal()?).context("taskmanager")?;
+        }
+        Command::Job { url, action } => job_command(&url, action)?,
         Command::Bench {
             workload,
             parallelism,
@@ -184,6 +322,66 @@ fn main() -> anyhow::Result<()> {
             let result = run_with(w, parallelism, events, &opts)
                 .with_context(|| format!("benchmark `{workload}` failed"))?;
             println!("{}", serde_json::to_string(&result)?);
+        }
+    }
+    Ok(())
+}
+
+fn job_command(url: &str, action: JobAction) -> anyhow::Result<()> {
+    let client = flink_rs::cluster::client::RestClient::new(url)?;
+    match action {
+        JobAction::Submit {
+            script,
+            parallelism,
+            set,
+        } => {
+            let text = if script == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the script from stdin")?
+            } else {
+                std::fs::read_to_string(&script).with_context(|| format!("reading {script}"))?
+            };
+            let id = client
+                .submit(&text, &settings(parallelism, &set)?)
+                .with_context(|| format!("submitting {script}"))?;
+            println!("{id}");
+        }
+        JobAction::List => {
+            let v = client.get("/jobs/overview")?;
+            for j in v["jobs"].as_array().into_iter().flatten() {
+                println!(
+                    "{}\t{}\t{}",
+                    j["jid"].as_str().unwrap_or_default(),
+                    j["state"].as_str().unwrap_or_default(),
+                    j["name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        JobAction::Status { id } => {
+            let v = client.get(&format!("/jobs/{id}"))?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        JobAction::Cancel { id } => {
+            client.cancel(&id)?;
+            eprintln!("cancelling job {id}");
+        }
+        JobAction::Savepoint { id, dir } => {
+            let p = client.savepoint(
+                &id,
+                dir.as_deref(),
+                false,
+                std::time::Duration::from_secs(600),
+            )?;
+            println!("{p}");
+        }
+        JobAction::Stop { id, dir } => {
+            let p = client.savepoint(
+                &id,
+                dir.as_deref(),
+                true,
+                std::time::Duration::from_secs(600),
+            )?;
+            println!("{p}");
         }
     }
     Ok(())

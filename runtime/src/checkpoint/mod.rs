@@ -64,7 +64,7 @@ pub enum CheckpointingMode {
 }
 
 /// What one operator instance hands over in a snapshot.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OperatorSnapshot {
     /// Keyed state (and timers) per key group: moves to whichever subtask owns the key group
     /// after a restore, at any parallelism.

@@ -204,6 +204,16 @@ pub fn compile(
             }
         }
     }
+    let mut restart_set = overrides
+        .iter()
+        .any(|(k, _)| k.starts_with("restart-strategy"));
+    for st in &statements {
+        if kind(st).starts_with("SET") {
+            if let Ok(Some((k, _))) = parse_set(st) {
+                restart_set |= k.starts_with("restart-strategy");
+            }
+        }
+    }
     for (k, v) in overrides {
         apply_setting(&mut cfg, k, v).map_err(|m| SqlError {
             statement: 0,
@@ -211,6 +221,17 @@ pub fn compile(
             column: 0,
             message: format!("--set {m}"),
         })?;
+    }
+    // Flink's default: a checkpointed job without a configured restart strategy restarts
+    // with exponential delay (1 s growing by 1.5 up to 1 min) instead of failing.
+    if !restart_set && cfg.checkpoint.interval.is_some() && cfg.restart == RestartStrategy::None {
+        cfg.restart = RestartStrategy::ExponentialDelay {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            multiplier: 1.5,
+            reset_after: Duration::from_secs(3600),
+            attempts: u32::MAX,
+        };
     }
     let env = StreamExecutionEnvironment::with_config(cfg);
     // Flink keeps identifiers as written (`dateTime`), so no lower-casing of unquoted names.

@@ -1,0 +1,28 @@
+//! The distributed cluster: a jobmanager (REST API, gRPC control plane, the job masters of
+//! its jobs) and taskmanagers (slots running tasks, connected to each other by the TCP data
+//! plane). `flink-rs jobmanager` and `flink-rs taskmanager` start them.
+//!
+//! How a job runs on it: the jobmanager compiles the submitted SQL into a plan and places
+//! subtask `j` of every chain in slot `j` (Flink's slot sharing: a slot holds one parallel
+//! slice of the whole pipeline). Each taskmanager receives the script and the placement,
+//! compiles the same plan itself (every worker runs the same binary; no code is shipped) and
+//! starts its tasks; channels between tasks in the same taskmanager stay in-process, the
+//! others go over [`net`]. The job master is the engine's own ([`crate::executor`]): it
+//! triggers checkpoints, collects the snapshots the taskmanagers send, writes them to
+//! checkpoint storage, and on a task failure or a lost taskmanager redeploys every task from
+//! the latest completed checkpoint on the slots available.
+
+pub mod client;
+pub mod config;
+pub mod jobmanager;
+pub(crate) mod net;
+mod rest;
+pub mod taskmanager;
+
+/// The generated gRPC types and services (`proto/cluster.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("flinkrs.cluster.v1");
+}
+
+pub use config::ClusterConfig;

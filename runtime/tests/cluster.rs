@@ -1,0 +1,520 @@
+//! The standalone cluster as real processes on 127.0.0.1: a jobmanager and taskmanagers
+//! started from the `flink-rs` binary, a SQL job submitted over REST, processes SIGKILLed
+//! mid-run. The exactly-once file sink's output must equal a failure-free run's, record for
+//! record. Every process is killed when the test ends (pass or fail), and exits by itself
+//! if the test process dies (`FLINK_RS_EXIT_WITH_PARENT`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flink_rs::cluster::client::RestClient;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flink-rs");
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String], log: &Path) -> Proc {
+    let log = std::fs::File::create(log).expect("log file");
+    let child = Command::new(BIN)
+        .args(args)
+        .env("FLINK_RS_EXIT_WITH_PARENT", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start flink-rs");
+    Proc(child)
+}
+
+struct Cluster {
+    dir: PathBuf,
+    jm: Option<Proc>,
+    tms: Vec<Proc>,
+    rpc: String,
+    rest: String,
+    started: usize,
+}
+
+impl Cluster {
+    fn jm_args(&self, rpc_port: &str, rest_port: &str) -> Vec<String> {
+        [
+            "jobmanager".to_string(),
+            "--set".into(),
+            "jobmanager.bind-host=127.0.0.1".into(),
+            "--set".into(),
+            "rest.bind-address=127.0.0.1".into(),
+            "--set".into(),
+            format!("jobmanager.rpc.port={rpc_port}"),
+            "--set".into(),
+            format!("rest.port={rest_port}"),
+            "--set".into(),
+            format!(
+                "state.checkpoints.dir={}",
+                self.dir.join("checkpoints").display()
+            ),
+            "--set".into(),
+            "heartbeat.interval=200".into(),
+            "--set".into(),
+            "heartbeat.timeout=3000".into(),
+        ]
+        .to_vec()
+    }
+
+    /// Starts a jobmanager on free ports and `tms` taskmanagers with one slot each.
+    fn start(dir: &Path, tms: usize) -> Cluster {
+        let mut c = Cluster {
+            dir: dir.to_path_buf(),
+            jm: None,
+            tms: Vec::new(),
+            rpc: String::new(),
+            rest: String::new(),
+            started: 0,
+        };
+        c.start_jm("0", "0");
+        for _ in 0..tms {
+            c.start_tm();
+        }
+        c.wait_for_slots(tms);
+        c
+    }
+
+    fn start_jm(&mut self, rpc_port: &str, rest_port: &str) {
+        self.started += 1;
+        let args = self.jm_args(rpc_port, rest_port);
+        let mut p = spawn(&args, &self.dir.join(format!("jm-{}.log", self.started)));
+        // First stdout line: "jobmanager rpc=ADDR rest=ADDR".
+        let out = p.0.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(out)
+            .read_line(&mut line)
+            .expect("jobmanager line");
+        for part in line.split_whitespace() {
+            if let Some(a) = part.strip_prefix("rpc=") {
+                self.rpc = a.to_string();
+            }
+            if let Some(a) = part.strip_prefix("rest=") {
+                self.rest = format!("http://{a}");
+            }
+        }
+        assert!(!self.rest.is_empty(), "jobmanager printed `{line}`");
+        self.jm = Some(p);
+    }
+
+    fn start_tm(&mut self) {
+        self.started += 1;
+        let args: Vec<String> = [
+            "taskmanager",
+            "--jobmanager",
+            &self.rpc,
+            "--set",
+            "taskmanager.bind-host=127.0.0.1",
+            "--set",
+            "taskmanager.host=127.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = spawn(&args, &self.dir.join(format!("tm-{}.log", self.started)));
+        self.tms.push(p);
+    }
+
+    fn client(&self) -> RestClient {
+        RestClient::new(&self.rest).expect("client")
+    }
+
+    fn wait_for_slots(&self, n: usize) {
+        let c = self.client();
+        wait("taskmanagers to register", Duration::from_secs(30), || {
+            c.get("/overview")
+                .ok()
+                .is_some_and(|v| v["slots-available"].as_u64() == Some(n as u64))
+        });
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", p.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A windowed aggregation into the exactly-once file sink; `rate` rows/s (0: unlimited).
+fn job(out: &Path, rows: u64, rate: u64) -> String {
+    let rate = if rate > 0 {
+        format!("'rows-per-second' = '{rate}',")
+    } else {
+        String::new()
+    };
+    format!(
+        "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '500 ms';
+CREATE TABLE bids (
+  auction BIGINT, price BIGINT, ts TIMESTAMP(3), bucket AS auction % 10,
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
+) WITH (
+  'connector' = 'datagen', 'number-of-rows' = '{rows}', {rate}
+  'fields.auction.kind' = 'random', 'fields.auction.min' = '1000', 'fields.auction.max' = '1099',
+  'fields.price.kind' = 'random', 'fields.price.min' = '1', 'fields.price.max' = '500',
+  'fields.ts.kind' = 'sequence', 'fields.ts.start' = '1577836800000'
+);
+CREATE TABLE results (
+  window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, bids BIGINT, max_price BIGINT
+) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+INSERT INTO results
+SELECT window_start, window_end, bucket, COUNT(*), MAX(price)
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY window_start, window_end, bucket;
+",
+        out.display()
+    )
+}
+
+/// The published part files' lines, sorted.
+fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// The same job in the embedded mini-cluster, without failures.
+fn reference(dir: &Path, rows: u64) -> Vec<String> {
+    let out = dir.join("reference");
+    let mut sql = job(&out, rows, 0);
+    sql = sql.replace("SET 'execution.checkpointing.interval' = '500 ms';", "");
+    let compiled = flink_rs::sql::compile(&sql, flink_rs::graph::ExecutionConfig::default(), &[])
+        .expect("compile");
+    compiled.env.execute().expect("reference run");
+    committed(&out)
+}
+
+fn status(c: &RestClient, id: &str) -> Value {
+    c.get(&format!("/jobs/{id}")).unwrap_or(Value::Null)
+}
+
+fn completed_checkpoints(c: &RestClient, id: &str) -> u64 {
+    c.get(&format!("/jobs/{id}/checkpoints"))
+        .ok()
+        .and_then(|v| v["counts"]["completed"].as_u64())
+        .unwrap_or(0)
+}
+
+fn wait_finished(cluster: &Cluster, id: &str) -> Value {
+    let c = cluster.client();
+    let until = Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = status(&c, id);
+        match s["state"].as_str() {
+            Some("FINISHED") => return s,
+            Some("FAILED") | Some("CANCELED") => {
+                panic!("job ended {s}\n{}", cluster.logs())
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < until,
+            "job did not finish: {s}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const ROWS: u64 = 60_000;
+const RATE: u64 = 6_000;
+
+#[test]
+fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    assert!(
+        expected.len() > 100,
+        "reference has {} rows",
+        expected.len()
+    );
+    let mut cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+    let out = tmp.path().join("out");
+    let (code, v) = c
+        .raw("POST", "/jobs", Some("text/plain"), &job(&out, ROWS, RATE))
+        .expect("submit");
+    assert_eq!(code, 200, "{v}");
+    let id = v["jobid"].as_str().expect("jobid").to_string();
+    wait("two checkpoints", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &id) >= 2
+    });
+    // SIGKILL one taskmanager mid-run; the job cannot run on one slot, so it waits for the
+    // replacement.
+    let mut victim = cluster.tms.remove(0);
+    victim.0.kill().expect("kill taskmanager");
+    let _ = victim.0.wait();
+    wait("the job to notice", Duration::from_secs(30), || {
+        status(&c, &id)["state"] == "RESTARTING" || status(&c, &id)["restarts"].as_u64() >= Some(1)
+    });
+    cluster.start_tm();
+    let s = wait_finished(&cluster, &id);
+    assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    let got = committed(&out);
+    assert_eq!(got.len(), expected.len(), "{}", cluster.logs());
+    assert_eq!(got, expected);
+    // Nothing half-written is left visible.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .expect("out dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && !n.starts_with("part-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    let mut cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+    let out = tmp.path().join("out");
+    let id = c.submit(&job(&out, ROWS, RATE), &[]).expect("submit");
+    wait("two checkpoints", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &id) >= 2
+    });
+    let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
+    let rest_port = cluster.rest.rsplit(':').next().expect("port").to_string();
+    let mut jm = cluster.jm.take().expect("jm");
+    jm.0.kill().expect("kill jobmanager");
+    let _ = jm.0.wait();
+    drop(jm);
+    // The same addresses: the taskmanagers reconnect by themselves.
+    cluster.start_jm(&rpc_port, &rest_port);
+    let c = cluster.client();
+    wait("the job to be recovered", Duration::from_secs(30), || {
+        c.get(&format!("/jobs/{id}")).is_ok()
+    });
+    let s = wait_finished(&cluster, &id);
+    let cps = c
+        .get(&format!("/jobs/{id}/checkpoints"))
+        .expect("checkpoints");
+    assert_eq!(
+        cps["counts"]["restored"], 1,
+        "restored from a checkpoint: {cps}"
+    );
+    assert!(
+        cps["latest"]["restored"]["external_path"]
+            .as_str()
+            .is_some_and(|p| p.contains(&id)),
+        "{cps}"
+    );
+    assert_eq!(s["state"], "FINISHED");
+    assert_eq!(committed(&out), expected, "{}", cluster.logs());
+}
+
+#[test]
+fn rest_api_contract_and_cli() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+
+    let (code, v) = c.raw("GET", "/overview", None, "").expect("overview");
+    assert_eq!(code, 200);
+    assert_eq!(v["taskmanagers"], 2);
+    assert_eq!(v["slots-total"], 2);
+    for k in [
+        "jobs-running",
+        "jobs-finished",
+        "jobs-cancelled",
+        "jobs-failed",
+        "flink-version",
+    ] {
+        assert!(v.get(k).is_some(), "overview lacks {k}: {v}");
+    }
+    let (code, v) = c.raw("GET", "/taskmanagers", None, "").expect("tms");
+    assert_eq!(code, 200);
+    let tms = v["taskmanagers"].as_array().expect("array");
+    assert_eq!(tms.len(), 2);
+    for t in tms {
+        assert_eq!(t["slotsNumber"], 1);
+        assert!(
+            t["id"].as_str().is_some() && t["path"].as_str().is_some(),
+            "{t}"
+        );
+    }
+
+    // Malformed submissions: 400 with Flink's {"errors": [...]}, naming what is wrong.
+    let (code, v) = c
+        .raw("POST", "/jobs", Some("text/plain"), "")
+        .expect("empty");
+    assert_eq!(code, 400);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("empty body")),
+        "{v}"
+    );
+    let (code, v) = c
+        .raw("POST", "/jobs", Some("application/json"), "{\"sql\": 3}")
+        .expect("bad json");
+    assert_eq!(code, 400);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("malformed JSON")),
+        "{v}"
+    );
+    let (code, v) = c
+        .raw(
+            "POST",
+            "/jobs",
+            Some("text/plain"),
+            "CREATE TABLE t (a INT) WITH ('connector' = 'nope');\nINSERT INTO t SELECT 1;",
+        )
+        .expect("bad sql");
+    assert_eq!(code, 400);
+    let e = v["errors"][0].as_str().unwrap_or_default();
+    assert!(e.contains("line 1") && e.contains("nope"), "{v}");
+
+    // Unknown ids: 404 everywhere.
+    for (m, p) in [
+        ("GET", "/jobs/ffff"),
+        ("PATCH", "/jobs/ffff?mode=cancel"),
+        ("GET", "/jobs/ffff/checkpoints"),
+        ("POST", "/jobs/ffff/savepoints"),
+        ("POST", "/jobs/ffff/stop"),
+        ("GET", "/no/such/path"),
+    ] {
+        let (code, v) = c.raw(m, p, None, "").expect("request");
+        assert_eq!(code, 404, "{m} {p}: {v}");
+        assert!(v["errors"].is_array(), "{m} {p}: {v}");
+    }
+
+    // An unbounded job, driven by the CLI: submit, list, status, savepoint, stop.
+    let script = tmp.path().join("job.sql");
+    let sp = tmp.path().join("savepoints");
+    std::fs::write(
+        &script,
+        job(&tmp.path().join("out"), 0, 2000).replace("'number-of-rows' = '0',", ""),
+    )
+    .expect("script");
+    let cli = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(["job", "--url", &cluster.rest])
+            .args(args)
+            .output()
+            .expect("cli");
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, id, err) = cli(&["submit", script.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    assert_eq!(id.len(), 32, "{id}");
+    wait("the job to run", Duration::from_secs(30), || {
+        status(&c, &id)["state"] == "RUNNING" && completed_checkpoints(&c, &id) >= 1
+    });
+    let (ok, list, _) = cli(&["list"]);
+    assert!(
+        ok && list.contains(&id) && list.contains("RUNNING"),
+        "{list}"
+    );
+    let (ok, st, _) = cli(&["status", &id]);
+    assert!(ok, "{st}");
+    let st: Value = serde_json::from_str(&st).expect("status json");
+    assert_eq!(st["jid"], id.as_str());
+    let vertices = st["vertices"].as_array().expect("vertices");
+    assert_eq!(vertices.len(), 2, "{st}");
+    assert!(vertices.iter().all(|v| v["parallelism"] == 2));
+    wait("records to flow", Duration::from_secs(30), || {
+        status(&c, &id)["vertices"][0]["metrics"]["write-records"].as_u64() > Some(0)
+    });
+    let cps = c
+        .get(&format!("/jobs/{id}/checkpoints"))
+        .expect("checkpoints");
+    assert!(
+        cps["latest"]["completed"]["external_path"]
+            .as_str()
+            .is_some(),
+        "{cps}"
+    );
+    let (code, v) = c
+        .raw(
+            "POST",
+            &format!("/jobs/{id}/savepoints"),
+            Some("application/json"),
+            "{\"target-directory\": 5}",
+        )
+        .expect("bad savepoint body");
+    assert_eq!(code, 400, "{v}");
+    let (ok, path, err) = cli(&["savepoint", &id, "--dir", sp.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    assert!(Path::new(&path).join("_metadata").exists(), "{path}");
+    let metrics = c.raw("GET", "/metrics", None, "").expect("metrics");
+    let text = metrics.1.as_str().unwrap_or_default().to_string();
+    assert!(
+        text.contains("flinkrs_task_records_out_total{job_id=\""),
+        "{text}"
+    );
+    assert!(text.contains("flinkrs_checkpoints_total"), "{text}");
+    let (ok, path, err) = cli(&["stop", &id, "--dir", sp.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    assert!(Path::new(&path).join("_metadata").exists(), "{path}");
+    wait("the job to stop", Duration::from_secs(30), || {
+        status(&c, &id)["state"] == "FINISHED"
+    });
+    // A second job, cancelled.
+    let (ok, id2, err) = cli(&["submit", script.to_str().expect("path")]);
+    assert!(ok, "{err}");
+    wait("the job to run", Duration::from_secs(30), || {
+        status(&c, &id2)["state"] == "RUNNING"
+    });
+    let (code, _) = c
+        .raw("PATCH", &format!("/jobs/{id2}?mode=cancel"), None, "")
+        .expect("cancel");
+    assert_eq!(code, 202);
+    wait("the job to cancel", Duration::from_secs(30), || {
+        status(&c, &id2)["state"] == "CANCELED"
+    });
+    let (ok, _, err) = cli(&["status", "0123"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    let (code, v) = c.raw("GET", "/overview", None, "").expect("overview");
+    assert_eq!(code, 200);
+    assert_eq!(v["jobs-finished"], 1, "{v}");
+    assert_eq!(v["jobs-cancelled"], 1, "{v}");
+    assert_eq!(v["slots-available"], 2, "slots are free again: {v}");
+}
