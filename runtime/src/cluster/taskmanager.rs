@@ -39,16 +39,17 @@ impl TaskManagerOptions {
     pub fn from_config(cfg: &ClusterConfig) -> Result<Self> {
         let jm_host = cfg.get_or("jobmanager.rpc.address", "localhost");
         let jm_port = cfg.number("jobmanager.rpc.port", 6123)?;
+        let jobmanager = if jm_host.contains(':') {
+            jm_host.to_string()
+        } else {
+            format!("{jm_host}:{jm_port}")
+        };
         let host = match cfg.get("taskmanager.host") {
             Some(h) => h.to_string(),
-            None => hostname(),
+            None => route_address(&jobmanager).unwrap_or_else(hostname),
         };
         Ok(TaskManagerOptions {
-            jobmanager: if jm_host.contains(':') {
-                jm_host.to_string()
-            } else {
-                format!("{jm_host}:{jm_port}")
-            },
+            jobmanager,
             slots: cfg.number("taskmanager.numberOfTaskSlots", 1)?.max(1) as u32,
             data_bind: format!(
                 "{}:{}",
@@ -59,6 +60,22 @@ impl TaskManagerOptions {
             memory_bytes: cfg.number("taskmanager.memory.process.bytes", 0)?,
         })
     }
+}
+
+/// The local address this host uses to reach `peer` (no packet is sent: connecting a UDP
+/// socket only picks the route). In a container network that is the container's own
+/// address, reachable by the other taskmanagers.
+fn route_address(peer: &str) -> Option<String> {
+    use std::net::ToSocketAddrs;
+    let addr = peer.to_socket_addrs().ok()?.next()?;
+    let bind = if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(addr).ok()?;
+    Some(s.local_addr().ok()?.ip().to_string())
 }
 
 fn hostname() -> String {
