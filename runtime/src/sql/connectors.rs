@@ -143,9 +143,19 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
                 return Err(err("connector", "the filesystem connector needs 'path'"));
             }
             format(def)?;
-            &["connector", "path", "format", "csv.include-header"]
+            number::<u64>(def, "sink.parallelism")?;
+            &[
+                "connector",
+                "path",
+                "format",
+                "csv.include-header",
+                "sink.parallelism",
+            ]
         }
-        "print" | "blackhole" => &["connector"],
+        "print" | "blackhole" => {
+            number::<u64>(def, "sink.parallelism")?;
+            &["connector", "sink.parallelism"]
+        }
         other => {
             return Err(err(
                 "connector",
@@ -317,7 +327,7 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
 
 /// Writes `stream` to the table.
 pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionError> {
-    Ok(match connector(def)? {
+    let written = match connector(def)? {
         "print" => stream.sink(PrintSink::stdout()),
         "blackhole" => stream.sink(BlackholeSink::default()),
         "filesystem" => {
@@ -342,5 +352,11 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
                 format!("unknown connector '{other}'; sinks: {SINKS}"),
             ));
         }
+    };
+    // Flink's `sink.parallelism`: the sink's own parallelism (the job's by default).
+    Ok(match number::<u64>(def, "sink.parallelism")? {
+        Some(0) => return Err(err("sink.parallelism", "must be at least 1")),
+        Some(p) => written.set_parallelism(p as usize),
+        None => written,
     })
 }
