@@ -1,6 +1,6 @@
 -- Bids per auction bucket in 1-second tumbling windows, written exactly-once to CSV part
 -- files. Rate-limited so that it runs for a while on a cluster (about 20 s at the default).
--- Submit: flink-rs job submit examples/cluster/bids_to_files.sql --set sink.path=/tmp/out
+-- Submit: flink-rs job submit examples/cluster/bids_to_files.sql (output in /tmp/flink-rs-bids-out)
 SET 'parallelism.default' = '2';
 SET 'execution.checkpointing.interval' = '1 s';
 

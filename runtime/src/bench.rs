@@ -68,14 +68,19 @@ pub struct BenchResult {
     pub seconds: f64,
     pub events_per_sec: f64,
     pub peak_rss_bytes: u64,
-    /// Rows that reached the sink (a sanity check that the job did its work).
-    pub output_rows: u64,
+    /// Rows that reached the sink (a sanity check that the job did its work). Not measured
+    /// on a cluster (the sinks run in other processes): absent there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_rows: Option<u64>,
     /// Checkpoint interval when checkpointing was on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_interval_ms: Option<u64>,
     /// Checkpoints completed during the run (with checkpointing on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoints_completed: Option<u64>,
+    /// Where it ran, when not in the embedded mini-cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// Checkpointing for a benchmark run.
@@ -329,9 +334,10 @@ impl BenchResult {
             seconds,
             events_per_sec: events as f64 / seconds.max(1e-9),
             peak_rss_bytes: peak_rss_bytes(),
-            output_rows,
+            output_rows: Some(output_rows),
             checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
             checkpoints_completed: opts.checkpoint_interval.map(|_| checkpoints_completed),
+            mode: None,
         }
     }
 }
@@ -529,4 +535,150 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         fail_after_seconds: opts.fail_after.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// Peak resident set size of another process, 0 where unknown.
+fn peak_rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A child process killed when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs a Nexmark SQL query on a standalone cluster started for the run: one jobmanager and
+/// `taskmanagers` taskmanagers (processes of this binary on 127.0.0.1) with enough slots
+/// for `parallelism`. Measures from submission to the job reported finished over REST.
+/// `peak_rss_bytes` is the sum over the cluster's processes.
+pub fn run_nexmark_cluster(
+    name: &str,
+    parallelism: usize,
+    events: u64,
+    taskmanagers: usize,
+) -> Result<BenchResult> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let Some((_, query)) = NEXMARK_QUERIES.iter().find(|(n, _)| *n == name) else {
+        return Err(Error::config(
+            "workload",
+            format!("unknown workload `{name}`"),
+        ));
+    };
+    let ddl = NEXMARK_DDL.replace(
+        "'events.num' = '10000000'",
+        &format!("'events.num' = '{events}'"),
+    );
+    let exe = std::env::current_exe().map_err(|e| Error::io("find own binary", "", e))?;
+    let tms = taskmanagers.max(1);
+    let slots = parallelism.div_ceil(tms).max(1);
+    let spawn = |args: &[String]| -> Result<ChildGuard> {
+        Command::new(&exe)
+            .args(args)
+            .env("FLINK_RS_EXIT_WITH_PARENT", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map(ChildGuard)
+            .map_err(|e| Error::io("start cluster process", exe.clone(), e))
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut jm = spawn(&s(&[
+        "jobmanager",
+        "--set",
+        "jobmanager.bind-host=127.0.0.1",
+        "--set",
+        "rest.bind-address=127.0.0.1",
+        "--set",
+        "jobmanager.rpc.port=0",
+        "--set",
+        "rest.port=0",
+    ]))?;
+    let mut line = String::new();
+    if let Some(out) = jm.0.stdout.take() {
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(|e| Error::io("read jobmanager address", "", e))?;
+    }
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|p| p.strip_prefix(k))
+            .map(str::to_string)
+            .ok_or_else(|| Error::Network(format!("jobmanager printed `{line}`")))
+    };
+    let (rpc, rest) = (field("rpc=")?, field("rest=")?);
+    let mut procs = vec![jm];
+    for _ in 0..tms {
+        procs.push(spawn(&s(&[
+            "taskmanager",
+            "--jobmanager",
+            &rpc,
+            "--set",
+            "taskmanager.bind-host=127.0.0.1",
+            "--set",
+            "taskmanager.host=127.0.0.1",
+            "--set",
+            &format!("taskmanager.numberOfTaskSlots={slots}"),
+        ]))?);
+    }
+    let client = crate::cluster::client::RestClient::new(&format!("http://{rest}"))?;
+    let until = Instant::now() + Duration::from_secs(30);
+    while client
+        .get("/overview")
+        .ok()
+        .and_then(|v| v["slots-available"].as_u64())
+        < Some((slots * tms) as u64)
+    {
+        if Instant::now() > until {
+            return Err(Error::Network("taskmanagers did not register".into()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let start = Instant::now();
+    let id = client.submit(
+        &format!("{ddl}\n{query}"),
+        &[("parallelism.default".into(), parallelism.to_string())],
+    )?;
+    loop {
+        let v = client.get(&format!("/jobs/{id}"))?;
+        match v["state"].as_str() {
+            Some("FINISHED") => break,
+            Some("FAILED") | Some("CANCELED") => {
+                return Err(Error::Network(format!("benchmark job ended: {v}")));
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let peak: u64 = procs.iter().map(|p| peak_rss_of(p.0.id())).sum();
+    drop(procs);
+    let mut r = BenchResult::new(
+        name,
+        parallelism,
+        events,
+        seconds,
+        0,
+        &BenchOptions::default(),
+        0,
+    );
+    r.output_rows = None;
+    r.peak_rss_bytes = peak;
+    r.mode = Some(format!(
+        "cluster: 1 jobmanager + {tms} taskmanagers x {slots} slots"
+    ));
+    Ok(r)
 }

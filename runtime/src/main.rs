@@ -103,6 +103,10 @@ enum Command {
         /// (default: mid-way through a 10 s checkpoint interval).
         #[arg(long, default_value_t = 5000)]
         fail_after_ms: u64,
+        /// Nexmark queries: run on a standalone cluster of 1 jobmanager and this many
+        /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
+        #[arg(long)]
+        cluster: Option<usize>,
     },
 }
 
@@ -300,7 +304,15 @@ fn main() -> anyhow::Result<()> {
             checkpoint_dir,
             state_bytes,
             fail_after_ms,
+            cluster,
         } => {
+            if let Some(tms) = cluster {
+                let result =
+                    flink_rs::bench::run_nexmark_cluster(&workload, parallelism, events, tms)
+                        .with_context(|| format!("benchmark `{workload}` on a cluster failed"))?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
             let opts = BenchOptions {
                 checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
                 checkpoint_dir,

@@ -566,7 +566,9 @@ INSERT INTO out SELECT id, payload FROM gen;";
     std::thread::sleep(Duration::from_secs(3));
     let after = source_out(&c);
     let rss_after: Vec<u64> = pids.iter().map(|p| rss_bytes(*p)).collect();
-    eprintln!("source records out {before} -> {after} over 3 s; rss {rss_before:?} -> {rss_after:?}");
+    eprintln!(
+        "source records out {before} -> {after} over 3 s; rss {rss_before:?} -> {rss_after:?}"
+    );
     // Unthrottled, a source makes millions of rows a second; held back, at most what fits
     // in the in-flight buffers (a few batches per channel) appears between the samples.
     assert!(

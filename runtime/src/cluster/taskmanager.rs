@@ -78,6 +78,14 @@ fn route_address(peer: &str) -> Option<String> {
     Some(s.local_addr().ok()?.ip().to_string())
 }
 
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_i64(crate::operator::now_millis());
+    h.finish() as u32
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
@@ -101,12 +109,9 @@ type Outbound = mpsc::UnboundedSender<proto::FromTaskManager>;
 pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
     let data = Arc::new(DataServer::start(&opts.data_bind)?);
     let data_address = format!("{}:{}", opts.advertised_host, data.local_addr().port());
-    let id = format!(
-        "tm-{}-{:08x}",
-        opts.advertised_host,
-        crate::key::mix64(u64::from(std::process::id()) ^ crate::operator::now_millis() as u64)
-            as u32
-    );
+    // The data address is unique among live taskmanagers; the random part tells a
+    // restarted process on the same address from its predecessor.
+    let id = format!("tm-{data_address}-{:08x}", random_u32());
     tracing::info!(id = %id, data = %data_address, slots = opts.slots, jobmanager = %opts.jobmanager, "taskmanager started");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -353,19 +358,21 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
         .enumerate()
         .map(|(i, (_, _, n))| (n.as_str(), i as u32))
         .collect();
-    let metrics = metrics
+    let metrics: Vec<(u32, Arc<TaskMetrics>)> = metrics
         .into_iter()
         .filter_map(|(n, m)| index.get(n.as_str()).map(|i| (*i, m)))
         .collect();
     tracing::info!(job = %d.job_id, attempt = format!("{attempt_id:016x}"), tasks = ?attempt.tasks.iter().enumerate().filter(|(i, _)| local(*i)).map(|(_, t)| t.2.clone()).collect::<Vec<_>>(), "deployed");
     let events = attempt.events.clone();
     let out = out.clone();
+    let counters: HashMap<u32, Arc<TaskMetrics>> =
+        metrics.iter().map(|(i, m)| (*i, m.clone())).collect();
     std::thread::Builder::new()
         .name("task-events".into())
         .spawn(move || {
             // Ends when every task of the share has exited (their senders are gone).
             for ev in events.iter() {
-                match encode_event(attempt_id, ev) {
+                match encode_event(attempt_id, ev, &counters) {
                     Ok(msg) => {
                         if out.send(msg).is_err() {
                             return;
@@ -390,7 +397,11 @@ fn states_bytes(states: &crate::task::TaskStates) -> Result<Vec<u8>> {
     })
 }
 
-fn encode_event(attempt: u64, ev: TaskEvent) -> Result<proto::FromTaskManager> {
+fn encode_event(
+    attempt: u64,
+    ev: TaskEvent,
+    counters: &HashMap<u32, Arc<TaskMetrics>>,
+) -> Result<proto::FromTaskManager> {
     use proto::task_event::Event;
     let (task, event) = match ev {
         TaskEvent::Snapshot { task, id, states } => (
@@ -430,10 +441,13 @@ fn encode_event(attempt: u64, ev: TaskEvent) -> Result<proto::FromTaskManager> {
                     .name("free-failed-state".into())
                     .spawn(move || drop(chain));
             }
+            let m = counters.get(&(task as u32));
             (
                 task,
                 Event::Exited(proto::Exited {
                     error: error.map(|e| e.to_string()).unwrap_or_default(),
+                    records_in: m.map_or(0, |m| m.records_in.load(Ordering::Relaxed)),
+                    records_out: m.map_or(0, |m| m.records_out.load(Ordering::Relaxed)),
                 }),
             )
         }
