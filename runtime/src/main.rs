@@ -54,6 +54,13 @@ enum Command {
         /// A configuration file of `key: value` lines with Flink's keys.
         #[arg(long)]
         config: Option<String>,
+        /// Application mode: run this SQL script as job `--job-id` at start (restoring from
+        /// `execution.savepoint.path`, else from the job's latest checkpoint).
+        #[arg(long, requires = "job_id")]
+        job: Option<String>,
+        /// The job id in application mode (32 hex digits are usual; any name works).
+        #[arg(long)]
+        job_id: Option<String>,
         /// A configuration key (wins over the file and the environment). Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
@@ -274,11 +281,25 @@ fn main() -> anyhow::Result<()> {
             let job = compile(&script, &settings(parallelism, &set)?)?;
             print!("{}", job.env.graph().explain());
         }
-        Command::Jobmanager { config, set } => {
+        Command::Jobmanager {
+            config,
+            job,
+            job_id,
+            set,
+        } => {
             let cfg =
                 flink_rs::cluster::ClusterConfig::load(config.as_deref(), &settings(None, &set)?)
                     .context("reading the configuration")?;
-            flink_rs::cluster::jobmanager::run(cfg, stop_on_signal()?).context("jobmanager")?;
+            let application = match (job, job_id) {
+                (Some(path), Some(job_id)) => Some(flink_rs::cluster::jobmanager::Application {
+                    script: std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {path}"))?,
+                    job_id,
+                }),
+                _ => None,
+            };
+            flink_rs::cluster::jobmanager::run(cfg, stop_on_signal()?, application)
+                .context("jobmanager")?;
         }
         Command::Taskmanager {
             config,

@@ -44,6 +44,8 @@ struct Cluster {
     rpc: String,
     rest: String,
     started: usize,
+    /// Application mode: (script file, job id).
+    app: Option<(PathBuf, String)>,
 }
 
 impl Cluster {
@@ -68,11 +70,24 @@ impl Cluster {
             "--set".into(),
             "heartbeat.timeout=3000".into(),
         ]
-        .to_vec()
+        .into_iter()
+        .chain(self.app.iter().flat_map(|(script, id)| {
+            [
+                "--job".to_string(),
+                script.display().to_string(),
+                "--job-id".into(),
+                id.clone(),
+            ]
+        }))
+        .collect()
     }
 
     /// Starts a jobmanager on free ports and `tms` taskmanagers with one slot each.
     fn start(dir: &Path, tms: usize) -> Cluster {
+        Self::start_with(dir, tms, None)
+    }
+
+    fn start_with(dir: &Path, tms: usize, app: Option<(PathBuf, String)>) -> Cluster {
         let mut c = Cluster {
             dir: dir.to_path_buf(),
             jm: None,
@@ -80,6 +95,7 @@ impl Cluster {
             rpc: String::new(),
             rest: String::new(),
             started: 0,
+            app,
         };
         c.start_jm("0", "0");
         for _ in 0..tms {
@@ -341,6 +357,41 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
         "{cps}"
     );
     assert_eq!(s["state"], "FINISHED");
+    assert_eq!(committed(&out), expected, "{}", cluster.logs());
+}
+
+/// Application mode (what the Kubernetes operator runs): the jobmanager starts the job
+/// itself; a replaced jobmanager (same job id) resumes it from its latest checkpoint.
+#[test]
+fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    let out = tmp.path().join("out");
+    let script = tmp.path().join("job.sql");
+    std::fs::write(&script, job(&out, ROWS, RATE)).expect("script");
+    let id = "app-job-1".to_string();
+    let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
+    let c = cluster.client();
+    wait("two checkpoints", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &id) >= 2
+    });
+    let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
+    let rest_port = cluster.rest.rsplit(':').next().expect("port").to_string();
+    let mut jm = cluster.jm.take().expect("jm");
+    jm.0.kill().expect("kill jobmanager");
+    let _ = jm.0.wait();
+    drop(jm);
+    cluster.start_jm(&rpc_port, &rest_port);
+    let c = cluster.client();
+    let s = wait_finished(&cluster, &id);
+    assert_eq!(s["state"], "FINISHED");
+    let cps = c
+        .get(&format!("/jobs/{id}/checkpoints"))
+        .expect("checkpoints");
+    assert_eq!(
+        cps["counts"]["restored"], 1,
+        "resumed from a checkpoint: {cps}"
+    );
     assert_eq!(committed(&out), expected, "{}", cluster.logs());
 }
 

@@ -415,8 +415,28 @@ impl JobManager {
         }
     }
 
+    /// Application mode (`jobmanager --job FILE --job-id ID`, what the Kubernetes operator
+    /// runs): starts the job `id` from `script`, restoring from `execution.savepoint.path`
+    /// when configured, else from the latest checkpoint of `id` when there is one.
+    pub fn start_application(&self, script: &str, id: &str) -> Result<Arc<Job>> {
+        let mut overrides = Vec::new();
+        if self.config.get("execution.savepoint.path").is_none() {
+            if let Some(storage) = &self.storage {
+                if !checkpoint_ids(storage, id)?.is_empty() {
+                    overrides.push(("execution.savepoint.path".into(), "latest".into()));
+                }
+            }
+        }
+        self.submit(script, overrides, Some(id.to_string()))
+    }
+
     /// Runs again the jobs recorded in checkpoint storage that had not ended.
     pub fn recover_jobs(&self) -> Result<usize> {
+        self.recover_jobs_except(None)
+    }
+
+    /// [`recover_jobs`](Self::recover_jobs) but for job `skip` (application mode runs it).
+    fn recover_jobs_except(&self, skip: Option<&str>) -> Result<usize> {
         let Some(storage) = &self.storage else {
             return Ok(0);
         };
@@ -432,7 +452,7 @@ impl JobManager {
                     continue;
                 }
             };
-            if rec.ended.is_some() {
+            if rec.ended.is_some() || skip == Some(rec.id.as_str()) {
                 continue;
             }
             let mut overrides = rec.overrides.clone();
@@ -768,7 +788,18 @@ impl proto::job_manager_server::JobManager for Service {
 
 /// Starts the jobmanager's servers and background work; returns their addresses. Runs until
 /// the process ends or `stop` is set.
-pub fn run(config: ClusterConfig, stop: Arc<AtomicBool>) -> Result<()> {
+/// The job a jobmanager runs in application mode.
+#[derive(Debug, Clone)]
+pub struct Application {
+    pub script: String,
+    pub job_id: String,
+}
+
+pub fn run(
+    config: ClusterConfig,
+    stop: Arc<AtomicBool>,
+    application: Option<Application>,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -824,9 +855,16 @@ pub fn run(config: ClusterConfig, stop: Arc<AtomicBool>) -> Result<()> {
         tracing::info!(rpc = %endpoints.rpc, rest = %endpoints.rest, "jobmanager started");
         let jm2 = jm.clone();
         // Recovery reads storage and compiles scripts: off the reactor.
-        let recovered = tokio::task::spawn_blocking(move || jm2.recover_jobs())
-            .await
-            .map_err(|e| Error::Network(format!("recovery task: {e}")))??;
+        let app = application.clone();
+        let recovered = tokio::task::spawn_blocking(move || {
+            let n = jm2.recover_jobs_except(app.as_ref().map(|a| a.job_id.as_str()))?;
+            if let Some(a) = &app {
+                jm2.start_application(&a.script, &a.job_id)?;
+            }
+            Ok::<usize, Error>(n)
+        })
+        .await
+        .map_err(|e| Error::Network(format!("recovery task: {e}")))??;
         if recovered > 0 {
             tracing::info!(jobs = recovered, "recovered jobs from checkpoint storage");
         }
