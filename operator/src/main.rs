@@ -1,0 +1,210 @@
+//! `flink-rs-operator`: `crdgen` prints the FlinkJob CRD; `run` (the default) runs the
+//! controller with leader election, a metrics endpoint and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::watcher;
+
+use flink_rs_operator::crd::{FlinkJob, crd_yaml};
+use flink_rs_operator::jm::JmClient;
+use flink_rs_operator::lease::LeaseLock;
+use flink_rs_operator::metrics::Metrics;
+use flink_rs_operator::reconcile::{Context, error_policy, reconcile};
+
+#[derive(Parser)]
+#[command(
+    name = "flink-rs-operator",
+    version,
+    about = "Kubernetes operator for flink-rs FlinkJobs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints the FlinkJob CustomResourceDefinition as YAML.
+    Crdgen,
+    /// Runs the controller.
+    Run {
+        /// Namespaces to watch (comma-separated); all when empty.
+        #[arg(long, env = "WATCH_NAMESPACES", default_value = "")]
+        namespaces: String,
+        /// Address of the metrics and health endpoint.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_address: String,
+        /// Namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// Skip leader election (a single replica).
+        #[arg(long)]
+        no_leader_election: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run {
+        namespaces: std::env::var("WATCH_NAMESPACES").unwrap_or_default(),
+        metrics_address: "0.0.0.0:8080".into(),
+        lease_namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+        no_leader_election: false,
+    }) {
+        Command::Crdgen => {
+            print!("{}", crd_yaml().context("rendering the CRD")?);
+            Ok(())
+        }
+        Command::Run {
+            namespaces,
+            metrics_address,
+            lease_namespace,
+            no_leader_election,
+        } => {
+            run(
+                namespaces,
+                metrics_address,
+                lease_namespace,
+                no_leader_election,
+            )
+            .await
+        }
+    }
+}
+
+async fn run(
+    namespaces: String,
+    metrics_address: String,
+    lease_namespace: String,
+    no_leader_election: bool,
+) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::default());
+
+    // Metrics and health.
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(&metrics_address)
+        .await
+        .with_context(|| format!("binding {metrics_address}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    // Leader election: wait for the lease, keep renewing it, exit when it is lost.
+    if !no_leader_election {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("flink-rs-operator-{}", std::process::id()));
+        let lock = LeaseLock::new(
+            client.clone(),
+            &lease_namespace,
+            "flink-rs-operator-leader",
+            &identity,
+            Duration::from_secs(15),
+        );
+        loop {
+            match lock.try_acquire().await {
+                Ok(true) => break,
+                Ok(false) => tracing::info!("another replica leads; waiting"),
+                Err(e) => tracing::warn!(error = %e, "leader election"),
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        tracing::info!(identity = %identity, "leading");
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                match lock.try_acquire().await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!("lost the leader lease; exiting");
+                        std::process::exit(1);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing the leader lease"),
+                }
+            }
+        });
+    }
+
+    let ctx = Arc::new(Context::new(client.clone(), JmClient::http(), metrics));
+    let namespaces: Vec<String> = namespaces
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    for ns in scopes {
+        let (jobs, cms, svcs, deps) = match &ns {
+            None => (
+                Api::<FlinkJob>::all(client.clone()),
+                Api::<ConfigMap>::all(client.clone()),
+                Api::<Service>::all(client.clone()),
+                Api::<Deployment>::all(client.clone()),
+            ),
+            Some(n) => (
+                Api::<FlinkJob>::namespaced(client.clone(), n),
+                Api::<ConfigMap>::namespaced(client.clone(), n),
+                Api::<Service>::namespaced(client.clone(), n),
+                Api::<Deployment>::namespaced(client.clone(), n),
+            ),
+        };
+        tracing::info!(
+            namespace = ns.as_deref().unwrap_or("<all>"),
+            "watching FlinkJobs"
+        );
+        let ctx = ctx.clone();
+        controllers.push(tokio::spawn(
+            Controller::new(jobs, watcher::Config::default())
+                .owns(cms, watcher::Config::default())
+                .owns(svcs, watcher::Config::default())
+                .owns(deps, watcher::Config::default())
+                .shutdown_on_signal()
+                .run(reconcile, error_policy, ctx)
+                .for_each(|r| async move {
+                    match r {
+                        Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
+                        Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                    }
+                }),
+        ));
+    }
+    for c in controllers {
+        let _ = c.await;
+    }
+    tracing::info!("shut down");
+    Ok(())
+}

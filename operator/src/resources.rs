@@ -1,0 +1,352 @@
+//! The Kubernetes objects a FlinkJob owns: a ConfigMap (configuration and SQL), the
+//! jobmanager Deployment and Service, the taskmanager Deployment. Pure functions of the
+//! FlinkJob and the deployment decision, so every field is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::crd::FlinkJob;
+
+pub const REST_PORT: i32 = 8081;
+pub const RPC_PORT: i32 = 6123;
+pub const DATA_PORT: i32 = 6121;
+/// The uid the flink-rs image runs as.
+pub const RUN_AS: i64 = 9999;
+
+/// What the reconciler decided to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPlan {
+    pub job_id: String,
+    /// Checkpoint or savepoint directory to start from.
+    pub restore_from: Option<String>,
+    /// 0 when suspended.
+    pub running: bool,
+    /// Bumped to roll the jobmanager pod (a restart of a failed job).
+    pub restart_generation: u32,
+}
+
+pub fn config_map_name(fj: &FlinkJob) -> String {
+    format!("{}-config", fj.name_any())
+}
+pub fn jobmanager_name(fj: &FlinkJob) -> String {
+    format!("{}-jobmanager", fj.name_any())
+}
+pub fn taskmanager_name(fj: &FlinkJob) -> String {
+    format!("{}-taskmanager", fj.name_any())
+}
+/// The jobmanager's Service (REST 8081, RPC 6123).
+pub fn service_name(fj: &FlinkJob) -> String {
+    jobmanager_name(fj)
+}
+
+/// The jobmanager's REST base URL inside the cluster.
+pub fn rest_url(fj: &FlinkJob) -> String {
+    format!(
+        "http://{}.{}.svc:{REST_PORT}",
+        service_name(fj),
+        fj.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+pub fn hash(s: &str) -> String {
+    let d = Sha256::digest(s.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn labels(fj: &FlinkJob, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "flink-rs".into()),
+        ("app.kubernetes.io/instance".into(), fj.name_any()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "flink-rs-operator".into(),
+        ),
+    ])
+}
+
+fn metadata(fj: &FlinkJob, name: String, component: &str) -> Value {
+    let owner = fj
+        .controller_owner_ref(&())
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null));
+    json!({
+        "name": name,
+        "namespace": fj.namespace(),
+        "labels": labels(fj, component),
+        "ownerReferences": owner.into_iter().collect::<Vec<_>>(),
+    })
+}
+
+/// The configuration file every process reads (Flink keys, `key: value` lines).
+pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
+    let spec = &fj.spec;
+    let mut c: BTreeMap<String, String> = BTreeMap::new();
+    c.insert("jobmanager.rpc.address".into(), service_name(fj));
+    c.insert("jobmanager.rpc.port".into(), RPC_PORT.to_string());
+    c.insert("rest.port".into(), REST_PORT.to_string());
+    c.insert("taskmanager.data.port".into(), DATA_PORT.to_string());
+    c.insert(
+        "taskmanager.numberOfTaskSlots".into(),
+        spec.task_manager.slots.to_string(),
+    );
+    c.insert(
+        "parallelism.default".into(),
+        spec.job.parallelism.to_string(),
+    );
+    if let Some(cp) = &spec.checkpointing {
+        let dir = cp.storage.trim_end_matches('/');
+        c.insert("state.checkpoints.dir".into(), dir.to_string());
+        c.insert("state.savepoints.dir".into(), format!("{dir}/savepoints"));
+        c.insert(
+            "execution.checkpointing.interval".into(),
+            cp.interval.clone().unwrap_or_else(|| "10 s".into()),
+        );
+        if let Some(r) = cp.retained {
+            c.insert("state.checkpoints.num-retained".into(), r.to_string());
+        }
+    }
+    // The user's keys win over the defaults above, but not over what the operator must
+    // decide (where to restore from).
+    for (k, v) in &spec.flink_configuration {
+        c.insert(k.clone(), v.clone());
+    }
+    c.remove("execution.savepoint.path");
+    if let Some(p) = &d.restore_from {
+        c.insert("execution.savepoint.path".into(), p.clone());
+    }
+    if spec.job.allow_non_restored_state == Some(true) {
+        c.insert(
+            "execution.savepoint.ignore-unclaimed-state".into(),
+            "true".into(),
+        );
+    }
+    c
+}
+
+pub fn config_map(fj: &FlinkJob, d: &RunPlan) -> ConfigMap {
+    let conf: String = flink_config(fj, d)
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect();
+    let v = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(fj, config_map_name(fj), "config"),
+        "data": { "config.yaml": conf, "job.sql": fj.spec.job.sql },
+    });
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+pub fn service(fj: &FlinkJob) -> Service {
+    let v = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(fj, service_name(fj), "jobmanager"),
+        "spec": {
+            "selector": labels(fj, "jobmanager"),
+            "ports": [
+                { "name": "rest", "port": REST_PORT, "targetPort": REST_PORT },
+                { "name": "rpc", "port": RPC_PORT, "targetPort": RPC_PORT },
+            ],
+        },
+    });
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+fn resources(r: Option<&crate::crd::Resources>) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(r) = r {
+        if let Some(c) = &r.cpu {
+            m.insert("cpu".into(), json!(c));
+        }
+        if let Some(mem) = &r.memory {
+            m.insert("memory".into(), json!(mem));
+        }
+    }
+    if m.is_empty() {
+        json!({})
+    } else {
+        json!({ "requests": m, "limits": m })
+    }
+}
+
+/// Overlays `over` on `base`: objects merge key by key, anything else is replaced. The
+/// containers stay the operator's (a pod template adds to the pod, it does not replace the
+/// flink-rs container).
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                if k == "containers" {
+                    continue;
+                }
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn pod_template(
+    fj: &FlinkJob,
+    component: &str,
+    args: Vec<String>,
+    extra_annotations: BTreeMap<String, String>,
+    user: Option<&Value>,
+    res: Option<&crate::crd::Resources>,
+    probes: Value,
+) -> Value {
+    let spec = &fj.spec;
+    let mut container = json!({
+        "name": component,
+        "image": spec.image,
+        "args": args,
+        "env": [
+            { "name": "JOB_MANAGER_RPC_ADDRESS", "value": service_name(fj) },
+            { "name": "RUST_LOG", "value": "info" },
+        ],
+        "ports": [
+            { "name": "rest", "containerPort": REST_PORT },
+            { "name": "rpc", "containerPort": RPC_PORT },
+            { "name": "data", "containerPort": DATA_PORT },
+        ],
+        "resources": resources(res),
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": RUN_AS,
+            "readOnlyRootFilesystem": true,
+            "allowPrivilegeEscalation": false,
+            "capabilities": { "drop": ["ALL"] },
+        },
+        "volumeMounts": [
+            { "name": "config", "mountPath": "/config", "readOnly": true },
+            { "name": "tmp", "mountPath": "/tmp" },
+        ],
+    });
+    if let Some(p) = spec.image_pull_policy {
+        container["imagePullPolicy"] = serde_json::to_value(p).unwrap_or(Value::Null);
+    }
+    if let Some(secret) = &spec.object_store_secret {
+        container["envFrom"] = json!([{ "secretRef": { "name": secret } }]);
+    }
+    if let Value::Object(p) = probes {
+        for (k, v) in p {
+            container[k] = v;
+        }
+    }
+    let mut pod = json!({
+        "metadata": { "labels": labels(fj, component), "annotations": extra_annotations },
+        "spec": {
+            "containers": [container],
+            "securityContext": { "runAsNonRoot": true, "runAsUser": RUN_AS, "fsGroup": RUN_AS },
+            "volumes": [
+                { "name": "config", "configMap": { "name": config_map_name(fj) } },
+                { "name": "tmp", "emptyDir": {} },
+            ],
+        },
+    });
+    if let Some(sa) = &spec.service_account {
+        pod["spec"]["serviceAccountName"] = json!(sa);
+    }
+    if let Some(u) = user {
+        merge(&mut pod, u);
+    }
+    pod
+}
+
+fn config_hash(fj: &FlinkJob, d: &RunPlan) -> String {
+    let cm = config_map(fj, d);
+    hash(&serde_json::to_string(&cm.data).unwrap_or_default())
+}
+
+pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
+    let annotations = BTreeMap::from([
+        ("flinkrs.io/config-hash".to_string(), config_hash(fj, d)),
+        ("flinkrs.io/job-id".to_string(), d.job_id.clone()),
+        (
+            "flinkrs.io/restart-generation".to_string(),
+            d.restart_generation.to_string(),
+        ),
+    ]);
+    let probes = json!({
+        "readinessProbe": {
+            "httpGet": { "path": "/overview", "port": REST_PORT },
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": { "path": "/overview", "port": REST_PORT },
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+    });
+    let template = pod_template(
+        fj,
+        "jobmanager",
+        vec![
+            "jobmanager".into(),
+            "--config".into(),
+            "/config/config.yaml".into(),
+            "--job".into(),
+            "/config/job.sql".into(),
+            "--job-id".into(),
+            d.job_id.clone(),
+        ],
+        annotations,
+        fj.spec.job_manager.pod_template.as_ref(),
+        fj.spec.job_manager.resources.as_ref(),
+        probes,
+    );
+    let v = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(fj, jobmanager_name(fj), "jobmanager"),
+        "spec": {
+            "replicas": i32::from(d.running),
+            "strategy": { "type": "Recreate" },
+            "selector": { "matchLabels": labels(fj, "jobmanager") },
+            "template": template,
+        },
+    });
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
+    let annotations = BTreeMap::from([("flinkrs.io/config-hash".to_string(), config_hash(fj, d))]);
+    let probes = json!({
+        "livenessProbe": {
+            "tcpSocket": { "port": DATA_PORT },
+            "initialDelaySeconds": 10,
+            "periodSeconds": 10,
+        },
+    });
+    let template = pod_template(
+        fj,
+        "taskmanager",
+        vec![
+            "taskmanager".into(),
+            "--config".into(),
+            "/config/config.yaml".into(),
+        ],
+        annotations,
+        fj.spec.task_manager.pod_template.as_ref(),
+        fj.spec.task_manager.resources.as_ref(),
+        probes,
+    );
+    let v = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(fj, taskmanager_name(fj), "taskmanager"),
+        "spec": {
+            "replicas": if d.running { fj.spec.task_manager.replicas } else { 0 },
+            "selector": { "matchLabels": labels(fj, "taskmanager") },
+            "template": template,
+        },
+    });
+    serde_json::from_value(v).unwrap_or_default()
+}

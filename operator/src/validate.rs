@@ -1,0 +1,153 @@
+//! Reconcile-time validation: what the CRD's OpenAPI schema cannot say. Errors name the
+//! field path (`spec.job.parallelism`), land in the Degraded condition and an Event, and
+//! nothing is created for an invalid spec.
+
+use crate::crd::FlinkJobSpec;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct SpecError {
+    pub path: String,
+    pub message: String,
+}
+
+fn err(path: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Keys the operator sets itself; setting them in `flinkConfiguration` would break the
+/// deployment it makes.
+const RESERVED: &[&str] = &[
+    "jobmanager.rpc.address",
+    "jobmanager.rpc.port",
+    "rest.port",
+    "taskmanager.data.port",
+    "taskmanager.numberOfTaskSlots",
+    "execution.savepoint.path",
+    "pipeline.job-id",
+    "$internal.pipeline.job-id",
+];
+
+fn is_duration(v: &str) -> bool {
+    let v = v.trim();
+    let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let unit = v[digits.len()..].trim();
+    matches!(
+        unit,
+        "" | "ms"
+            | "s"
+            | "sec"
+            | "second"
+            | "seconds"
+            | "min"
+            | "m"
+            | "minute"
+            | "minutes"
+            | "h"
+            | "hour"
+            | "hours"
+    )
+}
+
+pub fn validate(spec: &FlinkJobSpec) -> Result<(), SpecError> {
+    if spec.image.trim().is_empty() {
+        return Err(err("spec.image", "must name the flink-rs image"));
+    }
+    if spec.job.sql.trim().is_empty() {
+        return Err(err("spec.job.sql", "must hold the job's SQL script"));
+    }
+    if !spec.job.sql.to_ascii_uppercase().contains("INSERT") {
+        return Err(err(
+            "spec.job.sql",
+            "has no INSERT INTO statement, so there is no job to run",
+        ));
+    }
+    if !(1..=1024).contains(&spec.job.parallelism) {
+        return Err(err("spec.job.parallelism", "must be between 1 and 1024"));
+    }
+    let tm = &spec.task_manager;
+    if tm.replicas < 1 {
+        return Err(err("spec.taskManager.replicas", "must be at least 1"));
+    }
+    if tm.slots < 1 {
+        return Err(err("spec.taskManager.slots", "must be at least 1"));
+    }
+    let slots = i64::from(tm.replicas) * i64::from(tm.slots);
+    if slots < i64::from(spec.job.parallelism) {
+        return Err(err(
+            "spec.taskManager.replicas",
+            format!(
+                "{} taskmanagers x {} slots = {slots} slots, fewer than spec.job.parallelism {}",
+                tm.replicas, tm.slots, spec.job.parallelism
+            ),
+        ));
+    }
+    for k in spec.flink_configuration.keys() {
+        if RESERVED.contains(&k.as_str()) {
+            return Err(err(
+                &format!("spec.flinkConfiguration[{k}]"),
+                "is set by the operator (use spec.job.initialSavepointPath, spec.taskManager.slots, …)",
+            ));
+        }
+    }
+    if let Some(cp) = &spec.checkpointing {
+        let s = cp.storage.trim();
+        if !(s.starts_with("s3://")
+            || s.starts_with("gs://")
+            || s.starts_with("az://")
+            || s.starts_with("file://")
+            || s.starts_with('/'))
+        {
+            return Err(err(
+                "spec.checkpointing.storage",
+                format!("`{s}` is not s3://, gs://, az://, file:// or an absolute path"),
+            ));
+        }
+        if let Some(i) = &cp.interval
+            && !is_duration(i)
+        {
+            return Err(err(
+                "spec.checkpointing.interval",
+                format!("`{i}` is not a duration such as `10 s`"),
+            ));
+        }
+    } else if spec.job.upgrade_mode != crate::crd::UpgradeMode::Stateless {
+        return Err(err(
+            "spec.checkpointing",
+            "is required with upgradeMode savepoint or last-state (they need checkpoint storage)",
+        ));
+    }
+    for (path, r) in [
+        (
+            "spec.jobManager.resources",
+            spec.job_manager.resources.as_ref(),
+        ),
+        ("spec.taskManager.resources", tm.resources.as_ref()),
+    ] {
+        if let Some(r) = r {
+            if let Some(m) = &r.memory
+                && !m.trim().chars().next().is_some_and(|c| c.is_ascii_digit())
+            {
+                return Err(err(
+                    &format!("{path}.memory"),
+                    format!("`{m}` is not a quantity such as `1Gi`"),
+                ));
+            }
+            if let Some(c) = &r.cpu
+                && !c.trim().chars().next().is_some_and(|c| c.is_ascii_digit())
+            {
+                return Err(err(
+                    &format!("{path}.cpu"),
+                    format!("`{c}` is not a quantity such as `500m` or `2`"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
