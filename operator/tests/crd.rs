@@ -72,15 +72,15 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 errors.push(format!("{path}: must be a string"));
                 return;
             };
-            if let Some(min) = schema["minLength"].as_u64() {
-                if (s.chars().count() as u64) < min {
-                    errors.push(format!("{path}: shorter than {min}"));
-                }
+            if let Some(min) = schema["minLength"].as_u64()
+                && (s.chars().count() as u64) < min
+            {
+                errors.push(format!("{path}: shorter than {min}"));
             }
-            if let Some(e) = schema["enum"].as_array() {
-                if !e.iter().any(|x| x == value) {
-                    errors.push(format!("{path}: `{s}` is not one of {e:?}"));
-                }
+            if let Some(e) = schema["enum"].as_array()
+                && !e.iter().any(|x| x == value)
+            {
+                errors.push(format!("{path}: `{s}` is not one of {e:?}"));
             }
         }
         Some("integer") => {
@@ -95,10 +95,8 @@ fn check(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 errors.push(format!("{path}: above {}", schema["maximum"]));
             }
         }
-        Some("boolean") => {
-            if !value.is_boolean() {
-                errors.push(format!("{path}: must be a boolean"));
-            }
+        Some("boolean") if !value.is_boolean() => {
+            errors.push(format!("{path}: must be a boolean"));
         }
         Some("array") => match value.as_array() {
             Some(a) => {
