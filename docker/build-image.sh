@@ -4,22 +4,30 @@
 # links (glibc, libm, libgcc_s, the dynamic loader, copied from this machine), a non-root
 # user (uid 9999, as Flink's images use a `flink` user) and writable /tmp and /data.
 #
+# The operator's binary (flink-rs-operator) goes in too when it sits next to BINARY: one image
+# serves the jobmanager, the taskmanagers and the Kubernetes operator.
+#
 # Usage: docker/build-image.sh [BINARY] [TAG]
-#   BINARY defaults to target/release/flink-rs (built with cargo build --release if missing)
+#   BINARY defaults to target/release/flink-rs (built, with the operator, if missing)
 #   TAG    defaults to flink-rs:latest
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${1:-$root/target/release/flink-rs}"
 tag="${2:-flink-rs:latest}"
 if [ ! -x "$bin" ]; then
-  (cd "$root" && cargo build --release -p flink-rs)
+  (cd "$root" && cargo build --release -p flink-rs -p flink-rs-operator)
 fi
+operator="$(dirname "$bin")/flink-rs-operator"
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/tmp" "$ctx/rootfs/data" "$ctx/rootfs/etc"
 strip --strip-debug -o "$ctx/rootfs/usr/local/bin/flink-rs" "$bin" 2>/dev/null || cp "$bin" "$ctx/rootfs/usr/local/bin/flink-rs"
+if [ -x "$operator" ]; then
+  strip --strip-debug -o "$ctx/rootfs/usr/local/bin/flink-rs-operator" "$operator" 2>/dev/null \
+    || cp "$operator" "$ctx/rootfs/usr/local/bin/flink-rs-operator"
+fi
 # The libraries the binary links, at the paths the loader looks for them.
-for lib in $(ldd "$bin" | awk '/=>/ { print $3 } /ld-linux/ { print $1 }'); do
+for lib in $( (ldd "$bin"; [ -x "$operator" ] && ldd "$operator") | awk '/=>/ { print $3 } /ld-linux/ { print $1 }' | sort -u); do
   [ -f "$lib" ] || continue
   mkdir -p "$ctx/rootfs$(dirname "$lib")"
   cp -L "$lib" "$ctx/rootfs$lib"

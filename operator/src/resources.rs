@@ -175,20 +175,64 @@ fn resources(r: Option<&crate::crd::Resources>) -> Value {
     }
 }
 
-/// Overlays `over` on `base`: objects merge key by key, anything else is replaced. The
-/// containers stay the operator's (a pod template adds to the pod, it does not replace the
-/// flink-rs container).
+/// Overlays `over` on `base`: objects merge key by key, anything else is replaced. A pod
+/// template's container named like the flink-rs container (`jobmanager`, `taskmanager`) or
+/// `flink-main-container` (the Flink operator's name) merges into it, its `env`,
+/// `volumeMounts` and `envFrom` appended; other containers (sidecars) are added.
 fn merge(base: &mut Value, over: &Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
             for (k, v) in o {
                 if k == "containers" {
+                    merge_containers(b.entry(k.clone()).or_insert(json!([])), v);
+                    continue;
+                }
+                // Lists the pod needs both parts of.
+                if matches!(
+                    k.as_str(),
+                    "volumes" | "tolerations" | "imagePullSecrets" | "initContainers"
+                ) && let (Some(Value::Array(mine)), Some(theirs)) = (b.get_mut(k), v.as_array())
+                {
+                    mine.extend(theirs.iter().cloned());
                     continue;
                 }
                 merge(b.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
         (b, o) => *b = o.clone(),
+    }
+}
+
+fn merge_containers(base: &mut Value, over: &Value) {
+    let (Some(ours), Some(theirs)) = (base.as_array_mut(), over.as_array()) else {
+        return;
+    };
+    for c in theirs {
+        let name = c["name"].as_str().unwrap_or_default();
+        let main = ours
+            .first()
+            .and_then(|m| m["name"].as_str())
+            .is_some_and(|m| m == name)
+            || name == "flink-main-container";
+        match (main, ours.first_mut()) {
+            (true, Some(m)) => {
+                for (k, v) in c.as_object().into_iter().flatten() {
+                    match (k.as_str(), m.get_mut(k.as_str())) {
+                        ("name", _) => {}
+                        ("env" | "volumeMounts" | "envFrom", Some(Value::Array(a))) => {
+                            a.extend(v.as_array().into_iter().flatten().cloned());
+                        }
+                        _ => merge(
+                            m.as_object_mut()
+                                .map(|o| o.entry(k.clone()).or_insert(Value::Null))
+                                .unwrap_or(&mut Value::Null),
+                            v,
+                        ),
+                    }
+                }
+            }
+            _ => ours.push(c.clone()),
+        }
     }
 }
 
@@ -349,4 +393,74 @@ pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         },
     });
     serde_json::from_value(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fj(pod_template: Value) -> FlinkJob {
+        serde_json::from_value(json!({
+            "apiVersion": "flinkrs.io/v1alpha1", "kind": "FlinkJob",
+            "metadata": { "name": "j", "namespace": "n", "uid": "u" },
+            "spec": {
+                "image": "img", "serviceAccount": "runner",
+                "job": { "sql": "INSERT INTO b SELECT 1", "parallelism": 1 },
+                "taskManager": { "replicas": 1, "podTemplate": pod_template },
+            },
+        }))
+        .expect("fj")
+    }
+
+    #[test]
+    fn pod_template_merges_into_the_pod_and_the_main_container() {
+        let f = fj(json!({
+            "metadata": { "labels": { "team": "data" } },
+            "spec": {
+                "nodeSelector": { "pool": "stream" },
+                "volumes": [{ "name": "data", "hostPath": { "path": "/srv" } }],
+                "containers": [
+                    { "name": "flink-main-container",
+                      "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                      "env": [{ "name": "EXTRA", "value": "1" }] },
+                    { "name": "sidecar", "image": "logs" },
+                ],
+            },
+        }));
+        let plan = RunPlan {
+            job_id: "id".into(),
+            restore_from: None,
+            running: true,
+            restart_generation: 0,
+        };
+        let d = serde_json::to_value(taskmanager(&f, &plan)).expect("json");
+        let pod = &d["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["team"], "data");
+        assert_eq!(
+            pod["metadata"]["labels"]["app.kubernetes.io/component"],
+            "taskmanager"
+        );
+        assert_eq!(pod["spec"]["nodeSelector"]["pool"], "stream");
+        assert_eq!(pod["spec"]["serviceAccountName"], "runner");
+        let volumes: Vec<&str> = pod["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(volumes, ["config", "tmp", "data"], "both parts of the list");
+        let containers = pod["spec"]["containers"].as_array().expect("containers");
+        assert_eq!(containers.len(), 2);
+        assert_eq!(containers[0]["name"], "taskmanager");
+        assert_eq!(containers[0]["image"], "img");
+        let mounts: Vec<&str> = containers[0]["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .filter_map(|m| m["mountPath"].as_str())
+            .collect();
+        assert_eq!(mounts, ["/config", "/tmp", "/data"]);
+        assert!(containers[0]["env"].to_string().contains("EXTRA"));
+        assert_eq!(containers[1]["name"], "sidecar");
+    }
 }
