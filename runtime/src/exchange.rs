@@ -7,7 +7,7 @@
 //! control element is sent, which keeps data and watermarks in order.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::UInt32Array;
@@ -31,17 +31,44 @@ pub(crate) struct Envelope {
 pub(crate) struct Target {
     pub tx: Sender<Envelope>,
     pub channel: u32,
+    /// The sending task's counters (time blocked on a full channel goes there).
+    pub metrics: Option<Arc<TaskMetrics>>,
 }
 
 impl Target {
+    pub fn new(tx: Sender<Envelope>, channel: u32) -> Self {
+        Target {
+            tx,
+            channel,
+            metrics: None,
+        }
+    }
+
     fn send(&self, elem: StreamElement) -> Result<()> {
-        self.tx
-            .send(Envelope {
-                channel: self.channel,
-                elem,
-            })
-            // The receiver is gone only when its task stopped: the job is being torn down.
-            .map_err(|_| Error::Cancelled)
+        let env = Envelope {
+            channel: self.channel,
+            elem,
+        };
+        // The receiver is gone only when its task stopped: the job is being torn down.
+        match self.tx.try_send(env) {
+            Ok(()) => Ok(()),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Error::Cancelled),
+            Err(crossbeam_channel::TrySendError::Full(env)) => {
+                // Backpressure: the downstream task is behind; count the time waited.
+                let t = Instant::now();
+                if let Some(m) = &self.metrics {
+                    m.blocked_since_ms
+                        .store(crate::operator::now_millis().max(1), Ordering::Relaxed);
+                }
+                let r = self.tx.send(env).map_err(|_| Error::Cancelled);
+                if let Some(m) = &self.metrics {
+                    m.blocked_since_ms.store(0, Ordering::Relaxed);
+                    m.backpressured_ns
+                        .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                }
+                r
+            }
+        }
     }
 }
 
@@ -86,10 +113,43 @@ impl EdgeOutput {
 }
 
 /// Counts shared with whoever watches the job (records out of a chain).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskMetrics {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
+    /// Time the task waited on full output channels (backpressure), in nanoseconds, not
+    /// counting a wait in progress.
+    pub backpressured_ns: AtomicU64,
+    /// When the wait in progress began (epoch ms), 0 when the task is not waiting.
+    pub blocked_since_ms: AtomicI64,
+    /// The last watermark the task emitted (`i64::MIN` before any).
+    pub watermark: AtomicI64,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        TaskMetrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            backpressured_ns: AtomicU64::new(0),
+            blocked_since_ms: AtomicI64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl TaskMetrics {
+    /// Time waited on full output channels so far, a wait in progress included.
+    pub fn backpressured(&self) -> Duration {
+        let done = Duration::from_nanos(self.backpressured_ns.load(Ordering::Relaxed));
+        let since = self.blocked_since_ms.load(Ordering::Relaxed);
+        if since > 0 {
+            let now = crate::operator::now_millis();
+            done + Duration::from_millis(now.saturating_sub(since).max(0) as u64)
+        } else {
+            done
+        }
+    }
 }
 
 /// Sends what a chain produces to the tasks downstream.
@@ -106,13 +166,16 @@ pub(crate) struct Emitter {
 
 impl Emitter {
     pub fn new(
-        edges: Vec<EdgeOutput>,
+        mut edges: Vec<EdgeOutput>,
         batch_size: usize,
         linger: Duration,
         max_parallelism: u16,
         metrics: Arc<TaskMetrics>,
         cancel: Arc<AtomicBool>,
     ) -> Self {
+        for t in edges.iter_mut().flat_map(|e| e.targets.iter_mut()) {
+            t.metrics = Some(metrics.clone());
+        }
         Emitter {
             edges,
             batch_size,
@@ -229,6 +292,7 @@ impl Emitter {
     }
 
     pub fn watermark(&mut self, wm: Timestamp) -> Result<()> {
+        self.metrics.watermark.store(wm, Ordering::Relaxed);
         self.broadcast(StreamElement::Watermark(wm))
     }
 

@@ -45,6 +45,18 @@ pub enum JobOutcome {
     Stopped { savepoint: String },
 }
 
+/// What a task reports of itself ([`JobHandle::task_stats`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskStats {
+    pub task: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Time spent waiting on full output channels.
+    pub backpressured: Duration,
+    /// The last watermark emitted (epoch ms), when one was.
+    pub watermark: Option<i64>,
+}
+
 /// A checkpoint or savepoint that completed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompletedCheckpoint {
@@ -172,6 +184,23 @@ impl JobHandle {
     /// True when the job has ended.
     pub fn is_finished(&self) -> bool {
         self.master.is_finished()
+    }
+
+    /// Per task of the current attempt: records, time backpressured, watermark.
+    pub fn task_stats(&self) -> Vec<TaskStats> {
+        let Ok(m) = self.shared.metrics.lock() else {
+            return Vec::new();
+        };
+        m.iter()
+            .map(|(n, m)| TaskStats {
+                task: n.clone(),
+                records_in: m.records_in.load(Ordering::Relaxed),
+                records_out: m.records_out.load(Ordering::Relaxed),
+                backpressured: m.backpressured(),
+                watermark: Some(m.watermark.load(Ordering::Relaxed))
+                    .filter(|w| *w != i64::MIN && *w != i64::MAX),
+            })
+            .collect()
     }
 
     /// Records in and out per task of the current attempt, as `(task name, in, out)`.
@@ -794,7 +823,7 @@ fn deploy_tasks(
                     edge_targets
                         .entry((ei, u))
                         .or_default()
-                        .push(Target { tx, channel });
+                        .push(Target::new(tx, channel));
                 }
             }
         }

@@ -542,6 +542,14 @@ fn rest_api_contract_and_cli() {
         "{text}"
     );
     assert!(text.contains("flinkrs_checkpoints_total"), "{text}");
+    assert!(
+        text.contains("flinkrs_task_watermark_lag_seconds{job_id=\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("flinkrs_task_backpressured_seconds_total{"),
+        "{text}"
+    );
     let (ok, path, err) = cli(&["stop", &id, "--dir", sp.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert!(Path::new(&path).join("_metadata").exists(), "{path}");
@@ -634,6 +642,17 @@ INSERT INTO out SELECT id, payload FROM gen;";
         );
         assert!(*a < 400 << 20, "a taskmanager holds {a} bytes");
     }
+    // The stall shows in the jobmanager's metrics: a task waited on full channels.
+    let text = c
+        .raw("GET", "/metrics", None, "")
+        .map(|(_, v)| v.as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let waited: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("flinkrs_task_backpressured_seconds_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(waited > 1.0, "backpressure not reported: {text}");
     // Read the sink's output: records flow again.
     let mut readers = Vec::new();
     for p in cluster.tms.iter_mut() {

@@ -243,6 +243,9 @@ impl JobManager {
                         {
                             m.records_in.store(c.records_in, Ordering::Relaxed);
                             m.records_out.store(c.records_out, Ordering::Relaxed);
+                            m.backpressured_ns
+                                .store(c.backpressured_ns, Ordering::Relaxed);
+                            m.watermark.store(c.watermark, Ordering::Relaxed);
                         }
                     }
                 }

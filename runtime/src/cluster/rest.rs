@@ -464,6 +464,35 @@ async fn metrics(State(jm): Jm) -> Response {
     let mut size = String::from(
         "# HELP flinkrs_last_checkpoint_size_bytes State size of the latest completed checkpoint.\n# TYPE flinkrs_last_checkpoint_size_bytes gauge\n",
     );
+    let mut bp = String::from(
+        "# HELP flinkrs_task_backpressured_seconds_total Time a task waited on full output channels.\n# TYPE flinkrs_task_backpressured_seconds_total counter\n",
+    );
+    let mut lag = String::from(
+        "# HELP flinkrs_task_watermark_lag_seconds Wall clock minus the task's last watermark.\n# TYPE flinkrs_task_watermark_lag_seconds gauge\n",
+    );
+    let now = now_millis();
+    for j in &jobs {
+        for t in j.handle().task_stats() {
+            let _ = writeln!(
+                bp,
+                "flinkrs_task_backpressured_seconds_total{{job_id=\"{}\",task=\"{}\"}} {}",
+                j.id,
+                label(&t.task),
+                t.backpressured.as_secs_f64()
+            );
+            if let Some(w) = t.watermark {
+                let _ = writeln!(
+                    lag,
+                    "flinkrs_task_watermark_lag_seconds{{job_id=\"{}\",task=\"{}\"}} {}",
+                    j.id,
+                    label(&t.task),
+                    (now - w) as f64 / 1000.0
+                );
+            }
+        }
+    }
+    out.push_str(&bp);
+    out.push_str(&lag);
     let mut restarts = String::from(
         "# HELP flinkrs_job_restarts_total Restarts after failures.\n# TYPE flinkrs_job_restarts_total counter\n",
     );

@@ -253,6 +253,8 @@ fn heartbeat_message(shares: &Shares) -> proto::FromTaskManager {
                     task: *task,
                     records_in: metrics.records_in.load(Ordering::Relaxed),
                     records_out: metrics.records_out.load(Ordering::Relaxed),
+                    backpressured_ns: metrics.backpressured().as_nanos() as u64,
+                    watermark: metrics.watermark.load(Ordering::Relaxed),
                 });
             }
         }

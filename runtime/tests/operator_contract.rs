@@ -5,20 +5,13 @@
 //! cluster DNS here).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flink_rs_operator::crd::FlinkJob;
 use flink_rs_operator::jm::JmClient;
 use flink_rs_operator::resources::{self, RunPlan};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
 
 struct Proc(Child);
 
@@ -30,16 +23,7 @@ impl Drop for Proc {
 }
 
 fn binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "flink-rs", "--bin", "flink-rs"])
-        .current_dir(root())
-        .status()
-        .expect("cargo build");
-    assert!(status.success());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    target.join("debug/flink-rs")
+    PathBuf::from(env!("CARGO_BIN_EXE_flink-rs"))
 }
 
 fn args_of(d: &k8s_openapi::api::apps::v1::Deployment) -> Vec<String> {
