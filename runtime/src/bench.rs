@@ -190,6 +190,47 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
 
 const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");
 
+/// W1 and W2 as SQL over the same bid stream (what a cluster can run), by name.
+pub const BID_SQL_WORKLOADS: &[(&str, &str)] = &[
+    (
+        "filter-sql",
+        include_str!("../../examples/bench/w1_filter.sql"),
+    ),
+    (
+        "tumble-count-sql",
+        include_str!("../../examples/bench/w2_tumble_count.sql"),
+    ),
+];
+
+/// The script of a SQL workload over `events` events.
+fn sql_workload(name: &str, events: u64) -> Result<String> {
+    if let Some((_, q)) = BID_SQL_WORKLOADS.iter().find(|(n, _)| *n == name) {
+        return Ok(q.replace(
+            "'number-of-rows' = '20000000'",
+            &format!("'number-of-rows' = '{events}'"),
+        ));
+    }
+    if let Some((_, q)) = NEXMARK_QUERIES.iter().find(|(n, _)| *n == name) {
+        let ddl = NEXMARK_DDL.replace(
+            "'events.num' = '10000000'",
+            &format!("'events.num' = '{events}'"),
+        );
+        return Ok(format!("{ddl}\n{q}"));
+    }
+    let known: Vec<&str> = NEXMARK_QUERIES
+        .iter()
+        .chain(BID_SQL_WORKLOADS)
+        .map(|(n, _)| *n)
+        .collect();
+    Err(Error::config(
+        "workload",
+        format!(
+            "unknown workload `{name}`; SQL workloads: {}",
+            known.join(", ")
+        ),
+    ))
+}
+
 /// Runs a Nexmark SQL query over `events` generated events.
 pub fn run_nexmark(
     name: &str,
@@ -197,24 +238,11 @@ pub fn run_nexmark(
     events: u64,
     opts: &BenchOptions,
 ) -> Result<BenchResult> {
-    let Some((_, query)) = NEXMARK_QUERIES.iter().find(|(n, _)| *n == name) else {
-        let known: Vec<&str> = NEXMARK_QUERIES.iter().map(|(n, _)| *n).collect();
-        return Err(Error::config(
-            "workload",
-            format!(
-                "unknown workload `{name}`; Nexmark queries: {}",
-                known.join(", ")
-            ),
-        ));
-    };
-    let ddl = NEXMARK_DDL.replace(
-        "'events.num' = '10000000'",
-        &format!("'events.num' = '{events}'"),
-    );
+    let script = sql_workload(name, events)?;
     let mut config = ExecutionConfig::default();
     let scratch = configure_checkpoints(&mut config, opts)?;
     let job = crate::sql::compile(
-        &format!("{ddl}\n{query}"),
+        &script,
         config,
         &[("parallelism.default".into(), parallelism.to_string())],
     )
@@ -572,16 +600,7 @@ pub fn run_nexmark_cluster(
 ) -> Result<BenchResult> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
-    let Some((_, query)) = NEXMARK_QUERIES.iter().find(|(n, _)| *n == name) else {
-        return Err(Error::config(
-            "workload",
-            format!("unknown workload `{name}`"),
-        ));
-    };
-    let ddl = NEXMARK_DDL.replace(
-        "'events.num' = '10000000'",
-        &format!("'events.num' = '{events}'"),
-    );
+    let script = sql_workload(name, events)?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find own binary", "", e))?;
     let tms = taskmanagers.max(1);
     let slots = parallelism.div_ceil(tms).max(1);
@@ -650,7 +669,7 @@ pub fn run_nexmark_cluster(
     }
     let start = Instant::now();
     let id = client.submit(
-        &format!("{ddl}\n{query}"),
+        &script,
         &[("parallelism.default".into(), parallelism.to_string())],
     )?;
     loop {

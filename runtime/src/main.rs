@@ -345,7 +345,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
                 return Ok(());
             }
-            if workload.starts_with("nexmark-") {
+            if workload.starts_with("nexmark-") || workload.ends_with("-sql") {
                 let result = flink_rs::bench::run_nexmark(&workload, parallelism, events, &opts)
                     .with_context(|| format!("benchmark `{workload}` failed"))?;
                 println!("{}", serde_json::to_string(&result)?);

@@ -493,3 +493,40 @@ fn kubernetes_example_manifests_hold_sql_that_compiles() {
     }
     assert!(n >= 2);
 }
+
+/// The `bids` connector is the benchmark bid stream: W1 in SQL keeps exactly the rows the
+/// stream's formula says it should, at parallelism 1 and 3.
+#[test]
+fn bids_connector_is_the_benchmark_stream() {
+    let n: u64 = 50_000;
+    let expected: Vec<i64> = (0..n)
+        .map(|i| 1000 + ((i as u128 * 2_654_435_761) % 100_000) as i64)
+        .filter(|a| a % 123 == 0)
+        .collect();
+    for p in [1, 3] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let script = format!(
+            "SET 'parallelism.default' = '{p}';
+             CREATE TABLE bids WITH ('connector' = 'bids', 'number-of-rows' = '{n}');
+             CREATE TABLE out (auction BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+             INSERT INTO out SELECT auction FROM bids WHERE auction % 123 = 0;",
+            dir.path().display()
+        );
+        flink_rs::sql::compile(&script, flink_rs::graph::ExecutionConfig::default(), &[])
+            .expect("compile")
+            .env
+            .execute()
+            .expect("run");
+        let mut got: Vec<i64> = Vec::new();
+        for e in std::fs::read_dir(dir.path()).expect("out").flatten() {
+            if e.file_name().to_string_lossy().starts_with("part-") {
+                let text = std::fs::read_to_string(e.path()).expect("read");
+                got.extend(text.lines().map(|l| l.trim().parse::<i64>().expect("number")));
+            }
+        }
+        got.sort_unstable();
+        let mut want = expected.clone();
+        want.sort_unstable();
+        assert_eq!(got, want, "parallelism {p}");
+    }
+}

@@ -14,7 +14,7 @@ use crate::connectors::{
 use crate::watermark::WatermarkStrategy;
 
 /// Source connectors (for errors).
-pub const SOURCES: &str = "datagen, nexmark, filesystem";
+pub const SOURCES: &str = "datagen, nexmark, bids, filesystem";
 /// Sink connectors (for errors).
 pub const SINKS: &str = "print, blackhole, filesystem";
 
@@ -133,6 +133,10 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             }
             &["connector", "number-of-rows", "rows-per-second"]
         }
+        "bids" => {
+            number::<u64>(def, "number-of-rows")?;
+            &["connector", "number-of-rows"]
+        }
         "nexmark" => {
             number::<u64>(def, "events.num")?;
             number::<f64>(def, "next-event.rate")?;
@@ -180,8 +184,12 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
 
 /// The physical schema a source table produces (declared columns, or the connector's own).
 pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
-    if connector(def)? == "nexmark" {
-        let ns = nexmark_schema();
+    let own = match connector(def)? {
+        "nexmark" => Some(nexmark_schema()),
+        "bids" => Some(crate::connectors::bid_schema()),
+        _ => None,
+    };
+    if let Some(ns) = own {
         if def.columns.is_empty() {
             return Ok(ns);
         }
@@ -192,8 +200,9 @@ pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
                     return Err(err(
                         "connector",
                         format!(
-                            "column `{}` of a nexmark table has type {}, the connector produces {}",
+                            "column `{}` of a {} table has type {}, the connector produces {}",
                             f.name(),
+                            connector(def)?,
                             f.data_type(),
                             nf.data_type()
                         ),
@@ -203,8 +212,14 @@ pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
                     return Err(err(
                         "connector",
                         format!(
-                            "the nexmark connector has no column `{}`; it produces event_type, person, auction, bid, dateTime (declare no columns to take them all)",
-                            f.name()
+                            "the {} connector has no column `{}`; it produces {} (declare no columns to take them all)",
+                            connector(def)?,
+                            f.name(),
+                            ns.fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     ));
                 }
@@ -299,6 +314,27 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
                     .map_err(|e| err("connector", e.to_string()))?
             }
         }
+        "bids" => {
+            // The benchmark bid stream (`bench/run` W1-W3, and Apache Flink's anchor runs).
+            let g = match number::<u64>(def, "number-of-rows")? {
+                Some(n) => crate::connectors::BidGenerator::bounded(n),
+                None => crate::connectors::BidGenerator::unbounded(),
+            };
+            let wm = wm.or_else(|| {
+                Some(WatermarkStrategy::bounded_out_of_orderness(
+                    "ts",
+                    Duration::from_secs(1),
+                ))
+            });
+            let s = env.from_source(g, wm);
+            if def.columns.is_empty() {
+                s
+            } else {
+                let names: Vec<String> = def.columns.iter().map(|f| f.name().clone()).collect();
+                s.select(&names)
+                    .map_err(|e| err("connector", e.to_string()))?
+            }
+        }
         "filesystem" => {
             let path = def
                 .options
@@ -337,7 +373,7 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
                 .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
             stream.sink(FileSink::new(path, format(def)?))
         }
-        "datagen" | "nexmark" => {
+        "datagen" | "nexmark" | "bids" => {
             return Err(err(
                 "connector",
                 format!(
