@@ -521,7 +521,10 @@ fn bids_connector_is_the_benchmark_stream() {
         for e in std::fs::read_dir(dir.path()).expect("out").flatten() {
             if e.file_name().to_string_lossy().starts_with("part-") {
                 let text = std::fs::read_to_string(e.path()).expect("read");
-                got.extend(text.lines().map(|l| l.trim().parse::<i64>().expect("number")));
+                got.extend(
+                    text.lines()
+                        .map(|l| l.trim().parse::<i64>().expect("number")),
+                );
             }
         }
         got.sort_unstable();
