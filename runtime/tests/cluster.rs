@@ -303,7 +303,19 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     wait("the job to notice", Duration::from_secs(30), || {
         status(&c, &id)["state"] == "RESTARTING" || status(&c, &id)["restarts"].as_u64() >= Some(1)
     });
+    let killed = Instant::now();
     cluster.start_tm();
+    // The time until the job runs and completes a checkpoint again (for the issue note).
+    let before = completed_checkpoints(&c, &id);
+    wait(
+        "a checkpoint after the restart",
+        Duration::from_secs(60),
+        || status(&c, &id)["state"] == "RUNNING" && completed_checkpoints(&c, &id) > before,
+    );
+    eprintln!(
+        "taskmanager replaced -> job running and checkpointing again: {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
     let s = wait_finished(&cluster, &id);
     assert!(s["restarts"].as_u64() >= Some(1), "{s}");
     let got = committed(&out);
@@ -378,11 +390,22 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
     let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
     let rest_port = cluster.rest.rsplit(':').next().expect("port").to_string();
     let mut jm = cluster.jm.take().expect("jm");
+    let killed = Instant::now();
     jm.0.kill().expect("kill jobmanager");
     let _ = jm.0.wait();
     drop(jm);
     cluster.start_jm(&rpc_port, &rest_port);
     let c = cluster.client();
+    // What a replaced jobmanager pod costs (for the issue note).
+    wait(
+        "a checkpoint after the restart",
+        Duration::from_secs(60),
+        || completed_checkpoints(&c, &id) >= 1 && status(&c, &id)["state"] == "RUNNING",
+    );
+    eprintln!(
+        "jobmanager replaced (application mode) -> job running and checkpointing again: {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
     let s = wait_finished(&cluster, &id);
     assert_eq!(s["state"], "FINISHED");
     let cps = c
