@@ -310,10 +310,15 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     wait(
         "a checkpoint after the restart",
         Duration::from_secs(60),
-        || status(&c, &id)["state"] == "RUNNING" && completed_checkpoints(&c, &id) > before,
+        || {
+            // A job near its end may finish before it checkpoints again; that counts too.
+            let st = status(&c, &id);
+            (st["state"] == "RUNNING" && completed_checkpoints(&c, &id) > before)
+                || st["state"] == "FINISHED"
+        },
     );
     eprintln!(
-        "taskmanager replaced -> job running and checkpointing again: {:.2} s",
+        "taskmanager replaced -> job checkpointing again (or finished): {:.2} s",
         killed.elapsed().as_secs_f64()
     );
     let s = wait_finished(&cluster, &id);
@@ -400,10 +405,15 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
     wait(
         "a checkpoint after the restart",
         Duration::from_secs(60),
-        || completed_checkpoints(&c, &id) >= 1 && status(&c, &id)["state"] == "RUNNING",
+        || {
+            // A job near its end may finish before it checkpoints again; that counts too.
+            let st = status(&c, &id);
+            (st["state"] == "RUNNING" && completed_checkpoints(&c, &id) >= 1)
+                || st["state"] == "FINISHED"
+        },
     );
     eprintln!(
-        "jobmanager replaced (application mode) -> job running and checkpointing again: {:.2} s",
+        "jobmanager replaced (application mode) -> job checkpointing again (or finished): {:.2} s",
         killed.elapsed().as_secs_f64()
     );
     let s = wait_finished(&cluster, &id);
