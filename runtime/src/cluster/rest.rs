@@ -301,50 +301,30 @@ fn target_dir(v: &Value, keys: &[&str]) -> Early<Option<String>> {
 
 /// `POST /jobs/{id}/savepoints` `{"target-directory": "...", "cancel-job": false}`.
 async fn savepoint(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
-    let job = match find(&jm, &id) {
-        Ok(j) => j,
-        Err(r) => return *r,
-    };
-    let v = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let dir = match target_dir(&v, &["target-directory", "targetDirectory"]) {
-        Ok(d) => d,
-        Err(r) => return *r,
-    };
-    let stop = v
-        .get("cancel-job")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let rid = jm.savepoint(&job, dir, stop);
-    (
-        StatusCode::ACCEPTED,
-        axum::Json(json!({ "request-id": rid })),
-    )
-        .into_response()
+    trigger(&jm, &id, &body, false).unwrap_or_else(|r| *r)
 }
 
 /// `POST /jobs/{id}/stop` `{"targetDirectory": "..."}`: stop with a savepoint.
 async fn stop(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
-    let job = match find(&jm, &id) {
-        Ok(j) => j,
-        Err(r) => return *r,
-    };
-    let v = match body_json(&body) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
-    let dir = match target_dir(&v, &["targetDirectory", "target-directory"]) {
-        Ok(d) => d,
-        Err(r) => return *r,
-    };
-    let rid = jm.savepoint(&job, dir, true);
-    (
+    trigger(&jm, &id, &body, true).unwrap_or_else(|r| *r)
+}
+
+/// Starts a savepoint (`stop`, or the body's `cancel-job`: and stops the job); answers
+/// its request id.
+fn trigger(jm: &JobManager, id: &str, body: &Bytes, stop: bool) -> Early<Response> {
+    let job = find(jm, id)?;
+    let v = body_json(body)?;
+    let dir = target_dir(&v, &["target-directory", "targetDirectory"])?;
+    let stop = stop
+        || v.get("cancel-job")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    let rid = jm.savepoint(&job, dir, stop);
+    Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "request-id": rid })),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn operation(State(jm): Jm, Path((id, rid)): Path<(String, String)>) -> Response {

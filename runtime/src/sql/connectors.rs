@@ -230,6 +230,17 @@ pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
 }
 
 /// A stream reading the table (with its watermark strategy).
+/// A connector with a schema of its own (nexmark, bids): the declared columns, or all of its
+/// columns when none are declared.
+fn declared_columns(s: DataStream, def: &TableDef) -> Result<DataStream, OptionError> {
+    if def.columns.is_empty() {
+        return Ok(s);
+    }
+    let names: Vec<String> = def.columns.iter().map(|f| f.name().clone()).collect();
+    s.select(&names)
+        .map_err(|e| err("connector", e.to_string()))
+}
+
 pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataStream, OptionError> {
     let wm = def.watermark.as_ref().map(|(col, delay)| {
         if *delay == 0 {
@@ -305,14 +316,7 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
                     Duration::from_secs(4),
                 ))
             });
-            let s = env.from_source(g, wm);
-            if def.columns.is_empty() {
-                s
-            } else {
-                let names: Vec<String> = def.columns.iter().map(|f| f.name().clone()).collect();
-                s.select(&names)
-                    .map_err(|e| err("connector", e.to_string()))?
-            }
+            declared_columns(env.from_source(g, wm), def)?
         }
         "bids" => {
             // The benchmark bid stream (`bench/run` W1-W3, and Apache Flink's anchor runs).
@@ -326,14 +330,7 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
                     Duration::from_secs(1),
                 ))
             });
-            let s = env.from_source(g, wm);
-            if def.columns.is_empty() {
-                s
-            } else {
-                let names: Vec<String> = def.columns.iter().map(|f| f.name().clone()).collect();
-                s.select(&names)
-                    .map_err(|e| err("connector", e.to_string()))?
-            }
+            declared_columns(env.from_source(g, wm), def)?
         }
         "filesystem" => {
             let path = def
