@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use flink_rs::cluster::client::RestClient;
 use serde_json::Value;
 
@@ -184,60 +186,15 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A windowed aggregation into the exactly-once file sink; `rate` rows/s (0: unlimited).
-fn job(out: &Path, rows: u64, rate: u64) -> String {
-    let rate = if rate > 0 {
-        format!("'rows-per-second' = '{rate}',")
-    } else {
-        String::new()
-    };
-    format!(
-        "SET 'parallelism.default' = '2';
-SET 'execution.checkpointing.interval' = '500 ms';
-CREATE TABLE bids (
-  auction BIGINT, price BIGINT, ts TIMESTAMP(3), bucket AS auction % 10,
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH (
-  'connector' = 'datagen', 'number-of-rows' = '{rows}', {rate}
-  'fields.auction.kind' = 'random', 'fields.auction.min' = '1000', 'fields.auction.max' = '1099',
-  'fields.price.kind' = 'random', 'fields.price.min' = '1', 'fields.price.max' = '500',
-  'fields.ts.kind' = 'sequence', 'fields.ts.start' = '1577836800000'
-);
-CREATE TABLE results (
-  window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, bids BIGINT, max_price BIGINT
-) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
-INSERT INTO results
-SELECT window_start, window_end, bucket, COUNT(*), MAX(price)
-FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY window_start, window_end, bucket;
-",
-        out.display()
-    )
-}
-
-/// The published part files' lines, sorted.
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 /// The same job in the embedded mini-cluster, without failures.
 fn reference(dir: &Path, rows: u64) -> Vec<String> {
     let out = dir.join("reference");
-    let mut sql = job(&out, rows, 0);
+    let mut sql = common::job(&out.display().to_string(), rows, 0);
     sql = sql.replace("SET 'execution.checkpointing.interval' = '500 ms';", "");
     let compiled = flink_rs::sql::compile(&sql, flink_rs::graph::ExecutionConfig::default(), &[])
         .expect("compile");
     compiled.env.execute().expect("reference run");
-    committed(&out)
+    common::committed(&out)
 }
 
 fn status(c: &RestClient, id: &str) -> Value {
@@ -288,7 +245,12 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     let c = cluster.client();
     let out = tmp.path().join("out");
     let (code, v) = c
-        .raw("POST", "/jobs", Some("text/plain"), &job(&out, ROWS, RATE))
+        .raw(
+            "POST",
+            "/jobs",
+            Some("text/plain"),
+            &common::job(&out.display().to_string(), ROWS, RATE),
+        )
         .expect("submit");
     assert_eq!(code, 200, "{v}");
     let id = v["jobid"].as_str().expect("jobid").to_string();
@@ -323,7 +285,7 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     );
     let s = wait_finished(&cluster, &id);
     assert!(s["restarts"].as_u64() >= Some(1), "{s}");
-    let got = committed(&out);
+    let got = common::committed(&out);
     assert_eq!(got.len(), expected.len(), "{}", cluster.logs());
     assert_eq!(got, expected);
     // Nothing half-written is left visible.
@@ -343,7 +305,9 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
     let mut cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();
     let out = tmp.path().join("out");
-    let id = c.submit(&job(&out, ROWS, RATE), &[]).expect("submit");
+    let id = c
+        .submit(&common::job(&out.display().to_string(), ROWS, RATE), &[])
+        .expect("submit");
     wait("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
@@ -374,7 +338,7 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
         "{cps}"
     );
     assert_eq!(s["state"], "FINISHED");
-    assert_eq!(committed(&out), expected, "{}", cluster.logs());
+    assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
 }
 
 /// Application mode (what the Kubernetes operator runs): the jobmanager starts the job
@@ -385,7 +349,7 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
     let expected = reference(tmp.path(), ROWS);
     let out = tmp.path().join("out");
     let script = tmp.path().join("job.sql");
-    std::fs::write(&script, job(&out, ROWS, RATE)).expect("script");
+    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, RATE)).expect("script");
     let id = "app-job-1".to_string();
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
     let c = cluster.client();
@@ -425,7 +389,7 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
         cps["counts"]["restored"], 1,
         "resumed from a checkpoint: {cps}"
     );
-    assert_eq!(committed(&out), expected, "{}", cluster.logs());
+    assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
 }
 
 #[test]
@@ -511,7 +475,8 @@ fn rest_api_contract_and_cli() {
     let sp = tmp.path().join("savepoints");
     std::fs::write(
         &script,
-        job(&tmp.path().join("out"), 0, 2000).replace("'number-of-rows' = '0',", ""),
+        common::job(&tmp.path().join("out").display().to_string(), 0, 2000)
+            .replace("'number-of-rows' = '0',", ""),
     )
     .expect("script");
     let cli = |args: &[&str]| {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use flink_rs::cluster::client::RestClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flink-rs");
@@ -78,42 +80,6 @@ fn wait(what: &str, timeout: Duration, compose: &Compose, mut f: impl FnMut() ->
     }
 }
 
-fn job(out: &str, rate: &str) -> String {
-    format!(
-        "SET 'parallelism.default' = '2';
-SET 'execution.checkpointing.interval' = '500 ms';
-CREATE TABLE bids (
-  auction BIGINT, price BIGINT, ts TIMESTAMP(3), bucket AS auction % 10,
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH (
-  'connector' = 'datagen', 'number-of-rows' = '60000', {rate}
-  'fields.auction.kind' = 'random', 'fields.auction.min' = '1000', 'fields.auction.max' = '1099',
-  'fields.price.kind' = 'random', 'fields.price.min' = '1', 'fields.price.max' = '500',
-  'fields.ts.kind' = 'sequence', 'fields.ts.start' = '1577836800000'
-);
-CREATE TABLE results (
-  window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, bids BIGINT, max_price BIGINT
-) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
-INSERT INTO results
-SELECT window_start, window_end, bucket, COUNT(*), MAX(price)
-FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY window_start, window_end, bucket;
-"
-    )
-}
-
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with("part-") {
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 #[test]
 fn compose_cluster_survives_a_killed_taskmanager_container() {
     if !docker_ok() {
@@ -123,14 +89,14 @@ fn compose_cluster_survives_a_killed_taskmanager_container() {
     let tmp = tempfile::tempdir().expect("tmp");
     // The reference: the same job in the embedded mini-cluster, without failures.
     let reference = tmp.path().join("reference");
-    let sql = job(reference.to_str().expect("path"), "")
+    let sql = common::job(reference.to_str().expect("path"), 60_000, 0)
         .replace("SET 'execution.checkpointing.interval' = '500 ms';", "");
     flink_rs::sql::compile(&sql, flink_rs::graph::ExecutionConfig::default(), &[])
         .expect("compile")
         .env
         .execute()
         .expect("reference run");
-    let expected = committed(&reference);
+    let expected = common::committed(&reference);
     assert!(expected.len() > 100);
 
     let tag = format!("flink-rs:test-{}", std::process::id());
@@ -179,7 +145,7 @@ fn compose_cluster_survives_a_killed_taskmanager_container() {
         },
     );
     let id = c
-        .submit(&job("/data/out", "'rows-per-second' = '5000',"), &[])
+        .submit(&common::job("/data/out", 60_000, 5000), &[])
         .expect("submit");
     let checkpoints = || {
         c.get(&format!("/jobs/{id}/checkpoints"))
@@ -236,7 +202,12 @@ fn compose_cluster_survives_a_killed_taskmanager_container() {
         },
     );
     assert!(state(&c).1 >= 1, "the job restarted");
-    assert_eq!(committed(&data.join("out")), expected, "{}", compose.logs());
+    assert_eq!(
+        common::committed(&data.join("out")),
+        expected,
+        "{}",
+        compose.logs()
+    );
     drop(compose);
     let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }
