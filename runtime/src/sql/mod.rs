@@ -10,6 +10,7 @@
 mod aggregate;
 mod connectors;
 mod ddl;
+mod join;
 mod plan;
 mod script;
 mod window_tvf;
@@ -242,6 +243,9 @@ pub fn compile(
     );
     // COUNT(DISTINCT) is an accumulator here, not a nested aggregation.
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+    // An inner join stays an inner join: rewriting it into a semi join (when the other side
+    // is unique on the keys) saves nothing in a stream and would hide the join condition.
+    ctx.remove_optimizer_rule("eliminate_join");
     let mut planner = plan::Planner {
         env: &env,
         ctx: &ctx,

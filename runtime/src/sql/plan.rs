@@ -2,9 +2,11 @@
 //!
 //! Supported: table scans (with computed columns and window TVFs), projections and filters
 //! (DataFusion physical expressions evaluated on each batch), subquery aliases, unions of
-//! identical schemas, group aggregation over window TVF rows (COUNT, SUM, MIN, MAX, AVG) and,
-//! on bounded inputs, plain GROUP BY with the final result at end of input; INSERT INTO a
-//! sink table. Everything else is refused with the nearest supported construct.
+//! identical schemas, group aggregation over window TVF rows (COUNT, SUM, MIN, MAX, AVG), also
+//! over the rows of other window aggregates, and, on bounded inputs, plain GROUP BY with the
+//! final result at end of input; inner joins (regular, interval and window joins, see
+//! [`super::join`]); INSERT INTO a sink table. Everything else is refused with the nearest
+//! supported construct.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,8 +52,8 @@ pub struct Planner<'a> {
 }
 
 /// A translated plan node: a stream whose batches have exactly the node's schema.
-struct Planned {
-    stream: DataStream,
+pub(super) struct Planned {
+    pub(super) stream: DataStream,
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -63,7 +65,7 @@ fn empty_table(schema: SchemaRef) -> Result<Arc<MemTable>, DataFusionError> {
 }
 
 /// Locates a DataFusion error in the statement (its diagnostic span, or the name it names).
-fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
+pub(super) fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
     let msg = e.to_string();
     let clean = msg
         .trim_start_matches("Error during planning: ")
@@ -155,7 +157,7 @@ fn offset_of(text: &str, line: usize, col: usize) -> usize {
 }
 
 /// Unique, unqualified field names for a plan's schema (qualified duplicates get `_n`).
-fn arrow_schema(df: &DFSchema) -> SchemaRef {
+pub(super) fn arrow_schema(df: &DFSchema) -> SchemaRef {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let fields: Vec<Field> = df
         .fields()
@@ -174,7 +176,10 @@ fn arrow_schema(df: &DFSchema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-fn physical(e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, DataFusionError> {
+pub(super) fn physical(
+    e: &Expr,
+    schema: &DFSchema,
+) -> Result<Arc<dyn PhysicalExpr>, DataFusionError> {
     create_physical_expr(
         e,
         schema,
@@ -218,7 +223,7 @@ fn eval_all(
 }
 
 /// Columns `cols` as a batch of `target`, each cast to its type where it differs.
-fn cast_to(
+pub(super) fn cast_to(
     cols: impl Iterator<Item = ArrayRef>,
     target: &SchemaRef,
 ) -> crate::error::Result<RecordBatch> {
@@ -236,7 +241,7 @@ fn cast_to(
 }
 
 /// Keeps the rows where the boolean expression `pred` holds (SQL's WHERE).
-fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream {
+pub(super) fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream {
     stream
         .filter(move |b| {
             let v = eval_column(&pred, b, &DataType::Boolean)?;
@@ -249,7 +254,7 @@ fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream
 }
 
 /// A projection stage: evaluates `exprs` over batches of `input` into `out`.
-fn project(
+pub(super) fn project(
     stream: &DataStream,
     exprs: &[Expr],
     input: &DFSchema,
@@ -264,10 +269,6 @@ fn project(
     Ok(stream
         .map_batches(out, move |b| eval_all(&phys, &out2, &b))
         .name(name))
-}
-
-fn contains_aggregate(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().iter().any(|p| contains_aggregate(p))
 }
 
 pub(crate) fn builder_type(dt: &DataType) -> DataType {
@@ -445,6 +446,9 @@ impl Planner<'_> {
         let plan =
             block_on(state.create_logical_plan(&text)).map_err(|e| df_error(st, &e, base))?;
         let plan = state.optimize(&plan).map_err(|e| df_error(st, &e, base))?;
+        if std::env::var_os("FLINK_RS_DEBUG_PLAN").is_some() {
+            eprintln!("{}", plan.display_indent());
+        }
         let LogicalPlan::Dml(dml) = &plan else {
             return Err(st.error_at_offset(base, "expected INSERT INTO <table> SELECT …"));
         };
@@ -507,7 +511,7 @@ impl Planner<'_> {
         Ok((s, t))
     }
 
-    fn translate(
+    pub(super) fn translate(
         &mut self,
         st: &Statement,
         base: usize,
@@ -603,12 +607,9 @@ impl Planner<'_> {
                 Ok(Planned { stream: s })
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(st, base, tvfs, agg),
+            LogicalPlan::Join(j) => self.join(st, base, tvfs, j),
             other => {
                 let (name, hint) = match other {
-                    LogicalPlan::Join(_) => (
-                        "a join",
-                        "window joins and interval joins are not supported in SQL yet",
-                    ),
                     LogicalPlan::Window(_) => (
                         "an OVER window (ROW_NUMBER, …)",
                         "deduplication and Top-N are not supported in SQL yet",
@@ -622,7 +623,6 @@ impl Planner<'_> {
                     ),
                 };
                 let keyword = match other {
-                    LogicalPlan::Join(_) => "JOIN",
                     LogicalPlan::Window(_) => "OVER",
                     LogicalPlan::Sort(_) => "ORDER",
                     LogicalPlan::Limit(_) => "LIMIT",
@@ -638,6 +638,30 @@ impl Planner<'_> {
                 ))
             }
         }
+    }
+
+    /// Whether every table `plan` reads ends (a row count, a file, a number of events).
+    fn bounded_input(&self, plan: &LogicalPlan) -> bool {
+        if let LogicalPlan::TableScan(scan) = plan {
+            let name = scan.table_name.table();
+            let name = match self.all_tvfs.iter().find(|w| w.alias == name) {
+                Some(w) => w.table.clone(),
+                None => name.to_string(),
+            };
+            if let Some(view) = self.views.get(&name.to_ascii_lowercase()) {
+                return self.bounded_input(view);
+            }
+            return self
+                .tables
+                .get(&name.to_ascii_lowercase())
+                .is_some_and(|t| {
+                    let o = &t.def.options;
+                    o.contains_key("number-of-rows")
+                        || o.contains_key("events.num")
+                        || o.get("connector").is_some_and(|c| c == "filesystem")
+                });
+        }
+        plan.inputs().iter().all(|p| self.bounded_input(p))
     }
 
     /// The fast path for `GROUP BY window_start, window_end, cols…` directly over a window
@@ -824,14 +848,6 @@ impl Planner<'_> {
         agg: &datafusion::logical_expr::Aggregate,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
-        if contains_aggregate(&agg.input) {
-            let at = super::script::find_word(&st.text[base..], "DISTINCT").map(|a| a + base);
-            let msg = "an aggregate over another aggregate is not supported yet; aggregate once, over a window TVF";
-            return Err(match at {
-                Some(a) => st.error_at_offset(a, msg),
-                None => st.error_near("GROUP", msg),
-            });
-        }
         if let Some(p) = self.window_aggregate(st, base, agg)? {
             return Ok(p);
         }
@@ -887,26 +903,11 @@ impl Planner<'_> {
             kinds.push(kind);
         }
         let groups = agg.group_expr.len();
-        let window_end = agg
-            .group_expr
-            .iter()
-            .position(|g| matches!(g, Expr::Column(c) if c.name == "window_end"));
-        let has_start = agg
-            .group_expr
-            .iter()
-            .any(|g| matches!(g, Expr::Column(c) if c.name == "window_start"));
-        if window_end.is_none() || !has_start {
-            let bounded = self.tables.values().all(|t| {
-                t.def.options.contains_key("number-of-rows")
-                    || t.def
-                        .options
-                        .get("connector")
-                        .is_some_and(|c| c == "filesystem")
-                    || t.def.options.contains_key("events.num")
-            });
-            if !bounded {
-                return Err(st.error_near("GROUP", "a GROUP BY without window_start and window_end of a TUMBLE, HOP or CUMULATE window produces an updating result, which is not supported yet on unbounded sources; group by a window TVF"));
-            }
+        // The window's end among the group columns (traced through views, subqueries and
+        // window aggregates below): the aggregate fires per window.
+        let window_end = self.window_end_group(agg);
+        if window_end.is_none() && !self.bounded_input(&agg.input) {
+            return Err(st.error_near("GROUP", "a GROUP BY without window_start and window_end of a TUMBLE, HOP or CUMULATE window produces an updating result, which is not supported yet on unbounded sources; group by a window TVF"));
         }
         let mut fields = Vec::new();
         for (i, e) in exprs.iter().enumerate() {

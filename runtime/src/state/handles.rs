@@ -317,6 +317,28 @@ impl<T: StateValue> ListState<T> {
             .unwrap_or_default()
     }
 
+    /// Calls `f` with the current key's values in place (no copy; empty when none).
+    pub fn with_values<R>(&self, ctx: &mut KeyedContext<'_>, f: impl FnOnce(&[T]) -> R) -> R {
+        match ctx.cell::<Vec<T>>(self.id, self.ttl.as_ref(), true) {
+            Some(list) => f(list),
+            None => f(&[]),
+        }
+    }
+
+    /// Keeps the values for which `keep` holds; removes the list when none remain.
+    pub fn retain(&self, ctx: &mut KeyedContext<'_>, keep: impl FnMut(&T) -> bool) {
+        let empty = match ctx.cell::<Vec<T>>(self.id, self.ttl.as_ref(), false) {
+            Some(list) => {
+                list.retain(keep);
+                list.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            ctx.clear(self.id);
+        }
+    }
+
     /// Replaces the list.
     pub fn update(&self, ctx: &mut KeyedContext<'_>, values: Vec<T>) {
         ctx.put(self.id, self.ttl.as_ref(), values);
