@@ -182,10 +182,15 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     ("nexmark-q0", include_str!("../../examples/nexmark/q0.sql")),
     ("nexmark-q1", include_str!("../../examples/nexmark/q1.sql")),
     ("nexmark-q2", include_str!("../../examples/nexmark/q2.sql")),
+    ("nexmark-q3", include_str!("../../examples/nexmark/q3.sql")),
+    ("nexmark-q4", include_str!("../../examples/nexmark/q4.sql")),
+    ("nexmark-q5", include_str!("../../examples/nexmark/q5.sql")),
     (
         "nexmark-q5-counts",
         include_str!("../../examples/nexmark/q5_counts.sql"),
     ),
+    ("nexmark-q7", include_str!("../../examples/nexmark/q7.sql")),
+    ("nexmark-q8", include_str!("../../examples/nexmark/q8.sql")),
 ];
 
 const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");

@@ -614,7 +614,7 @@ fn joins_match_the_batch_oracle() -> Result<()> {
     )?;
     let interval = "SELECT a.auction, a.price, b.price FROM bids a JOIN bids b
          ON a.auction = b.auction AND a.ts BETWEEN b.ts - INTERVAL '1' SECOND AND b.ts + INTERVAL '2' SECOND
-         WHERE a.price > 990";
+         WHERE a.price > 980 AND a.price >= b.price AND b.price <> 500";
     check("interval join", cols, interval, interval)?;
     let strict = "SELECT a.auction, a.price, b.price FROM bids a, bids b
          WHERE a.auction = b.auction AND a.ts > b.ts AND b.ts + INTERVAL '500' MILLISECOND >= a.ts

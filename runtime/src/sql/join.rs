@@ -64,6 +64,49 @@ pub struct TimeColumns {
     pub right: usize,
 }
 
+/// One side of a simple comparison in the join condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    Left(usize),
+    Right(usize),
+    Literal(Value),
+}
+
+/// A comparison of two values of the same type (`a.num >= b.maxn`), checked on each candidate
+/// pair before the joined row is built; the full condition is still applied after the join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairPredicate {
+    pub a: Operand,
+    pub op: std::cmp::Ordering,
+    /// `op` or equal (`>=`, `<=`); `!=` is `op: Equal, negated`.
+    pub or_equal: bool,
+    pub negated: bool,
+    pub b: Operand,
+}
+
+impl PairPredicate {
+    fn holds(&self, l: &[Value], r: &[Value]) -> bool {
+        let get = |o: &Operand| -> Option<Value> {
+            match o {
+                Operand::Left(i) => l.get(*i).cloned(),
+                Operand::Right(i) => r.get(*i).cloned(),
+                Operand::Literal(v) => Some(v.clone()),
+            }
+        };
+        let (Some(a), Some(b)) = (get(&self.a), get(&self.b)) else {
+            return true;
+        };
+        if a == Value::Null || b == Value::Null {
+            return false; // SQL: a comparison with NULL is not true
+        }
+        let Some(ord) = a.partial_cmp(&b) else {
+            return true; // leave it to the filter after the join
+        };
+        let hit = ord == self.op || (self.or_equal && ord == std::cmp::Ordering::Equal);
+        hit != self.negated
+    }
+}
+
 /// A stored row and the event time from which the watermark makes it useless.
 type Stored = (i64, Row);
 
@@ -75,6 +118,7 @@ pub struct StreamJoin {
     pub widths: [usize; 2],
     pub time: Option<TimeColumns>,
     pub bounds: TimeBounds,
+    pub predicates: Vec<PairPredicate>,
     sides: Option<[ListState<Stored>; 2]>,
 }
 
@@ -84,6 +128,7 @@ impl StreamJoin {
             widths,
             time: time.filter(|_| bounds.bounded()),
             bounds,
+            predicates: Vec::new(),
             sides: None,
         }
     }
@@ -152,7 +197,9 @@ impl ProcessFunction for StreamJoin {
                 } else {
                     (other.as_slice(), data)
                 };
-                if !self.within(self.time_of(0, l), self.time_of(1, r)) {
+                if !self.within(self.time_of(0, l), self.time_of(1, r))
+                    || !self.predicates.iter().all(|p| p.holds(l, r))
+                {
                     continue;
                 }
                 let mut joined = Vec::with_capacity(l.len() + r.len());
@@ -236,6 +283,64 @@ fn key_type(l: &DataType, r: &DataType) -> DataType {
     } else {
         DataType::Utf8
     }
+}
+
+/// `a op b` over columns of the two sides and literals of one type, as a [`PairPredicate`].
+fn pair_predicate(e: &Expr, ls: &DFSchema, rs: &DFSchema) -> Option<PairPredicate> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    let Expr::BinaryExpr(b) = e else {
+        return None;
+    };
+    let (op, or_equal, negated) = match b.op {
+        Operator::Eq => (Equal, false, false),
+        Operator::NotEq => (Equal, false, true),
+        Operator::Lt => (Less, false, false),
+        Operator::LtEq => (Less, true, false),
+        Operator::Gt => (Greater, false, false),
+        Operator::GtEq => (Greater, true, false),
+        _ => return None,
+    };
+    // Types whose row values (`rows::array_value`) order as SQL orders them.
+    let typed = |dt: &DataType| match dt {
+        t if t.is_integer() => Some(DataType::Int64),
+        DataType::Float32 | DataType::Float64 => Some(DataType::Float64),
+        DataType::Utf8 | DataType::LargeUtf8 => Some(DataType::Utf8),
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _) => Some(dt.clone()),
+        _ => None,
+    };
+    let operand = |e: &Expr| -> Option<(Operand, DataType)> {
+        match strip(e) {
+            Expr::Column(c) => {
+                if let Ok(i) = ls.index_of_column(c) {
+                    Some((Operand::Left(i), typed(ls.field(i).data_type())?))
+                } else {
+                    let i = rs.index_of_column(c).ok()?;
+                    Some((Operand::Right(i), typed(rs.field(i).data_type())?))
+                }
+            }
+            Expr::Literal(v, _) => {
+                let (value, dt) = match v {
+                    ScalarValue::Int64(Some(x)) => (Value::Int(*x), DataType::Int64),
+                    ScalarValue::Int32(Some(x)) => (Value::Int(i64::from(*x)), DataType::Int64),
+                    ScalarValue::Float64(Some(x)) => (Value::Float(*x), DataType::Float64),
+                    ScalarValue::Utf8(Some(x)) => (Value::Str(x.clone()), DataType::Utf8),
+                    _ => return None,
+                };
+                Some((Operand::Literal(value), dt))
+            }
+            _ => None,
+        }
+    };
+    let (a, ta) = operand(&b.left)?;
+    let (b2, tb) = operand(&b.right)?;
+    // Values compare by variant first: only same-typed operands are safe to compare here.
+    (ta == tb).then_some(PairPredicate {
+        a,
+        op,
+        or_equal,
+        negated,
+        b: b2,
+    })
 }
 
 impl Planner<'_> {
@@ -469,7 +574,13 @@ impl Planner<'_> {
                 .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
                 .collect::<Vec<_>>(),
         ));
-        let f = StreamJoin::new([ls.fields().len(), rs.fields().len()], time, bounds);
+        let mut f = StreamJoin::new([ls.fields().len(), rs.fields().len()], time, bounds);
+        if let Some(filter) = &j.filter {
+            f.predicates = split_conjunction(filter)
+                .into_iter()
+                .filter_map(|c| pair_predicate(c, &ls, &rs))
+                .collect();
+        }
         let ms = |b: Option<i64>, open: &str| b.map_or(open.to_string(), |v| format!("{v} ms"));
         let name = match (time, bounds) {
             (
@@ -605,6 +716,32 @@ mod tests {
         assert_eq!(matched, 3, "without bounds, every row of the key matches");
         assert_eq!(after, held, "a regular join keeps its rows");
         Ok(())
+    }
+
+    #[test]
+    fn pair_predicates_compare_like_sql() {
+        use std::cmp::Ordering::{Equal, Greater};
+        let ge = PairPredicate {
+            a: Operand::Left(0),
+            op: Greater,
+            or_equal: true,
+            negated: false,
+            b: Operand::Right(0),
+        };
+        assert!(ge.holds(&[Value::Int(5)], &[Value::Int(5)]));
+        assert!(ge.holds(&[Value::Int(6)], &[Value::Int(5)]));
+        assert!(!ge.holds(&[Value::Int(4)], &[Value::Int(5)]));
+        assert!(!ge.holds(&[Value::Null], &[Value::Int(5)]));
+        let ne = PairPredicate {
+            a: Operand::Right(0),
+            op: Equal,
+            or_equal: false,
+            negated: true,
+            b: Operand::Literal(Value::Str("x".into())),
+        };
+        assert!(ne.holds(&[], &[Value::Str("y".into())]));
+        assert!(!ne.holds(&[], &[Value::Str("x".into())]));
+        assert!(!ne.holds(&[], &[Value::Null]));
     }
 
     #[test]
