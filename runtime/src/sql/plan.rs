@@ -528,6 +528,12 @@ impl Planner<'_> {
                     .find(|w| w.alias == name)
                     .cloned();
                 let (stream, schema) = if let Some(w) = found {
+                    if matches!(w.kind, window_tvf::WindowKind::Session { .. }) {
+                        return Err(st.error_at_offset(
+                            base + w.at,
+                            "SESSION windows exist only aggregated: GROUP BY window_start, window_end and the PARTITION BY columns, with COUNT, SUM, MIN, MAX, AVG or COUNT(DISTINCT) of columns",
+                        ));
+                    }
                     let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
                     let (s, visible) = match view {
                         Some(plan) => {
@@ -801,6 +807,23 @@ impl Planner<'_> {
         } else {
             keys.clone()
         };
+        if matches!(w.kind, WindowKind::Session { .. }) {
+            let same = |a: &[String], b: &[String]| {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|x| b.iter().any(|y| y.eq_ignore_ascii_case(x)))
+            };
+            if !same(&keys, &w.partition) {
+                return Err(st.error_at_offset(
+                    base + w.at,
+                    format!(
+                        "a SESSION window aggregate groups by window_start, window_end and exactly the PARTITION BY columns ({}), found ({})",
+                        w.partition.join(", "),
+                        keys.join(", ")
+                    ),
+                ));
+            }
+        }
         let ms = |v: i64| Duration::from_millis(v.max(0) as u64);
         let windows = match w.kind {
             WindowKind::Tumble { size, offset } => {
@@ -812,6 +835,7 @@ impl Planner<'_> {
                 offset,
             } => Windows::sliding(ms(size), ms(slide)).with_offset(ms(offset)),
             WindowKind::Cumulate { step, size } => Windows::cumulative(ms(step), ms(size)),
+            WindowKind::Session { gap } => Windows::session(ms(gap)),
         };
         let n_keys = keys.len();
         let windowed = stream

@@ -19,9 +19,24 @@ use crate::error::{Error, Result};
 /// Which windows a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowKind {
-    Tumble { size: i64, offset: i64 },
-    Hop { slide: i64, size: i64, offset: i64 },
-    Cumulate { step: i64, size: i64 },
+    Tumble {
+        size: i64,
+        offset: i64,
+    },
+    Hop {
+        slide: i64,
+        size: i64,
+        offset: i64,
+    },
+    Cumulate {
+        step: i64,
+        size: i64,
+    },
+    /// Rows closer than `gap` (per PARTITION BY key) share a window; windows are merged as
+    /// rows arrive, so these rows exist only aggregated (the window operator computes them).
+    Session {
+        gap: i64,
+    },
 }
 
 /// A window TVF found in a query.
@@ -34,6 +49,8 @@ pub struct WindowTvf {
     pub kind: WindowKind,
     /// Byte offset of the call in the statement.
     pub at: usize,
+    /// SESSION's `PARTITION BY` columns.
+    pub partition: Vec<String>,
 }
 
 fn floor_mod(a: i64, b: i64) -> i64 {
@@ -52,6 +69,9 @@ impl WindowKind {
             WindowKind::Hop { slide, size, .. } if size % slide != 0 => Err(format!(
                 "HOP size ({size} ms) must be a multiple of the slide ({slide} ms)"
             )),
+            WindowKind::Session { gap } if gap <= 0 => {
+                Err("the session gap must be positive".into())
+            }
             WindowKind::Cumulate { step, size } if step <= 0 || size <= 0 || size % step != 0 => {
                 Err(format!(
                     "CUMULATE size ({size} ms) must be a positive multiple of the step ({step} ms)"
@@ -82,6 +102,8 @@ impl WindowKind {
                 }
                 out.reverse();
             }
+            // Not assignable per row (see `WindowKind::Session`).
+            WindowKind::Session { .. } => {}
             WindowKind::Cumulate { step, size } => {
                 let start = ts - floor_mod(ts, size);
                 let mut end = start + step;
@@ -243,13 +265,53 @@ pub fn rewrite(
             .ok_or((at, "expected ( after the window function".to_string()))?;
         let call_close =
             matching_paren(&out, call_open).ok_or((at, "unbalanced parentheses".to_string()))?;
-        if upper == "SESSION" {
-            return Err((open + 1, "SESSION windows are not supported in SQL yet; use TUMBLE, HOP or CUMULATE (session windows are available in the DataStream API)".into()));
-        }
         let args_text = &out[call_open + 1..call_close];
-        let args = split_args(args_text);
+        let mut args = split_args(args_text);
+        let raw_first = args.first().map(|a| a.1).unwrap_or("");
+        let first_at = call_open
+            + 1
+            + args.first().map(|a| a.0).unwrap_or(0)
+            + (raw_first.len() - raw_first.trim_start().len());
+        let mut first = raw_first.trim();
+        // SESSION(TABLE t PARTITION BY a, b, DESCRIPTOR(ts), gap)
+        let mut partition = Vec::new();
+        if let Some(p) = find_word(first, "PARTITION") {
+            if upper != "SESSION" {
+                return Err((
+                    first_at + p,
+                    format!("{upper} takes no PARTITION BY; SESSION does"),
+                ));
+            }
+            let by = first[p + 9..].trim_start();
+            let Some(col) = by
+                .get(..2)
+                .filter(|b| b.eq_ignore_ascii_case("BY"))
+                .map(|_| by[2..].trim())
+            else {
+                return Err((first_at + p, "expected PARTITION BY <columns>".into()));
+            };
+            partition.push(col.to_string());
+            first = first[..p].trim();
+            // Further partition columns are the next arguments, up to DESCRIPTOR(…).
+            while args.len() > 1
+                && !args[1]
+                    .1
+                    .trim_start()
+                    .get(..10)
+                    .is_some_and(|d| d.eq_ignore_ascii_case("DESCRIPTOR"))
+            {
+                partition.push(args.remove(1).1.trim().to_string());
+            }
+            if let Some(bad) = partition.iter().find(|c| {
+                c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            }) {
+                return Err((
+                    first_at + p,
+                    format!("PARTITION BY takes column names, found `{bad}`"),
+                ));
+            }
+        }
         let arg_at = |i: usize| call_open + 1 + args.get(i).map(|a| a.0).unwrap_or(0);
-        let first = args.first().map(|a| a.1.trim()).unwrap_or("");
         let table = first
             .get(..5)
             .filter(|p| p.eq_ignore_ascii_case("TABLE"))
@@ -260,7 +322,7 @@ pub fn rewrite(
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
             })
             .ok_or((
-                arg_at(0),
+                first_at,
                 format!("the first argument of {upper} must be TABLE <name>"),
             ))?;
         let second = args.get(1).map(|a| a.1.trim()).unwrap_or("");
@@ -299,6 +361,7 @@ pub fn rewrite(
                 step: ms[0],
                 size: ms[1],
             },
+            "SESSION" if n_ok(1, 1) => WindowKind::Session { gap: ms[0] },
             _ => {
                 return Err((
                     open + 1,
@@ -307,6 +370,7 @@ pub fn rewrite(
                         match upper.as_str() {
                             "TUMBLE" => "a size (and an offset)",
                             "HOP" => "a slide and a size (and an offset)",
+                            "SESSION" => "a gap (and PARTITION BY columns after the table)",
                             _ => "a step and a size",
                         }
                     ),
@@ -336,6 +400,7 @@ pub fn rewrite(
             time_column,
             kind,
             at,
+            partition,
         });
         from = at + span;
     }
