@@ -296,6 +296,9 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids GROUP BY auction;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 52, "updating result"),
         (t("INSERT INTO out SELECT auction, UPPER(price, 1) FROM bids;"), 3, 3, 33, "Function 'upper'"),
         (t("INSERT INTO out SELECT auction FROM bids;"), 3, 3, 1, "different number of columns"),
+        (t("INSERT INTO out SELECT auction, rn FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS rn FROM bids) WHERE rn <= 1;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 71, "updating result"),
+        (t("INSERT INTO out SELECT auction, LAG(price) OVER (PARTITION BY auction ORDER BY ts) FROM bids;"), 3, 3, 44, "LAG() OVER is not supported"),
+        (t("INSERT INTO out SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction) FROM bids;"), 3, 3, 46, "needs an ORDER BY"),
         (t("INSERT INTO out SELECT auction, price\nFROM bids\nWHERE pricee > 1;"), 3, 5, 7, "No field named pricee"),
     ]
 }
@@ -704,5 +707,67 @@ fn session_windows_match_the_batch_oracle() -> Result<()> {
            CASE WHEN CAST(ts AS BIGINT) - LAG(CAST(ts AS BIGINT)) OVER (PARTITION BY auction ORDER BY ts) <= 500 THEN 0 ELSE 1 END AS brk FROM bids),
          g AS (SELECT auction, price, t, SUM(brk) OVER (PARTITION BY auction ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS sid FROM s)
          SELECT to_timestamp_millis(MIN(t)), to_timestamp_millis(MAX(t) + 500), auction, COUNT(*), SUM(price) FROM g GROUP BY auction, sid",
+    )
+}
+
+/// Top-N and deduplication through ROW_NUMBER (and RANK, DENSE_RANK): per window, and over a
+/// bounded input, equal to DataFusion's window functions.
+#[test]
+fn top_n_and_deduplication_match_the_batch_oracle() -> Result<()> {
+    let counts = "SELECT window_start, window_end, auction, COUNT(*) AS cnt FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY window_start, window_end, auction";
+    let counts_batch = format!(
+        "SELECT {}, auction, COUNT(*) AS cnt FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids) GROUP BY ws, auction",
+        win("ws", 5000)
+    );
+    check(
+        "window top-n",
+        "window_start TIMESTAMP(3), window_end TIMESTAMP(3), auction BIGINT, cnt BIGINT, rn BIGINT",
+        &format!("SELECT window_start, window_end, auction, cnt, rn FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY cnt DESC, auction) AS rn
+           FROM ({counts})) WHERE rn <= 3"),
+        &format!("SELECT window_start, window_end, auction, cnt, rn FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY cnt DESC, auction) AS rn
+           FROM ({counts_batch})) WHERE rn <= 3"),
+    )?;
+    // The `rn <= 3` filter lets the ranking keep three rows per window, not all of them.
+    let script = format!(
+        "{}\nCREATE TABLE out (a BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT rn FROM (SELECT ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY cnt DESC) AS rn FROM ({counts})) WHERE rn <= 3;",
+        bids_ddl(0)
+    );
+    let plan = compile(&script, ExecutionConfig::default(), &[])
+        .map_err(|e| Error::User(e.to_string()))?
+        .env
+        .graph()
+        .explain();
+    assert!(plan.contains("Operator WindowTopN[3]"), "{plan}");
+    let ranks = |from: &str| {
+        format!("SELECT window_start, auction, cnt, rk, drk FROM (
+           SELECT *, RANK() OVER (PARTITION BY window_start, window_end ORDER BY cnt DESC) AS rk,
+                     DENSE_RANK() OVER (PARTITION BY window_start, window_end ORDER BY cnt DESC) AS drk
+           FROM ({from})) WHERE drk <= 2")
+    };
+    check(
+        "window rank and dense rank",
+        "window_start TIMESTAMP(3), auction BIGINT, cnt BIGINT, rk BIGINT, drk BIGINT",
+        &ranks(counts),
+        &ranks(&counts_batch),
+    )?;
+    let top2 = "SELECT auction, price, ts, rn FROM (
+           SELECT auction, price, ts, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, ts) AS rn FROM bids)
+         WHERE rn <= 2";
+    check(
+        "top-n of a bounded input",
+        "auction BIGINT, price BIGINT, ts TIMESTAMP(3), rn BIGINT",
+        top2,
+        top2,
+    )?;
+    let last = "SELECT auction, price, ts FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY ts DESC) AS rn FROM bids)
+         WHERE rn = 1";
+    check(
+        "deduplication (keep last) of a bounded input",
+        "auction BIGINT, price BIGINT, ts TIMESTAMP(3)",
+        last,
+        last,
     )
 }

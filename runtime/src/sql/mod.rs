@@ -12,6 +12,7 @@ mod connectors;
 mod ddl;
 mod join;
 mod plan;
+mod rank;
 mod script;
 mod window_tvf;
 
@@ -251,6 +252,7 @@ pub fn compile(
         ctx: &ctx,
         tables: HashMap::new(),
         windows: 0,
+        top_n: HashMap::new(),
         views: HashMap::new(),
         all_tvfs: Vec::new(),
     };

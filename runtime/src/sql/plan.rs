@@ -49,6 +49,9 @@ pub struct Planner<'a> {
     pub views: HashMap<String, LogicalPlan>,
     /// Every window TVF of the script (views keep theirs).
     pub all_tvfs: Vec<WindowTvf>,
+    /// Row limits of ROW_NUMBER nodes (by address in the plan being translated) that a
+    /// `rn <= N` filter above them allows.
+    pub top_n: HashMap<usize, usize>,
 }
 
 /// A translated plan node: a stream whose batches have exactly the node's schema.
@@ -589,6 +592,12 @@ impl Planner<'_> {
                 Ok(Planned { stream: s })
             }
             LogicalPlan::Filter(f) => {
+                // `rn <= N` over ROW_NUMBER: the ranking keeps N rows per partition.
+                for c in datafusion::logical_expr::utils::split_conjunction(&f.predicate) {
+                    if let Some((w, n)) = Self::window_under_filter(c, &f.input) {
+                        self.top_n.insert(std::ptr::from_ref(w) as usize, n);
+                    }
+                }
                 let input = self.translate(st, base, tvfs, &f.input)?;
                 let pred = physical(&f.predicate, f.input.schema()).map_err(dferr)?;
                 Ok(Planned {
@@ -614,12 +623,12 @@ impl Planner<'_> {
             }
             LogicalPlan::Aggregate(agg) => self.aggregate(st, base, tvfs, agg),
             LogicalPlan::Join(j) => self.join(st, base, tvfs, j),
+            LogicalPlan::Window(w) => {
+                let limit = self.top_n.get(&(std::ptr::from_ref(w) as usize)).copied();
+                self.over_window(st, base, tvfs, w, limit)
+            }
             other => {
                 let (name, hint) = match other {
-                    LogicalPlan::Window(_) => (
-                        "an OVER window (ROW_NUMBER, …)",
-                        "deduplication and Top-N are not supported in SQL yet",
-                    ),
                     LogicalPlan::Sort(_) => ("ORDER BY", "streams are unordered; drop ORDER BY"),
                     LogicalPlan::Limit(_) => ("LIMIT", "drop LIMIT"),
                     LogicalPlan::Distinct(_) => ("DISTINCT", "use GROUP BY over a window TVF"),
@@ -629,7 +638,6 @@ impl Planner<'_> {
                     ),
                 };
                 let keyword = match other {
-                    LogicalPlan::Window(_) => "OVER",
                     LogicalPlan::Sort(_) => "ORDER",
                     LogicalPlan::Limit(_) => "LIMIT",
                     LogicalPlan::Distinct(_) => "DISTINCT",
@@ -647,7 +655,7 @@ impl Planner<'_> {
     }
 
     /// Whether every table `plan` reads ends (a row count, a file, a number of events).
-    fn bounded_input(&self, plan: &LogicalPlan) -> bool {
+    pub(super) fn bounded_input(&self, plan: &LogicalPlan) -> bool {
         if let LogicalPlan::TableScan(scan) = plan {
             let name = scan.table_name.table();
             let name = match self.all_tvfs.iter().find(|w| w.alias == name) {

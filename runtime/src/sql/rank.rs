@@ -1,0 +1,415 @@
+//! `ROW_NUMBER()`, `RANK()` and `DENSE_RANK()` `OVER (PARTITION BY … ORDER BY …)`: Top-N and
+//! deduplication (`WHERE rn <= N`, `rn = 1`).
+//!
+//! A partition's rows are numbered once the partition is complete: per window when the
+//! PARTITION BY includes a window's end (Flink's window Top-N, emitted when the watermark
+//! passes the window), or at the end of a bounded input. With a `rn <= N` filter above a
+//! ROW_NUMBER, a partition keeps only its N best rows in state. Anything else would be an
+//! updating result, which is refused.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, Operator, Window};
+
+use super::join::TimeAttr;
+use super::plan::{Planned, Planner, arrow_schema, builder_type, cast_to, df_error, project};
+use super::script::{SqlError, Statement};
+use super::window_tvf::WindowTvf;
+use crate::element::Timestamp;
+use crate::error::{Error, Result};
+use crate::key::KeySelector;
+use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
+use crate::rows::{Row, Value};
+use crate::state::{ListState, StateRegistry, TimeDomain};
+
+/// Which number a window function gives a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    RowNumber,
+    Rank,
+    DenseRank,
+}
+
+/// One ORDER BY column: its index in the row, direction, and where NULLs go.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKey {
+    pub index: usize,
+    pub asc: bool,
+    pub nulls_first: bool,
+}
+
+fn compare(a: &Row, b: &Row, keys: &[OrderKey]) -> Ordering {
+    for k in keys {
+        let (x, y) = (&a[k.index], &b[k.index]);
+        let o = match (x == &Value::Null, y == &Value::Null) {
+            (true, true) => Ordering::Equal,
+            (true, false) if k.nulls_first => Ordering::Less,
+            (true, false) => Ordering::Greater,
+            (false, true) if k.nulls_first => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => {
+                let o = x.partial_cmp(y).unwrap_or(Ordering::Equal);
+                if k.asc { o } else { o.reverse() }
+            }
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+/// The keyed process function: rows of a partition (the key) wait in state until the
+/// partition is complete, then are sorted, numbered and emitted.
+#[derive(Clone)]
+pub struct RankFunction {
+    /// Columns of the input passed through (helper columns follow them).
+    pub width: usize,
+    pub order: Vec<OrderKey>,
+    pub kinds: Vec<RankKind>,
+    /// Index of the window-end column among the row's values (None: bounded input, numbered
+    /// at its end).
+    pub window_end: Option<usize>,
+    /// Keep only this many rows per partition (a `ROW_NUMBER() … <= N` filter follows).
+    pub limit: Option<usize>,
+    rows: Option<ListState<Row>>,
+}
+
+impl RankFunction {
+    pub fn new(
+        width: usize,
+        order: Vec<OrderKey>,
+        kinds: Vec<RankKind>,
+        window_end: Option<usize>,
+        limit: Option<usize>,
+    ) -> Self {
+        RankFunction {
+            width,
+            order,
+            kinds,
+            window_end,
+            limit,
+            rows: None,
+        }
+    }
+}
+
+impl ProcessFunction for RankFunction {
+    fn open(&mut self, states: &mut StateRegistry<'_>) -> Result<()> {
+        self.rows = Some(states.list("rank-rows"));
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _input: usize,
+        row: &Row,
+        ctx: &mut ProcessContext<'_>,
+        _out: &mut RowCollector,
+    ) -> Result<()> {
+        let Some(rows) = &self.rows else {
+            return Err(Error::User("rank not opened".into()));
+        };
+        let fire_at = match self.window_end {
+            Some(i) => {
+                let t = row
+                    .get(i)
+                    .and_then(Value::as_i64)
+                    .unwrap_or(i64::MAX)
+                    .saturating_sub(1);
+                if t <= ctx.current_watermark() {
+                    return Ok(()); // late: its window was numbered already
+                }
+                t
+            }
+            None => i64::MAX,
+        };
+        ctx.register_event_time_timer(fire_at);
+        match self.limit {
+            Some(n) => {
+                // Keep the N best rows, in order (the new row goes after its equals).
+                let mut kept = rows.get(ctx);
+                let at =
+                    kept.partition_point(|r| compare(r, row, &self.order) != Ordering::Greater);
+                if at < n {
+                    kept.insert(at, row.clone());
+                    kept.truncate(n);
+                    rows.update(ctx, kept);
+                }
+            }
+            None => rows.add(ctx, row.clone()),
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        _ts: Timestamp,
+        _domain: TimeDomain,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut RowCollector,
+    ) -> Result<()> {
+        let Some(state) = &self.rows else {
+            return Ok(());
+        };
+        let mut rows = state.get(ctx);
+        state.clear(ctx);
+        rows.sort_by(|a, b| compare(a, b, &self.order));
+        let (mut rank, mut dense) = (0i64, 0i64);
+        for (i, r) in rows.iter().enumerate() {
+            let tie = i > 0 && compare(&rows[i - 1], r, &self.order) == Ordering::Equal;
+            if !tie {
+                rank = i as i64 + 1;
+                dense += 1;
+            }
+            let mut o: Row = r[..self.width.min(r.len())].to_vec();
+            o.extend(self.kinds.iter().map(|k| {
+                Value::Int(match k {
+                    RankKind::RowNumber => i as i64 + 1,
+                    RankKind::Rank => rank,
+                    RankKind::DenseRank => dense,
+                })
+            }));
+            out.collect(o)?;
+        }
+        Ok(())
+    }
+}
+
+/// `col <= N`, `col < N` or `col = 1` where `col` is output `index` of a window node.
+pub(super) fn limit_of(pred: &Expr, window: &Window) -> Option<usize> {
+    let Expr::BinaryExpr(b) = pred else {
+        return None;
+    };
+    let (Expr::Column(c), Expr::Literal(v, _)) = (b.left.as_ref(), b.right.as_ref()) else {
+        return None;
+    };
+    let i = window.schema.index_of_column(c).ok()?;
+    let n_in = window.input.schema().fields().len();
+    let e = window.window_expr.get(i.checked_sub(n_in)?)?;
+    let Expr::WindowFunction(f) = strip(e) else {
+        return None;
+    };
+    if f.fun.name() != "row_number" {
+        return None;
+    }
+    let n = match v {
+        ScalarValue::Int64(Some(n)) => *n,
+        ScalarValue::UInt64(Some(n)) => i64::try_from(*n).ok()?,
+        ScalarValue::Int32(Some(n)) => i64::from(*n),
+        _ => return None,
+    };
+    let limit = match b.op {
+        Operator::LtEq => n,
+        Operator::Lt => n - 1,
+        Operator::Eq if n == 1 => 1,
+        _ => return None,
+    };
+    usize::try_from(limit.max(0)).ok()
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip(&a.expr),
+        other => other,
+    }
+}
+
+impl Planner<'_> {
+    /// `… OVER (PARTITION BY … ORDER BY …)` of ROW_NUMBER, RANK or DENSE_RANK.
+    pub(super) fn over_window(
+        &mut self,
+        st: &Statement,
+        base: usize,
+        tvfs: &[WindowTvf],
+        w: &Window,
+        limit: Option<usize>,
+    ) -> Result<Planned, SqlError> {
+        let dferr = |e: DataFusionError| df_error(st, &e, base);
+        let at = super::script::find_word(&st.text[base..], "OVER").map_or(base, |a| a + base);
+        let mut kinds = Vec::new();
+        let mut spec: Option<(Vec<Expr>, Vec<datafusion::logical_expr::SortExpr>)> = None;
+        for e in &w.window_expr {
+            let Expr::WindowFunction(f) = strip(e) else {
+                return Err(st.error_at_offset(at, format!("unsupported window expression `{e}`")));
+            };
+            let kind = match f.fun.name() {
+                "row_number" => RankKind::RowNumber,
+                "rank" => RankKind::Rank,
+                "dense_rank" => RankKind::DenseRank,
+                other => {
+                    return Err(st.error_at_offset(
+                        at,
+                        format!(
+                            "{}() OVER is not supported in streaming SQL; ROW_NUMBER, RANK and DENSE_RANK are (Top-N and deduplication)",
+                            other.to_uppercase()
+                        ),
+                    ));
+                }
+            };
+            let p = (f.params.partition_by.clone(), f.params.order_by.clone());
+            if spec.as_ref().is_some_and(|s| *s != p) {
+                return Err(st.error_at_offset(
+                    at,
+                    "the window functions of one SELECT must share their PARTITION BY and ORDER BY",
+                ));
+            }
+            if p.1.is_empty() {
+                return Err(st.error_at_offset(
+                    at,
+                    "ROW_NUMBER() OVER needs an ORDER BY (what ranks first)",
+                ));
+            }
+            spec = Some(p);
+            kinds.push(kind);
+        }
+        let Some((partition, order)) = spec else {
+            return Err(st.error_at_offset(at, "a window node without functions"));
+        };
+        let in_schema = w.input.schema().clone();
+        // The partition is complete at its window's end, or at the end of a bounded input.
+        let mut window_end = None;
+        for (i, p) in partition.iter().enumerate() {
+            if let Expr::Column(c) = strip(p) {
+                if let Ok(j) = in_schema.index_of_column(c) {
+                    if self.time_attr(&w.input, j) == Some(TimeAttr::WindowEnd) {
+                        window_end = Some(i);
+                    }
+                }
+            }
+        }
+        if window_end.is_none() && !self.bounded_input(&w.input) {
+            return Err(st.error_at_offset(
+                at,
+                "ROW_NUMBER over an unbounded input without window_start and window_end in its PARTITION BY produces an updating result, which is not supported yet; rank per window (PARTITION BY window_start, window_end, …)",
+            ));
+        }
+        let input = self.translate(st, base, tvfs, &w.input)?.stream;
+        // [input columns…, partition keys…, order keys…]
+        let width = in_schema.fields().len();
+        let mut exprs: Vec<Expr> = in_schema.columns().into_iter().map(Expr::Column).collect();
+        let mut fields: Vec<Field> = arrow_schema(&in_schema)
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut keys = Vec::new();
+        let helper = |e: &Expr, name: String, exprs: &mut Vec<Expr>, fields: &mut Vec<Field>| {
+            let dt = builder_type(&e.get_type(&in_schema)?);
+            exprs.push(Expr::Cast(Cast::new(Box::new(e.clone()), dt.clone())));
+            fields.push(Field::new(name, dt, true));
+            Ok::<_, DataFusionError>(())
+        };
+        for (i, p) in partition.iter().enumerate() {
+            helper(p, format!("__p{i}"), &mut exprs, &mut fields).map_err(dferr)?;
+            keys.push(format!("__p{i}"));
+        }
+        if partition.is_empty() {
+            exprs.push(Expr::Literal(ScalarValue::Int64(Some(0)), None));
+            fields.push(Field::new("__p0", DataType::Int64, false));
+            keys.push("__p0".into());
+        }
+        let n_keys = keys.len();
+        let mut order_keys = Vec::new();
+        for (i, s) in order.iter().enumerate() {
+            helper(&s.expr, format!("__o{i}"), &mut exprs, &mut fields).map_err(dferr)?;
+            order_keys.push(OrderKey {
+                index: width + n_keys + i,
+                asc: s.asc,
+                nulls_first: s.nulls_first,
+            });
+        }
+        let pre = project(
+            &input,
+            &exprs,
+            &in_schema,
+            Arc::new(Schema::new(fields)),
+            "Calc[rank keys]",
+        )
+        .map_err(dferr)?;
+        let target = arrow_schema(&w.schema);
+        let rows_schema = Arc::new(Schema::new(
+            target
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
+                .collect::<Vec<_>>(),
+        ));
+        let limit = limit.filter(|_| kinds.iter().all(|k| *k == RankKind::RowNumber));
+        let f = RankFunction::new(
+            width,
+            order_keys,
+            kinds,
+            window_end.map(|i| width + i),
+            limit,
+        );
+        let name = match (window_end, limit) {
+            (Some(_), Some(n)) => format!("WindowTopN[{n}]"),
+            (Some(_), None) => "WindowRank".to_string(),
+            (None, Some(n)) => format!("TopN[{n}, at end of input]"),
+            (None, None) => "Rank[at end of input]".to_string(),
+        };
+        let ranked = pre
+            .key_by(KeySelector::columns(keys))
+            .process(rows_schema, f)
+            .name(&name);
+        let t2 = target.clone();
+        let out = ranked
+            .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
+            .name("Calc[rank output]");
+        Ok(Planned { stream: out })
+    }
+
+    /// The window node under a filter (directly or below a projection) and its row limit,
+    /// if the filter is `rn <= N` on a ROW_NUMBER.
+    pub(super) fn window_under_filter<'p>(
+        pred: &Expr,
+        input: &'p LogicalPlan,
+    ) -> Option<(&'p Window, usize)> {
+        match input {
+            LogicalPlan::Window(w) => limit_of(pred, w).map(|n| (w, n)),
+            // Through projections that pass the number's column on.
+            LogicalPlan::Projection(p) => {
+                let (Expr::BinaryExpr(b), LogicalPlan::Window(w)) = (pred, p.input.as_ref()) else {
+                    return None;
+                };
+                let Expr::Column(c) = b.left.as_ref() else {
+                    return None;
+                };
+                p.expr
+                    .iter()
+                    .any(|e| matches!(e, Expr::Column(x) if x == c))
+                    .then(|| limit_of(pred, w).map(|n| (w, n)))?
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_like_sql_with_nulls_placed_as_asked() {
+        let rows: Vec<Row> = vec![vec![Value::Int(2)], vec![Value::Null], vec![Value::Int(1)]];
+        let sorted = |asc, nulls_first| {
+            let mut r = rows.clone();
+            let k = [OrderKey {
+                index: 0,
+                asc,
+                nulls_first,
+            }];
+            r.sort_by(|a, b| compare(a, b, &k));
+            r.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+        };
+        use Value::{Int, Null};
+        assert_eq!(sorted(true, false), vec![Int(1), Int(2), Null]);
+        assert_eq!(sorted(true, true), vec![Null, Int(1), Int(2)]);
+        assert_eq!(sorted(false, true), vec![Null, Int(2), Int(1)]);
+        assert_eq!(sorted(false, false), vec![Int(2), Int(1), Null]);
+    }
+}
