@@ -195,6 +195,10 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
         "nexmark-q11",
         include_str!("../../examples/nexmark/q11.sql"),
     ),
+    (
+        "nexmark-q19",
+        include_str!("../../examples/nexmark/q19.sql"),
+    ),
 ];
 
 const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");

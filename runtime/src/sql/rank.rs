@@ -131,14 +131,16 @@ impl ProcessFunction for RankFunction {
         match self.limit {
             Some(n) => {
                 // Keep the N best rows, in order (the new row goes after its equals).
-                let mut kept = rows.get(ctx);
-                let at =
-                    kept.partition_point(|r| compare(r, row, &self.order) != Ordering::Greater);
-                if at < n {
-                    kept.insert(at, row.clone());
-                    kept.truncate(n);
-                    rows.update(ctx, kept);
-                }
+                let order = &self.order;
+                rows.modify(ctx, |kept| {
+                    let at = kept.partition_point(|r| compare(r, row, order) != Ordering::Greater);
+                    if at < n {
+                        if kept.len() >= n {
+                            kept.pop();
+                        }
+                        kept.insert(at, row.clone());
+                    }
+                });
             }
             None => rows.add(ctx, row.clone()),
         }

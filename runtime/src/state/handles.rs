@@ -325,6 +325,19 @@ impl<T: StateValue> ListState<T> {
         }
     }
 
+    /// Changes the current key's list in place (an empty list when there is none; an empty
+    /// list left behind is removed).
+    pub fn modify<R>(&self, ctx: &mut KeyedContext<'_>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+        let Some(list) = ctx.cell_or_insert::<Vec<T>>(self.id, self.ttl.as_ref(), Vec::new) else {
+            return f(&mut Vec::new());
+        };
+        let r = f(list);
+        if list.is_empty() {
+            ctx.clear(self.id);
+        }
+        r
+    }
+
     /// Keeps the values for which `keep` holds; removes the list when none remain.
     pub fn retain(&self, ctx: &mut KeyedContext<'_>, keep: impl FnMut(&T) -> bool) {
         let empty = match ctx.cell::<Vec<T>>(self.id, self.ttl.as_ref(), false) {
