@@ -293,8 +293,9 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'print', 'path' = '/tmp');".into(), 1, 1, 56, "unknown option 'path'"),
         (t("INSERT INTO bids SELECT auction, price, ts FROM bids;"), 3, 3, 13, "source connector and cannot be written"),
         (t("SET 'execution.checkpointing.interval' = 'often';"), 3, 3, 1, "expected a duration"),
-        (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids GROUP BY auction;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 52, "updating result"),
+        (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids GROUP BY auction;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'").replace("'connector' = 'blackhole'", "'connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'csv'"), 3, 3, 52, "accepts inserts only"),
         (t("INSERT INTO out SELECT auction, UPPER(price, 1) FROM bids;"), 3, 3, 33, "Function 'upper'"),
+        (t("INSERT INTO out SELECT cnt, COUNT(*) FROM (SELECT auction, COUNT(*) AS cnt FROM bids GROUP BY auction) GROUP BY cnt;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 86, "aggregate over an updating result"),
         (t("INSERT INTO out SELECT auction FROM bids;"), 3, 3, 1, "different number of columns"),
         (t("INSERT INTO out SELECT auction, rn FROM (SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price) AS rn FROM bids) WHERE rn <= 1;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 71, "updating result"),
         (t("INSERT INTO out SELECT auction, LAG(price) OVER (PARTITION BY auction ORDER BY ts) FROM bids;"), 3, 3, 44, "LAG() OVER is not supported"),
@@ -770,4 +771,80 @@ fn top_n_and_deduplication_match_the_batch_oracle() -> Result<()> {
         last,
         last,
     )
+}
+
+/// A plain GROUP BY in STREAMING runtime mode (what it is on any unbounded input) writes a
+/// changelog: `flink-rs run` prints `+I`, `-U`, `+U` rows, and applying them in order gives
+/// DataFusion's final result, at parallelism 1 and 4. A sink that takes inserts only refuses
+/// the query.
+#[test]
+fn updating_group_by_changelog_ends_at_the_batch_result() -> Result<()> {
+    let expected = run_batch(
+        "SELECT auction, COUNT(*), SUM(price), MAX(price) FROM bids GROUP BY auction HAVING COUNT(*) > 250",
+    )?;
+    assert!(expected.len() > 10);
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let path = dir.path().join("job.sql");
+    let script = format!(
+        "SET 'execution.runtime-mode' = 'streaming';\n{}\nCREATE TABLE out (auction BIGINT, cnt BIGINT, total BIGINT, hi BIGINT) WITH ('connector' = 'print');\nINSERT INTO out SELECT auction, COUNT(*), SUM(price), MAX(price) FROM bids GROUP BY auction HAVING COUNT(*) > 250;",
+        bids_ddl(0)
+    );
+    std::fs::write(&path, &script).map_err(|e| Error::io("write", &path, e))?;
+    for p in [1, 4] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flink-rs"))
+            .arg("run")
+            .arg(&path)
+            .args(["--parallelism", &p.to_string()])
+            .output()
+            .map_err(|e| Error::io("run", "flink-rs", e))?;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut rows: Vec<String> = Vec::new();
+        let (mut inserts, mut retractions) = (0, 0);
+        for line in stdout.lines() {
+            // `N> ` names the printing subtask at parallelism > 1.
+            let line = line.split_once("> ").map_or(line, |(_, l)| l);
+            let Some((kind, rest)) = line.split_once('[') else {
+                continue;
+            };
+            let row = rest.trim_end_matches(']').replace(", ", ",");
+            match kind {
+                "+I" | "+U" => {
+                    inserts += 1;
+                    rows.push(row);
+                }
+                "-U" | "-D" => {
+                    retractions += 1;
+                    let i = rows.iter().position(|r| *r == row);
+                    assert!(i.is_some(), "retraction of a row never written: {row}");
+                    if let Some(i) = i {
+                        rows.swap_remove(i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            retractions > 1000,
+            "the result was updated in place: {retractions} -U rows"
+        );
+        assert!(inserts > retractions);
+        rows.sort();
+        assert_eq!(rows, expected, "parallelism {p}: the changelog's end state");
+    }
+    // An append-only sink cannot take it.
+    let file_sink = script.replace(
+        "'connector' = 'print'",
+        "'connector' = 'filesystem', 'path' = '/nonexistent', 'format' = 'csv'",
+    );
+    let e = compile(&file_sink, ExecutionConfig::default(), &[])
+        .map(|_| ())
+        .err();
+    let msg = e.map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("accepts inserts only"), "{msg}");
+    Ok(())
 }

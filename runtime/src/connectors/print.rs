@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use arrow::array::AsArray;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
@@ -39,8 +40,16 @@ impl SinkWriter for Writer {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         // Arrow's formatting: timestamps as ISO date-times, nulls as `null` (as Flink prints).
         let options = FormatOptions::default().with_null("null");
-        let formatters: Vec<ArrayFormatter<'_>> = batch
-            .columns()
+        // A changelog's row kind (`+I`, `-U`, `+U`, `-D`) comes last, in a `__op` column.
+        let kinds = batch
+            .schema()
+            .fields()
+            .last()
+            .filter(|f| f.name() == "__op")
+            .and_then(|_| batch.columns().last())
+            .and_then(|c| c.as_string_opt::<i32>().cloned());
+        let shown = batch.num_columns() - usize::from(kinds.is_some());
+        let formatters: Vec<ArrayFormatter<'_>> = batch.columns()[..shown]
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<std::result::Result<_, _>>()?;
@@ -55,7 +64,8 @@ impl SinkWriter for Writer {
                 use std::fmt::Write as _;
                 let _ = write!(line, "{}", f.value(r));
             }
-            writeln!(out, "{}+I[{}]", self.prefix, line)
+            let kind = kinds.as_ref().map_or("+I", |k| k.value(r));
+            writeln!(out, "{}{kind}[{}]", self.prefix, line)
                 .map_err(|e| Error::io("write", "stdout", e))?;
         }
         Ok(())

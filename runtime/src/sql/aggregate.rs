@@ -114,6 +114,10 @@ pub struct GroupAggregate {
     pub aggs: Vec<AggKind>,
     /// Index of `window_end` among the group columns (None: fire at end of input).
     pub window_end: Option<usize>,
+    /// Without a window: emit each change of a group's result as it happens (`+I` the first
+    /// result, then `-U` old / `+U` new; a row kind column ends each row) instead of the
+    /// final result at end of input.
+    pub updating: bool,
     state: Option<ValueState<GroupState>>,
 }
 
@@ -123,9 +127,27 @@ impl GroupAggregate {
             groups,
             aggs,
             window_end,
+            updating: false,
             state: None,
         }
     }
+
+    /// An updating (changelog) aggregate; see [`GroupAggregate::updating`].
+    pub fn updating(mut self) -> Self {
+        self.updating = self.window_end.is_none();
+        self
+    }
+
+    fn result_row(&self, s: &GroupState) -> Row {
+        let mut row = s.group.clone();
+        row.extend(s.accs.iter().map(Acc::result));
+        row
+    }
+}
+
+fn with_kind(mut row: Row, kind: &str) -> Row {
+    row.push(Value::Str(kind.to_string()));
+    row
 }
 
 fn add(a: Value, b: Value) -> Value {
@@ -146,11 +168,35 @@ impl ProcessFunction for GroupAggregate {
         _input: usize,
         row: &Row,
         ctx: &mut ProcessContext<'_>,
-        _out: &mut RowCollector,
+        out: &mut RowCollector,
     ) -> Result<()> {
         let Some(state) = &self.state else {
             return Err(Error::User("aggregate not opened".into()));
         };
+        if self.updating {
+            let old = state.get(ctx);
+            let mut s = old.clone().unwrap_or_else(|| GroupState {
+                group: row[..self.groups].to_vec(),
+                accs: self.aggs.iter().map(|k| Acc::new(*k)).collect(),
+            });
+            for (i, (kind, acc)) in self.aggs.iter().zip(s.accs.iter_mut()).enumerate() {
+                acc.add(
+                    *kind,
+                    row.get(self.groups + i).cloned().unwrap_or(Value::Null),
+                );
+            }
+            let new = self.result_row(&s);
+            match old.as_ref().map(|o| self.result_row(o)) {
+                None => out.collect(with_kind(new, "+I"))?,
+                Some(prev) if prev != new => {
+                    out.collect(with_kind(prev, "-U"))?;
+                    out.collect(with_kind(new, "+U"))?;
+                }
+                Some(_) => {} // the result did not change: nothing to retract
+            }
+            state.update(ctx, s);
+            return Ok(());
+        }
         let fire_at = match self.window_end {
             Some(i) => {
                 let end = row.get(i).and_then(Value::as_i64).unwrap_or(i64::MAX);

@@ -359,6 +359,14 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
 }
 
 /// Writes `stream` to the table.
+/// Whether a sink table takes a changelog (rows with a row kind) rather than inserts only.
+pub fn accepts_updates(def: &TableDef) -> bool {
+    matches!(
+        def.options.get("connector").map(String::as_str),
+        Some("print" | "blackhole")
+    )
+}
+
 pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionError> {
     let written = match connector(def)? {
         "print" => stream.sink(PrintSink::stdout()),

@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
 };
 
 use super::plan::{
-    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, filter_stream, physical,
-    project,
+    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, filter_stream, is_updating,
+    physical, project,
 };
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
@@ -443,6 +443,13 @@ impl Planner<'_> {
         let (ls, rs) = (j.left.schema().clone(), j.right.schema().clone());
         let left = self.translate(st, base, tvfs, &j.left)?.stream;
         let right = self.translate(st, base, tvfs, &j.right)?.stream;
+        if is_updating(&left) || is_updating(&right) {
+            let at = super::script::find_word(&st.text[base..], "JOIN").map_or(base, |a| a + base);
+            return Err(st.error_at_offset(
+                at,
+                "a join of an updating result (a GROUP BY without a window) is not supported yet; join append-only inputs or window aggregates",
+            ));
+        }
 
         // Time bounds: equal time attributes, and comparisons of them in the filter.
         let mut time: Option<TimeColumns> = None;

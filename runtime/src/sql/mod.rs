@@ -74,6 +74,15 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
     };
     match key {
         "parallelism.default" => cfg.parallelism = num()?.max(1) as usize,
+        // Read by the SQL planner (a plain GROUP BY over bounded input: final result or
+        // updates); checked here.
+        "execution.runtime-mode" => {
+            if !["streaming", "batch", "automatic"]
+                .contains(&value.trim().to_ascii_lowercase().as_str())
+            {
+                return Err(bad("expected STREAMING, BATCH or AUTOMATIC"));
+            }
+        }
         "pipeline.max-parallelism" => cfg.max_parallelism = num()?.clamp(1, 32768) as u16,
         "execution.buffer-timeout" | "execution.buffer-timeout.interval" => cfg.linger = dur()?,
         "pipeline.operator-chaining" | "pipeline.operator-chaining.enabled" => {
@@ -206,6 +215,23 @@ pub fn compile(
             }
         }
     }
+    // `execution.runtime-mode`: STREAMING makes a plain GROUP BY over bounded input update
+    // its result as rows come, as over unbounded input; otherwise it writes the final result.
+    let mut streaming_mode = false;
+    for st in &statements {
+        if kind(st).starts_with("SET") {
+            if let Ok(Some((k, v))) = parse_set(st) {
+                if k == "execution.runtime-mode" {
+                    streaming_mode = v.trim().eq_ignore_ascii_case("streaming");
+                }
+            }
+        }
+    }
+    for (k, v) in overrides {
+        if k == "execution.runtime-mode" {
+            streaming_mode = v.trim().eq_ignore_ascii_case("streaming");
+        }
+    }
     let mut restart_set = overrides
         .iter()
         .any(|(k, _)| k.starts_with("restart-strategy"));
@@ -253,6 +279,7 @@ pub fn compile(
         tables: HashMap::new(),
         windows: 0,
         top_n: HashMap::new(),
+        streaming_mode,
         views: HashMap::new(),
         all_tvfs: Vec::new(),
     };

@@ -52,6 +52,32 @@ pub struct Planner<'a> {
     /// Row limits of ROW_NUMBER nodes (by address in the plan being translated) that a
     /// `rn <= N` filter above them allows.
     pub top_n: HashMap<usize, usize>,
+    /// `execution.runtime-mode = streaming`: plain GROUP BYs update even on bounded input.
+    pub streaming_mode: bool,
+}
+
+/// The column that makes a stream a changelog (Flink's row kinds `+I`, `-U`, `+U`, `-D`):
+/// last in the schema of an updating stream.
+pub(super) const OP_COLUMN: &str = "__op";
+
+/// `schema`, with the row kind column when `updating`.
+pub(super) fn with_op(schema: SchemaRef, updating: bool) -> SchemaRef {
+    if !updating {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Whether a stream carries updates (a plain GROUP BY on unbounded input) rather than
+/// inserts only.
+pub(super) fn is_updating(stream: &DataStream) -> bool {
+    stream
+        .schema()
+        .fields()
+        .last()
+        .is_some_and(|f| f.name() == OP_COLUMN)
 }
 
 /// A translated plan node: a stream whose batches have exactly the node's schema.
@@ -470,6 +496,16 @@ impl Planner<'_> {
             ));
         };
         let def = sink.def.clone();
+        if is_updating(&planned.stream) && !connectors::accepts_updates(&def) {
+            return Err(st.error_near(
+                "GROUP",
+                format!(
+                    "this query's GROUP BY without a window produces an updating result, but the `{}` connector of table `{}` accepts inserts only; write it to a print or blackhole table, group by a window TVF, or run on bounded input",
+                    def.options.get("connector").map_or("?", String::as_str),
+                    def.name
+                ),
+            ));
+        }
         connectors::sink(&planned.stream, &def).map_err(|e| st.error_near(&def.name, e.message))?;
         Ok(())
     }
@@ -542,6 +578,11 @@ impl Planner<'_> {
                         Some(plan) => {
                             let all = self.all_tvfs.clone();
                             let s = self.translate(st, base, &all, &plan)?.stream;
+                            if is_updating(&s) {
+                                return Err(st.error_at_offset(base + w.at, format!(
+                                    "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
+                                    w.table)));
+                            }
                             (s, arrow_schema(plan.schema()))
                         }
                         None => {
@@ -587,6 +628,27 @@ impl Planner<'_> {
             LogicalPlan::Projection(p) => {
                 let input = self.translate(st, base, tvfs, &p.input)?;
                 let out = arrow_schema(&p.schema);
+                if is_updating(&input.stream) {
+                    // The row kind passes through the projection.
+                    let phys: Vec<_> = p
+                        .expr
+                        .iter()
+                        .map(|e| physical(e, p.input.schema()))
+                        .collect::<Result<_, _>>()
+                        .map_err(dferr)?;
+                    let values = out.clone();
+                    let out = with_op(out, true);
+                    let out2 = out.clone();
+                    let s = input.stream.map_batches(out, move |b| {
+                        let v = eval_all(&phys, &values, &b)?;
+                        let mut cols = v.columns().to_vec();
+                        cols.push(b.column(b.num_columns() - 1).clone());
+                        Ok(RecordBatch::try_new(out2.clone(), cols)?)
+                    });
+                    return Ok(Planned {
+                        stream: s.name("Calc"),
+                    });
+                }
                 let s = project(&input.stream, &p.expr, p.input.schema(), out, "Calc")
                     .map_err(dferr)?;
                 Ok(Planned { stream: s })
@@ -610,7 +672,14 @@ impl Planner<'_> {
                 for i in &u.inputs {
                     parts.push(self.translate(st, base, tvfs, i)?.stream);
                 }
-                let out = arrow_schema(&u.schema);
+                let updating = parts.iter().filter(|p| is_updating(p)).count();
+                if updating != 0 && updating != parts.len() {
+                    return Err(st.error_near(
+                        "UNION",
+                        "UNION ALL of an updating result with an append-only one is not supported yet",
+                    ));
+                }
+                let out = with_op(arrow_schema(&u.schema), updating != 0);
                 let first = parts.remove(0);
                 let s = first
                     .union(&parts)
@@ -769,7 +838,13 @@ impl Planner<'_> {
         let stream = match view {
             Some(plan) => {
                 let all = self.all_tvfs.clone();
-                self.translate(st, base, &all, &plan)?.stream
+                let s = self.translate(st, base, &all, &plan)?.stream;
+                if is_updating(&s) {
+                    return Err(st.error_at_offset(base + w.at, format!(
+                        "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
+                        w.table)));
+                }
+                s
             }
             None => self.source(st, base, &w.table)?.0,
         };
@@ -938,8 +1013,15 @@ impl Planner<'_> {
         // The window's end among the group columns (traced through views, subqueries and
         // window aggregates below): the aggregate fires per window.
         let window_end = self.window_end_group(agg);
-        if window_end.is_none() && !self.bounded_input(&agg.input) {
-            return Err(st.error_near("GROUP", "a GROUP BY without window_start and window_end of a TUMBLE, HOP or CUMULATE window produces an updating result, which is not supported yet on unbounded sources; group by a window TVF"));
+        // Without a window, over unbounded input (or in STREAMING runtime mode) the result
+        // is a changelog; over bounded input it is written once, at the end.
+        let updating =
+            window_end.is_none() && (self.streaming_mode || !self.bounded_input(&agg.input));
+        if is_updating(&input.stream) {
+            return Err(st.error_near(
+                "GROUP",
+                "an aggregate over an updating result (a GROUP BY without a window below it) is not supported yet; aggregate once, or over a window TVF",
+            ));
         }
         let mut fields = Vec::new();
         for (i, e) in exprs.iter().enumerate() {
@@ -983,18 +1065,25 @@ impl Planner<'_> {
                 Field::new(format!("r{i}"), dt, true)
             }))
             .collect();
+        let mut out_fields = out_fields;
+        if updating {
+            out_fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
+        }
         let out_schema = Arc::new(Schema::new(out_fields));
-        let f = GroupAggregate::new(groups, kinds, window_end);
+        let mut f = GroupAggregate::new(groups, kinds, window_end);
+        if updating {
+            f = f.updating();
+        }
         let aggregated = pre
             .key_by(crate::key::KeySelector::columns(keys))
             .process(out_schema, f)
-            .name(if window_end.is_some() {
-                "WindowAggregate"
-            } else {
-                "GroupAggregate"
+            .name(match (window_end, updating) {
+                (Some(_), _) => "WindowAggregate",
+                (None, true) => "GroupAggregate[updating]",
+                (None, false) => "GroupAggregate[final result at end of input]",
             });
         // Cast to the types DataFusion gave the aggregate's output.
-        let target = arrow_schema(&agg.schema);
+        let target = with_op(arrow_schema(&agg.schema), updating);
         let t2 = target.clone();
         let s = aggregated.map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2));
         Ok(Planned {

@@ -15,7 +15,9 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, Operator, Window};
 
 use super::join::TimeAttr;
-use super::plan::{Planned, Planner, arrow_schema, builder_type, cast_to, df_error, project};
+use super::plan::{
+    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, is_updating, project,
+};
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
 use crate::element::Timestamp;
@@ -290,6 +292,12 @@ impl Planner<'_> {
             ));
         }
         let input = self.translate(st, base, tvfs, &w.input)?.stream;
+        if is_updating(&input) {
+            return Err(st.error_at_offset(
+                at,
+                "ranking an updating result (a GROUP BY without a window) is not supported yet; rank per window over a window aggregate",
+            ));
+        }
         // [input columns…, partition keys…, order keys…]
         let width = in_schema.fields().len();
         let mut exprs: Vec<Expr> = in_schema.columns().into_iter().map(Expr::Column).collect();
