@@ -16,7 +16,7 @@ use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, Operator,
 
 use super::join::TimeAttr;
 use super::plan::{
-    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, is_updating, project,
+    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, is_updating, project, with_op,
 };
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
@@ -77,6 +77,10 @@ pub struct RankFunction {
     pub window_end: Option<usize>,
     /// Keep only this many rows per partition (a `ROW_NUMBER() … <= N` filter follows).
     pub limit: Option<usize>,
+    /// Unbounded Top-N: emit each change of the top `limit` rows as it happens (`+I`, and
+    /// `-U`/`+U` for every position whose row changed, a row kind column last) instead of
+    /// numbering a complete partition.
+    pub updating: bool,
     rows: Option<ListState<Row>>,
 }
 
@@ -94,6 +98,7 @@ impl RankFunction {
             kinds,
             window_end,
             limit,
+            updating: false,
             rows: None,
         }
     }
@@ -110,11 +115,49 @@ impl ProcessFunction for RankFunction {
         _input: usize,
         row: &Row,
         ctx: &mut ProcessContext<'_>,
-        _out: &mut RowCollector,
+        out: &mut RowCollector,
     ) -> Result<()> {
         let Some(rows) = &self.rows else {
             return Err(Error::User("rank not opened".into()));
         };
+        if self.updating {
+            let n = self.limit.unwrap_or(0);
+            let order = &self.order;
+            let width = self.width;
+            let changes = rows.modify(ctx, |kept| {
+                let at = kept.partition_point(|r| compare(r, row, order) != Ordering::Greater);
+                if at >= n {
+                    return Vec::new();
+                }
+                let old: Vec<Row> = kept[at..].to_vec();
+                if kept.len() >= n {
+                    kept.pop();
+                }
+                kept.insert(at, row.clone());
+                // Every position from `at` on holds another row now.
+                let numbered = |r: &Row, i: usize, kind: &str| {
+                    let mut o: Row = r[..width.min(r.len())].to_vec();
+                    o.push(Value::Int(i as i64 + 1));
+                    o.push(Value::Str(kind.to_string()));
+                    o
+                };
+                let mut changes = Vec::new();
+                for (k, new) in kept[at..].iter().enumerate() {
+                    match old.get(k) {
+                        Some(prev) => {
+                            changes.push(numbered(prev, at + k, "-U"));
+                            changes.push(numbered(new, at + k, "+U"));
+                        }
+                        None => changes.push(numbered(new, at + k, "+I")),
+                    }
+                }
+                changes
+            });
+            for c in changes {
+                out.collect(c)?;
+            }
+            return Ok(());
+        }
         let fire_at = match self.window_end {
             Some(i) => {
                 let t = row
@@ -285,10 +328,15 @@ impl Planner<'_> {
                 }
             }
         }
-        if window_end.is_none() && !self.bounded_input(&w.input) {
+        // Over unbounded input (or in STREAMING mode) without a window, the ranking is a
+        // changelog: Flink's Top-N, which needs ROW_NUMBER and a `rn <= N` filter.
+        let updating =
+            window_end.is_none() && (self.streaming_mode || !self.bounded_input(&w.input));
+        let all_row_numbers = kinds.iter().all(|k| *k == RankKind::RowNumber);
+        if updating && (limit.is_none() || !all_row_numbers || kinds.len() != 1) {
             return Err(st.error_at_offset(
                 at,
-                "ROW_NUMBER over an unbounded input without window_start and window_end in its PARTITION BY produces an updating result, which is not supported yet; rank per window (PARTITION BY window_start, window_end, …)",
+                "a ranking over an unbounded input without window_start and window_end in its PARTITION BY is an updating Top-N: it needs ROW_NUMBER() and a filter `rn <= N` on it; or rank per window (PARTITION BY window_start, window_end, …)",
             ));
         }
         let input = self.translate(st, base, tvfs, &w.input)?.stream;
@@ -340,7 +388,7 @@ impl Planner<'_> {
             "Calc[rank keys]",
         )
         .map_err(dferr)?;
-        let target = arrow_schema(&w.schema);
+        let target = with_op(arrow_schema(&w.schema), updating);
         let rows_schema = Arc::new(Schema::new(
             target
                 .fields()
@@ -348,15 +396,17 @@ impl Planner<'_> {
                 .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
                 .collect::<Vec<_>>(),
         ));
-        let limit = limit.filter(|_| kinds.iter().all(|k| *k == RankKind::RowNumber));
-        let f = RankFunction::new(
+        let limit = limit.filter(|_| all_row_numbers);
+        let mut f = RankFunction::new(
             width,
             order_keys,
             kinds,
             window_end.map(|i| width + i),
             limit,
         );
+        f.updating = updating;
         let name = match (window_end, limit) {
+            (None, Some(n)) if updating => format!("TopN[{n}, updating]"),
             (Some(_), Some(n)) => format!("WindowTopN[{n}]"),
             (Some(_), None) => "WindowRank".to_string(),
             (None, Some(n)) => format!("TopN[{n}, at end of input]"),
