@@ -191,6 +191,7 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     ),
     ("nexmark-q7", include_str!("../../examples/nexmark/q7.sql")),
     ("nexmark-q8", include_str!("../../examples/nexmark/q8.sql")),
+    ("nexmark-q9", include_str!("../../examples/nexmark/q9.sql")),
     (
         "nexmark-q11",
         include_str!("../../examples/nexmark/q11.sql"),

@@ -677,6 +677,7 @@ fn joins_are_planned_by_their_time_bounds() -> Result<()> {
         ("q5.sql", "WindowJoin"),
         ("q7.sql", "IntervalJoin["),
         ("q8.sql", "WindowJoin"),
+        ("q9.sql", "IntervalJoin["),
     ] {
         let job = compile(
             &format!("{ddl}\n{}", read(q)?),
