@@ -107,8 +107,9 @@ impl PairPredicate {
     }
 }
 
-/// A stored row and the event time from which the watermark makes it useless.
-type Stored = (i64, Row);
+/// A stored row: the watermark from which it is useless, whether it has matched (outer
+/// joins emit the unmatched ones, padded with NULLs, when they go), and its values.
+type Stored = (i64, bool, Row);
 
 /// The join's process function. Input rows are `[data columns…, key columns…]`; output rows
 /// are the left data columns followed by the right ones.
@@ -119,6 +120,8 @@ pub struct StreamJoin {
     pub time: Option<TimeColumns>,
     pub bounds: TimeBounds,
     pub predicates: Vec<PairPredicate>,
+    /// Per side: whether its rows without a match are emitted (LEFT, RIGHT, FULL joins).
+    pub outer: [bool; 2],
     sides: Option<[ListState<Stored>; 2]>,
 }
 
@@ -129,6 +132,7 @@ impl StreamJoin {
             time: time.filter(|_| bounds.bounded()),
             bounds,
             predicates: Vec::new(),
+            outer: [false, false],
             sides: None,
         }
     }
@@ -153,6 +157,22 @@ impl StreamJoin {
             b.upper.map(|u| t.saturating_add(u))
         };
         e.unwrap_or(i64::MAX)
+    }
+
+    /// A row of `side` without a match: its values and NULLs for the other side's.
+    fn padded(&self, side: usize, data: &[Value]) -> Row {
+        let nulls = vec![Value::Null; self.widths[1 - side]];
+        if side == 0 {
+            [data, &nulls].concat()
+        } else {
+            [&nulls, data].concat()
+        }
+    }
+
+    /// Whether rows `l` and `r` join: time bounds and the simple comparisons.
+    fn matches(&self, l: &[Value], r: &[Value]) -> bool {
+        self.within(self.time_of(0, l), self.time_of(1, r))
+            && self.predicates.iter().all(|p| p.holds(l, r))
     }
 
     /// Whether rows at `tl` and `tr` can satisfy the bounds.
@@ -185,41 +205,62 @@ impl ProcessFunction for StreamJoin {
         let width = self.widths[side];
         // SQL: a NULL key equals nothing.
         if row[width.min(row.len())..].contains(&Value::Null) {
+            if self.outer[side] {
+                out.collect(self.padded(side, &row[..width.min(row.len())]))?;
+            }
             return Ok(());
         }
         let data = &row[..width.min(row.len())];
         let t = self.time_of(side, data);
         let mut result = Ok(());
-        sides[1 - side].with_values(ctx, |others| {
-            for (_, other) in others {
-                let (l, r) = if side == 0 {
-                    (data, other.as_slice())
-                } else {
-                    (other.as_slice(), data)
-                };
-                if !self.within(self.time_of(0, l), self.time_of(1, r))
-                    || !self.predicates.iter().all(|p| p.holds(l, r))
-                {
-                    continue;
-                }
+        let mut matched = false;
+        let mut visit = |other: &[Value]| -> bool {
+            let (l, r) = if side == 0 {
+                (data, other)
+            } else {
+                (other, data)
+            };
+            if !self.matches(l, r) {
+                return false;
+            }
+            matched = true;
+            if result.is_ok() {
                 let mut joined = Vec::with_capacity(l.len() + r.len());
                 joined.extend_from_slice(l);
                 joined.extend_from_slice(r);
-                if let Err(e) = out.collect(joined) {
-                    result = Err(e);
-                    return;
-                }
+                result = out.collect(joined);
             }
-        });
+            true
+        };
+        if self.outer[1 - side] {
+            // The other side's rows remember that they matched.
+            sides[1 - side].modify(ctx, |others| {
+                for (_, m, other) in others.iter_mut() {
+                    if visit(other) {
+                        *m = true;
+                    }
+                }
+            });
+        } else {
+            sides[1 - side].with_values(ctx, |others| {
+                for (_, _, other) in others {
+                    visit(other);
+                }
+            });
+        }
         result?;
         let expiry = self.expiry(side, t);
         if expiry <= ctx.current_watermark() {
-            return Ok(()); // late: nothing that comes later can match it
+            // Late: nothing that comes later can match it.
+            if self.outer[side] && !matched {
+                out.collect(self.padded(side, data))?;
+            }
+            return Ok(());
         }
         if expiry != i64::MAX {
             ctx.register_event_time_timer(expiry);
         }
-        sides[side].add(ctx, (expiry, data.to_vec()));
+        sides[side].add(ctx, (expiry, matched, data.to_vec()));
         Ok(())
     }
 
@@ -228,11 +269,26 @@ impl ProcessFunction for StreamJoin {
         ts: Timestamp,
         _domain: TimeDomain,
         ctx: &mut ProcessContext<'_>,
-        _out: &mut RowCollector,
+        out: &mut RowCollector,
     ) -> Result<()> {
-        if let Some(sides) = &self.sides {
-            for s in sides {
-                s.retain(ctx, |(expiry, _)| *expiry > ts);
+        let Some(sides) = &self.sides else {
+            return Ok(());
+        };
+        for (side, s) in sides.iter().enumerate() {
+            if !self.outer[side] {
+                s.retain(ctx, |(expiry, _, _)| *expiry > ts);
+                continue;
+            }
+            let mut unmatched = Vec::new();
+            s.retain(ctx, |(expiry, matched, row)| {
+                let keep = *expiry > ts;
+                if !keep && !matched {
+                    unmatched.push(row.clone());
+                }
+                keep
+            });
+            for row in unmatched {
+                out.collect(self.padded(side, &row))?;
             }
         }
         Ok(())
@@ -425,21 +481,27 @@ impl Planner<'_> {
         j: &Join,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
-        if j.join_type != JoinType::Inner {
-            let kind = j.join_type.to_string().to_ascii_uppercase();
-            let word = [
-                "LEFT", "RIGHT", "FULL", "OUTER", "SEMI", "ANTI", "IN", "EXISTS", "JOIN",
-            ]
-            .iter()
-            .find_map(|w| super::script::find_word(&st.text[base..], w))
-            .map_or(base, |a| a + base);
-            return Err(st.error_at_offset(
-                word,
-                format!(
-                    "{kind} joins (and IN/EXISTS subqueries) are not supported in streaming SQL yet; inner joins are: regular, interval (a time bound in the condition) and window joins (equal window_start and window_end)"
-                ),
-            ));
-        }
+        let kind = j.join_type.to_string().to_ascii_uppercase();
+        let join_word = [
+            "LEFT", "RIGHT", "FULL", "OUTER", "SEMI", "ANTI", "IN", "EXISTS", "JOIN",
+        ]
+        .iter()
+        .find_map(|w| super::script::find_word(&st.text[base..], w))
+        .map_or(base, |a| a + base);
+        let outer = match j.join_type {
+            JoinType::Inner => [false, false],
+            JoinType::Left => [true, false],
+            JoinType::Right => [false, true],
+            JoinType::Full => [true, true],
+            _ => {
+                return Err(st.error_at_offset(
+                    join_word,
+                    format!(
+                        "{kind} joins (IN/EXISTS subqueries) are not supported in streaming SQL yet; inner joins are (regular, interval and window joins), and LEFT/RIGHT/FULL interval and window joins"
+                    ),
+                ));
+            }
+        };
         let (ls, rs) = (j.left.schema().clone(), j.right.schema().clone());
         let left = self.translate(st, base, tvfs, &j.left)?.stream;
         let right = self.translate(st, base, tvfs, &j.right)?.stream;
@@ -481,12 +543,12 @@ impl Planner<'_> {
             }
         };
         // `a op b` as `left time - right time op c`, when it compares the two sides' times.
-        let mut constrain = |a: &Expr, op: Operator, b: &Expr| {
+        let mut constrain = |a: &Expr, op: Operator, b: &Expr| -> bool {
             let (Some(ta), Some(tb)) = (term(a), term(b)) else {
-                return;
+                return false;
             };
             if ta.0 == tb.0 {
-                return;
+                return false;
             }
             let (l, r, c, op) = if ta.0 == 0 {
                 (ta.1, tb.1, tb.2 - ta.2, op)
@@ -502,7 +564,7 @@ impl Planner<'_> {
             };
             let cols = TimeColumns { left: l, right: r };
             if time.is_some_and(|t| t != cols) {
-                return; // bounds relate one pair of time columns
+                return false; // bounds relate one pair of time columns
             }
             match op {
                 Operator::Eq => {
@@ -513,23 +575,47 @@ impl Planner<'_> {
                 Operator::Gt => bounds.at_least(c.saturating_add(1)),
                 Operator::LtEq => bounds.at_most(c),
                 Operator::Lt => bounds.at_most(c.saturating_sub(1)),
-                _ => return,
+                _ => return false,
             }
             time = Some(cols);
+            true
         };
         for (l, r) in &j.on {
             constrain(l, Operator::Eq, r);
         }
+        // Conjuncts the operator checks exactly per pair (time bounds, simple comparisons):
+        // an outer join can only decide "no match" on those.
+        let mut all_checked = true;
         if let Some(f) = &j.filter {
             for c in split_conjunction(f) {
-                match c {
+                let bound = match c {
                     Expr::BinaryExpr(b) => constrain(&b.left, b.op, &b.right),
                     Expr::Between(b) if !b.negated => {
-                        constrain(&b.expr, Operator::GtEq, &b.low);
-                        constrain(&b.expr, Operator::LtEq, &b.high);
+                        let lo = constrain(&b.expr, Operator::GtEq, &b.low);
+                        constrain(&b.expr, Operator::LtEq, &b.high) && lo
                     }
-                    _ => {}
-                }
+                    _ => false,
+                };
+                all_checked &= bound || pair_predicate(c, &ls, &rs).is_some();
+            }
+        }
+        if outer != [false, false] {
+            let ends = (outer[0] && bounds.lower.is_none()) || (outer[1] && bounds.upper.is_none());
+            if time.is_none() || ends {
+                return Err(st.error_at_offset(
+                    join_word,
+                    format!(
+                        "a {kind} join needs a time bound that ends its rows' wait for a match: an interval join (e.g. a.ts BETWEEN b.ts - INTERVAL '10' SECOND AND b.ts + INTERVAL '10' SECOND) or a window join (equal window_end); a regular outer join would be an updating result"
+                    ),
+                ));
+            }
+            if !all_checked {
+                return Err(st.error_at_offset(
+                    join_word,
+                    format!(
+                        "the ON condition of a {kind} join may hold equalities, event-time bounds and comparisons of two columns (or a column and a literal); move other conditions into a WHERE clause or a subquery"
+                    ),
+                ));
             }
         }
 
@@ -582,6 +668,7 @@ impl Planner<'_> {
                 .collect::<Vec<_>>(),
         ));
         let mut f = StreamJoin::new([ls.fields().len(), rs.fields().len()], time, bounds);
+        f.outer = outer;
         if let Some(filter) = &j.filter {
             f.predicates = split_conjunction(filter)
                 .into_iter()
@@ -604,6 +691,10 @@ impl Planner<'_> {
             ),
             _ => "Join".to_string(),
         };
+        let name = match outer {
+            [false, false] => name,
+            _ => format!("{kind} {name}"),
+        };
         let joined = left
             .key_by(KeySelector::columns(lk))
             .connect(&right.key_by(KeySelector::columns(rk)))
@@ -613,7 +704,9 @@ impl Planner<'_> {
         let mut out = joined
             .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
             .name("Calc[join output]");
-        if let Some(filter) = &j.filter {
+        // Inner joins filter by the whole condition after the join (the operator checked a
+        // part); outer joins checked all of it per pair, and must keep their padded rows.
+        if let (Some(filter), [false, false]) = (&j.filter, outer) {
             let pred = physical(filter, &j.schema).map_err(dferr)?;
             out = filter_stream(&out, pred);
         }
