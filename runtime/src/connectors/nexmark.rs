@@ -265,13 +265,12 @@ impl NexmarkGenerator {
             let ch = CHANNELS[((r2 >> 48) % 4) as usize];
             b_channel.push(ch);
             if !is_p && !is_a {
-                let _ = write!(
-                    b_url,
-                    "https://www.nexmark.com/{ch}/item.htm?query=1&channel_id={}",
-                    (r2 >> 52) % 1000
-                );
+                // One of 4 channels × 1000 ids, formatted once per process.
+                let idx = ((r2 >> 48) % 4) as usize * 1000 + ((r2 >> 52) % 1000) as usize;
+                b_url.append_value(&bid_urls()[idx]);
+            } else {
+                b_url.append_value("");
             }
-            b_url.append_value("");
         }
         let ts = || -> ArrayRef { Arc::new(TimestampMillisecondArray::from(time.clone())) };
         let s = |mut b: StringBuilder| -> ArrayRef { Arc::new(b.finish()) };
@@ -339,6 +338,22 @@ impl NexmarkGenerator {
             ],
         )?)
     }
+}
+
+/// Bid URLs: `https://www.nexmark.com/{channel}/item.htm?query=1&channel_id={id}` for the 4
+/// channels × 1000 ids, indexed `channel * 1000 + id`.
+fn bid_urls() -> &'static [String] {
+    static URLS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    URLS.get_or_init(|| {
+        CHANNELS
+            .iter()
+            .flat_map(|ch| {
+                (0..1000).map(move |id| {
+                    format!("https://www.nexmark.com/{ch}/item.htm?query=1&channel_id={id}")
+                })
+            })
+            .collect()
+    })
 }
 
 struct Reader {
