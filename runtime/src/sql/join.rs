@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
 };
 
 use super::plan::{
-    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, filter_stream, is_updating,
-    physical, project,
+    Planned, Planner, arrow_schema, cast_output, df_error, filter_stream, is_updating, physical,
+    project, rows_schema,
 };
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
@@ -306,7 +306,8 @@ pub(super) enum TimeAttr {
     WindowTime,
 }
 
-fn strip(e: &Expr) -> &Expr {
+/// The expression under any aliases.
+pub(super) fn strip(e: &Expr) -> &Expr {
     match e {
         Expr::Alias(a) => strip(&a.expr),
         other => other,
@@ -660,13 +661,7 @@ impl Planner<'_> {
             keyed(&right, &rs, j.on.iter().map(|(_, r)| r).collect()).map_err(dferr)?;
 
         let target = arrow_schema(&j.schema);
-        let rows_schema = Arc::new(Schema::new(
-            target
-                .fields()
-                .iter()
-                .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
-                .collect::<Vec<_>>(),
-        ));
+        let rows_schema = rows_schema(&target);
         let mut f = StreamJoin::new([ls.fields().len(), rs.fields().len()], time, bounds);
         f.outer = outer;
         if let Some(filter) = &j.filter {
@@ -700,10 +695,7 @@ impl Planner<'_> {
             .connect(&right.key_by(KeySelector::columns(rk)))
             .process(rows_schema, f)
             .name(&name);
-        let t2 = target.clone();
-        let mut out = joined
-            .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
-            .name("Calc[join output]");
+        let mut out = cast_output(&joined, target, "Calc[join output]");
         // Inner joins filter by the whole condition after the join (the operator checked a
         // part); outer joins checked all of it per pair, and must keep their padded rows.
         if let (Some(filter), [false, false]) = (&j.filter, outer) {

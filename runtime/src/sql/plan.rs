@@ -269,6 +269,26 @@ pub(super) fn cast_to(
     Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
+/// The schema a row-at-a-time function builds for `target`: each column as its row type
+/// (`builder_type`), nullable.
+pub(super) fn rows_schema(target: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        target
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Casts a stream's columns, in order, to the types of `target` (what DataFusion planned).
+pub(super) fn cast_output(stream: &DataStream, target: SchemaRef, name: &str) -> DataStream {
+    let t2 = target.clone();
+    stream
+        .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
+        .name(name)
+}
+
 /// Keeps the rows where the boolean expression `pred` holds (SQL's WHERE).
 pub(super) fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream {
     stream
@@ -1084,10 +1104,8 @@ impl Planner<'_> {
             });
         // Cast to the types DataFusion gave the aggregate's output.
         let target = with_op(arrow_schema(&agg.schema), updating);
-        let t2 = target.clone();
-        let s = aggregated.map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2));
         Ok(Planned {
-            stream: s.name("Aggregate output"),
+            stream: cast_output(&aggregated, target, "Aggregate output"),
         })
     }
 }

@@ -14,9 +14,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, Operator, Window};
 
-use super::join::TimeAttr;
+use super::join::{TimeAttr, strip};
 use super::plan::{
-    Planned, Planner, arrow_schema, builder_type, cast_to, df_error, is_updating, project, with_op,
+    Planned, Planner, arrow_schema, builder_type, cast_output, df_error, is_updating, project,
+    rows_schema, with_op,
 };
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
@@ -258,13 +259,6 @@ pub(super) fn limit_of(pred: &Expr, window: &Window) -> Option<usize> {
     usize::try_from(limit.max(0)).ok()
 }
 
-fn strip(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => strip(&a.expr),
-        other => other,
-    }
-}
-
 impl Planner<'_> {
     /// `… OVER (PARTITION BY … ORDER BY …)` of ROW_NUMBER, RANK or DENSE_RANK.
     pub(super) fn over_window(
@@ -389,13 +383,7 @@ impl Planner<'_> {
         )
         .map_err(dferr)?;
         let target = with_op(arrow_schema(&w.schema), updating);
-        let rows_schema = Arc::new(Schema::new(
-            target
-                .fields()
-                .iter()
-                .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
-                .collect::<Vec<_>>(),
-        ));
+        let rows_schema = rows_schema(&target);
         let limit = limit.filter(|_| all_row_numbers);
         let mut f = RankFunction::new(
             width,
@@ -416,10 +404,7 @@ impl Planner<'_> {
             .key_by(KeySelector::columns(keys))
             .process(rows_schema, f)
             .name(&name);
-        let t2 = target.clone();
-        let out = ranked
-            .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
-            .name("Calc[rank output]");
+        let out = cast_output(&ranked, target, "Calc[rank output]");
         Ok(Planned { stream: out })
     }
 
