@@ -908,27 +908,17 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     let interval = "SELECT a.auction, a.price, b.price FROM bids a JOIN bids b
          ON a.auction = b.auction AND a.ts BETWEEN b.ts - INTERVAL '1' SECOND AND b.ts + INTERVAL '2' SECOND
          WHERE a.price > 980";
-    let counts = |filter: &str| {
-        format!(
-            "SELECT auction, window_start, window_end, COUNT(*) AS cnt FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND)) {filter} GROUP BY auction, window_start, window_end"
-        )
-    };
     let window = format!(
         "SELECT l.auction, l.window_start, l.cnt, r.cnt FROM ({}) l JOIN ({}) r
          ON l.auction = r.auction AND l.window_start = r.window_start AND l.window_end = r.window_end",
-        counts(""),
-        counts("WHERE price > 500")
+        counts_per_window(""),
+        counts_per_window("WHERE price > 500")
     );
-    let tumble = |filter: &str| {
-        format!(
-            "SELECT auction, COUNT(*) AS cnt, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids {filter} GROUP BY auction, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000"
-        )
-    };
     let expected_interval = run_batch(interval)?;
     let expected_window = run_batch(&format!(
         "SELECT l.auction, to_timestamp_millis(l.ws), l.cnt, r.cnt FROM ({}) l JOIN ({}) r ON l.auction = r.auction AND l.ws = r.ws",
-        tumble(""),
-        tumble("WHERE price > 500")
+        counts_per_window_batch(""),
+        counts_per_window_batch("WHERE price > 500")
     ))?;
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
     let (out_i, out_w, sp) = (
@@ -1011,30 +1001,34 @@ fn outer_interval_and_window_joins_match_the_batch_oracle() -> Result<()> {
         );
         check(&format!("{kind} interval join"), cols, &q, &q)?;
     }
-    let counts = |filter: &str| {
-        format!(
-            "SELECT auction, window_start, window_end, COUNT(*) AS cnt FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND)) {filter} GROUP BY auction, window_start, window_end"
-        )
-    };
-    let tumble = |filter: &str| {
-        format!(
-            "SELECT auction, COUNT(*) AS cnt, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids {filter} GROUP BY auction, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000"
-        )
-    };
     check(
         "FULL window join",
         "auction BIGINT, l BIGINT, r BIGINT",
         &format!(
             "SELECT COALESCE(l.auction, r.auction), l.cnt, r.cnt FROM ({}) l FULL JOIN ({}) r
              ON l.auction = r.auction AND l.window_start = r.window_start AND l.window_end = r.window_end",
-            counts("WHERE price > 970"),
-            counts("WHERE price < 30")
+            counts_per_window("WHERE price > 970"),
+            counts_per_window("WHERE price < 30")
         ),
         &format!(
             "SELECT COALESCE(l.auction, r.auction), l.cnt, r.cnt FROM ({}) l FULL JOIN ({}) r
              ON l.auction = r.auction AND l.ws = r.ws",
-            tumble("WHERE price > 970"),
-            tumble("WHERE price < 30")
+            counts_per_window_batch("WHERE price > 970"),
+            counts_per_window_batch("WHERE price < 30")
         ),
+    )
+}
+
+/// Rows per auction in 5 s tumbling windows (of the rows `filter` keeps), as a window TVF.
+fn counts_per_window(filter: &str) -> String {
+    format!(
+        "SELECT auction, window_start, window_end, COUNT(*) AS cnt FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND)) {filter} GROUP BY auction, window_start, window_end"
+    )
+}
+
+/// [`counts_per_window`] for the batch oracle: the window start `ws` in milliseconds.
+fn counts_per_window_batch(filter: &str) -> String {
+    format!(
+        "SELECT auction, COUNT(*) AS cnt, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids {filter} GROUP BY auction, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000"
     )
 }
