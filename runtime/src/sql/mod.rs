@@ -74,6 +74,12 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
     };
     match key {
         "parallelism.default" => cfg.parallelism = num()?.max(1) as usize,
+        // Read by the SQL planner (whether scans of one table share a source).
+        "table.optimizer.reuse-source-enabled" => {
+            if !["true", "false"].contains(&value.trim()) {
+                return Err(bad("expected true or false"));
+            }
+        }
         // Read by the SQL planner (a plain GROUP BY over bounded input: final result or
         // updates); checked here.
         "execution.runtime-mode" => {
@@ -232,6 +238,17 @@ pub fn compile(
             streaming_mode = v.trim().eq_ignore_ascii_case("streaming");
         }
     }
+    // `table.optimizer.reuse-source-enabled` (Flink's default: true).
+    let mut reuse_sources = true;
+    let sets = statements
+        .iter()
+        .filter(|st| kind(st).starts_with("SET"))
+        .filter_map(|st| parse_set(st).ok().flatten());
+    for (k, v) in sets.chain(overrides.iter().cloned()) {
+        if k == "table.optimizer.reuse-source-enabled" {
+            reuse_sources = v.trim() == "true";
+        }
+    }
     let mut restart_set = overrides
         .iter()
         .any(|(k, _)| k.starts_with("restart-strategy"));
@@ -280,6 +297,8 @@ pub fn compile(
         windows: 0,
         top_n: HashMap::new(),
         streaming_mode,
+        sources: Default::default(),
+        reuse_sources,
         views: HashMap::new(),
         all_tvfs: Vec::new(),
     };

@@ -54,6 +54,10 @@ pub struct Planner<'a> {
     pub top_n: HashMap<usize, usize>,
     /// `execution.runtime-mode = streaming`: plain GROUP BYs update even on bounded input.
     pub streaming_mode: bool,
+    /// The stream of each table read so far, by lower-case name.
+    pub sources: std::cell::RefCell<HashMap<String, DataStream>>,
+    /// `table.optimizer.reuse-source-enabled`: whether scans of one table share its source.
+    pub reuse_sources: bool,
 }
 
 /// The column that makes a stream a changelog (Flink's row kinds `+I`, `-U`, `+U`, `-D`):
@@ -530,7 +534,28 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// The stream of table `name`: one source per table and job, however many scans read it
+    /// (Flink's source reuse): a self-join, or several views over one table, read it once.
     fn source(
+        &self,
+        st: &Statement,
+        base: usize,
+        name: &str,
+    ) -> Result<(DataStream, &Table), SqlError> {
+        if !self.reuse_sources {
+            return self.open_source(st, base, name);
+        }
+        let key = name.to_ascii_lowercase();
+        let cached = self.sources.borrow().get(&key).cloned();
+        if let (Some(s), Some(t)) = (cached, self.tables.get(&key)) {
+            return Ok((s, t));
+        }
+        let (s, t) = self.open_source(st, base, name)?;
+        self.sources.borrow_mut().insert(key, s.clone());
+        Ok((s, t))
+    }
+
+    fn open_source(
         &self,
         st: &Statement,
         base: usize,
