@@ -695,17 +695,27 @@ fn joins_are_planned_by_their_time_bounds() -> Result<()> {
         assert_eq!(kinds, vec![kind], "{q}:\n{plan}");
         // Both sides read the one nexmark table: one source feeds them (Flink's source reuse),
         // unless `table.optimizer.reuse-source-enabled` is off.
-        assert_eq!(plan.matches("Source Source: nexmark").count(), 1, "{q}:\n{plan}");
+        assert_eq!(
+            plan.matches("Source Source: nexmark").count(),
+            1,
+            "{q}:\n{plan}"
+        );
         let apart = compile(
             &format!("{ddl}\n{}", read(q)?),
             ExecutionConfig::default(),
-            &[("table.optimizer.reuse-source-enabled".into(), "false".into())],
+            &[(
+                "table.optimizer.reuse-source-enabled".into(),
+                "false".into(),
+            )],
         )
         .map_err(|e| Error::User(format!("{q}: {e}")))?
         .env
         .graph()
         .explain();
-        assert!(apart.matches("Source Source: nexmark").count() >= 2, "{q}:\n{apart}");
+        assert!(
+            apart.matches("Source Source: nexmark").count() >= 2,
+            "{q}:\n{apart}"
+        );
     }
     Ok(())
 }
