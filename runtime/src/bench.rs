@@ -630,30 +630,17 @@ pub fn run_nexmark_cluster(
             .map_err(|e| Error::io("start cluster process", exe.clone(), e))
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let mut jm = spawn(&s(&[
-        "jobmanager",
-        "--set",
-        "jobmanager.bind-host=127.0.0.1",
-        "--set",
-        "rest.bind-address=127.0.0.1",
-        "--set",
-        "jobmanager.rpc.port=0",
-        "--set",
-        "rest.port=0",
-    ]))?;
+    let mut jm_args = vec!["jobmanager"];
+    jm_args.extend(crate::cluster::JOBMANAGER_LOOPBACK_ARGS);
+    let mut jm = spawn(&s(&jm_args))?;
     let mut line = String::new();
     if let Some(out) = jm.0.stdout.take() {
         std::io::BufReader::new(out)
             .read_line(&mut line)
             .map_err(|e| Error::io("read jobmanager address", "", e))?;
     }
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|p| p.strip_prefix(k))
-            .map(str::to_string)
-            .ok_or_else(|| Error::Network(format!("jobmanager printed `{line}`")))
-    };
-    let (rpc, rest) = (field("rpc=")?, field("rest=")?);
+    let (rpc, rest) = crate::cluster::started_addresses(&line)
+        .ok_or_else(|| Error::Network(format!("jobmanager printed `{line}`")))?;
     let mut procs = vec![jm];
     for _ in 0..tms {
         procs.push(spawn(&s(&[

@@ -117,15 +117,9 @@ impl Cluster {
         BufReader::new(out)
             .read_line(&mut line)
             .expect("jobmanager line");
-        for part in line.split_whitespace() {
-            if let Some(a) = part.strip_prefix("rpc=") {
-                self.rpc = a.to_string();
-            }
-            if let Some(a) = part.strip_prefix("rest=") {
-                self.rest = format!("http://{a}");
-            }
-        }
-        assert!(!self.rest.is_empty(), "jobmanager printed `{line}`");
+        let (rpc, rest) = flink_rs::cluster::started_addresses(&line)
+            .unwrap_or_else(|| panic!("jobmanager printed `{line}`"));
+        (self.rpc, self.rest) = (rpc, format!("http://{rest}"));
         self.jm = Some(p);
     }
 

@@ -85,19 +85,7 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     let bin = binary();
     let mut jm_args = localize(args_of(&resources::jobmanager(&fj, &plan)));
     assert_eq!(jm_args[0], "jobmanager");
-    jm_args.extend(
-        [
-            "--set",
-            "jobmanager.bind-host=127.0.0.1",
-            "--set",
-            "rest.bind-address=127.0.0.1",
-            "--set",
-            "jobmanager.rpc.port=0",
-            "--set",
-            "rest.port=0",
-        ]
-        .map(String::from),
-    );
+    jm_args.extend(flink_rs::cluster::JOBMANAGER_LOOPBACK_ARGS.map(String::from));
     let mut jm = Proc(
         Command::new(&bin)
             .args(&jm_args)
@@ -111,18 +99,13 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     BufReader::new(jm.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("address line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|p| p.strip_prefix(k))
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                panic!(
-                    "jobmanager printed `{line}`; log:\n{}",
-                    std::fs::read_to_string(tmp.path().join("jm.log")).unwrap_or_default()
-                )
-            })
-    };
-    let (rpc, rest) = (field("rpc="), format!("http://{}", field("rest=")));
+    let (rpc, rest) = flink_rs::cluster::started_addresses(&line).unwrap_or_else(|| {
+        panic!(
+            "jobmanager printed `{line}`; log:\n{}",
+            std::fs::read_to_string(tmp.path().join("jm.log")).unwrap_or_default()
+        )
+    });
+    let rest = format!("http://{rest}");
     let mut tms = Vec::new();
     for i in 0..2 {
         let mut a = localize(args_of(&resources::taskmanager(&fj, &plan)));

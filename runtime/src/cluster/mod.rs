@@ -26,3 +26,27 @@ pub mod proto {
 }
 
 pub use config::ClusterConfig;
+
+/// `--set` arguments that make a jobmanager listen on 127.0.0.1 at ports the OS picks; it
+/// then prints where on its first line (read it with [`started_addresses`]).
+pub const JOBMANAGER_LOOPBACK_ARGS: [&str; 8] = [
+    "--set",
+    "jobmanager.bind-host=127.0.0.1",
+    "--set",
+    "rest.bind-address=127.0.0.1",
+    "--set",
+    "jobmanager.rpc.port=0",
+    "--set",
+    "rest.port=0",
+];
+
+/// The jobmanager's RPC and REST addresses (`host:port`) from the line it prints first,
+/// `jobmanager rpc=HOST:PORT rest=HOST:PORT`.
+pub fn started_addresses(line: &str) -> Option<(String, String)> {
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|p| p.strip_prefix(k))
+            .map(str::to_string)
+    };
+    Some((field("rpc=")?, field("rest=")?))
+}
