@@ -148,8 +148,14 @@ impl StreamJoin {
     /// at `tl` matches right rows up to `tl - lower`, a right row at `tr` left rows up to
     /// `tr + upper`; rows still to come are later than the watermark.
     fn expiry(&self, side: usize, t: Option<i64>) -> i64 {
-        let (Some(t), b) = (t, self.bounds) else {
-            return i64::MAX;
+        let b = self.bounds;
+        let Some(t) = t else {
+            // A NULL time satisfies no time bound: such a row can match nothing.
+            return if self.time.is_some() {
+                i64::MIN
+            } else {
+                i64::MAX
+            };
         };
         let e = if side == 0 {
             b.lower.map(|l| t.saturating_sub(l))
@@ -177,8 +183,11 @@ impl StreamJoin {
 
     /// Whether rows at `tl` and `tr` can satisfy the bounds.
     fn within(&self, tl: Option<i64>, tr: Option<i64>) -> bool {
-        let (Some(tl), Some(tr)) = (tl, tr) else {
+        if self.time.is_none() {
             return true;
+        }
+        let (Some(tl), Some(tr)) = (tl, tr) else {
+            return false; // a comparison with NULL is not true
         };
         let d = tl.saturating_sub(tr);
         self.bounds.lower.is_none_or(|l| d >= l) && self.bounds.upper.is_none_or(|u| d <= u)
@@ -860,5 +869,11 @@ mod tests {
         );
         assert_eq!(open.expiry(0, Some(5)), i64::MAX);
         assert_eq!(open.expiry(1, Some(5)), 5);
+        // A NULL event time meets no bound: the row is never kept, never matched.
+        assert_eq!(j.expiry(0, None), i64::MIN);
+        assert!(!j.within(None, Some(100)));
+        let regular = StreamJoin::new([1, 1], None, TimeBounds::default());
+        assert_eq!(regular.expiry(0, None), i64::MAX);
+        assert!(regular.within(None, None));
     }
 }
