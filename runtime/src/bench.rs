@@ -643,17 +643,10 @@ pub fn run_nexmark_cluster(
         .ok_or_else(|| Error::Network(format!("jobmanager printed `{line}`")))?;
     let mut procs = vec![jm];
     for _ in 0..tms {
-        procs.push(spawn(&s(&[
-            "taskmanager",
-            "--jobmanager",
-            &rpc,
-            "--set",
-            "taskmanager.bind-host=127.0.0.1",
-            "--set",
-            "taskmanager.host=127.0.0.1",
-            "--set",
-            &format!("taskmanager.numberOfTaskSlots={slots}"),
-        ]))?);
+        let slots = format!("taskmanager.numberOfTaskSlots={slots}");
+        let mut tm_args = vec!["taskmanager", "--jobmanager", &rpc, "--set", &slots];
+        tm_args.extend(crate::cluster::TASKMANAGER_LOOPBACK_ARGS);
+        procs.push(spawn(&s(&tm_args))?);
     }
     let client = crate::cluster::client::RestClient::new(&format!("http://{rest}"))?;
     let until = Instant::now() + Duration::from_secs(30);

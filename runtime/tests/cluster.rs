@@ -125,18 +125,11 @@ impl Cluster {
 
     fn start_tm(&mut self) {
         self.started += 1;
-        let args: Vec<String> = [
-            "taskmanager",
-            "--jobmanager",
-            &self.rpc,
-            "--set",
-            "taskmanager.bind-host=127.0.0.1",
-            "--set",
-            "taskmanager.host=127.0.0.1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args: Vec<String> = ["taskmanager", "--jobmanager", &self.rpc]
+            .into_iter()
+            .chain(flink_rs::cluster::TASKMANAGER_LOOPBACK_ARGS)
+            .map(str::to_string)
+            .collect();
         let p = spawn(&args, &self.dir.join(format!("tm-{}.log", self.started)));
         self.tms.push(p);
     }

@@ -110,19 +110,8 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     for i in 0..2 {
         let mut a = localize(args_of(&resources::taskmanager(&fj, &plan)));
         assert_eq!(a[0], "taskmanager");
-        a.extend(
-            [
-                "--jobmanager",
-                &rpc,
-                "--set",
-                "taskmanager.bind-host=127.0.0.1",
-                "--set",
-                "taskmanager.host=127.0.0.1",
-                "--set",
-                "taskmanager.data.port=0",
-            ]
-            .map(String::from),
-        );
+        a.extend(["--jobmanager", &rpc, "--set", "taskmanager.data.port=0"].map(String::from));
+        a.extend(flink_rs::cluster::TASKMANAGER_LOOPBACK_ARGS.map(String::from));
         tms.push(Proc(
             Command::new(&bin)
                 .args(&a)

@@ -86,25 +86,13 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration 
 }
 
 fn sql(out: &str, checkpoints_note: &str) -> String {
+    // The same job as the cluster tests' (`tests/sql/bid_windows.sql`), 240 000 bids at 2000/s.
     format!(
-        "-- {checkpoints_note}
-CREATE TABLE bids (
-  auction BIGINT, price BIGINT, ts TIMESTAMP(3), bucket AS auction % 10,
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH (
-  'connector' = 'datagen', 'number-of-rows' = '240000', 'rows-per-second' = '2000',
-  'fields.auction.kind' = 'random', 'fields.auction.min' = '1000', 'fields.auction.max' = '1099',
-  'fields.price.kind' = 'random', 'fields.price.min' = '1', 'fields.price.max' = '500',
-  'fields.ts.kind' = 'sequence', 'fields.ts.start' = '1577836800000'
-);
-CREATE TABLE results (
-  window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, bids BIGINT, max_price BIGINT
-) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
-INSERT INTO results
-SELECT window_start, window_end, bucket, COUNT(*), MAX(price)
-FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY window_start, window_end, bucket;
-"
+        "-- {checkpoints_note}\n{}",
+        include_str!("../sql/bid_windows.sql")
+            .replace("{rows}", "240000")
+            .replace("{rate}", "'rows-per-second' = '2000',")
+            .replace("{out}", out)
     )
 }
 

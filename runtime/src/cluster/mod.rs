@@ -40,6 +40,14 @@ pub const JOBMANAGER_LOOPBACK_ARGS: [&str; 8] = [
     "rest.port=0",
 ];
 
+/// `--set` arguments that make a taskmanager listen on, and advertise, 127.0.0.1.
+pub const TASKMANAGER_LOOPBACK_ARGS: [&str; 4] = [
+    "--set",
+    "taskmanager.bind-host=127.0.0.1",
+    "--set",
+    "taskmanager.host=127.0.0.1",
+];
+
 /// The jobmanager's RPC and REST addresses (`host:port`) from the line it prints first,
 /// `jobmanager rpc=HOST:PORT rest=HOST:PORT`.
 pub fn started_addresses(line: &str) -> Option<(String, String)> {

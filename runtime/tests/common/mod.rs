@@ -14,24 +14,18 @@ pub fn job(out: &str, rows: u64, rate: u64) -> String {
     format!(
         "SET 'parallelism.default' = '2';
 SET 'execution.checkpointing.interval' = '500 ms';
-CREATE TABLE bids (
-  auction BIGINT, price BIGINT, ts TIMESTAMP(3), bucket AS auction % 10,
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND
-) WITH (
-  'connector' = 'datagen', 'number-of-rows' = '{rows}', {rate}
-  'fields.auction.kind' = 'random', 'fields.auction.min' = '1000', 'fields.auction.max' = '1099',
-  'fields.price.kind' = 'random', 'fields.price.min' = '1', 'fields.price.max' = '500',
-  'fields.ts.kind' = 'sequence', 'fields.ts.start' = '1577836800000'
-);
-CREATE TABLE results (
-  window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, bids BIGINT, max_price BIGINT
-) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
-INSERT INTO results
-SELECT window_start, window_end, bucket, COUNT(*), MAX(price)
-FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY window_start, window_end, bucket;
-"
+{}",
+        bid_windows(out, rows, &rate)
     )
+}
+
+/// `tests/sql/bid_windows.sql` (the job the cluster, compose and Kubernetes end-to-end tests
+/// run): `rows` generated bids, `rate` the datagen rate option or empty, results at `out`.
+pub fn bid_windows(out: &str, rows: u64, rate: &str) -> String {
+    include_str!("../../../tests/sql/bid_windows.sql")
+        .replace("{rows}", &rows.to_string())
+        .replace("{rate}", rate)
+        .replace("{out}", out)
 }
 
 /// The published part files' lines under `dir`, sorted.
