@@ -705,9 +705,9 @@ impl Planner<'_> {
             .process(rows_schema, f)
             .name(&name);
         let mut out = cast_output(&joined, target, "Calc[join output]");
-        // Inner joins filter by the whole condition after the join (the operator checked a
-        // part); outer joins checked all of it per pair, and must keep their padded rows.
-        if let (Some(filter), [false, false]) = (&j.filter, outer) {
+        // What the operator could not check per pair is filtered after the join (inner joins
+        // only: an outer join checked all of it, and must keep its padded rows).
+        if let (Some(filter), false) = (&j.filter, all_checked) {
             let pred = physical(filter, &j.schema).map_err(dferr)?;
             out = filter_stream(&out, pred);
         }
