@@ -96,7 +96,7 @@ fn window_update(c: &mut Criterion) {
                 time_column: Some("ts".into()),
                 allowed_lateness: 0,
                 late_tag: None,
-                backend: Arc::new(MemoryStateBackend),
+                backend: Arc::new(MemoryStateBackend::default()),
             };
             let mut op = WindowOperator::new(logic, spec, out_schema, &ctx).expect("operator");
             bench.iter(|| {

@@ -80,7 +80,7 @@ impl StreamExecutionEnvironment {
                     edges: Vec::new(),
                     config,
                 },
-                backend: Arc::new(MemoryStateBackend),
+                backend: Arc::new(MemoryStateBackend::default()),
                 side_schemas: HashMap::new(),
             })),
         }

@@ -1158,7 +1158,17 @@ impl Master {
                 if !dead.is_empty() {
                     let _ = std::thread::Builder::new()
                         .name("free-failed-state".into())
-                        .spawn(move || drop(dead));
+                        .spawn(move || {
+                            // After the new attempt's state is decoded: both at once slowed
+                            // both down (two threads on the allocator and the page tables).
+                            let give_up = Instant::now() + Duration::from_secs(60);
+                            while crate::state::restore_progress::active() > 0
+                                && Instant::now() < give_up
+                            {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            drop(dead)
+                        });
                 }
                 match redeployed {
                     Ok(a) => {

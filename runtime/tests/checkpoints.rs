@@ -15,7 +15,7 @@ use arrow::array::Int64Array;
 use arrow::datatypes::{DataType, Field};
 use flink_rs::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
 use flink_rs::prelude::*;
-use flink_rs::state::MapState;
+use flink_rs::state::{MapState, MemoryStateBackend};
 
 /// Fails the task that runs it when the rows it has seen (over all attempts) pass each of
 /// its failure points: alternately with an error and with a panic.
@@ -149,6 +149,8 @@ struct JobSpec {
     restart: RestartStrategy,
     with_totals: bool,
     allow_non_restored_state: bool,
+    /// Restores decode in the background whatever their size (the path large states take).
+    background_restore: bool,
 }
 
 impl JobSpec {
@@ -166,6 +168,7 @@ impl JobSpec {
             restart: RestartStrategy::None,
             with_totals: true,
             allow_non_restored_state: false,
+            background_restore: false,
         }
     }
 }
@@ -175,6 +178,11 @@ impl JobSpec {
 fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHandle> {
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(spec.parallelism);
+    if spec.background_restore {
+        env.set_state_backend(Arc::new(
+            MemoryStateBackend::with_background_restore_min_bytes(0),
+        ));
+    }
     env.configure(|c| {
         c.checkpoint.interval = spec.checkpoint_interval;
         c.checkpoint.mode = spec.mode;
@@ -313,6 +321,9 @@ fn with_failures(
         attempts: 100,
         delay: Duration::from_millis(5),
     };
+    // The exactly-once run restores every time through background decoding, the
+    // at-least-once run before the tasks start: both paths face the twenty failures.
+    spec.background_restore = mode == CheckpointingMode::ExactlyOnce;
     Ok((start_job(&spec, out, inject.clone())?, inject))
 }
 
@@ -425,6 +436,8 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
         }
         let mut spec = JobSpec::new(rows, p);
         spec.restore = Some(RestoreFrom::Path(path.clone()));
+        // Rescaled to 4, each instance decodes its key groups in the background.
+        spec.background_restore = p == 4;
         let outcome = start_job(&spec, copy.path(), Injector::none())?.wait()?;
         assert_eq!(outcome, JobOutcome::Finished);
         let (w, t) = outputs(copy.path());

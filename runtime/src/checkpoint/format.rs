@@ -114,6 +114,16 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// Decodes and verifies a state file; `name` is used in error messages.
 pub fn decode_state_file(bytes: Bytes, name: &str) -> Result<StateFile> {
+    decode_state_file_checked(bytes, name, true)
+}
+
+/// [`decode_state_file`], checking the payload's checksum only when `check_payload` (a
+/// caller that verified the whole file against `_metadata` has covered it already).
+pub fn decode_state_file_checked(
+    bytes: Bytes,
+    name: &str,
+    check_payload: bool,
+) -> Result<StateFile> {
     let bad = |m: String| Error::Checkpoint(format!("state file {name}: {m}"));
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(bad(
@@ -135,7 +145,7 @@ pub fn decode_state_file(bytes: Bytes, name: &str) -> Result<StateFile> {
         )));
     }
     let payload = bytes.slice(HEADER..);
-    if crc32fast::hash(&payload) != crc {
+    if check_payload && crc32fast::hash(&payload) != crc {
         return Err(bad("checksum mismatch".into()));
     }
     let mut pos = 0usize;

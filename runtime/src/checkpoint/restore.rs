@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::format::{CheckpointMetadata, StateFile, decode_state_file};
+use super::format::{CheckpointMetadata, StateFile, decode_state_file_checked};
 use super::{CheckpointId, CheckpointStorage, RestoredState};
 use crate::error::{Error, Result};
 use crate::key::key_group_range;
@@ -92,7 +92,7 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
             let Some(name) = &st.file else { continue };
             let t0 = std::time::Instant::now();
             let bytes = storage
-                .get(&join(name))?
+                .get_large(&join(name))?
                 .ok_or_else(|| Error::Checkpoint(format!("{url}: state file {name} is missing")))?;
             if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
                 return Err(Error::Checkpoint(format!(
@@ -102,7 +102,8 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
                 )));
             }
             let t1 = std::time::Instant::now();
-            let file = decode_state_file(bytes, &format!("{url}/{name}"))?;
+            // The whole-file checksum above covers the payload's own: not computed twice.
+            let file = decode_state_file_checked(bytes, &format!("{url}/{name}"), false)?;
             tracing::debug!(
                 file = %name,
                 read_ms = (t1 - t0).as_millis() as u64,

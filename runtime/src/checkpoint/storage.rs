@@ -39,6 +39,8 @@ pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    /// The directory, when the storage is a local one (reads map its files instead).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -65,6 +67,7 @@ impl CheckpointStorage {
             Some((s, r)) => (s.to_ascii_lowercase(), r.to_string()),
             None => ("file".to_string(), url.clone()),
         };
+        let mut local_dir = None;
         let (store, root): (Arc<dyn ObjectStore>, Path) = match scheme.as_str() {
             "file" => {
                 let dir = if rest.is_empty() {
@@ -76,6 +79,7 @@ impl CheckpointStorage {
                     .map_err(|e| Error::io("create directory", &dir, e))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(os_err(&url))?;
+                local_dir = Some(std::path::PathBuf::from(&dir));
                 (Arc::new(fs), Path::default())
             }
             "s3" | "s3a" => {
@@ -121,7 +125,12 @@ impl CheckpointStorage {
                 ));
             }
         };
-        Ok(CheckpointStorage { store, root, url })
+        Ok(CheckpointStorage {
+            store,
+            root,
+            url,
+            local_dir,
+        })
     }
 
     /// The URL this storage was opened with.
@@ -189,6 +198,42 @@ impl CheckpointStorage {
             }
         });
         r.map_err(os_err(rel))
+    }
+
+    /// Reads a large, immutable object (a state file); `None` when it does not exist. From a
+    /// local directory the file is mapped into memory rather than copied: its pages are
+    /// the ones the page cache already holds, so restoring a large state neither copies
+    /// it nor has the kernel clear fresh pages for it (which costs as much as the read).
+    #[allow(unsafe_code)] // the one mapping below; see its SAFETY note
+    pub fn get_large(&self, rel: &str) -> Result<Option<Bytes>> {
+        let Some(dir) = &self.local_dir else {
+            return self.get(rel);
+        };
+        let mut file_path = dir.clone();
+        for part in self.path(rel).parts() {
+            file_path.push(part.as_ref());
+        }
+        let file = match std::fs::File::open(&file_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("open", &file_path, e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &file_path, e))?
+            .len();
+        if len == 0 {
+            // Mapping an empty file fails on some systems; there is nothing to map anyway.
+            return Ok(Some(Bytes::new()));
+        }
+        // SAFETY: a mapping is only sound while nobody changes the file. Checkpoint and
+        // savepoint files are never modified once written: the engine writes every object
+        // to a new temporary file and renames it into place (object_store's local store),
+        // and retention only unlinks whole files, which leaves existing mappings intact.
+        // Every byte is verified against `_metadata`'s checksum before it is used.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
+            .map_err(|e| Error::io("map", &file_path, e))?;
+        Ok(Some(Bytes::from_owner(map)))
     }
 
     /// Names of the immediate "subdirectories" of `rel`.

@@ -97,6 +97,7 @@ impl<F: ProcessFunction> ProcessOperator<F> {
     }
 
     fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
+        self.store.check()?;
         if !self.out.builder.is_empty() {
             out.emit(self.out.builder.finish()?)?;
         }

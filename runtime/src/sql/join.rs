@@ -793,7 +793,7 @@ mod tests {
                 f,
                 inputs.clone(),
                 out_schema.clone(),
-                &MemoryStateBackend,
+                &MemoryStateBackend::default(),
                 &ctx,
             )?;
             let mut out = Collect::default();

@@ -20,11 +20,15 @@ pub use handles::{
     AggregatingState, KeyedContext, ListState, MapState, ReducingState, StateRegistry,
     StateTtlConfig, TtlUpdate, ValueState,
 };
-pub use memory::{FastHasher, FastMap, MemoryStateBackend, MemoryStore};
+pub use memory::{
+    FastHasher, FastMap, LAZY_RESTORE_MIN_BYTES, MemoryStateBackend, MemoryStore, restore_progress,
+};
 pub use snapshot::{restore_keyed, snapshot_keyed};
 pub use timers::{TimeDomain, TimerService};
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::error::Result;
 
@@ -71,7 +75,7 @@ pub trait KeyedStore: Send {
     /// Registers (or finds) a state by name; `codec` encodes its values for snapshots.
     fn register(&mut self, name: &str, codec: Arc<dyn CellCodec>) -> StateId;
     /// The value at an address.
-    fn get(&self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell>;
+    fn get(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell>;
     /// The value at an address, mutably.
     fn get_mut(
         &mut self,
@@ -84,12 +88,10 @@ pub trait KeyedStore: Send {
     fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell);
     /// Removes and returns a value.
     fn remove(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<Cell>;
-    /// Every (key, namespace) that has a value for `state`.
-    fn entries(&self, state: StateId) -> Vec<(KeyGroup, Key, Namespace)>;
     /// Number of stored values over all states.
-    fn len(&self) -> usize;
+    fn len(&mut self) -> usize;
     /// True when nothing is stored.
-    fn is_empty(&self) -> bool {
+    fn is_empty(&mut self) -> bool {
         self.len() == 0
     }
     /// The key groups this store holds.
@@ -98,15 +100,19 @@ pub trait KeyedStore: Send {
     /// on the task thread, so the caller can upload it while processing goes on.
     fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()>;
     /// Loads what [`snapshot_key_group`](Self::snapshot_key_group) wrote (possibly by a store
-    /// of another parallelism). States must be registered first; values of states that are no
-    /// longer registered are skipped.
-    fn restore_key_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
-    /// Restores several key groups (a backend may decode them in parallel).
-    fn restore_key_groups(&mut self, groups: &[(KeyGroup, &[u8])]) -> Result<()> {
-        for (kg, bytes) in groups {
-            self.restore_key_group(*kg, bytes)?;
-        }
+    /// of another parallelism), one blob per key group. States must be registered first;
+    /// values of states that are no longer registered are skipped. A backend may decode
+    /// large restores in the background: every access waits for the key group it touches.
+    fn restore_key_groups(&mut self, groups: Vec<(KeyGroup, Bytes)>) -> Result<()>;
+    /// An error found while decoding restored state in the background (a key group that
+    /// did not decode). Keyed operators call it before they emit anything, so a task never
+    /// goes on without part of its state.
+    fn check(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// Decodes whatever restored state is still pending, and reports errors.
+    fn finish_restore(&mut self) -> Result<()> {
+        self.check()
     }
     /// Number of values stored in key group `kg` (a capacity hint for snapshots).
     fn key_group_len(&self, _kg: KeyGroup) -> usize {

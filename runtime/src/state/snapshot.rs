@@ -67,10 +67,11 @@ pub fn restore_keyed(
     for (kg, blob) in blobs {
         let mut r = ByteReader::new(blob, "keyed state");
         let len = r.u64()? as usize;
-        groups.push((*kg, r.take(len)?));
+        r.take(len)?;
+        groups.push((*kg, blob.slice(8..8 + len)));
         timer_lists.push(r);
     }
-    store.restore_key_groups(&groups)?;
+    store.restore_key_groups(groups)?;
     for mut r in timer_lists {
         let t: Vec<TimerEntry> = r.value()?;
         for (event, ts, key, ns) in t {

@@ -297,6 +297,7 @@ impl<L: WindowLogic> WindowOperator<L> {
     }
 
     fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
+        self.store.check()?;
         if !self.builder.is_empty() {
             let batch = self.builder.finish()?;
             out.emit(batch)?;
