@@ -200,6 +200,30 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
         "nexmark-q19",
         include_str!("../../examples/nexmark/q19.sql"),
     ),
+    (
+        "nexmark-q15",
+        include_str!("../../examples/nexmark/q15.sql"),
+    ),
+    (
+        "nexmark-q16",
+        include_str!("../../examples/nexmark/q16.sql"),
+    ),
+    (
+        "nexmark-q17",
+        include_str!("../../examples/nexmark/q17.sql"),
+    ),
+    (
+        "nexmark-q20",
+        include_str!("../../examples/nexmark/q20.sql"),
+    ),
+    (
+        "nexmark-q21",
+        include_str!("../../examples/nexmark/q21.sql"),
+    ),
+    (
+        "nexmark-q22",
+        include_str!("../../examples/nexmark/q22.sql"),
+    ),
 ];
 
 const NEXMARK_DDL: &str = include_str!("../../examples/nexmark/ddl.sql");

@@ -91,7 +91,7 @@ enum Command {
     },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
-        /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 … nexmark-q8 | filter-sql | tumble-count-sql
+        /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,

@@ -116,6 +116,7 @@ fn oracle(
         datafusion::prelude::SessionConfig::new()
             .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
     );
+    flink_rs::sql::register_flink_functions(&ctx);
     let schema = batches
         .first()
         .map(|b| b.schema())
@@ -303,6 +304,7 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         (t("INSERT INTO out SELECT auction, LAG(price) OVER (PARTITION BY auction ORDER BY ts) FROM bids;"), 3, 3, 44, "LAG() OVER is not supported"),
         (t("INSERT INTO out SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction) FROM bids;"), 3, 3, 46, "needs an ORDER BY"),
         (t("INSERT INTO out SELECT auction, price\nFROM bids\nWHERE pricee > 1;"), 3, 5, 7, "No field named pricee"),
+        (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids WHERE DATE_FORMAT(ts, 'yyyy-ww') > '' GROUP BY auction;"), 3, 3, 1, "date pattern letter `ww`"),
     ]
 }
 
@@ -453,6 +455,12 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
         "q5.sql",
         "q7.sql",
         "q8.sql",
+        "q15.sql",
+        "q16.sql",
+        "q17.sql",
+        "q20.sql",
+        "q21.sql",
+        "q22.sql",
     ] {
         let query = read(q)?;
         let select = match oracles.iter().find(|(n, _)| *n == q) {
@@ -469,8 +477,10 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
             .filter(|s| s.contains("CREATE VIEW"))
             .collect();
         let expected = oracle("nexmark", vec![input.clone()], &views, &select)?;
+        // q15 reports per day, and the test's events all fall on one day.
+        let least = if q == "q15.sql" { 1 } else { 2 };
         assert!(
-            expected.len() > 1,
+            expected.len() >= least,
             "{q}: oracle has {} rows",
             expected.len()
         );

@@ -173,20 +173,38 @@ impl ProcessFunction for GroupAggregate {
         let Some(state) = &self.state else {
             return Err(Error::User("aggregate not opened".into()));
         };
-        if self.updating {
-            let old = state.get(ctx);
-            let mut s = old.clone().unwrap_or_else(|| GroupState {
-                group: row[..self.groups].to_vec(),
-                accs: self.aggs.iter().map(|k| Acc::new(*k)).collect(),
-            });
+        let fresh = || GroupState {
+            group: row[..self.groups].to_vec(),
+            accs: self.aggs.iter().map(|k| Acc::new(*k)).collect(),
+        };
+        // Accumulators change in place: a copy per row would make COUNT(DISTINCT) over a
+        // large group quadratic.
+        let add_row = |s: &mut GroupState| {
             for (i, (kind, acc)) in self.aggs.iter().zip(s.accs.iter_mut()).enumerate() {
                 acc.add(
                     *kind,
                     row.get(self.groups + i).cloned().unwrap_or(Value::Null),
                 );
             }
-            let new = self.result_row(&s);
-            match old.as_ref().map(|o| self.result_row(o)) {
+        };
+        let not_opened = || Error::User("aggregate state holds another type".into());
+        if self.updating {
+            let created = std::cell::Cell::new(false);
+            let (prev, new) = state
+                .modify(
+                    ctx,
+                    || {
+                        created.set(true);
+                        fresh()
+                    },
+                    |s| {
+                        let prev = (!created.get()).then(|| self.result_row(s));
+                        add_row(s);
+                        (prev, self.result_row(s))
+                    },
+                )
+                .ok_or_else(not_opened)?;
+            match prev {
                 None => out.collect(with_kind(new, "+I"))?,
                 Some(prev) if prev != new => {
                     out.collect(with_kind(prev, "-U"))?;
@@ -194,7 +212,6 @@ impl ProcessFunction for GroupAggregate {
                 }
                 Some(_) => {} // the result did not change: nothing to retract
             }
-            state.update(ctx, s);
             return Ok(());
         }
         let fire_at = match self.window_end {
@@ -208,23 +225,10 @@ impl ProcessFunction for GroupAggregate {
             }
             None => i64::MAX,
         };
-        let mut s = match state.get(ctx) {
-            Some(s) => s,
-            None => {
-                ctx.register_event_time_timer(fire_at);
-                GroupState {
-                    group: row[..self.groups].to_vec(),
-                    accs: self.aggs.iter().map(|k| Acc::new(*k)).collect(),
-                }
-            }
-        };
-        for (i, (kind, acc)) in self.aggs.iter().zip(s.accs.iter_mut()).enumerate() {
-            acc.add(
-                *kind,
-                row.get(self.groups + i).cloned().unwrap_or(Value::Null),
-            );
+        if !state.contains(ctx) {
+            ctx.register_event_time_timer(fire_at);
         }
-        state.update(ctx, s);
+        state.modify(ctx, fresh, add_row).ok_or_else(not_opened)?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 mod aggregate;
 mod connectors;
 mod ddl;
+mod functions;
 mod join;
 mod plan;
 mod rank;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use functions::{java_date_pattern, register_flink_functions};
 pub use script::{SqlError, Statement, split};
 
 use crate::api::StreamExecutionEnvironment;
@@ -290,6 +292,7 @@ pub fn compile(
     // An inner join stays an inner join: rewriting it into a semi join (when the other side
     // is unique on the keys) saves nothing in a stream and would hide the join condition.
     ctx.remove_optimizer_rule("eliminate_join");
+    functions::register_flink_functions(&ctx);
     let mut planner = plan::Planner {
         env: &env,
         ctx: &ctx,

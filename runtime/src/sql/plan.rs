@@ -1026,12 +1026,6 @@ impl Planner<'_> {
                     ),
                 ));
             }
-            if f.params.filter.is_some() {
-                return Err(st.error_near(
-                    "FILTER",
-                    "aggregate FILTER clauses are not supported yet; use a WHERE condition",
-                ));
-            }
             let kind = match name.as_str() {
                 "count" if f.params.distinct => AggKind::CountDistinct,
                 "count" => AggKind::Count,
@@ -1047,10 +1041,17 @@ impl Planner<'_> {
                     ),
                 )),
             };
-            let arg = f.params.args.first().cloned().unwrap_or(Expr::Literal(
+            let mut arg = f.params.args.first().cloned().unwrap_or(Expr::Literal(
                 datafusion::common::ScalarValue::Int64(Some(1)),
                 None,
             ));
+            // `agg(x) FILTER (WHERE p)` is `agg(CASE WHEN p THEN x END)`: every supported
+            // aggregate skips NULLs, and a row failing `p` adds a NULL.
+            if let Some(p) = &f.params.filter {
+                arg = datafusion::logical_expr::when(p.as_ref().clone(), arg)
+                    .end()
+                    .map_err(dferr)?;
+            }
             exprs.push(arg);
             kinds.push(kind);
         }

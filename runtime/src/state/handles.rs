@@ -287,6 +287,24 @@ impl<T: StateValue> ValueState<T> {
         ctx.put(self.id, self.ttl.as_ref(), value);
     }
 
+    /// Changes the current key's value in place (created by `init` when there is none),
+    /// without the copy a `get` and `update` pair makes: what large values (sets, maps)
+    /// need. `None` only when the state holds another type.
+    pub fn modify<R>(
+        &self,
+        ctx: &mut KeyedContext<'_>,
+        init: impl FnOnce() -> T,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        ctx.cell_or_insert::<T>(self.id, self.ttl.as_ref(), init)
+            .map(f)
+    }
+
+    /// Whether the current key has a value.
+    pub fn contains(&self, ctx: &mut KeyedContext<'_>) -> bool {
+        ctx.cell::<T>(self.id, self.ttl.as_ref(), true).is_some()
+    }
+
     /// Removes the current key's value.
     pub fn clear(&self, ctx: &mut KeyedContext<'_>) {
         ctx.clear(self.id);
