@@ -4,13 +4,15 @@
 //! for windows the watermark has already passed are dropped, as Flink's window aggregation
 //! does. Without window columns (bounded inputs only) the timer is at the end of input.
 
+use std::hash::BuildHasherDefault;
+
 use serde::{Deserialize, Serialize};
 
 use crate::element::Timestamp;
 use crate::error::{Error, Result};
 use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
 use crate::rows::{Row, Value};
-use crate::state::{StateRegistry, TimeDomain, ValueState};
+use crate::state::{FastHasher, StateRegistry, TimeDomain, ValueState};
 
 /// An aggregate over one input column (`COUNT(*)` counts a constant column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +29,37 @@ pub enum AggKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Acc {
     Count(i64),
-    /// Distinct values, by their debug rendering (values of one column share a type).
-    Distinct(std::collections::BTreeSet<String>),
+    /// Distinct values (the values of one column share a type).
+    Distinct(DistinctSet),
     Value(Option<Value>),
     Avg(f64, i64),
+}
+
+/// The members of a `COUNT(DISTINCT …)`.
+pub type DistinctSet = std::collections::HashSet<DistinctKey, BuildHasherDefault<FastHasher>>;
+
+/// A non-null value as a member of a distinct set: hashable, with SQL's equality (0.0 and
+/// -0.0 are one value, and so are all NaNs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DistinctKey {
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(String),
+}
+
+impl DistinctKey {
+    fn of(v: Value) -> Option<DistinctKey> {
+        Some(match v {
+            Value::Null => return None,
+            Value::Bool(b) => DistinctKey::Bool(b),
+            Value::Int(i) => DistinctKey::Int(i),
+            Value::Float(f) if f == 0.0 => DistinctKey::Float(0f64.to_bits()),
+            Value::Float(f) if f.is_nan() => DistinctKey::Float(f64::NAN.to_bits()),
+            Value::Float(f) => DistinctKey::Float(f.to_bits()),
+            Value::Str(s) => DistinctKey::Str(s),
+        })
+    }
 }
 
 impl Acc {
@@ -49,8 +78,10 @@ impl Acc {
         let null = v == Value::Null;
         match (kind, self) {
             (AggKind::Count, Acc::Count(n)) if !null => *n += 1,
-            (AggKind::CountDistinct, Acc::Distinct(set)) if !null => {
-                set.insert(format!("{v:?}"));
+            (AggKind::CountDistinct, Acc::Distinct(set)) => {
+                if let Some(k) = DistinctKey::of(v) {
+                    set.insert(k);
+                }
             }
             (AggKind::Avg, Acc::Avg(sum, n)) if !null => {
                 *sum += v.as_f64().unwrap_or(0.0);
@@ -343,5 +374,37 @@ impl crate::window::AggregateFunction for WindowAggregate {
             .unwrap_or_else(|| vec![Value::Null; self.groups.len()]);
         row.extend(acc.1.iter().map(Acc::result));
         row
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_distinct_uses_sql_equality_and_skips_nulls() {
+        let mut acc = Acc::new(AggKind::CountDistinct);
+        for v in [
+            Value::Float(1.0),
+            Value::Float(-0.0),
+            Value::Float(0.0),
+            Value::Float(f64::NAN),
+            Value::Float(-f64::NAN),
+            Value::Null,
+            Value::Float(1.0),
+        ] {
+            acc.add(AggKind::CountDistinct, v);
+        }
+        assert_eq!(acc.result(), Value::Int(3));
+        let mut other = Acc::new(AggKind::CountDistinct);
+        for v in ["a", "b", "a"] {
+            other.add(AggKind::CountDistinct, Value::Str(v.into()));
+        }
+        assert_eq!(other.result(), Value::Int(2));
+        let mut more = Acc::new(AggKind::CountDistinct);
+        more.add(AggKind::CountDistinct, Value::Str("c".into()));
+        more.add(AggKind::CountDistinct, Value::Str("a".into()));
+        other.merge(AggKind::CountDistinct, more);
+        assert_eq!(other.result(), Value::Int(3));
     }
 }
