@@ -58,11 +58,14 @@ impl Ranges {
         subtask: usize,
         parallelism: usize,
     ) -> Self {
-        // Under a rate limit, small batches keep the output smooth.
-        let batch = if rate.is_some() {
-            batch.min(1024)
-        } else {
-            batch
+        // Under a rate limit, small batches keep the output smooth: at most about 100 ms
+        // of rows each (a batch of 2 rows-per-second is one row, not all of them at once).
+        let batch = match rate {
+            Some(r) => {
+                let tenth = (r / parallelism.max(1) as f64 / 10.0).floor().max(1.0) as usize;
+                batch.min(1024).min(tenth)
+            }
+            None => batch,
         };
         Ranges {
             rows,

@@ -6,7 +6,8 @@
 //! condition bounds the two sides' event times against each other (`L.t BETWEEN R.t - a AND
 //! R.t + b`, or equal window ends of two window TVFs or window aggregates), a row is removed
 //! once the watermark shows that no row it could still match will come. Without such a bound
-//! rows are kept for the job's life, as Flink's regular joins do without a state TTL. The rest
+//! rows are kept for the job's life, as Flink's regular joins do without a state TTL (with
+//! `table.exec.state.ttl`, each row is dropped that long after it was stored). The rest
 //! of the join condition is evaluated on the joined rows by the planner (a filter after this
 //! operator), so the result is the same whatever the bounds.
 
@@ -122,6 +123,10 @@ pub struct StreamJoin {
     pub predicates: Vec<PairPredicate>,
     /// Per side: whether its rows without a match are emitted (LEFT, RIGHT, FULL joins).
     pub outer: [bool; 2],
+    /// A regular join's state TTL (`table.exec.state.ttl`, milliseconds of processing
+    /// time): a row is dropped that long after it was stored, as Flink's join state with a
+    /// TTL. Time-bounded joins drop rows by the watermark instead.
+    pub idle_ttl: Option<i64>,
     sides: Option<[ListState<Stored>; 2]>,
 }
 
@@ -133,6 +138,7 @@ impl StreamJoin {
             bounds,
             predicates: Vec::new(),
             outer: [false, false],
+            idle_ttl: None,
             sides: None,
         }
     }
@@ -221,6 +227,11 @@ impl ProcessFunction for StreamJoin {
         }
         let data = &row[..width.min(row.len())];
         let t = self.time_of(side, data);
+        // With a state TTL, a stored row's expiry is processing time; rows past it are never
+        // matched, even before their timer has removed them.
+        let ttl = self.idle_ttl.filter(|_| self.time.is_none());
+        let now = ctx.processing_time();
+        let live = |expiry: i64| ttl.is_none() || expiry > now;
         let mut result = Ok(());
         let mut matched = false;
         let mut visit = |other: &[Value]| -> bool {
@@ -244,20 +255,28 @@ impl ProcessFunction for StreamJoin {
         if self.outer[1 - side] {
             // The other side's rows remember that they matched.
             sides[1 - side].modify(ctx, |others| {
-                for (_, m, other) in others.iter_mut() {
-                    if visit(other) {
+                for (e, m, other) in others.iter_mut() {
+                    if live(*e) && visit(other) {
                         *m = true;
                     }
                 }
             });
         } else {
             sides[1 - side].with_values(ctx, |others| {
-                for (_, _, other) in others {
-                    visit(other);
+                for (e, _, other) in others {
+                    if live(*e) {
+                        visit(other);
+                    }
                 }
             });
         }
         result?;
+        if let Some(ttl) = ttl {
+            let expiry = now.saturating_add(ttl);
+            ctx.register_processing_time_timer(expiry);
+            sides[side].add(ctx, (expiry, matched, data.to_vec()));
+            return Ok(());
+        }
         let expiry = self.expiry(side, t);
         if expiry <= ctx.current_watermark() {
             // Late: nothing that comes later can match it.
@@ -693,8 +712,14 @@ impl Planner<'_> {
                 ms(b.lower, "-inf"),
                 ms(b.upper, "+inf")
             ),
-            _ => "Join".to_string(),
+            _ => match self.state_ttl {
+                Some(ttl) => format!("Join[state ttl {ttl} ms]"),
+                None => "Join".to_string(),
+            },
         };
+        if !bounds.bounded() {
+            f.idle_ttl = self.state_ttl;
+        }
         let name = match outer {
             [false, false] => name,
             _ => format!("{kind} {name}"),
@@ -816,6 +841,30 @@ mod tests {
         let (matched, held, after) = run(TimeBounds::default())?;
         assert_eq!(matched, 3, "without bounds, every row of the key matches");
         assert_eq!(after, held, "a regular join keeps its rows");
+        // With a state TTL a regular join drops each row when its processing-time timer
+        // fires.
+        let mut f = StreamJoin::new(
+            [1, 1],
+            Some(TimeColumns { left: 0, right: 0 }),
+            TimeBounds::default(),
+        );
+        f.idle_ttl = Some(60_000);
+        let mut op = ProcessOperator::new(
+            f,
+            inputs.clone(),
+            out_schema.clone(),
+            &MemoryStateBackend::default(),
+            &ctx,
+        )?;
+        let mut out = Collect::default();
+        op.process_batch(0, batch(&[100, 105], 7)?, &mut out)?;
+        op.process_batch(1, batch(&[110], 7)?, &mut out)?;
+        assert_eq!(out.0, 2, "within the TTL rows match");
+        assert!(state_bytes(&mut op)? > 0);
+        op.on_processing_time(crate::operator::now_millis() + 1_000, &mut out)?;
+        assert!(state_bytes(&mut op)? > 0, "the TTL has not passed yet");
+        op.on_processing_time(crate::operator::now_millis() + 120_000, &mut out)?;
+        assert_eq!(state_bytes(&mut op)?, 0, "every row's TTL has passed");
         Ok(())
     }
 

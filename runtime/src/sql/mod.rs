@@ -82,6 +82,10 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
                 return Err(bad("expected true or false"));
             }
         }
+        // Read by the SQL planner (regular joins drop rows that long after storing them).
+        "table.exec.state.ttl" => {
+            dur()?;
+        }
         // Read by the SQL planner (a plain GROUP BY over bounded input: final result or
         // updates); checked here.
         "execution.runtime-mode" => {
@@ -246,9 +250,16 @@ pub fn compile(
         .iter()
         .filter(|st| kind(st).starts_with("SET"))
         .filter_map(|st| parse_set(st).ok().flatten());
+    // `table.exec.state.ttl` (Flink's default 0: state is kept for ever).
+    let mut state_ttl = None;
     for (k, v) in sets.chain(overrides.iter().cloned()) {
         if k == "table.optimizer.reuse-source-enabled" {
             reuse_sources = v.trim() == "true";
+        }
+        if k == "table.exec.state.ttl" {
+            state_ttl = parse_duration(&v)
+                .map(|d| d.as_millis() as i64)
+                .filter(|ms| *ms > 0);
         }
     }
     let mut restart_set = overrides
@@ -302,6 +313,7 @@ pub fn compile(
         streaming_mode,
         sources: Default::default(),
         reuse_sources,
+        state_ttl,
         views: HashMap::new(),
         all_tvfs: Vec::new(),
     };

@@ -58,6 +58,8 @@ pub struct Planner<'a> {
     pub sources: std::cell::RefCell<HashMap<String, DataStream>>,
     /// `table.optimizer.reuse-source-enabled`: whether scans of one table share its source.
     pub reuse_sources: bool,
+    /// `table.exec.state.ttl` in milliseconds (`None`: state is kept, Flink's default 0).
+    pub state_ttl: Option<i64>,
 }
 
 /// The column that makes a stream a changelog (Flink's row kinds `+I`, `-U`, `+U`, `-D`):
