@@ -54,7 +54,7 @@ impl DistinctKey {
             Value::Null => return None,
             Value::Bool(b) => DistinctKey::Bool(b),
             Value::Int(i) => DistinctKey::Int(i),
-            Value::Float(f) if f == 0.0 => DistinctKey::Float(0f64.to_bits()),
+            Value::Float(0.0) => DistinctKey::Float(0f64.to_bits()), // and -0.0
             Value::Float(f) if f.is_nan() => DistinctKey::Float(f64::NAN.to_bits()),
             Value::Float(f) => DistinctKey::Float(f.to_bits()),
             Value::Str(s) => DistinctKey::Str(s),
