@@ -58,13 +58,11 @@ impl Ranges {
         subtask: usize,
         parallelism: usize,
     ) -> Self {
-        // Under a rate limit, small batches keep the output smooth: at most about 100 ms
-        // of rows each (a batch of 2 rows-per-second is one row, not all of them at once).
+        // Under a rate limit, small batches keep the output smooth: about 100 ms of the
+        // whole source's rows at most (at 2 rows per second one row, not all at once). Not
+        // per subtask, so every parallelism uses the same batches.
         let batch = match rate {
-            Some(r) => {
-                let tenth = (r / parallelism.max(1) as f64 / 10.0).floor().max(1.0) as usize;
-                batch.min(1024).min(tenth)
-            }
+            Some(r) => batch.min(1024).min((r / 10.0).floor().max(1.0) as usize),
             None => batch,
         };
         Ranges {
@@ -100,12 +98,14 @@ impl Ranges {
         let Some(first) = decoded.first() else {
             return Ok(r);
         };
-        if first.batch != r.batch {
-            return Err(Error::Checkpoint(format!(
-                "the source's batch size changed from {} to {}; positions cannot be mapped",
-                first.batch, r.batch
-            )));
+        // Positions count batches of the size they were taken with: keep it (a changed rate
+        // or batch setting would otherwise make them unmappable).
+        if first.batch == 0 {
+            return Err(Error::Checkpoint(
+                "source position with a batch size of 0".into(),
+            ));
         }
+        r.batch = first.batch;
         let old_p = first.parallelism;
         let residues: Vec<u64> = decoded.iter().map(|s| s.subtask).collect();
         if residues != (0..old_p).collect::<Vec<_>>() {
@@ -217,6 +217,28 @@ mod tests {
         ] {
             rescale(a, b, c)?;
         }
+        Ok(())
+    }
+
+    /// A restore keeps the batch size the positions were taken with, whatever the new job
+    /// asks for (a changed rate changes it): still every row exactly once.
+    #[test]
+    fn a_restore_keeps_the_saved_batch_size() -> Result<()> {
+        let rows = Some(1000);
+        let mut seen = Vec::new();
+        let mut states = Vec::new();
+        for s in 0..2 {
+            let mut r = Ranges::new(rows, 10, None, s, 2);
+            seen.extend(drain(&mut r, 4));
+            states.push((s, Bytes::from(r.snapshot()?)));
+        }
+        for s in 0..3 {
+            let mut r = Ranges::restore(rows, 7, Some(1e9), s, 3, &states)?;
+            seen.extend(drain(&mut r, usize::MAX));
+        }
+        seen.sort();
+        let expected: Vec<(u64, u64)> = (0..100).map(|b| (b * 10, b * 10 + 10)).collect();
+        assert_eq!(seen, expected);
         Ok(())
     }
 }
