@@ -12,7 +12,7 @@ use crate::element::Timestamp;
 use crate::error::{Error, Result};
 use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
 use crate::rows::{Row, Value};
-use crate::state::{FastHasher, StateRegistry, TimeDomain, ValueState};
+use crate::state::{FastHasher, StateRegistry, StateTtlConfig, TimeDomain, ValueState};
 
 /// An aggregate over one input column (`COUNT(*)` counts a constant column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +149,10 @@ pub struct GroupAggregate {
     /// result, then `-U` old / `+U` new; a row kind column ends each row) instead of the
     /// final result at end of input.
     pub updating: bool,
+    /// An updating aggregate's state TTL (`table.exec.state.ttl`, milliseconds of processing
+    /// time): a group not updated for that long is forgotten, and its next row starts it
+    /// again with a `+I`, as in Flink.
+    pub ttl: Option<i64>,
     state: Option<ValueState<GroupState>>,
 }
 
@@ -159,6 +163,7 @@ impl GroupAggregate {
             aggs,
             window_end,
             updating: false,
+            ttl: None,
             state: None,
         }
     }
@@ -190,7 +195,13 @@ fn add(a: Value, b: Value) -> Value {
 
 impl ProcessFunction for GroupAggregate {
     fn open(&mut self, states: &mut StateRegistry<'_>) -> Result<()> {
-        self.state = Some(states.value("group-aggregate"));
+        let state = states.value("group-aggregate");
+        self.state = Some(match self.ttl.filter(|_| self.updating) {
+            Some(ms) => state.with_ttl(StateTtlConfig::new(std::time::Duration::from_millis(
+                ms.max(0) as u64,
+            ))),
+            None => state,
+        });
         Ok(())
     }
 
@@ -235,6 +246,11 @@ impl ProcessFunction for GroupAggregate {
                     },
                 )
                 .ok_or_else(not_opened)?;
+            if let (Some(ttl), true) = (self.ttl, created.get()) {
+                // Checks then whether the group has been idle for the TTL (and removes it).
+                let at = ctx.processing_time().saturating_add(ttl);
+                ctx.register_processing_time_timer(at);
+            }
             match prev {
                 None => out.collect(with_kind(new, "+I"))?,
                 Some(prev) if prev != new => {
@@ -273,6 +289,17 @@ impl ProcessFunction for GroupAggregate {
         let Some(state) = &self.state else {
             return Ok(());
         };
+        if _domain == TimeDomain::ProcessingTime {
+            // A TTL check: an expired group is removed by looking at it; a live one is
+            // looked at again one TTL later.
+            if let Some(ttl) = self.ttl {
+                if state.contains(ctx) {
+                    let at = ctx.processing_time().saturating_add(ttl);
+                    ctx.register_processing_time_timer(at);
+                }
+            }
+            return Ok(());
+        }
         if let Some(s) = state.get(ctx) {
             let mut row = s.group;
             row.extend(s.accs.iter().map(Acc::result));
@@ -380,6 +407,88 @@ impl crate::window::AggregateFunction for WindowAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::element::Timestamp;
+    use crate::operator::{Operator, OperatorContext, Output};
+    use crate::operators::ProcessOperator;
+    use crate::state::MemoryStateBackend;
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Collect(usize);
+    impl Output for Collect {
+        fn emit(&mut self, b: RecordBatch) -> Result<()> {
+            self.0 += b.num_rows();
+            Ok(())
+        }
+        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
+            Ok(())
+        }
+        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
+            Ok(())
+        }
+        fn emit_idle(&mut self, _: bool) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// An updating COUNT(*) per group with a state TTL: a group idle for the TTL is removed
+    /// by its timer, and its next row starts it again (`+I`, not `-U`/`+U`).
+    #[test]
+    fn updating_aggregate_forgets_groups_idle_for_the_ttl() -> Result<()> {
+        let ctx = OperatorContext {
+            name: "agg".into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            uid: "agg".into(),
+            attempt: 0,
+        };
+        let input = Arc::new(Schema::new(vec![
+            Field::new("g0", DataType::Int64, true),
+            Field::new("a0", DataType::Int64, true),
+        ]));
+        let output = Arc::new(Schema::new(vec![
+            Field::new("g0", DataType::Int64, true),
+            Field::new("r0", DataType::Int64, true),
+            Field::new("__op", DataType::Utf8, false),
+        ]));
+        let row = || -> Result<RecordBatch> {
+            Ok(RecordBatch::try_new(
+                input.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![7])),
+                    Arc::new(Int64Array::from(vec![1])),
+                ],
+            )?)
+        };
+        let mut f = GroupAggregate::new(1, vec![AggKind::Count], None).updating();
+        f.ttl = Some(50);
+        let mut op = ProcessOperator::new(
+            f,
+            vec![(Some(crate::key::KeySelector::columns(["g0"])), None)],
+            output,
+            &MemoryStateBackend::default(),
+            &ctx,
+        )?;
+        let mut out = Collect::default();
+        op.process_batch(0, row()?, &mut out)?;
+        op.process_batch(0, row()?, &mut out)?;
+        assert_eq!(out.0, 3, "+I, then -U and +U");
+        let held = op.snapshot_state(1)?.keyed.len();
+        assert!(held > 0);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        op.on_processing_time(crate::operator::now_millis(), &mut out)?;
+        assert_eq!(
+            op.snapshot_state(2)?.keyed.len(),
+            0,
+            "the idle group is gone"
+        );
+        op.process_batch(0, row()?, &mut out)?;
+        assert_eq!(out.0, 4, "the group starts again with a +I");
+        Ok(())
+    }
 
     #[test]
     fn count_distinct_uses_sql_equality_and_skips_nulls() {

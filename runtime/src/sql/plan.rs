@@ -1121,14 +1121,19 @@ impl Planner<'_> {
         let mut f = GroupAggregate::new(groups, kinds, window_end);
         if updating {
             f = f.updating();
+            f.ttl = self.state_ttl;
         }
+        let ttl_name = f
+            .ttl
+            .map(|t| format!("GroupAggregate[updating, state ttl {t} ms]"));
         let aggregated = pre
             .key_by(crate::key::KeySelector::columns(keys))
             .process(out_schema, f)
-            .name(match (window_end, updating) {
-                (Some(_), _) => "WindowAggregate",
-                (None, true) => "GroupAggregate[updating]",
-                (None, false) => "GroupAggregate[final result at end of input]",
+            .name(match (window_end, updating, &ttl_name) {
+                (Some(_), _, _) => "WindowAggregate",
+                (None, true, Some(n)) => n.as_str(),
+                (None, true, None) => "GroupAggregate[updating]",
+                (None, false, _) => "GroupAggregate[final result at end of input]",
             });
         // Cast to the types DataFusion gave the aggregate's output.
         let target = with_op(arrow_schema(&agg.schema), updating);
