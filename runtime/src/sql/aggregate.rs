@@ -282,14 +282,14 @@ impl ProcessFunction for GroupAggregate {
     fn on_timer(
         &mut self,
         _ts: Timestamp,
-        _domain: TimeDomain,
+        domain: TimeDomain,
         ctx: &mut ProcessContext<'_>,
         out: &mut RowCollector,
     ) -> Result<()> {
         let Some(state) = &self.state else {
             return Ok(());
         };
-        if _domain == TimeDomain::ProcessingTime {
+        if domain == TimeDomain::ProcessingTime {
             // A TTL check: an expired group is removed by looking at it; a live one is
             // looked at again one TTL later.
             if let Some(ttl) = self.ttl {
@@ -407,31 +407,14 @@ impl crate::window::AggregateFunction for WindowAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::element::Timestamp;
-    use crate::operator::{Operator, OperatorContext, Output};
+    use crate::operator::{Operator, OperatorContext};
     use crate::operators::ProcessOperator;
     use crate::state::MemoryStateBackend;
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
-    #[derive(Default)]
-    struct Collect(usize);
-    impl Output for Collect {
-        fn emit(&mut self, b: RecordBatch) -> Result<()> {
-            self.0 += b.num_rows();
-            Ok(())
-        }
-        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
-            Ok(())
-        }
-        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
-            Ok(())
-        }
-        fn emit_idle(&mut self, _: bool) -> Result<()> {
-            Ok(())
-        }
-    }
+    use crate::operator::CountRows as Collect;
 
     /// An updating COUNT(*) per group with a state TTL: a group idle for the TTL is removed
     /// by its timer, and its next row starts it again (`+I`, not `-U`/`+U`).

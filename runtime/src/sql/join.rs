@@ -743,29 +743,13 @@ impl Planner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::{Operator, OperatorContext, Output};
+    use crate::operator::{Operator, OperatorContext};
     use crate::operators::ProcessOperator;
     use crate::state::MemoryStateBackend;
     use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
     use arrow::datatypes::TimeUnit;
 
-    #[derive(Default)]
-    struct Collect(usize);
-    impl Output for Collect {
-        fn emit(&mut self, b: RecordBatch) -> Result<()> {
-            self.0 += b.num_rows();
-            Ok(())
-        }
-        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
-            Ok(())
-        }
-        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
-            Ok(())
-        }
-        fn emit_idle(&mut self, _: bool) -> Result<()> {
-            Ok(())
-        }
-    }
+    use crate::operator::CountRows as Collect;
 
     /// Rows `[t, key]` with the key also as the join key column.
     fn batch(times: &[i64], key: i64) -> Result<RecordBatch> {
