@@ -361,22 +361,39 @@ fn at_least_once_mode_loses_nothing() -> Result<()> {
     assert!(inject.fired.load(Ordering::SeqCst) >= 20);
     let (w, t) = outputs(out.path());
     // Without alignment a restored state may include records after the barrier, so counts
-    // can come out higher; what at-least-once promises is that every key and window is
-    // there with at least the failure-free count.
-    let parse = |lines: &[String]| -> BTreeMap<String, i64> {
-        lines
-            .iter()
-            .map(|l| {
-                let (head, n) = l.rsplit_once(',').unwrap_or((l, "0"));
-                (head.to_string(), n.parse().unwrap_or(0))
-            })
-            .collect()
+    // can come out higher; and watermarks are not part of a checkpoint (as in Flink), so a
+    // replayed record of a window that had already fired (and was committed) starts that
+    // window again and fires it a second time with the replayed records only. What
+    // at-least-once promises is that every record is counted: over all emissions of a
+    // window, at least the failure-free count.
+    let parse = |lines: &[String]| -> BTreeMap<String, Vec<i64>> {
+        let mut m: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for l in lines {
+            let (head, n) = l.rsplit_once(',').unwrap_or((l, "0"));
+            m.entry(head.to_string())
+                .or_default()
+                .push(n.parse().unwrap_or(0));
+        }
+        m
     };
     let (got, want) = (parse(&w), parse(&ref_w));
+    let mut fired_twice = 0;
     for (k, n) in &want {
-        let g = got.get(k).copied().unwrap_or(0);
-        assert!(g >= *n, "window {k}: {g} < failure-free {n}");
+        let g = got.get(k).cloned().unwrap_or_default();
+        if g.len() > 1 && fired_twice == 0 {
+            eprintln!("for example window {k}: emitted {g:?}, failure-free {n:?}");
+        }
+        fired_twice += usize::from(g.len() > 1);
+        let sum: i64 = g.iter().sum();
+        assert!(
+            sum >= n.iter().sum::<i64>(),
+            "window {k}: emitted {g:?}, failure-free {n:?}"
+        );
     }
+    eprintln!(
+        "{fired_twice} of {} windows fired more than once",
+        want.len()
+    );
     assert_eq!(t.len(), ref_t.len(), "every key's totals are there");
     Ok(())
 }
