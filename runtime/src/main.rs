@@ -280,6 +280,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let job = compile(&script, &settings(parallelism, &set)?)?;
             print!("{}", job.env.graph().explain());
+            if !job.unread_fields.is_empty() {
+                println!(
+                    "nexmark fields no statement reads (generated empty): {}",
+                    job.unread_fields.join(", ")
+                );
+            }
         }
         Command::Jobmanager {
             config,

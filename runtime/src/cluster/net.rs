@@ -11,8 +11,12 @@
 //!   flight per channel whatever the TCP buffers: a slow task slows its senders (Flink's
 //!   credit-based flow control) and memory stays bounded;
 //! - frames, sender → receiver: `u32` length, then a kind byte and its payload: `0` batch
-//!   (an Arrow IPC stream holding the schema and one batch), `1` watermark `i64`, `2` idle
-//!   `u8`, `3` barrier (id `u64`, kind `u8`, stop `u8`), `4` end of input.
+//!   that starts an Arrow IPC stream (the schema message, then the batch's dictionary and
+//!   record batch messages), `5` batch continuing the channel's current IPC stream (its
+//!   messages only: the schema travels once per channel, not with every batch), `1`
+//!   watermark `i64`, `2` idle `u8`, `3` barrier (id `u64`, kind `u8`, stop `u8`), `4` end
+//!   of input. A sender whose batches change schema starts a new stream with a `0` frame.
+//!   Batch payloads are read into buffers of their own and decoded without copying.
 //!
 //! After the end of input the sender half-closes and drains credits until the receiver
 //! closes: closing with unread credits would reset the connection and could drop the tail.
@@ -24,8 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
+use arrow::buffer::Buffer;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamDecoder;
+use arrow::ipc::writer::StreamEncoder;
 use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use crate::checkpoint::{Barrier, SnapshotKind};
@@ -45,6 +51,7 @@ const WATERMARK: u8 = 1;
 const IDLE: u8 = 2;
 const BARRIER: u8 = 3;
 const END: u8 = 4;
+const BATCH_CONTINUED: u8 = 5;
 
 fn io(what: &'static str, e: std::io::Error) -> Error {
     Error::io(what, "", e)
@@ -54,79 +61,155 @@ fn net(msg: impl Into<String>) -> Error {
     Error::Network(msg.into())
 }
 
-/// Encodes one element as a frame body (kind byte + payload).
-pub(crate) fn encode(elem: &StreamElement) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    match elem {
-        StreamElement::Batch(b) => {
-            out.push(BATCH);
-            let mut w = StreamWriter::try_new(&mut out, &b.schema())?;
-            w.write(b)?;
-            w.finish()?;
-        }
-        StreamElement::Watermark(t) => {
-            out.push(WATERMARK);
-            out.extend_from_slice(&t.to_le_bytes());
-        }
-        StreamElement::Idle(i) => {
-            out.push(IDLE);
-            out.push(u8::from(*i));
-        }
-        StreamElement::Barrier(b) => {
-            out.push(BARRIER);
-            out.extend_from_slice(&b.id.to_le_bytes());
-            out.push(match b.kind {
-                SnapshotKind::Checkpoint => 0,
-                SnapshotKind::Savepoint => 1,
-            });
-            out.push(u8::from(b.stop));
-        }
-        StreamElement::EndOfInput => out.push(END),
-    }
-    Ok(out)
+/// One frame to send: its kind and payload (IPC buffers for batches, bytes otherwise).
+pub(crate) struct Frame {
+    kind: u8,
+    parts: Vec<Buffer>,
+    bytes: Vec<u8>,
 }
 
-/// Decodes a frame body written by [`encode`].
-pub(crate) fn decode(frame: &[u8]) -> Result<StreamElement> {
-    let (&kind, rest) = frame.split_first().ok_or_else(|| net("empty frame"))?;
-    let short = || net(format!("frame of kind {kind} is {} bytes short", 1));
-    Ok(match kind {
-        BATCH => {
-            let mut r = StreamReader::try_new(rest, None)?;
-            let batch = r
-                .next()
-                .ok_or_else(|| net("batch frame without a batch"))??;
-            StreamElement::Batch(batch)
+impl Frame {
+    fn len(&self) -> usize {
+        1 + self.bytes.len() + self.parts.iter().map(|b| b.len()).sum::<usize>()
+    }
+
+    /// Writes `u32` length, kind and payload.
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let len = u32::try_from(self.len())
+            .map_err(|_| std::io::Error::other("frame larger than 4 GiB"))?;
+        w.write_all(&len.to_le_bytes())?;
+        w.write_all(&[self.kind])?;
+        w.write_all(&self.bytes)?;
+        for p in &self.parts {
+            w.write_all(p.as_slice())?;
         }
-        WATERMARK => {
-            let b: [u8; 8] = rest
-                .get(..8)
-                .ok_or_else(short)?
-                .try_into()
-                .map_err(|_| short())?;
-            StreamElement::Watermark(i64::from_le_bytes(b))
-        }
-        IDLE => StreamElement::Idle(*rest.first().ok_or_else(short)? != 0),
-        BARRIER => {
-            let b: [u8; 8] = rest
-                .get(..8)
-                .ok_or_else(short)?
-                .try_into()
-                .map_err(|_| short())?;
-            let kind = match rest.get(8) {
-                Some(0) => SnapshotKind::Checkpoint,
-                Some(1) => SnapshotKind::Savepoint,
-                _ => return Err(net("barrier frame with an unknown kind")),
-            };
-            StreamElement::Barrier(Barrier {
-                id: u64::from_le_bytes(b),
-                kind,
-                stop: *rest.get(9).ok_or_else(short)? != 0,
-            })
-        }
-        END => StreamElement::EndOfInput,
-        other => return Err(net(format!("unknown frame kind {other}"))),
-    })
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn to_body(&self) -> (u8, Vec<u8>) {
+        let mut v = Vec::new();
+        self.write_to(&mut v).expect("write to a Vec");
+        (v[4], v[5..].to_vec())
+    }
+}
+
+/// The sending end of a channel: encodes elements, keeping the channel's IPC stream (the
+/// schema is sent once, dictionaries only when they change).
+#[derive(Default)]
+pub(crate) struct FrameEncoder {
+    stream: Option<(SchemaRef, StreamEncoder)>,
+}
+
+impl FrameEncoder {
+    pub fn encode(&mut self, elem: &StreamElement) -> Result<Frame> {
+        let mut bytes = Vec::new();
+        let kind = match elem {
+            StreamElement::Batch(b) => {
+                let schema = b.schema();
+                let same = match &self.stream {
+                    Some((s, _)) => Arc::ptr_eq(s, &schema) || **s == *schema,
+                    None => false,
+                };
+                let kind = if same { BATCH_CONTINUED } else { BATCH };
+                let (_, enc) = match &mut self.stream {
+                    Some(stream) if same => stream,
+                    stream => stream.insert((schema.clone(), StreamEncoder::try_new(&schema)?)),
+                };
+                let parts = enc.encode(b)?;
+                return Ok(Frame { kind, parts, bytes });
+            }
+            StreamElement::Watermark(t) => {
+                bytes.extend_from_slice(&t.to_le_bytes());
+                WATERMARK
+            }
+            StreamElement::Idle(i) => {
+                bytes.push(u8::from(*i));
+                IDLE
+            }
+            StreamElement::Barrier(b) => {
+                bytes.extend_from_slice(&b.id.to_le_bytes());
+                bytes.push(match b.kind {
+                    SnapshotKind::Checkpoint => 0,
+                    SnapshotKind::Savepoint => 1,
+                });
+                bytes.push(u8::from(b.stop));
+                BARRIER
+            }
+            StreamElement::EndOfInput => END,
+        };
+        Ok(Frame {
+            kind,
+            parts: Vec::new(),
+            bytes,
+        })
+    }
+}
+
+/// The receiving end of a channel: decodes frames written by [`FrameEncoder`].
+#[derive(Default)]
+pub(crate) struct FrameDecoder {
+    stream: Option<StreamDecoder>,
+}
+
+impl FrameDecoder {
+    /// Decodes the frame of kind `kind` whose payload is `payload`.
+    pub fn decode(&mut self, kind: u8, payload: Vec<u8>) -> Result<StreamElement> {
+        let short = || {
+            net(format!(
+                "frame of kind {kind} is too short ({} bytes)",
+                payload.len()
+            ))
+        };
+        Ok(match kind {
+            BATCH | BATCH_CONTINUED => {
+                if kind == BATCH {
+                    self.stream = Some(StreamDecoder::new());
+                }
+                let dec = self
+                    .stream
+                    .as_mut()
+                    .ok_or_else(|| net("batch frame continuing a stream that was not started"))?;
+                // The payload's own allocation becomes the arrays' memory (no copy).
+                let mut buf = Buffer::from_vec(payload);
+                let mut batch = None;
+                while !buf.is_empty() {
+                    if let Some(b) = dec.decode(&mut buf)? {
+                        batch = Some(b);
+                    }
+                }
+                StreamElement::Batch(batch.ok_or_else(|| net("batch frame without a batch"))?)
+            }
+            WATERMARK => {
+                let b: [u8; 8] = payload
+                    .get(..8)
+                    .ok_or_else(short)?
+                    .try_into()
+                    .map_err(|_| short())?;
+                StreamElement::Watermark(i64::from_le_bytes(b))
+            }
+            IDLE => StreamElement::Idle(*payload.first().ok_or_else(short)? != 0),
+            BARRIER => {
+                let b: [u8; 8] = payload
+                    .get(..8)
+                    .ok_or_else(short)?
+                    .try_into()
+                    .map_err(|_| short())?;
+                let snapshot = match payload.get(8) {
+                    Some(0) => SnapshotKind::Checkpoint,
+                    Some(1) => SnapshotKind::Savepoint,
+                    _ => return Err(net("barrier frame with an unknown kind")),
+                };
+                StreamElement::Barrier(Barrier {
+                    id: u64::from_le_bytes(b),
+                    kind: snapshot,
+                    stop: *payload.get(9).ok_or_else(short)? != 0,
+                })
+            }
+            END => StreamElement::EndOfInput,
+            other => return Err(net(format!("unknown frame kind {other}"))),
+        })
+    }
 }
 
 fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
@@ -227,12 +310,19 @@ fn serve(conn: TcpStream, inputs: &Inputs) -> Result<()> {
     };
     w.write_all(&CREDITS.to_le_bytes())
         .map_err(|e| io("write credits", e))?;
-    let mut buf = Vec::new();
+    let mut frames = FrameDecoder::default();
     loop {
         let len = read_u32(&mut r).map_err(|e| io("read frame", e))? as usize;
-        buf.resize(len, 0);
-        r.read_exact(&mut buf).map_err(|e| io("read frame", e))?;
-        let elem = decode(&buf)?;
+        let mut kind = [0u8; 1];
+        if len == 0 {
+            return Err(net("empty frame"));
+        }
+        r.read_exact(&mut kind).map_err(|e| io("read frame", e))?;
+        // A buffer of its own per frame: a batch's arrays keep it (aligned by the allocator).
+        let mut payload = vec![0u8; len - 1];
+        r.read_exact(&mut payload)
+            .map_err(|e| io("read frame", e))?;
+        let elem = frames.decode(kind[0], payload)?;
         let end = matches!(elem, StreamElement::EndOfInput);
         let mut env = Envelope { channel, elem };
         // Blocks while the task is behind: that is the backpressure. Gives up when the task
@@ -317,6 +407,7 @@ fn send_loop(
     w.write_all(&hs).map_err(|e| io("write handshake", e))?;
     w.flush().map_err(|e| io("write handshake", e))?;
     let mut credits = 0u32;
+    let mut frames = FrameEncoder::default();
     loop {
         let env = match rx.recv_timeout(POLL) {
             Ok(env) => env,
@@ -330,7 +421,7 @@ fn send_loop(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         let end = matches!(env.elem, StreamElement::EndOfInput);
-        let frame = encode(&env.elem)?;
+        let frame = frames.encode(&env.elem)?;
         while credits == 0 {
             match read_u32(&mut r) {
                 Ok(n) => credits += n,
@@ -348,8 +439,8 @@ fn send_loop(
             }
         }
         credits -= 1;
-        w.write_all(&(frame.len() as u32).to_le_bytes())
-            .and_then(|_| w.write_all(&frame))
+        frame
+            .write_to(&mut w)
             .and_then(|_| w.flush())
             .map_err(|e| io("write frame", e))?;
         if end {
@@ -398,11 +489,20 @@ mod tests {
         .expect("batch")
     }
 
+    fn other_batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["p", "q"]))])
+            .expect("batch")
+    }
+
     #[test]
     fn frames_round_trip() {
         let elems = vec![
             StreamElement::Batch(batch(100)),
+            StreamElement::Batch(batch(3).slice(1, 2)),
             StreamElement::Watermark(-5),
+            StreamElement::Batch(other_batch()),
+            StreamElement::Batch(batch(7)),
             StreamElement::Idle(true),
             StreamElement::Barrier(Barrier {
                 id: 7,
@@ -411,13 +511,31 @@ mod tests {
             }),
             StreamElement::EndOfInput,
         ];
+        let (mut enc, mut dec) = (FrameEncoder::default(), FrameDecoder::default());
+        let mut kinds = Vec::new();
         for e in elems {
-            let back = decode(&encode(&e).expect("encode")).expect("decode");
+            let (kind, body) = enc.encode(&e).expect("encode").to_body();
+            kinds.push(kind);
+            let back = dec.decode(kind, body).expect("decode");
             assert_eq!(format!("{e:?}"), format!("{back:?}"));
         }
-        assert!(decode(&[9]).is_err());
-        assert!(decode(&[WATERMARK, 1, 2]).is_err());
-        assert!(decode(&[]).is_err());
+        // The schema is sent again only when it changes.
+        assert_eq!(
+            &kinds[..5],
+            &[BATCH, BATCH_CONTINUED, WATERMARK, BATCH, BATCH]
+        );
+        let mut fresh = FrameDecoder::default();
+        let (_, body) = enc
+            .encode(&StreamElement::Batch(batch(2)))
+            .expect("encode")
+            .to_body();
+        let err = fresh
+            .decode(BATCH_CONTINUED, body)
+            .expect_err("no stream yet");
+        assert!(err.to_string().contains("not started"), "{err}");
+        assert!(dec.decode(9, vec![]).is_err());
+        assert!(dec.decode(WATERMARK, vec![1, 2]).is_err());
+        assert!(dec.decode(BATCH, vec![1, 2, 3]).is_err());
     }
 
     #[test]

@@ -19,5 +19,5 @@ pub use collect::{CollectSink, Collected};
 pub use collection::CollectionSource;
 pub use datagen::{BidGenerator, DataGen, FieldGen, bid_schema};
 pub use filesystem::{FileFormat, FileSink, FileSource};
-pub use nexmark::{NexmarkGenerator, nexmark_schema};
+pub use nexmark::{NexmarkGenerator, STRING_FIELDS, UnreadFields, nexmark_schema};
 pub use print::PrintSink;

@@ -97,6 +97,25 @@ pub fn nexmark_schema() -> SchemaRef {
     ]))
 }
 
+/// The generator's string fields (`struct.field`) that cost time to write.
+pub const STRING_FIELDS: &[&str] = &[
+    "person.name",
+    "person.emailAddress",
+    "person.creditCard",
+    "person.city",
+    "person.state",
+    "auction.itemName",
+    "auction.description",
+    "bid.channel",
+    "bid.url",
+];
+
+/// The [`STRING_FIELDS`] a job never reads, filled in by the SQL planner as it plans the
+/// job's statements (projection push-down, as Flink's sources take projections): the
+/// generator writes empty strings there. Every other value is unchanged, and so are the
+/// schema and the positions a checkpoint holds. Empty (the default): everything is written.
+pub type UnreadFields = Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>;
+
 /// Configuration of the Nexmark generator.
 #[derive(Debug, Clone)]
 pub struct NexmarkGenerator {
@@ -110,6 +129,8 @@ pub struct NexmarkGenerator {
     pub rate: Option<f64>,
     pub seed: u64,
     pub batch_size: usize,
+    /// String fields not to write (see [`UnreadFields`]).
+    pub unread: UnreadFields,
 }
 
 impl NexmarkGenerator {
@@ -122,6 +143,7 @@ impl NexmarkGenerator {
             rate: None,
             seed: 0,
             batch_size: 8192,
+            unread: UnreadFields::default(),
         }
     }
 
@@ -154,6 +176,23 @@ impl NexmarkGenerator {
     /// Generates events `[start, end)`.
     pub fn generate(&self, start: u64, end: u64) -> Result<RecordBatch> {
         let n_rows = (end - start) as usize;
+        let write = {
+            let unread = self.unread.read().map(|u| u.clone()).unwrap_or_default();
+            move |field: &str| !unread.contains(field)
+        };
+        let (w_name, w_email, w_cc, w_city, w_state) = (
+            write("person.name"),
+            write("person.emailAddress"),
+            write("person.creditCard"),
+            write("person.city"),
+            write("person.state"),
+        );
+        let (w_item, w_desc, w_channel, w_url) = (
+            write("auction.itemName"),
+            write("auction.description"),
+            write("bid.channel"),
+            write("bid.url"),
+        );
         let mut kind = Vec::with_capacity(n_rows);
         let mut time = Vec::with_capacity(n_rows);
         let (mut p_valid, mut a_valid, mut b_valid) = (
@@ -161,20 +200,26 @@ impl NexmarkGenerator {
             Vec::with_capacity(n_rows),
             Vec::with_capacity(n_rows),
         );
-        // person columns
-        // Strings are written straight into Arrow builders: no String per row.
-        let sb = || StringBuilder::with_capacity(n_rows, n_rows * 8);
-        let (mut p_name, mut p_email, mut p_cc, mut a_item, mut a_desc, mut b_url) =
-            (sb(), sb(), sb(), sb(), sb(), sb());
+        // Strings are written straight into Arrow builders (no String per row); columns no
+        // statement reads are not built at all.
+        let col = |write: bool, bytes: usize| StrCol::new(write, n_rows, bytes);
+        let (mut p_name, mut p_email, mut p_cc, mut p_city, mut p_state) = (
+            col(w_name, n_rows),
+            col(w_email, n_rows),
+            col(w_cc, n_rows),
+            col(w_city, n_rows),
+            col(w_state, n_rows),
+        );
+        let (mut a_item, mut a_desc) = (col(w_item, n_rows), col(w_desc, n_rows));
+        // Most rows are bids, and their URLs are about 60 bytes.
+        let (mut b_channel, mut b_url) = (col(w_channel, n_rows * 8), col(w_url, n_rows * 64));
         let lower_first: Vec<String> = FIRST_NAMES.iter().map(|s| s.to_lowercase()).collect();
         let lower_last: Vec<String> = LAST_NAMES.iter().map(|s| s.to_lowercase()).collect();
-        let (mut p_id, mut p_city, mut p_state) = (vec![], vec![], vec![]);
-        // auction columns
+        let v = || Vec::<i64>::with_capacity(n_rows);
+        let mut p_id = v();
         let (mut a_id, mut a_init, mut a_res, mut a_exp, mut a_seller, mut a_cat) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
-        // bid columns
-        let (mut b_auction, mut b_bidder, mut b_price, mut b_channel) =
-            (vec![], vec![], vec![], vec![]);
+            (v(), v(), v(), v(), v(), v());
+        let (mut b_auction, mut b_bidder, mut b_price) = (v(), v(), v());
         for n in start..end {
             let t = self.event_time(n);
             time.push(t);
@@ -198,41 +243,52 @@ impl NexmarkGenerator {
             let pid = Self::last_person(n);
             p_id.push(pid);
             let (fi, li) = ((r % 6) as usize, ((r >> 8) % 6) as usize);
-            if is_p {
-                let _ = write!(p_name, "{} {}", FIRST_NAMES[fi], LAST_NAMES[li]);
-                let _ = write!(p_email, "{}@{}.com", lower_first[fi], lower_last[li]);
-                let _ = write!(
-                    p_cc,
-                    "{:04} {:04} {:04} {:04}",
-                    r % 10000,
-                    (r >> 14) % 10000,
-                    (r >> 28) % 10000,
-                    (r >> 42) % 10000
-                );
-            }
-            p_name.append_value("");
-            p_email.append_value("");
-            p_cc.append_value("");
-            // Only person rows carry these (other rows are masked by the struct's nulls).
-            p_city.push(if is_p {
-                CITIES[((r >> 16) % 6) as usize]
-            } else {
-                ""
+            p_name.row(|b| {
+                if is_p {
+                    let _ = write!(b, "{} {}", FIRST_NAMES[fi], LAST_NAMES[li]);
+                }
             });
-            p_state.push(if is_p {
-                STATES[((r >> 24) % 6) as usize]
-            } else {
-                ""
+            p_email.row(|b| {
+                if is_p {
+                    let _ = write!(b, "{}@{}.com", lower_first[fi], lower_last[li]);
+                }
+            });
+            p_cc.row(|b| {
+                if is_p {
+                    let _ = write!(
+                        b,
+                        "{:04} {:04} {:04} {:04}",
+                        r % 10000,
+                        (r >> 14) % 10000,
+                        (r >> 28) % 10000,
+                        (r >> 42) % 10000
+                    );
+                }
+            });
+            // Only person rows carry these (other rows are masked by the struct's nulls).
+            p_city.row(|b| {
+                if is_p {
+                    let _ = b.write_str(CITIES[((r >> 16) % 6) as usize]);
+                }
+            });
+            p_state.row(|b| {
+                if is_p {
+                    let _ = b.write_str(STATES[((r >> 24) % 6) as usize]);
+                }
             });
             // Auction.
             let aid = Self::last_auction(n);
             a_id.push(aid);
-            if is_a {
-                let _ = write!(a_item, "item-{aid}");
-                let _ = write!(a_desc, "description of {aid}");
-            }
-            a_item.append_value("");
-            a_desc.append_value("");
+            a_item.row(|b| {
+                if is_a {
+                    let _ = write!(b, "item-{aid}");
+                }
+            });
+            a_desc.row(|b| {
+                if is_a {
+                    let _ = write!(b, "description of {aid}");
+                }
+            });
             let init = 100 + (r % 10_000) as i64;
             a_init.push(init);
             a_res.push(init + ((r >> 20) % 1000) as i64);
@@ -262,27 +318,21 @@ impl NexmarkGenerator {
             };
             b_bidder.push(bidder);
             b_price.push(100 + ((r2 >> 32) % 100_000) as i64);
-            let ch = CHANNELS[((r2 >> 48) % 4) as usize];
-            b_channel.push(ch);
-            if !is_p && !is_a {
-                // One of 4 channels × 1000 ids, formatted once per process.
-                let idx = ((r2 >> 48) % 4) as usize * 1000 + ((r2 >> 52) % 1000) as usize;
-                b_url.append_value(&bid_urls()[idx]);
-            } else {
-                b_url.append_value("");
-            }
+            b_channel.row(|b| {
+                let _ = b.write_str(CHANNELS[((r2 >> 48) % 4) as usize]);
+            });
+            b_url.row(|b| {
+                if !is_p && !is_a {
+                    // One of 4 channels × 1000 ids, formatted once per process.
+                    let idx = ((r2 >> 48) % 4) as usize * 1000 + ((r2 >> 52) % 1000) as usize;
+                    let _ = b.write_str(&bid_urls()[idx]);
+                }
+            });
         }
         let ts = || -> ArrayRef { Arc::new(TimestampMillisecondArray::from(time.clone())) };
-        let s = |mut b: StringBuilder| -> ArrayRef { Arc::new(b.finish()) };
+        let s = |c: StrCol| -> ArrayRef { c.finish(n_rows) };
         // The `extra` columns are empty strings: offsets only.
-        let empty = || -> ArrayRef {
-            Arc::new(StringArray::new(
-                arrow::buffer::OffsetBuffer::new_zeroed(n_rows),
-                arrow::buffer::Buffer::from_vec(Vec::<u8>::new()),
-                None,
-            ))
-        };
-        let st = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let empty = || StrCol(None).finish(n_rows);
         let i = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
         let person = StructArray::try_new(
             person_fields(),
@@ -291,8 +341,8 @@ impl NexmarkGenerator {
                 s(p_name),
                 s(p_email),
                 s(p_cc),
-                st(p_city),
-                st(p_state),
+                s(p_city),
+                s(p_state),
                 ts(),
                 empty(),
             ],
@@ -320,7 +370,7 @@ impl NexmarkGenerator {
                 i(b_auction),
                 i(b_bidder),
                 i(b_price),
-                st(b_channel),
+                s(b_channel),
                 s(b_url),
                 ts(),
                 empty(),
@@ -337,6 +387,34 @@ impl NexmarkGenerator {
                 ts(),
             ],
         )?)
+    }
+}
+
+/// A string column of one batch: built, or (nobody reads it) empty strings.
+struct StrCol(Option<StringBuilder>);
+
+impl StrCol {
+    fn new(write: bool, rows: usize, bytes: usize) -> Self {
+        StrCol(write.then(|| StringBuilder::with_capacity(rows, bytes)))
+    }
+
+    /// Adds one row: what `f` writes (nothing: an empty string), when the column is built.
+    fn row(&mut self, f: impl FnOnce(&mut StringBuilder)) {
+        if let Some(b) = &mut self.0 {
+            f(b);
+            b.append_value("");
+        }
+    }
+
+    fn finish(self, rows: usize) -> ArrayRef {
+        match self.0 {
+            Some(mut b) => Arc::new(b.finish()),
+            None => Arc::new(StringArray::new(
+                arrow::buffer::OffsetBuffer::new_zeroed(rows),
+                arrow::buffer::Buffer::from_vec(Vec::<u8>::new()),
+                None,
+            )),
+        }
     }
 }
 
@@ -429,6 +507,40 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int32Type;
+
+    #[test]
+    fn unread_fields_are_empty_and_everything_else_is_unchanged() -> Result<()> {
+        let full = NexmarkGenerator::bounded(3000).generate(1000, 3000)?;
+        let g = NexmarkGenerator::bounded(3000);
+        if let Ok(mut u) = g.unread.write() {
+            u.extend(STRING_FIELDS.iter().map(|f| f.to_string()));
+        }
+        let pruned = g.generate(1000, 3000)?;
+        assert_eq!(full.schema(), pruned.schema());
+        let mut skipped = 0;
+        for (i, top) in full.schema().fields().iter().enumerate() {
+            let (a, b) = (full.column(i), pruned.column(i));
+            let (Some(a), Some(b)) = (a.as_struct_opt(), b.as_struct_opt()) else {
+                assert_eq!(a, b, "{}", top.name());
+                continue;
+            };
+            assert_eq!(a.nulls(), b.nulls());
+            for (j, f) in a.fields().iter().enumerate() {
+                let path = format!("{}.{}", top.name(), f.name());
+                if STRING_FIELDS.contains(&path.as_str()) {
+                    skipped += 1;
+                    let s = b.column(j).as_string::<i32>();
+                    assert!(s.iter().all(|v| v == Some("")), "{path} is written");
+                    let written = a.column(j).as_string::<i32>();
+                    assert!(written.iter().any(|v| v.is_some_and(|v| !v.is_empty())));
+                } else {
+                    assert_eq!(a.column(j), b.column(j), "{path}");
+                }
+            }
+        }
+        assert_eq!(skipped, STRING_FIELDS.len());
+        Ok(())
+    }
 
     #[test]
     fn proportions_are_1_3_46_and_times_increase() -> Result<()> {

@@ -241,7 +241,12 @@ fn declared_columns(s: DataStream, def: &TableDef) -> Result<DataStream, OptionE
         .map_err(|e| err("connector", e.to_string()))
 }
 
-pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataStream, OptionError> {
+/// `unread`: the nexmark string fields no statement reads (filled in while planning).
+pub fn source(
+    env: &StreamExecutionEnvironment,
+    def: &TableDef,
+    unread: &crate::connectors::UnreadFields,
+) -> Result<DataStream, OptionError> {
     let wm = def.watermark.as_ref().map(|(col, delay)| {
         if *delay == 0 {
             WatermarkStrategy::monotonous(col.clone())
@@ -310,6 +315,7 @@ pub fn source(env: &StreamExecutionEnvironment, def: &TableDef) -> Result<DataSt
             if let Some(r) = number::<f64>(def, "next-event.rate")? {
                 g.rate = Some(r);
             }
+            g.unread = unread.clone();
             let wm = wm.or_else(|| {
                 Some(WatermarkStrategy::bounded_out_of_orderness(
                     "dateTime",

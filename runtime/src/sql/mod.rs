@@ -34,6 +34,8 @@ pub struct SqlJob {
     pub env: StreamExecutionEnvironment,
     /// Number of INSERT statements in the job.
     pub inserts: usize,
+    /// The nexmark string fields the job never reads (its generators skip them).
+    pub unread_fields: Vec<String>,
 }
 
 impl std::fmt::Debug for SqlJob {
@@ -314,6 +316,8 @@ pub fn compile(
         sources: Default::default(),
         reuse_sources,
         state_ttl,
+        field_uses: Default::default(),
+        unread: Default::default(),
         views: HashMap::new(),
         all_tvfs: Vec::new(),
     };
@@ -371,5 +375,57 @@ pub fn compile(
             message: "the script has no INSERT INTO statement, so there is no job to run".into(),
         });
     }
-    Ok(SqlJob { env, inserts })
+    let unread_fields = planner
+        .unread
+        .read()
+        .map(|u| u.iter().cloned().collect())
+        .unwrap_or_default();
+    Ok(SqlJob {
+        env,
+        inserts,
+        unread_fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DDL: &str = include_str!("../../../examples/nexmark/ddl.sql");
+
+    fn unread(query: &str) -> Vec<String> {
+        let script = format!("{DDL}\n{query}");
+        compile(&script, ExecutionConfig::default(), &[])
+            .expect("compiles")
+            .unread_fields
+    }
+
+    #[test]
+    fn nexmark_fields_no_statement_reads_are_not_written() {
+        let q0 = include_str!("../../../examples/nexmark/q0.sql");
+        let u = unread(q0);
+        for f in ["bid.url", "bid.channel", "person.name", "auction.itemName"] {
+            assert!(u.contains(&f.to_string()), "{f} is not read by q0: {u:?}");
+        }
+        // A field read by one statement of a statement set is written for all.
+        let two = "CREATE TABLE s1 (u VARCHAR) WITH ('connector' = 'blackhole');
+            CREATE TABLE s2 (c VARCHAR) WITH ('connector' = 'blackhole');
+            INSERT INTO s1 SELECT url FROM bid;
+            INSERT INTO s2 SELECT person.city FROM nexmark WHERE event_type = 0;";
+        let u = unread(two);
+        assert!(!u.contains(&"bid.url".to_string()), "{u:?}");
+        assert!(!u.contains(&"person.city".to_string()), "{u:?}");
+        assert!(u.contains(&"person.name".to_string()), "{u:?}");
+        // A struct read whole has all its fields written.
+        let whole = "CREATE TABLE s (b VARCHAR) WITH ('connector' = 'blackhole');
+            INSERT INTO s SELECT CASE WHEN bid IS NULL THEN 'no' ELSE 'yes' END FROM nexmark;";
+        let u = unread(whole);
+        assert!(!u.iter().any(|f| f.starts_with("bid.")), "{u:?}");
+        // Filters and window TVFs over views count as reads.
+        let filtered = "CREATE TABLE s (n BIGINT) WITH ('connector' = 'blackhole');
+            INSERT INTO s SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))
+            WHERE channel = 'Google' GROUP BY window_start, window_end;";
+        let u = unread(filtered);
+        assert!(!u.contains(&"bid.channel".to_string()), "{u:?}");
+    }
 }

@@ -60,6 +60,102 @@ pub struct Planner<'a> {
     pub reuse_sources: bool,
     /// `table.exec.state.ttl` in milliseconds (`None`: state is kept, Flink's default 0).
     pub state_ttl: Option<i64>,
+    /// Columns the translated plans read, whole or by field (projection push-down).
+    pub field_uses: std::cell::RefCell<FieldUses>,
+    /// The nexmark string fields nothing reads (shared with the job's nexmark generators).
+    pub unread: crate::connectors::UnreadFields,
+}
+
+/// What the plans translated so far read of struct columns, by column name (whatever the
+/// table: a name read anywhere counts everywhere, which can only keep more).
+#[derive(Default)]
+pub struct FieldUses {
+    /// Columns read whole (passed on, compared, or used other than through a field).
+    whole: std::collections::HashSet<String>,
+    /// `(column, field)` read through `column.field`.
+    fields: std::collections::HashSet<(String, String)>,
+}
+
+impl FieldUses {
+    /// Records what `plan` (the whole subtree) reads: every column its expressions name,
+    /// `col.field` accesses as fields only.
+    pub fn note_plan(&mut self, plan: &LogicalPlan) {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let _ = plan.apply(|node| {
+            // Only struct columns matter; a column no input schema knows counts as one.
+            let schemas: Vec<&DFSchema> = node
+                .inputs()
+                .iter()
+                .map(|i| i.schema().as_ref())
+                .chain(std::iter::once(node.schema().as_ref()))
+                .collect();
+            let may_be_struct = |c: &datafusion::common::Column| {
+                let found: Vec<bool> = schemas
+                    .iter()
+                    .filter_map(|s| s.qualified_field_from_column(c).ok())
+                    .map(|(_, f)| f)
+                    .map(|f| matches!(f.data_type(), DataType::Struct(_)))
+                    .collect();
+                found.is_empty() || found.contains(&true)
+            };
+            for e in node.expressions() {
+                self.note_expr_with(&e, &may_be_struct);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+
+    /// Records what `e` reads (any column it names may be a struct).
+    pub fn note_expr(&mut self, e: &Expr) {
+        self.note_expr_with(e, &|_| true);
+    }
+
+    fn note_expr_with(
+        &mut self,
+        e: &Expr,
+        may_be_struct: &dyn Fn(&datafusion::common::Column) -> bool,
+    ) {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let _ = e.apply(|e| {
+            Ok(match e {
+                Expr::ScalarFunction(f) if f.name() == "get_field" => match f.args.as_slice() {
+                    [Expr::Column(c), Expr::Literal(v, _)] => match v.try_as_str() {
+                        Some(Some(name)) => {
+                            self.fields.insert((c.name.clone(), name.to_string()));
+                            TreeNodeRecursion::Jump
+                        }
+                        _ => TreeNodeRecursion::Continue,
+                    },
+                    _ => TreeNodeRecursion::Continue,
+                },
+                Expr::Column(c) => {
+                    if may_be_struct(c) {
+                        self.whole.insert(c.name.clone());
+                    }
+                    TreeNodeRecursion::Continue
+                }
+                _ => TreeNodeRecursion::Continue,
+            })
+        });
+    }
+
+    /// Records the output columns of a plan whose rows go on whole (to a sink, or to a
+    /// view's reader).
+    pub fn note_outputs(&mut self, plan: &LogicalPlan) {
+        for f in plan.schema().fields() {
+            if matches!(f.data_type(), DataType::Struct(_)) {
+                self.whole.insert(f.name().clone());
+            }
+        }
+    }
+
+    /// Whether `path` (`column.field`) is read.
+    pub fn reads(&self, path: &str) -> bool {
+        let Some((col, field)) = path.split_once('.') else {
+            return true;
+        };
+        self.whole.contains(col) || self.fields.contains(&(col.to_string(), field.to_string()))
+    }
 }
 
 /// The column that makes a stream a changelog (Flink's row kinds `+I`, `-U`, `+U`, `-D`):
@@ -514,6 +610,8 @@ impl Planner<'_> {
             ));
         }
         let sink_name = dml.table_name.table().to_ascii_lowercase();
+        // What the query outputs goes to the sink whole.
+        self.field_uses.borrow_mut().note_outputs(&dml.input);
         let planned = self.translate(st, base, &tvfs, &dml.input)?;
         let Some(sink) = self.tables.get(&sink_name) else {
             return Err(st.error_near(
@@ -534,6 +632,66 @@ impl Planner<'_> {
         }
         connectors::sink(&planned.stream, &def).map_err(|e| st.error_near(&def.name, e.message))?;
         Ok(())
+    }
+
+    /// Records what `plan` and `exprs` read, and narrows the nexmark generators' unread
+    /// fields to match. Called for every plan translated (whatever path evaluates its
+    /// expressions later), so a field nobody has shown to be unread is written.
+    fn note_field_uses(&self, plan: Option<&LogicalPlan>, exprs: &[Expr]) {
+        let mut uses = self.field_uses.borrow_mut();
+        if let Some(plan) = plan {
+            uses.note_plan(plan);
+        }
+        for e in exprs {
+            uses.note_expr(e);
+        }
+        if let Ok(mut unread) = self.unread.write() {
+            *unread = crate::connectors::STRING_FIELDS
+                .iter()
+                .filter(|f| !uses.reads(f))
+                .map(|f| f.to_string())
+                .collect();
+        }
+    }
+
+    /// A simple view's plan (projections and filters over tables) narrowed to `columns` and
+    /// optimized, so that what nobody reads is neither carried, computed nor generated
+    /// (DataFusion pushes the projection down). Other views, or a column it does not have:
+    /// the plan as it is.
+    fn narrowed_view(&self, plan: &LogicalPlan, columns: &[String]) -> LogicalPlan {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        let mut simple = true;
+        let _ = plan.apply(|n| {
+            simple &= matches!(
+                n,
+                LogicalPlan::Projection(_)
+                    | LogicalPlan::Filter(_)
+                    | LogicalPlan::TableScan(_)
+                    | LogicalPlan::SubqueryAlias(_)
+            );
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let cols: Vec<Expr> = columns
+            .iter()
+            .filter_map(|c| {
+                let (q, f) = plan
+                    .schema()
+                    .qualified_field_with_unqualified_name(c)
+                    .ok()?;
+                Some(Expr::Column(datafusion::common::Column::new(
+                    q.cloned(),
+                    f.name(),
+                )))
+            })
+            .collect();
+        if !simple || cols.len() != columns.len() {
+            return plan.clone();
+        }
+        datafusion::logical_expr::LogicalPlanBuilder::from(plan.clone())
+            .project(cols)
+            .and_then(|b| b.build())
+            .and_then(|p| self.ctx.state().optimize(&p))
+            .unwrap_or_else(|_| plan.clone())
     }
 
     /// The stream of table `name`: one source per table and job, however many scans read it
@@ -567,7 +725,10 @@ impl Planner<'_> {
             .tables
             .get(&name.to_ascii_lowercase())
             .ok_or_else(|| st.error_near(name, format!("unknown table `{name}`")))?;
-        let stream = connectors::source(self.env, &t.def).map_err(|e| {
+        // Computed columns are evaluated over the source's columns.
+        let computed: Vec<Expr> = t.computed.iter().map(|(_, e)| e.clone()).collect();
+        self.note_field_uses(None, &computed);
+        let stream = connectors::source(self.env, &t.def, &self.unread).map_err(|e| {
             let at = super::script::find_word(&st.text[base..], name)
                 .map(|a| a + base)
                 .unwrap_or(base);
@@ -605,6 +766,7 @@ impl Planner<'_> {
         plan: &LogicalPlan,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
+        self.note_field_uses(Some(plan), &[]);
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
@@ -623,7 +785,27 @@ impl Planner<'_> {
                     let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
                     let (s, visible) = match view {
                         Some(plan) => {
+                            // Only the view's columns the query reads (and the time).
+                            let full = window_tvf::output_schema(&arrow_schema(plan.schema()));
+                            let mut keep: Vec<String> = match &scan.projection {
+                                Some(p) => p
+                                    .iter()
+                                    .filter_map(|i| full.fields().get(*i))
+                                    .map(|f| f.name().clone())
+                                    .filter(|n| plan.schema().has_column_with_unqualified_name(n))
+                                    .collect(),
+                                None => arrow_schema(plan.schema())
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name().clone())
+                                    .collect(),
+                            };
+                            if !keep.contains(&w.time_column) {
+                                keep.push(w.time_column.clone());
+                            }
+                            let plan = self.narrowed_view(&plan, &keep);
                             let all = self.all_tvfs.clone();
+                            self.field_uses.borrow_mut().note_outputs(&plan);
                             let s = self.translate(st, base, &all, &plan)?.stream;
                             if is_updating(&s) {
                                 return Err(st.error_at_offset(base + w.at, format!(
@@ -652,16 +834,28 @@ impl Planner<'_> {
                     let (s, t) = self.source(st, base, name)?;
                     (s, t.visible.clone())
                 };
+                // The scan's projection indexes the table's full schema (a window TVF over
+                // a narrowed view has fewer columns): select by name.
+                let full = scan.source.schema();
                 let stream = match &scan.projection {
-                    Some(p)
-                        if p.len() != schema.fields().len()
-                            || p.iter().enumerate().any(|(i, j)| i != *j) =>
-                    {
-                        let names: Vec<String> =
-                            p.iter().map(|i| schema.field(*i).name().clone()).collect();
-                        stream
-                            .select(&names)
-                            .map_err(|e| st.error_at_offset(base, e.to_string()))?
+                    Some(p) => {
+                        let names: Vec<String> = p
+                            .iter()
+                            .filter_map(|i| full.fields().get(*i))
+                            .map(|f| f.name().clone())
+                            .collect();
+                        let same = names.len() == schema.fields().len()
+                            && names
+                                .iter()
+                                .zip(schema.fields())
+                                .all(|(a, f)| a == f.name());
+                        if same {
+                            stream
+                        } else {
+                            stream
+                                .select(&names)
+                                .map_err(|e| st.error_at_offset(base, e.to_string()))?
+                        }
                     }
                     _ => stream,
                 };
@@ -880,21 +1074,6 @@ impl Planner<'_> {
             };
             aggs.push((kind, arg));
         }
-        // The stream before window assignment: the table's (or view's) rows.
-        let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
-        let stream = match view {
-            Some(plan) => {
-                let all = self.all_tvfs.clone();
-                let s = self.translate(st, base, &all, &plan)?.stream;
-                if is_updating(&s) {
-                    return Err(st.error_at_offset(base + w.at, format!(
-                        "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
-                        w.table)));
-                }
-                s
-            }
-            None => self.source(st, base, &w.table)?.0,
-        };
         // Keep the columns used: group columns, aggregate arguments, filter columns, time.
         let keys: Vec<String> = group_cols
             .iter()
@@ -919,6 +1098,23 @@ impl Planner<'_> {
             }
         }
         need(&w.time_column);
+        // The stream before window assignment: the table's (or view's) rows.
+        let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
+        let stream = match view {
+            Some(plan) => {
+                let plan = self.narrowed_view(&plan, &needed);
+                let all = self.all_tvfs.clone();
+                self.field_uses.borrow_mut().note_outputs(&plan);
+                let s = self.translate(st, base, &all, &plan)?.stream;
+                if is_updating(&s) {
+                    return Err(st.error_at_offset(base + w.at, format!(
+                        "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
+                        w.table)));
+                }
+                s
+            }
+            None => self.source(st, base, &w.table)?.0,
+        };
         let mut stream = stream
             .select(&needed)
             .map_err(|e| st.error_at_offset(base, e.to_string()))?;
