@@ -727,6 +727,28 @@ fn joins_are_planned_by_their_time_bounds() -> Result<()> {
             "{q}:\n{apart}"
         );
     }
+    // q5's two HOP counts are the same aggregation: computed once (Flink's sub-plan reuse),
+    // unless `table.optimizer.reuse-sub-plan-enabled` is off.
+    let q5 = format!("{ddl}\n{}", read("q5.sql")?);
+    for (reuse, windows) in [("true", 1), ("false", 2)] {
+        let plan = compile(
+            &q5,
+            ExecutionConfig::default(),
+            &[(
+                "table.optimizer.reuse-sub-plan-enabled".into(),
+                reuse.into(),
+            )],
+        )
+        .map_err(|e| Error::User(format!("q5: {e}")))?
+        .env
+        .graph()
+        .explain();
+        assert_eq!(
+            plan.matches("Operator Window(Sliding").count(),
+            windows,
+            "reuse {reuse}:\n{plan}"
+        );
+    }
     Ok(())
 }
 

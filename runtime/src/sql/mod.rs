@@ -79,7 +79,7 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
     match key {
         "parallelism.default" => cfg.parallelism = num()?.max(1) as usize,
         // Read by the SQL planner (whether scans of one table share a source).
-        "table.optimizer.reuse-source-enabled" => {
+        "table.optimizer.reuse-source-enabled" | "table.optimizer.reuse-sub-plan-enabled" => {
             if !["true", "false"].contains(&value.trim()) {
                 return Err(bad("expected true or false"));
             }
@@ -248,6 +248,8 @@ pub fn compile(
     }
     // `table.optimizer.reuse-source-enabled` (Flink's default: true).
     let mut reuse_sources = true;
+    // `table.optimizer.reuse-sub-plan-enabled` (Flink's default: true).
+    let mut reuse_subplans = true;
     let sets = statements
         .iter()
         .filter(|st| kind(st).starts_with("SET"))
@@ -257,6 +259,9 @@ pub fn compile(
     for (k, v) in sets.chain(overrides.iter().cloned()) {
         if k == "table.optimizer.reuse-source-enabled" {
             reuse_sources = v.trim() == "true";
+        }
+        if k == "table.optimizer.reuse-sub-plan-enabled" {
+            reuse_subplans = v.trim() == "true";
         }
         if k == "table.exec.state.ttl" {
             state_ttl = parse_duration(&v)
@@ -315,6 +320,9 @@ pub fn compile(
         streaming_mode,
         sources: Default::default(),
         reuse_sources,
+        // As in Flink, sub-plans that read a source are shared only when sources are.
+        reuse_subplans: reuse_subplans && reuse_sources,
+        subplans: Default::default(),
         state_ttl,
         field_uses: Default::default(),
         unread: Default::default(),

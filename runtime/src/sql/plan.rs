@@ -58,6 +58,11 @@ pub struct Planner<'a> {
     pub sources: std::cell::RefCell<HashMap<String, DataStream>>,
     /// `table.optimizer.reuse-source-enabled`: whether scans of one table share its source.
     pub reuse_sources: bool,
+    /// `table.optimizer.reuse-sub-plan-enabled`: identical aggregations (the same GROUP BY
+    /// over the same input, e.g. q5's two HOP counts) are computed once and shared.
+    pub reuse_subplans: bool,
+    /// Translated aggregations by [`Planner::subplan_key`].
+    pub subplans: std::cell::RefCell<HashMap<String, DataStream>>,
     /// `table.exec.state.ttl` in milliseconds (`None`: state is kept, Flink's default 0).
     pub state_ttl: Option<i64>,
     /// Columns the translated plans read, whole or by field (projection push-down).
@@ -654,6 +659,25 @@ impl Planner<'_> {
         }
     }
 
+    /// What identifies a sub-plan's result: its full display (every expression, table,
+    /// projection and filter), with each window TVF's synthetic table name replaced by the
+    /// TVF itself (its table, time column, kind and partition), so that two TVF calls with
+    /// the same arguments read as the same input.
+    fn subplan_key(&self, plan: &LogicalPlan, tvfs: &[WindowTvf]) -> String {
+        let mut key = plan.display_indent_schema().to_string();
+        let mut all: Vec<&WindowTvf> = tvfs.iter().chain(self.all_tvfs.iter()).collect();
+        // `__window_10` before `__window_1`.
+        all.sort_by_key(|w| std::cmp::Reverse(w.alias.len()));
+        for w in all {
+            let what = format!(
+                "TVF({:?}, {:?}, {:?}, {:?})",
+                w.table, w.time_column, w.kind, w.partition
+            );
+            key = key.replace(&w.alias, &what);
+        }
+        key
+    }
+
     /// A simple view's plan (projections and filters over tables) narrowed to `columns` and
     /// optimized, so that what nobody reads is neither carried, computed nor generated
     /// (DataFusion pushes the projection down). Other views, or a column it does not have:
@@ -931,7 +955,20 @@ impl Planner<'_> {
                 });
                 Ok(Planned { stream: s })
             }
-            LogicalPlan::Aggregate(agg) => self.aggregate(st, base, tvfs, agg),
+            LogicalPlan::Aggregate(agg) => {
+                let key = self.reuse_subplans.then(|| self.subplan_key(plan, tvfs));
+                if let Some(s) = key
+                    .as_ref()
+                    .and_then(|k| self.subplans.borrow().get(k).cloned())
+                {
+                    return Ok(Planned { stream: s });
+                }
+                let planned = self.aggregate(st, base, tvfs, agg)?;
+                if let Some(k) = key {
+                    self.subplans.borrow_mut().insert(k, planned.stream.clone());
+                }
+                Ok(planned)
+            }
             LogicalPlan::Join(j) => self.join(st, base, tvfs, j),
             LogicalPlan::Window(w) => {
                 let limit = self.top_n.get(&(std::ptr::from_ref(w) as usize)).copied();
