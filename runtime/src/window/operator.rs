@@ -236,18 +236,31 @@ impl<L: WindowLogic> WindowOperator<L> {
         Ok(true)
     }
 
-    fn fire(&mut self, key: &Key, kg: KeyGroup, w: Window) -> Result<()> {
-        let Some(acc) = self
+    /// Emits window `w` of `key`; with `purge`, also drops its accumulator (one state
+    /// lookup for both, the common case of no allowed lateness).
+    fn fire(&mut self, key: &Key, kg: KeyGroup, w: Window, purge: bool) -> Result<()> {
+        let Some(ws) = self
             .store
-            .get(self.acc_state, kg, key, Namespace::VOID)
-            .and_then(|c| c.downcast_ref::<Vec<(Window, L::Acc)>>())
-            .and_then(|ws| ws.iter().find(|(x, _)| *x == w))
-            .map(|(_, acc)| acc)
+            .get_mut(self.acc_state, kg, key, Namespace::VOID)
+            .and_then(|c| c.downcast_mut::<Vec<(Window, L::Acc)>>())
         else {
             return Ok(());
         };
+        let Some(i) = ws.iter().position(|(x, _)| *x == w) else {
+            return Ok(());
+        };
         self.results.clear();
-        self.logic.emit(key, w, acc, &mut self.results)?;
+        let emitted = self.logic.emit(key, w, &ws[i].1, &mut self.results);
+        let empty = if purge {
+            ws.remove(i);
+            ws.is_empty()
+        } else {
+            false
+        };
+        if empty {
+            self.store.remove(self.acc_state, kg, key, Namespace::VOID);
+        }
+        emitted?;
         for r in self.results.drain(..) {
             let mut row = Vec::with_capacity(r.len() + 4);
             row.push(key.to_value());
@@ -281,15 +294,14 @@ impl<L: WindowLogic> WindowOperator<L> {
         while let Some((t, key, ns)) = self.timers.pop_due(domain, time) {
             let w: Window = ns.into();
             let kg = key.key_group(self.max_parallelism);
-            if t == w.max_timestamp() {
-                self.fire(&key, kg, w)?;
-            }
             let cleanup = if self.event_time() {
                 w.max_timestamp() + self.spec.allowed_lateness
             } else {
                 w.max_timestamp()
             };
-            if t == cleanup {
+            if t == w.max_timestamp() {
+                self.fire(&key, kg, w, t == cleanup)?;
+            } else if t == cleanup {
                 self.purge(&key, kg, w);
             }
         }
@@ -362,7 +374,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
             }
         }
         for (key, kg, w) in fire_now {
-            self.fire(&key, kg, w)?;
+            self.fire(&key, kg, w, false)?;
         }
         self.flush(out)?;
         if !self.late_rows.is_empty() {
