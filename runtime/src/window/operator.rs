@@ -63,6 +63,8 @@ pub struct WindowOperator<L: WindowLogic> {
     late_rows: Vec<u32>,
     kgs: Vec<KeyGroup>,
     results: Vec<Vec<Value>>,
+    /// The output row being built (reused).
+    row: Vec<Value>,
     builder: RowBatchBuilder,
 }
 
@@ -104,6 +106,7 @@ impl<L: WindowLogic> WindowOperator<L> {
             late_rows: Vec::new(),
             kgs: Vec::new(),
             results: Vec::new(),
+            row: Vec::new(),
             builder: RowBatchBuilder::new(output_schema)?,
         })
     }
@@ -261,16 +264,20 @@ impl<L: WindowLogic> WindowOperator<L> {
             self.store.remove(self.acc_state, kg, key, Namespace::VOID);
         }
         emitted?;
+        // One row buffer for all firings (no allocation per output row).
+        let mut row = std::mem::take(&mut self.row);
+        let mut pushed = Ok(());
         for r in self.results.drain(..) {
-            let mut row = Vec::with_capacity(r.len() + 4);
+            row.clear();
             row.push(key.to_value());
             row.push(Value::Int(w.start));
             row.push(Value::Int(w.end));
             row.push(Value::Int(w.max_timestamp()));
             row.extend(r);
-            self.builder.push(&row)?;
+            pushed = pushed.and_then(|()| self.builder.push(&row));
         }
-        Ok(())
+        self.row = row;
+        pushed
     }
 
     fn purge(&mut self, key: &Key, kg: KeyGroup, w: Window) {
