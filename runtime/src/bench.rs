@@ -197,6 +197,10 @@ pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
         include_str!("../../examples/nexmark/q11.sql"),
     ),
     (
+        "nexmark-q18",
+        include_str!("../../examples/nexmark/q18.sql"),
+    ),
+    (
         "nexmark-q19",
         include_str!("../../examples/nexmark/q19.sql"),
     ),

@@ -458,6 +458,7 @@ fn nexmark_examples_match_the_batch_oracle() -> Result<()> {
         "q15.sql",
         "q16.sql",
         "q17.sql",
+        "q18.sql",
         "q20.sql",
         "q21.sql",
         "q22.sql",
