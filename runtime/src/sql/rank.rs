@@ -173,12 +173,14 @@ impl ProcessFunction for RankFunction {
             }
             None => i64::MAX,
         };
-        ctx.register_event_time_timer(fire_at);
-        match self.limit {
+        // At the end of input every key fires once: its timer is registered with its first
+        // row (a timer lookup per row is most of the cost with millions of keys).
+        let first = match self.limit {
             Some(n) => {
                 // Keep the N best rows, in order (the new row goes after its equals).
                 let order = &self.order;
                 rows.modify(ctx, |kept| {
+                    let first = kept.is_empty();
                     let at = kept.partition_point(|r| compare(r, row, order) != Ordering::Greater);
                     if at < n {
                         if kept.len() >= n {
@@ -186,9 +188,16 @@ impl ProcessFunction for RankFunction {
                         }
                         kept.insert(at, row.clone());
                     }
-                });
+                    first
+                })
             }
-            None => rows.add(ctx, row.clone()),
+            None => rows.modify(ctx, |kept| {
+                kept.push(row.clone());
+                kept.len() == 1
+            }),
+        };
+        if first || fire_at != i64::MAX {
+            ctx.register_event_time_timer(fire_at);
         }
         Ok(())
     }
