@@ -85,8 +85,9 @@ impl FieldUses {
     /// Records what `plan` (the whole subtree) reads: every column its expressions name,
     /// `col.field` accesses as fields only.
     pub fn note_plan(&mut self, plan: &LogicalPlan) {
-        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-        let _ = plan.apply(|node| {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        // Subqueries inside expressions too (what the optimizer has not turned into joins).
+        let _ = plan.apply_with_subqueries(|node| {
             // Only struct columns matter; a column no input schema knows counts as one.
             let schemas: Vec<&DFSchema> = node
                 .inputs()
