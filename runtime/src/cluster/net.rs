@@ -161,6 +161,13 @@ impl FrameDecoder {
                 payload.len()
             ))
         };
+        // The payload's first 8 bytes (a watermark, a barrier id).
+        let first8 = || -> Result<[u8; 8]> {
+            payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(short)
+        };
         Ok(match kind {
             BATCH | BATCH_CONTINUED => {
                 if kind == BATCH {
@@ -180,21 +187,10 @@ impl FrameDecoder {
                 }
                 StreamElement::Batch(batch.ok_or_else(|| net("batch frame without a batch"))?)
             }
-            WATERMARK => {
-                let b: [u8; 8] = payload
-                    .get(..8)
-                    .ok_or_else(short)?
-                    .try_into()
-                    .map_err(|_| short())?;
-                StreamElement::Watermark(i64::from_le_bytes(b))
-            }
+            WATERMARK => StreamElement::Watermark(i64::from_le_bytes(first8()?)),
             IDLE => StreamElement::Idle(*payload.first().ok_or_else(short)? != 0),
             BARRIER => {
-                let b: [u8; 8] = payload
-                    .get(..8)
-                    .ok_or_else(short)?
-                    .try_into()
-                    .map_err(|_| short())?;
+                let b = first8()?;
                 let snapshot = match payload.get(8) {
                     Some(0) => SnapshotKind::Checkpoint,
                     Some(1) => SnapshotKind::Savepoint,

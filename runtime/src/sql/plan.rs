@@ -679,6 +679,32 @@ impl Planner<'_> {
         key
     }
 
+    /// The rows of view `plan` that window TVF `w` reads, narrowed to `keep`, and their
+    /// schema; a view with an updating result is refused.
+    fn tvf_view(
+        &mut self,
+        st: &Statement,
+        base: usize,
+        w: &WindowTvf,
+        plan: &LogicalPlan,
+        keep: &[String],
+    ) -> Result<(DataStream, SchemaRef), SqlError> {
+        let plan = self.narrowed_view(plan, keep);
+        let all = self.all_tvfs.clone();
+        self.field_uses.borrow_mut().note_outputs(&plan);
+        let s = self.translate(st, base, &all, &plan)?.stream;
+        if is_updating(&s) {
+            return Err(st.error_at_offset(
+                base + w.at,
+                format!(
+                    "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
+                    w.table
+                ),
+            ));
+        }
+        Ok((s, arrow_schema(plan.schema())))
+    }
+
     /// A simple view's plan (projections and filters over tables) narrowed to `columns` and
     /// optimized, so that what nobody reads is neither carried, computed nor generated
     /// (DataFusion pushes the projection down). Other views, or a column it does not have:
@@ -828,16 +854,7 @@ impl Planner<'_> {
                             if !keep.contains(&w.time_column) {
                                 keep.push(w.time_column.clone());
                             }
-                            let plan = self.narrowed_view(&plan, &keep);
-                            let all = self.all_tvfs.clone();
-                            self.field_uses.borrow_mut().note_outputs(&plan);
-                            let s = self.translate(st, base, &all, &plan)?.stream;
-                            if is_updating(&s) {
-                                return Err(st.error_at_offset(base + w.at, format!(
-                                    "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
-                                    w.table)));
-                            }
-                            (s, arrow_schema(plan.schema()))
+                            self.tvf_view(st, base, &w, &plan, &keep)?
                         }
                         None => {
                             let (s, t) = self.source(st, base, &w.table)?;
@@ -1139,18 +1156,7 @@ impl Planner<'_> {
         // The stream before window assignment: the table's (or view's) rows.
         let view = self.views.get(&w.table.to_ascii_lowercase()).cloned();
         let stream = match view {
-            Some(plan) => {
-                let plan = self.narrowed_view(&plan, &needed);
-                let all = self.all_tvfs.clone();
-                self.field_uses.borrow_mut().note_outputs(&plan);
-                let s = self.translate(st, base, &all, &plan)?.stream;
-                if is_updating(&s) {
-                    return Err(st.error_at_offset(base + w.at, format!(
-                        "view `{}` is an updating result (a GROUP BY without a window); window TVFs need an append-only input",
-                        w.table)));
-                }
-                s
-            }
+            Some(plan) => self.tvf_view(st, base, &w, &plan, &needed)?.0,
             None => self.source(st, base, &w.table)?.0,
         };
         let mut stream = stream
