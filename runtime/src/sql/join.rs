@@ -796,15 +796,18 @@ mod tests {
             lower: Some(-10),
             upper: Some(0),
         };
-        let run = |bounds: TimeBounds| -> Result<(usize, usize, usize)> {
-            let f = StreamJoin::new([1, 1], Some(TimeColumns { left: 0, right: 0 }), bounds);
-            let mut op = ProcessOperator::new(
+        let operator = |f: StreamJoin| {
+            ProcessOperator::new(
                 f,
                 inputs.clone(),
                 out_schema.clone(),
                 &MemoryStateBackend::default(),
                 &ctx,
-            )?;
+            )
+        };
+        let run = |bounds: TimeBounds| -> Result<(usize, usize, usize)> {
+            let f = StreamJoin::new([1, 1], Some(TimeColumns { left: 0, right: 0 }), bounds);
+            let mut op = operator(f)?;
             let mut out = Collect::default();
             op.process_batch(0, batch(&[100, 105, 111], 7)?, &mut out)?;
             op.process_batch(0, batch(&[100], 8)?, &mut out)?;
@@ -833,13 +836,7 @@ mod tests {
             TimeBounds::default(),
         );
         f.idle_ttl = Some(60_000);
-        let mut op = ProcessOperator::new(
-            f,
-            inputs.clone(),
-            out_schema.clone(),
-            &MemoryStateBackend::default(),
-            &ctx,
-        )?;
+        let mut op = operator(f)?;
         let mut out = Collect::default();
         op.process_batch(0, batch(&[100, 105], 7)?, &mut out)?;
         op.process_batch(1, batch(&[110], 7)?, &mut out)?;
