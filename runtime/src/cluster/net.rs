@@ -42,6 +42,12 @@ use crate::exchange::Envelope;
 const MAGIC: &[u8; 8] = b"FLRSDAT1";
 /// Frames in flight per channel.
 pub const CREDITS: u32 = 4;
+/// Elements an upstream task may hand to a channel's sender thread before it blocks. With a
+/// queue of one, every frame was a hand-off between the two threads (the task waited for the
+/// sender to be scheduled on a busy machine); eight let the task run ahead. Measured on
+/// W2 in SQL over 1 jobmanager + 2 taskmanagers: 17.0 → 21.3 M ev/s (mini-cluster 23.5).
+/// Memory per channel stays bounded: this queue plus [`CREDITS`] frames.
+const SEND_QUEUE: usize = 8;
 /// How long a connection waits for its peer (connecting, or the receiving task to exist).
 const PEER_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -358,7 +364,7 @@ pub(crate) fn connect(
     channel: u32,
     cancel: Arc<AtomicBool>,
 ) -> Result<Sender<Envelope>> {
-    let (tx, rx) = bounded::<Envelope>(1);
+    let (tx, rx) = bounded::<Envelope>(SEND_QUEUE);
     std::thread::Builder::new()
         .name("data-out".into())
         .spawn(move || {
