@@ -48,6 +48,19 @@ impl OperatorContext {
     pub fn key_groups(&self) -> std::ops::Range<u16> {
         crate::key::key_group_range(self.max_parallelism, self.parallelism, self.subtask)
     }
+
+    /// The only instance of operator `name` (its uid too), 128 key groups: for unit tests.
+    #[cfg(test)]
+    pub(crate) fn single(name: &str) -> Self {
+        OperatorContext {
+            name: name.into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            uid: name.into(),
+            attempt: 0,
+        }
+    }
 }
 
 /// One parallel instance of an operator, driven by its task's thread.

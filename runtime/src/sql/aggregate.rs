@@ -420,14 +420,7 @@ mod tests {
     /// by its timer, and its next row starts it again (`+I`, not `-U`/`+U`).
     #[test]
     fn updating_aggregate_forgets_groups_idle_for_the_ttl() -> Result<()> {
-        let ctx = OperatorContext {
-            name: "agg".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            uid: "agg".into(),
-            attempt: 0,
-        };
+        let ctx = OperatorContext::single("agg");
         let input = Arc::new(Schema::new(vec![
             Field::new("g0", DataType::Int64, true),
             Field::new("a0", DataType::Int64, true),

@@ -776,14 +776,7 @@ mod tests {
     /// keeps its rows.
     #[test]
     fn bounded_joins_release_their_state() -> Result<()> {
-        let ctx = OperatorContext {
-            name: "join".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            uid: "join".into(),
-            attempt: 0,
-        };
+        let ctx = OperatorContext::single("join");
         let out_schema = Arc::new(Schema::new(vec![
             Field::new("lt", DataType::Timestamp(TimeUnit::Millisecond, None), true),
             Field::new("rt", DataType::Timestamp(TimeUnit::Millisecond, None), true),

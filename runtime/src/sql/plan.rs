@@ -145,9 +145,10 @@ impl FieldUses {
         });
     }
 
-    /// Records the output columns of a plan whose rows go on whole (to a sink, or to a
-    /// view's reader).
-    pub fn note_outputs(&mut self, plan: &LogicalPlan) {
+    /// Records what a plan whose rows go on whole (to a sink, or to a window TVF over a
+    /// view) reads: its subtree, and its struct output columns.
+    pub fn note_root(&mut self, plan: &LogicalPlan) {
+        self.note_plan(plan);
         for f in plan.schema().fields() {
             if matches!(f.data_type(), DataType::Struct(_)) {
                 self.whole.insert(f.name().clone());
@@ -616,8 +617,9 @@ impl Planner<'_> {
             ));
         }
         let sink_name = dml.table_name.table().to_ascii_lowercase();
-        // What the query outputs goes to the sink whole.
-        self.field_uses.borrow_mut().note_outputs(&dml.input);
+        // Everything translated hangs below a query like this one or a window TVF's view:
+        // what they read is recorded once, before anything is translated.
+        self.note_field_uses(Some(&dml.input), &[]);
         let planned = self.translate(st, base, &tvfs, &dml.input)?;
         let Some(sink) = self.tables.get(&sink_name) else {
             return Err(st.error_near(
@@ -640,13 +642,13 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// Records what `plan` and `exprs` read, and narrows the nexmark generators' unread
-    /// fields to match. Called for every plan translated (whatever path evaluates its
-    /// expressions later), so a field nobody has shown to be unread is written.
-    fn note_field_uses(&self, plan: Option<&LogicalPlan>, exprs: &[Expr]) {
+    /// Records what root plan `root` (a query, or a window TVF's view: every translated plan
+    /// is one of them or below one) and `exprs` read, and narrows the nexmark generators'
+    /// unread fields to match; a field nobody has shown to be unread is written.
+    fn note_field_uses(&self, root: Option<&LogicalPlan>, exprs: &[Expr]) {
         let mut uses = self.field_uses.borrow_mut();
-        if let Some(plan) = plan {
-            uses.note_plan(plan);
+        if let Some(plan) = root {
+            uses.note_root(plan);
         }
         for e in exprs {
             uses.note_expr(e);
@@ -691,7 +693,7 @@ impl Planner<'_> {
     ) -> Result<(DataStream, SchemaRef), SqlError> {
         let plan = self.narrowed_view(plan, keep);
         let all = self.all_tvfs.clone();
-        self.field_uses.borrow_mut().note_outputs(&plan);
+        self.note_field_uses(Some(&plan), &[]);
         let s = self.translate(st, base, &all, &plan)?.stream;
         if is_updating(&s) {
             return Err(st.error_at_offset(
@@ -817,7 +819,6 @@ impl Planner<'_> {
         plan: &LogicalPlan,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
-        self.note_field_uses(Some(plan), &[]);
         match plan {
             LogicalPlan::TableScan(scan) => {
                 let name = scan.table_name.table();
