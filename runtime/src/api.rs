@@ -562,16 +562,35 @@ pub struct ConnectedStreams {
 }
 
 impl ConnectedStreams {
-    /// Applies `f`; its `process_element` gets input 0 or 1.
-    pub fn process<F: ProcessFunction>(&self, schema: SchemaRef, f: F) -> DataStream {
+    /// Each input with its partitioning (by its key, when keyed) and input index.
+    fn edges(&self) -> [(&DataStream, Partitioning, usize); 2] {
         let part = |s: &DataStream, k: &Option<KeySelector>| match k {
             Some(k) => Partitioning::Hash(k.clone()),
             None => s.edge(),
         };
         let (a, ka) = &self.first;
         let (b, kb) = &self.second;
+        [(a, part(a, ka), 0), (b, part(b, kb), 1)]
+    }
+
+    /// A two-input operator of the engine's own (not a row function) over the two streams,
+    /// each partitioned by its key; `factory` creates its instances.
+    pub(crate) fn transform(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        factory: OperatorFactory,
+    ) -> DataStream {
+        let edges = self.edges();
+        edges[0].0.add_operator(&edges, name, schema, None, factory)
+    }
+
+    /// Applies `f`; its `process_element` gets input 0 or 1.
+    pub fn process<F: ProcessFunction>(&self, schema: SchemaRef, f: F) -> DataStream {
+        let (a, ka) = &self.first;
+        let (b, kb) = &self.second;
         process_node(
-            &[(a, part(a, ka), 0), (b, part(b, kb), 1)],
+            &self.edges(),
             vec![
                 (ka.clone(), a.time_column.clone()),
                 (kb.clone(), b.time_column.clone()),

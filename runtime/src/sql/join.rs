@@ -25,11 +25,13 @@ use super::plan::{
     project, rows_schema,
 };
 use super::script::{SqlError, Statement};
+use super::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use super::window_tvf::WindowTvf;
 use crate::api::DataStream;
 use crate::element::Timestamp;
 use crate::error::{Error, Result};
 use crate::key::KeySelector;
+use crate::operator::OperatorContext;
 use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
 use crate::rows::{Row, Value};
 use crate::state::{ListState, StateRegistry, TimeDomain};
@@ -87,10 +89,16 @@ pub struct PairPredicate {
 
 impl PairPredicate {
     fn holds(&self, l: &[Value], r: &[Value]) -> bool {
+        self.holds_by(|side, i| if side == 0 { l } else { r }.get(i).cloned())
+    }
+
+    /// Whether the comparison holds, reading column `i` of side `side` (0 left, 1 right)
+    /// through `value`.
+    pub(super) fn holds_by(&self, value: impl Fn(usize, usize) -> Option<Value>) -> bool {
         let get = |o: &Operand| -> Option<Value> {
             match o {
-                Operand::Left(i) => l.get(*i).cloned(),
-                Operand::Right(i) => r.get(*i).cloned(),
+                Operand::Left(i) => value(0, *i),
+                Operand::Right(i) => value(1, *i),
                 Operand::Literal(v) => Some(v.clone()),
             }
         };
@@ -724,11 +732,46 @@ impl Planner<'_> {
             [false, false] => name,
             _ => format!("{kind} {name}"),
         };
-        let joined = left
-            .key_by(KeySelector::columns(lk))
-            .connect(&right.key_by(KeySelector::columns(rk)))
-            .process(rows_schema, f)
-            .name(&name);
+        let connected = left
+            .key_by(KeySelector::columns(lk.clone()))
+            .connect(&right.key_by(KeySelector::columns(rk.clone())));
+        let joined = match (time, bounds, outer) {
+            // Inner joins bounded on both ends keep their rows in columnar, time-ordered
+            // state (see `interval_join`); the others in keyed list state.
+            (
+                Some(t),
+                TimeBounds {
+                    lower: Some(lower),
+                    upper: Some(upper),
+                },
+                [false, false],
+            ) => {
+                let fields = (left.schema().fields().iter().take(f.widths[0]))
+                    .chain(right.schema().fields().iter().take(f.widths[1]))
+                    .zip(rows_schema.fields())
+                    .map(|(input, out)| Field::new(out.name(), input.data_type().clone(), true))
+                    .collect::<Vec<_>>();
+                let spec = Arc::new(IntervalJoinSpec {
+                    widths: f.widths,
+                    time: [t.left, t.right],
+                    lower,
+                    upper,
+                    predicates: f.predicates,
+                    keys: [KeySelector::columns(lk), KeySelector::columns(rk)],
+                    output: Arc::new(Schema::new(fields)),
+                });
+                let schema = spec.output.clone();
+                connected.transform(
+                    &name,
+                    schema,
+                    Arc::new(move |ctx: &OperatorContext| {
+                        Ok(Box::new(IntervalJoinOperator::new(spec.clone(), ctx))
+                            as Box<dyn crate::operator::Operator>)
+                    }),
+                )
+            }
+            _ => connected.process(rows_schema, f).name(&name),
+        };
         let mut out = cast_output(&joined, target, "Calc[join output]");
         // What the operator could not check per pair is filtered after the join (inner joins
         // only: an outer join checked all of it, and must keep its padded rows).

@@ -11,6 +11,7 @@ mod aggregate;
 mod connectors;
 mod ddl;
 mod functions;
+mod interval_join;
 mod join;
 mod plan;
 mod rank;
