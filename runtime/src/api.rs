@@ -629,6 +629,44 @@ impl WindowedStream {
         self.build(AggregateLogic(f))
     }
 
+    /// Incremental aggregation over slices of time ([`SlicedWindowOperator`]: one
+    /// accumulator per key and slice, windows merged from their slices when they fire) where
+    /// the windows allow it: event-time tumbling, sliding or cumulative windows without
+    /// allowed lateness or a late side output. Otherwise as [`aggregate`](Self::aggregate),
+    /// whose results it equals.
+    pub fn sliced_aggregate<A: AggregateFunction>(&self, mut f: A) -> Result<DataStream> {
+        let input = &self.keyed.stream;
+        let sliceable = crate::window::slicing(&self.windows).is_some()
+            && self.allowed_lateness == 0
+            && self.late_tag.is_none();
+        let Some(time) = input.time_column.clone().filter(|_| sliceable) else {
+            return self.aggregate(f);
+        };
+        self.windows
+            .validate()
+            .map_err(|m| Error::config("window", m))?;
+        let fields = f.bind(&input.schema)?;
+        let key_field = self.keyed.key.key_field(&input.schema)?;
+        let out_schema = window_output_schema(key_field, fields);
+        let (windows, key, schema) = (self.windows, self.keyed.key.clone(), out_schema.clone());
+        Ok(input.add_operator(
+            &[(input, Partitioning::Hash(self.keyed.key.clone()), 0)],
+            &format!("Window({:?})", self.windows.kind),
+            out_schema,
+            Some("window_time".to_string()),
+            Arc::new(move |ctx| {
+                Ok(Box::new(crate::window::SlicedWindowOperator::new(
+                    f.clone(),
+                    windows,
+                    key.clone(),
+                    time.clone(),
+                    schema.clone(),
+                    ctx,
+                )?) as Box<dyn Operator>)
+            }),
+        ))
+    }
+
     /// Counts rows per key and window (field `count`).
     pub fn count(&self) -> Result<DataStream> {
         self.aggregate(Count)

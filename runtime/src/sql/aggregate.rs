@@ -394,6 +394,15 @@ impl crate::window::AggregateFunction for WindowAggregate {
         }
     }
 
+    fn merge_ref(&self, acc: &mut Self::Acc, other: &Self::Acc) {
+        if acc.0.is_none() {
+            acc.0.clone_from(&other.0);
+        }
+        for ((kind, _), (a, b)) in self.aggs.iter().zip(acc.1.iter_mut().zip(&other.1)) {
+            a.merge(*kind, b.clone());
+        }
+    }
+
     fn result(&self, acc: &Self::Acc) -> Row {
         let mut row = acc
             .0

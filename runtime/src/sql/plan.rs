@@ -1212,7 +1212,7 @@ impl Planner<'_> {
         let windowed = stream
             .key_by(crate::key::KeySelector::columns(key_cols))
             .window(windows)
-            .aggregate(WindowAggregate::new(keys.clone(), aggs.clone()))
+            .sliced_aggregate(WindowAggregate::new(keys.clone(), aggs.clone()))
             .map_err(|e| st.error_at_offset(base, e.to_string()))?;
         // Window output: [key, window_start, window_end, window_time, groups…, aggregates…].
         let mut pick: Vec<usize> = Vec::new();

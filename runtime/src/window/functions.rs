@@ -64,6 +64,11 @@ pub trait AggregateFunction: Clone + Send + Sync + 'static {
     fn add(&self, acc: &mut Self::Acc, row: RowRef<'_>) -> Result<()>;
     /// Merges two accumulators (session windows merge).
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
+    /// Merges an accumulator that stays in use (sliced windows merge their slices' into
+    /// each window's); override to avoid the clone.
+    fn merge_ref(&self, acc: &mut Self::Acc, other: &Self::Acc) {
+        self.merge(acc, other.clone())
+    }
     /// The result: one value per field returned by `bind`.
     fn result(&self, acc: &Self::Acc) -> Row;
 }

@@ -5,6 +5,7 @@
 mod assigner;
 mod functions;
 mod operator;
+mod sliced;
 
 pub use assigner::{Window, WindowKind, Windows};
 pub use functions::{
@@ -12,3 +13,4 @@ pub use functions::{
     Reduce, RowRef, Sum, WindowLogic,
 };
 pub use operator::{WindowOperator, WindowSpec, window_output_schema};
+pub use sliced::{SlicedWindowOperator, slicing};
