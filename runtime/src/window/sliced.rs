@@ -59,23 +59,21 @@ pub fn slicing(windows: &Windows) -> Option<(i64, i64)> {
     }
 }
 
-/// The watermark up to which the windows of `key` have fired: the instance's, or after a
-/// restore the later one of its key group's checkpoint.
-fn fired_up_to(
+/// After a restore, the watermark up to which the instance that checkpointed `key`'s key
+/// group had fired its windows (`MIN_WATERMARK` without a restore).
+fn restored_fired(
     restored: &Option<Vec<Timestamp>>,
-    watermark: Timestamp,
     kg_start: KeyGroup,
     max_parallelism: u16,
     key: &Key,
 ) -> Timestamp {
-    match restored {
-        None => watermark,
-        Some(r) => {
-            let kg = key.key_group(max_parallelism);
-            let i = usize::from(kg.saturating_sub(kg_start));
-            r.get(i).map_or(watermark, |w| watermark.max(*w))
-        }
-    }
+    let Some(r) = restored else {
+        return MIN_WATERMARK;
+    };
+    let kg = key.key_group(max_parallelism);
+    r.get(usize::from(kg.saturating_sub(kg_start)))
+        .copied()
+        .unwrap_or(MIN_WATERMARK)
 }
 
 /// One slice: its keys' accumulators, and the last millisecond of its last window.
@@ -143,11 +141,6 @@ impl<A: AggregateFunction> SlicedWindowOperator<A> {
         })
     }
 
-    /// The watermark up to which `key`'s windows have fired.
-    fn fired_up_to(&self, key: &Key) -> Timestamp {
-        fired_up_to(&self.restored, self.watermark, self.key_groups.start, self.max_parallelism, key)
-    }
-
     /// The slice starting at `start`, created (with its windows to fire) unless every window
     /// covering it has fired; `None` then.
     fn slice(&mut self, start: Timestamp) -> Option<&mut Slice<A::Acc>> {
@@ -203,11 +196,11 @@ impl<A: AggregateFunction> SlicedWindowOperator<A> {
     fn emit(&mut self, w: Window) -> Result<()> {
         let (f, builder) = (&self.f, &mut self.builder);
         let slices: Vec<&Slice<A::Acc>> = self.slices.range(w.start..w.end).map(|s| s.1).collect();
-        let (restored, watermark) = (&self.restored, self.watermark);
+        let restored = &self.restored;
         let (kg_start, mp) = (self.key_groups.start, self.max_parallelism);
+        // Fired for `k` before the checkpoint this instance was restored from.
         let fired = |k: &Key| {
-            restored.is_some()
-                && fired_up_to(restored, watermark, kg_start, mp, k) >= w.max_timestamp()
+            restored.is_some() && restored_fired(restored, kg_start, mp, k) >= w.max_timestamp()
         };
         let row = &mut self.row;
         let mut push = |key: &Key, acc: &A::Acc| {
@@ -272,14 +265,8 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
         for (row, ts) in times.iter().enumerate() {
             let start = window_start(*ts, self.offset, self.width);
             let key = keys.key(row);
-            if self.restored.is_some() {
-                // A key group restored from a checkpoint taken at a later watermark.
-                let fired = self.fired_up_to(&key);
-                let last = self.slices.get(&start).map(|s| s.last_max_ts);
-                if last.is_some_and(|l| l <= fired) {
-                    continue;
-                }
-            }
+            // (After a restore, a row of a window its key group fired before the checkpoint
+            // is kept here but not emitted: `emit` skips such keys.)
             if cached != Some(start) {
                 if self.slice(start).is_none() {
                     continue; // late for every window
@@ -387,6 +374,264 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
         if fired.iter().any(|w| *w != MIN_WATERMARK) {
             self.restored = Some(fired);
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow::array::{Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::rows::{Row, rows_of};
+    use crate::state::MemoryStateBackend;
+    use crate::window::{AggregateLogic, WindowOperator, WindowSpec, window_output_schema};
+
+    /// Count and sum of `v`.
+    #[derive(Clone)]
+    struct CountSum;
+
+    impl AggregateFunction for CountSum {
+        type Acc = (i64, i64);
+        fn bind(&mut self, _input: &Schema) -> Result<Vec<Field>> {
+            Ok(vec![
+                Field::new("n", DataType::Int64, true),
+                Field::new("s", DataType::Int64, true),
+            ])
+        }
+        fn create_accumulator(&self) -> (i64, i64) {
+            (0, 0)
+        }
+        fn add(&self, acc: &mut (i64, i64), row: RowRef<'_>) -> Result<()> {
+            acc.0 += 1;
+            acc.1 += row.i64(2).unwrap_or(0);
+            Ok(())
+        }
+        fn merge(&self, acc: &mut (i64, i64), other: (i64, i64)) {
+            acc.0 += other.0;
+            acc.1 += other.1;
+        }
+        fn result(&self, acc: &(i64, i64)) -> Row {
+            vec![Value::Int(acc.0), Value::Int(acc.1)]
+        }
+    }
+
+    /// Collects emitted rows as text.
+    #[derive(Default)]
+    struct Rows(Vec<String>);
+
+    impl Output for Rows {
+        fn emit(&mut self, b: RecordBatch) -> Result<()> {
+            self.0.extend(rows_of(&b).iter().map(|r| format!("{r:?}")));
+            Ok(())
+        }
+        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
+            Ok(())
+        }
+        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
+            Ok(())
+        }
+        fn emit_idle(&mut self, _: bool) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn batch(rows: &[(i64, i64, i64)]) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]));
+        let col = |i: usize| rows.iter().map(move |r| [r.0, r.1, r.2][i]);
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMillisecondArray::from_iter_values(col(0))),
+                Arc::new(Int64Array::from_iter_values(col(1))),
+                Arc::new(Int64Array::from_iter_values(col(2))),
+            ],
+        )?)
+    }
+
+    fn output() -> SchemaRef {
+        window_output_schema(
+            Field::new("k", DataType::Int64, true),
+            CountSum.bind(&Schema::empty()).unwrap_or_default(),
+        )
+    }
+
+    fn ctx(subtask: usize, parallelism: usize) -> OperatorContext {
+        OperatorContext {
+            subtask,
+            parallelism,
+            ..OperatorContext::single("window")
+        }
+    }
+
+    fn sliced(w: Windows, c: &OperatorContext) -> Result<SlicedWindowOperator<CountSum>> {
+        SlicedWindowOperator::new(
+            CountSum,
+            w,
+            KeySelector::column("k"),
+            "t".into(),
+            output(),
+            c,
+        )
+    }
+
+    /// A small deterministic generator.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> i64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((self.0 >> 33) % n) as i64
+        }
+    }
+
+    enum Step {
+        Rows(Vec<(i64, i64, i64)>),
+        Watermark(i64),
+        /// Checkpoint and go on with `n` new instances restored from it.
+        Restore(usize),
+    }
+
+    /// Out-of-order rows (some late), watermarks, and restores at other parallelisms.
+    fn script(seed: u64) -> Vec<Step> {
+        let mut g = Lcg(seed);
+        let (mut clock, mut wm) = (0i64, -1_000i64);
+        let mut steps = Vec::new();
+        for _ in 0..80 {
+            match g.next(12) {
+                0..=7 => {
+                    let rows = (0..g.next(30))
+                        .map(|_| (clock + g.next(160) - 100, g.next(8), g.next(100)))
+                        .collect();
+                    clock += 15;
+                    steps.push(Step::Rows(rows));
+                }
+                8..=10 => {
+                    wm = wm.max(clock - 120 + g.next(60));
+                    steps.push(Step::Watermark(wm));
+                }
+                _ => steps.push(Step::Restore(1 + g.next(3) as usize)),
+            }
+        }
+        steps.push(Step::Watermark(i64::MAX));
+        steps
+    }
+
+    /// The sliced operator's output against the window operator's over the same script.
+    fn compare(w: Windows, seed: u64) -> Result<(Vec<String>, Vec<String>)> {
+        let spec = WindowSpec {
+            windows: w,
+            key: KeySelector::column("k"),
+            time_column: Some("t".into()),
+            allowed_lateness: 0,
+            late_tag: None,
+            backend: Arc::new(MemoryStateBackend::default()),
+        };
+        let one = ctx(0, 1);
+        let mut reference = WindowOperator::new(AggregateLogic(CountSum), spec, output(), &one)?;
+        let mut ops = vec![sliced(w, &one)?];
+        let (mut want, mut got) = (Rows::default(), Rows::default());
+        let mut wm = MIN_WATERMARK;
+        for step in script(seed) {
+            match step {
+                Step::Rows(rows) => {
+                    reference.process_batch(0, batch(&rows)?, &mut want)?;
+                    // Each row to the instance owning its key group.
+                    let n = ops.len();
+                    for (i, op) in ops.iter_mut().enumerate() {
+                        let mine: Vec<_> = rows
+                            .iter()
+                            .filter(|r| {
+                                let kg = Key::Int(r.1).key_group(128);
+                                crate::key::operator_index_for_key_group(kg, 128, n) == i
+                            })
+                            .copied()
+                            .collect();
+                        op.process_batch(0, batch(&mine)?, &mut got)?;
+                    }
+                }
+                Step::Watermark(t) => {
+                    wm = t;
+                    reference.process_watermark(t, &mut want)?;
+                    for op in &mut ops {
+                        op.process_watermark(t, &mut got)?;
+                    }
+                }
+                Step::Restore(n) => {
+                    let mut keyed = Vec::new();
+                    for op in &mut ops {
+                        keyed.extend(op.snapshot_state(1)?.keyed);
+                    }
+                    ops = (0..n)
+                        .map(|i| {
+                            let c = ctx(i, n);
+                            let mut op = sliced(w, &c)?;
+                            op.restore_state(RestoredState {
+                                keyed: keyed
+                                    .iter()
+                                    .filter(|(kg, _)| c.key_groups().contains(kg))
+                                    .map(|(kg, b)| (*kg, b.clone().into()))
+                                    .collect(),
+                                ..RestoredState::default()
+                            })?;
+                            // The watermark comes again after a restore, later: the
+                            // key groups' checkpointed watermarks hold until then.
+                            Ok(op)
+                        })
+                        .collect::<Result<_>>()?;
+                }
+            }
+        }
+        want.0.sort();
+        got.0.sort();
+        Ok((want.0, got.0))
+    }
+
+    #[test]
+    fn equals_the_window_operator_across_restores_at_other_parallelisms() -> Result<()> {
+        let ms = Duration::from_millis;
+        let cases = [
+            Windows::tumbling(ms(100)),
+            Windows::tumbling(ms(100)).with_offset(ms(30)),
+            Windows::sliding(ms(100), ms(20)),
+            Windows::sliding(ms(100), ms(30)),
+            Windows::sliding(ms(50), ms(20)).with_offset(ms(7)),
+            Windows::cumulative(ms(25), ms(100)),
+        ];
+        let mut rows = 0;
+        for (c, w) in cases.into_iter().enumerate() {
+            for seed in 0..20 {
+                let (want, got) = compare(w, seed * 13 + c as u64)?;
+                assert_eq!(got, want, "windows {w:?}, seed {seed}");
+                rows += want.len();
+            }
+        }
+        assert!(rows > 5_000, "the scripts must fire windows: {rows}");
+        Ok(())
+    }
+
+    #[test]
+    fn slices_are_dropped_once_no_window_to_fire_covers_them() -> Result<()> {
+        let w = Windows::sliding(Duration::from_millis(100), Duration::from_millis(20));
+        let mut op = sliced(w, &ctx(0, 1))?;
+        let rows: Vec<_> = (0..1_000).map(|t| (t, t % 7, 1)).collect();
+        op.process_batch(0, batch(&rows)?, &mut Rows::default())?;
+        assert_eq!(op.slices.len(), 50);
+        // Windows ending at 20..=500 fired: slices from 420 on are still covered.
+        op.process_watermark(499, &mut Rows::default())?;
+        assert_eq!(op.slices.keys().next(), Some(&420));
+        op.process_watermark(i64::MAX, &mut Rows::default())?;
+        assert!(op.slices.is_empty() && op.pending.is_empty());
         Ok(())
     }
 }
