@@ -653,7 +653,9 @@ mod tests {
     fn expired_segments_are_dropped_and_a_checkpoint_moves_rows_by_key_group() -> Result<()> {
         let s = spec(-1_000, 0, vec![]);
         let mut op = IntervalJoinOperator::new(s.clone(), &OperatorContext::single("join"));
-        let rows: Vec<_> = (0..1_000).map(|i| (Some(i * 10), i, Some(i % 50))).collect();
+        let rows: Vec<_> = (0..1_000)
+            .map(|i| (Some(i * 10), i, Some(i % 50)))
+            .collect();
         op.process_batch(0, batch(&rows)?, &mut Rows::default())?;
         assert_eq!(op.stored_rows(), 1_000);
         // Left rows at t expire at t + 1000.

@@ -20,12 +20,12 @@ use datafusion::logical_expr::{
     Aggregate, Cast, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator,
 };
 
+use super::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use super::plan::{
     Planned, Planner, arrow_schema, cast_output, df_error, filter_stream, is_updating, physical,
     project, rows_schema,
 };
 use super::script::{SqlError, Statement};
-use super::interval_join::{IntervalJoinOperator, IntervalJoinSpec};
 use super::window_tvf::WindowTvf;
 use crate::api::DataStream;
 use crate::element::Timestamp;

@@ -82,8 +82,12 @@ struct Slice<A> {
     last_max_ts: Timestamp,
 }
 
-/// What a key group's checkpointed state decodes to.
-type GroupState<A> = (u8, Timestamp, Vec<(Timestamp, Vec<(Key, A)>)>);
+/// A key group's slices: each slice's start and the group's keys' accumulators in it.
+type GroupSlices<A> = Vec<(Timestamp, Vec<(Key, A)>)>;
+
+/// What a key group's checkpointed state decodes to: the format version, the watermark its
+/// windows fired up to, its slices.
+type GroupState<A> = (u8, Timestamp, GroupSlices<A>);
 
 /// One parallel instance of a sliced window aggregation.
 pub struct SlicedWindowOperator<A: AggregateFunction> {
@@ -280,10 +284,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
             if slice.last_max_ts <= self.watermark {
                 continue;
             }
-            let r = RowRef {
-                batch: &batch,
-                row,
-            };
+            let r = RowRef { batch: &batch, row };
             match slice.accs.get_mut(&key) {
                 Some(acc) => f.add(acc, r)?,
                 None => {
@@ -310,7 +311,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
 
     fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
         let mp = self.max_parallelism;
-        let mut groups: BTreeMap<KeyGroup, Vec<(Timestamp, Vec<(Key, A::Acc)>)>> =
+        let mut groups: BTreeMap<KeyGroup, GroupSlices<A::Acc>> =
             self.key_groups.clone().map(|kg| (kg, Vec::new())).collect();
         for (start, slice) in &self.slices {
             for (k, acc) in &slice.accs {
@@ -541,7 +542,6 @@ mod tests {
         let mut reference = WindowOperator::new(AggregateLogic(CountSum), spec, output(), &one)?;
         let mut ops = vec![sliced(w, &one)?];
         let (mut want, mut got) = (Rows::default(), Rows::default());
-        let mut wm = MIN_WATERMARK;
         for step in script(seed) {
             match step {
                 Step::Rows(rows) => {
@@ -561,7 +561,6 @@ mod tests {
                     }
                 }
                 Step::Watermark(t) => {
-                    wm = t;
                     reference.process_watermark(t, &mut want)?;
                     for op in &mut ops {
                         op.process_watermark(t, &mut got)?;
