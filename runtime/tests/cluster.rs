@@ -175,13 +175,61 @@ fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 /// The same job in the embedded mini-cluster, without failures.
 fn reference(dir: &Path, rows: u64) -> Vec<String> {
-    let out = dir.join("reference");
-    let mut sql = common::job(&out.display().to_string(), rows, 0);
+    reference_of(dir, rows, |_| String::new()).0
+}
+
+/// The bid windows job plus what `more` adds for a reference directory: its results
+/// (`reference`), and what `more`'s statements wrote (`reference-more`).
+fn reference_of(
+    dir: &Path,
+    rows: u64,
+    more: impl Fn(&Path) -> String,
+) -> (Vec<String>, Vec<String>) {
+    let (out, more_out) = (dir.join("reference"), dir.join("reference-more"));
+    let mut sql = common::job(&out.display().to_string(), rows, 0) + &more(&more_out);
     sql = sql.replace("SET 'execution.checkpointing.interval' = '500 ms';", "");
     let compiled = flink_rs::sql::compile(&sql, flink_rs::graph::ExecutionConfig::default(), &[])
         .expect("compile");
     compiled.env.execute().expect("reference run");
-    common::committed(&out)
+    (common::committed(&out), committed_under(&more_out))
+}
+
+/// An interval join and a hopping window aggregate over the bid windows job's `bids`, with
+/// their results in `dir/join` and `dir/hop` (the state of both is checkpointed by slices of
+/// time rather than per key).
+fn joins_and_hops(dir: &Path) -> String {
+    format!(
+        "
+CREATE TABLE joined (auction BIGINT, a BIGINT, b BIGINT, ts TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+CREATE TABLE hops (window_start TIMESTAMP(3), bucket BIGINT, bids BIGINT, total BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+INSERT INTO joined
+SELECT a.auction, a.price, b.price, a.ts FROM bids a JOIN bids b
+  ON a.auction = b.auction AND a.ts BETWEEN b.ts - INTERVAL '0.2' SECOND AND b.ts
+  WHERE a.price > 400 AND b.price > 400;
+INSERT INTO hops
+SELECT window_start, bucket, COUNT(*), SUM(price)
+FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '3' SECOND))
+GROUP BY window_start, window_end, bucket;
+",
+        dir.join("join").display(),
+        dir.join("hop").display()
+    )
+}
+
+/// The committed lines of every output directory under `dir`, each prefixed by its name.
+fn committed_under(dir: &Path) -> Vec<String> {
+    let mut all = Vec::new();
+    for name in ["join", "hop"] {
+        all.extend(
+            common::committed(&dir.join(name))
+                .into_iter()
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
+    all.sort();
+    all
 }
 
 fn status(c: &RestClient, id: &str) -> Value {
@@ -222,22 +270,27 @@ const RATE: u64 = 6_000;
 #[test]
 fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), ROWS);
+    let (expected, expected_more) = reference_of(tmp.path(), ROWS, joins_and_hops);
     assert!(
         expected.len() > 100,
         "reference has {} rows",
         expected.len()
     );
+    let joined = expected_more
+        .iter()
+        .filter(|l| l.starts_with("join"))
+        .count();
+    assert!(
+        joined > 1_000 && expected_more.len() > joined + 500,
+        "the reference joins {joined} rows of {}",
+        expected_more.len()
+    );
     let mut cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();
-    let out = tmp.path().join("out");
+    let (out, more) = (tmp.path().join("out"), tmp.path().join("more"));
+    let job = common::job(&out.display().to_string(), ROWS, RATE) + &joins_and_hops(&more);
     let (code, v) = c
-        .raw(
-            "POST",
-            "/jobs",
-            Some("text/plain"),
-            &common::job(&out.display().to_string(), ROWS, RATE),
-        )
+        .raw("POST", "/jobs", Some("text/plain"), &job)
         .expect("submit");
     assert_eq!(code, 200, "{v}");
     let id = v["jobid"].as_str().expect("jobid").to_string();
@@ -275,6 +328,10 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     let got = common::committed(&out);
     assert_eq!(got.len(), expected.len(), "{}", cluster.logs());
     assert_eq!(got, expected);
+    // The interval join and the hopping windows too, record for record.
+    let got_more = committed_under(&more);
+    assert_eq!(got_more.len(), expected_more.len());
+    assert!(got_more == expected_more, "join or hop output differs");
     // Nothing half-written is left visible.
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .expect("out dir")
