@@ -48,9 +48,10 @@ pub struct IntervalJoinSpec {
     pub widths: [usize; 2],
     /// The event-time column of each side (index among its data columns).
     pub time: [usize; 2],
-    /// `left time - right time` lies in `lower ..= upper` (milliseconds).
-    pub lower: i64,
-    pub upper: i64,
+    /// `left time - right time` lies in `lower ..= upper` (milliseconds; `None`: open on
+    /// that end, and the rows of the side it would expire are kept for the job's life).
+    pub lower: Option<i64>,
+    pub upper: Option<i64>,
     /// Comparisons checked on each pair of rows with equal keys.
     pub predicates: Vec<PairPredicate>,
     /// The key columns of each side.
@@ -63,24 +64,31 @@ impl IntervalJoinSpec {
     /// The watermark from which a row of `side` at time `t` can match nothing more: a left
     /// row matches right rows up to `t - lower`, a right row left rows up to `t + upper`.
     fn expiry(&self, side: usize, t: i64) -> i64 {
-        if side == 0 {
-            t.saturating_sub(self.lower)
+        let e = if side == 0 {
+            self.lower.map(|l| t.saturating_sub(l))
         } else {
-            t.saturating_add(self.upper)
-        }
+            self.upper.map(|u| t.saturating_add(u))
+        };
+        e.unwrap_or(i64::MAX)
     }
 
     /// Whether a left row at `tl` and a right row at `tr` satisfy the bounds.
     fn within(&self, tl: i64, tr: i64) -> bool {
         let d = tl.saturating_sub(tr);
-        d >= self.lower && d <= self.upper
+        self.lower.is_none_or(|l| d >= l) && self.upper.is_none_or(|u| d <= u)
     }
 
     /// The width of expiry time one segment covers: a probe looks into the segments of the
     /// other side that cover `span + 1` ms of expiries, about five of them; a window join
-    /// (span 0) files each window end in its own segment.
+    /// (span 0) files each window end in its own segment. Open on one end, the rows that
+    /// expire are filed by the second (the others never expire: one segment).
     fn segment_ms(&self) -> i64 {
-        (self.upper.saturating_sub(self.lower) / 4).max(1)
+        self.span().map_or(1_000, |span| (span / 4).max(1))
+    }
+
+    /// `upper - lower`, when both are bounded.
+    fn span(&self) -> Option<i64> {
+        Some(self.upper?.saturating_sub(self.lower?))
     }
 }
 
@@ -264,7 +272,7 @@ impl Operator for IntervalJoinOperator {
         let spec = self.spec.clone();
         let keys = spec.keys[side].extract(&batch)?;
         let times = times_of(batch.column(spec.time[side]))?;
-        let span = spec.upper.saturating_sub(spec.lower);
+        let span = spec.span();
         let mut own = Vec::new();
         let mut hits: Vec<(i64, u32)> = Vec::new();
         let mut store = Vec::new();
@@ -272,10 +280,16 @@ impl Operator for IntervalJoinOperator {
             let Some((t, key)) = self.joinable(&keys, &times, r) else {
                 continue;
             };
-            // The other side's rows this one can match expire in `t ..= t + span`.
+            // The other side's rows this one can match expire in `t ..= t + span` (after
+            // `t`, when the bounds are open on one end; none when they are empty).
             let first = self.segment_of(t);
-            let last = self.segment_of(t.saturating_add(span));
-            for (n, seg) in self.sides[other].segments.range(first..=last) {
+            let last = match span {
+                Some(s) if s < 0 => None,
+                Some(s) => Some(self.segment_of(t.saturating_add(s))),
+                None => Some(i64::MAX),
+            };
+            let segments = last.map(|last| self.sides[other].segments.range(first..=last));
+            for (n, seg) in segments.into_iter().flatten() {
                 let mut i = seg.heads.get(&key).copied().unwrap_or(0);
                 while i != 0 {
                     let idx = (i - 1) as usize;
@@ -488,7 +502,11 @@ mod tests {
         )?)
     }
 
-    fn spec(lower: i64, upper: i64, predicates: Vec<PairPredicate>) -> Arc<IntervalJoinSpec> {
+    fn spec(
+        lower: Option<i64>,
+        upper: Option<i64>,
+        predicates: Vec<PairPredicate>,
+    ) -> Arc<IntervalJoinSpec> {
         let f = |n: &str, t: DataType| Field::new(n, t, true);
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         Arc::new(IntervalJoinSpec {
@@ -513,8 +531,8 @@ mod tests {
             [2, 2],
             Some(TimeColumns { left: 0, right: 0 }),
             TimeBounds {
-                lower: Some(s.lower),
-                upper: Some(s.upper),
+                lower: s.lower,
+                upper: s.upper,
             },
         );
         f.predicates = s.predicates.clone();
@@ -632,10 +650,13 @@ mod tests {
             b: Operand::Literal(Value::Int(5)),
         };
         let cases = [
-            spec(-100, 0, vec![]),
-            spec(-10, 50, vec![]),
-            spec(0, 0, vec![]),
-            spec(20, 300, vec![greater]),
+            spec(Some(-100), Some(0), vec![]),
+            spec(Some(-10), Some(50), vec![]),
+            spec(Some(0), Some(0), vec![]),
+            spec(Some(20), Some(300), vec![greater]),
+            spec(None, Some(0), vec![]),
+            spec(Some(-50), None, vec![]),
+            spec(Some(10), Some(-10), vec![]),
         ];
         let mut total = 0;
         for (c, s) in cases.into_iter().enumerate() {
@@ -651,7 +672,7 @@ mod tests {
 
     #[test]
     fn expired_segments_are_dropped_and_a_checkpoint_moves_rows_by_key_group() -> Result<()> {
-        let s = spec(-1_000, 0, vec![]);
+        let s = spec(Some(-1_000), Some(0), vec![]);
         let mut op = IntervalJoinOperator::new(s.clone(), &OperatorContext::single("join"));
         let rows: Vec<_> = (0..1_000)
             .map(|i| (Some(i * 10), i, Some(i % 50)))

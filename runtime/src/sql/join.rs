@@ -736,16 +736,9 @@ impl Planner<'_> {
             .key_by(KeySelector::columns(lk.clone()))
             .connect(&right.key_by(KeySelector::columns(rk.clone())));
         let joined = match (time, bounds, outer) {
-            // Inner joins bounded on both ends keep their rows in columnar, time-ordered
-            // state (see `interval_join`); the others in keyed list state.
-            (
-                Some(t),
-                TimeBounds {
-                    lower: Some(lower),
-                    upper: Some(upper),
-                },
-                [false, false],
-            ) => {
+            // Inner joins with time bounds keep their rows in columnar, time-ordered state
+            // (see `interval_join`); the others in keyed list state.
+            (Some(t), TimeBounds { lower, upper }, [false, false]) if bounds.bounded() => {
                 let fields = (left.schema().fields().iter().take(f.widths[0]))
                     .chain(right.schema().fields().iter().take(f.widths[1]))
                     .zip(rows_schema.fields())
