@@ -642,12 +642,7 @@ impl WindowedStream {
         let Some(time) = input.time_column.clone().filter(|_| sliceable) else {
             return self.aggregate(f);
         };
-        self.windows
-            .validate()
-            .map_err(|m| Error::config("window", m))?;
-        let fields = f.bind(&input.schema)?;
-        let key_field = self.keyed.key.key_field(&input.schema)?;
-        let out_schema = window_output_schema(key_field, fields);
+        let out_schema = self.output_schema(f.bind(&input.schema)?)?;
         let (windows, key, schema) = (self.windows, self.keyed.key.clone(), out_schema.clone());
         Ok(input.add_operator(
             &[(input, Partitioning::Hash(self.keyed.key.clone()), 0)],
@@ -685,14 +680,19 @@ impl WindowedStream {
         self.build(ProcessLogic(f))
     }
 
-    fn build<L: WindowLogic>(&self, mut logic: L) -> Result<DataStream> {
-        let input = &self.keyed.stream;
+    /// The windows' output schema (key, window bounds, then the function's `fields`), once
+    /// the windows are found valid.
+    fn output_schema(&self, fields: Vec<Field>) -> Result<SchemaRef> {
         self.windows
             .validate()
             .map_err(|m| Error::config("window", m))?;
-        let fields = logic.bind(&input.schema)?;
-        let key_field = self.keyed.key.key_field(&input.schema)?;
-        let out_schema = window_output_schema(key_field, fields);
+        let key_field = self.keyed.key.key_field(&self.keyed.stream.schema)?;
+        Ok(window_output_schema(key_field, fields))
+    }
+
+    fn build<L: WindowLogic>(&self, mut logic: L) -> Result<DataStream> {
+        let input = &self.keyed.stream;
+        let out_schema = self.output_schema(logic.bind(&input.schema)?)?;
         let spec = WindowSpec {
             windows: self.windows,
             key: self.keyed.key.clone(),

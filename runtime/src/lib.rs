@@ -31,6 +31,8 @@ pub mod source;
 pub mod sql;
 pub mod state;
 mod task;
+#[cfg(test)]
+mod testing;
 pub mod watermark;
 pub mod window;
 

@@ -450,31 +450,10 @@ mod tests {
     use super::*;
     use crate::operator::OperatorContext;
     use crate::operators::ProcessOperator;
-    use crate::rows::{Value, rows_of};
+    use crate::rows::Value;
     use crate::state::MemoryStateBackend;
+    use crate::testing::{CollectRows as Rows, Lcg};
     use arrow::datatypes::{Field, Schema};
-
-    /// Collects emitted rows (as text, sorted by the caller).
-    #[derive(Default)]
-    struct Rows(Vec<String>);
-
-    impl Output for Rows {
-        fn emit(&mut self, b: RecordBatch) -> Result<()> {
-            for row in rows_of(&b) {
-                self.0.push(format!("{row:?}"));
-            }
-            Ok(())
-        }
-        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
-            Ok(())
-        }
-        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
-            Ok(())
-        }
-        fn emit_idle(&mut self, _: bool) -> Result<()> {
-            Ok(())
-        }
-    }
 
     fn input_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -544,18 +523,6 @@ mod tests {
             &MemoryStateBackend::default(),
             &OperatorContext::single("join"),
         )?))
-    }
-
-    /// A small deterministic generator (no dependency for one test).
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (self.0 >> 33) % n
-        }
     }
 
     enum Step {

@@ -388,8 +388,9 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
-    use crate::rows::{Row, rows_of};
+    use crate::rows::Row;
     use crate::state::MemoryStateBackend;
+    use crate::testing::{CollectRows as Rows, Lcg};
     use crate::window::{AggregateLogic, WindowOperator, WindowSpec, window_output_schema};
 
     /// Count and sum of `v`.
@@ -418,26 +419,6 @@ mod tests {
         }
         fn result(&self, acc: &(i64, i64)) -> Row {
             vec![Value::Int(acc.0), Value::Int(acc.1)]
-        }
-    }
-
-    /// Collects emitted rows as text.
-    #[derive(Default)]
-    struct Rows(Vec<String>);
-
-    impl Output for Rows {
-        fn emit(&mut self, b: RecordBatch) -> Result<()> {
-            self.0.extend(rows_of(&b).iter().map(|r| format!("{r:?}")));
-            Ok(())
-        }
-        fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
-            Ok(())
-        }
-        fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
-            Ok(())
-        }
-        fn emit_idle(&mut self, _: bool) -> Result<()> {
-            Ok(())
         }
     }
 
@@ -484,18 +465,6 @@ mod tests {
         )
     }
 
-    /// A small deterministic generator.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self, n: u64) -> i64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((self.0 >> 33) % n) as i64
-        }
-    }
-
     enum Step {
         Rows(Vec<(i64, i64, i64)>),
         Watermark(i64),
@@ -512,13 +481,19 @@ mod tests {
             match g.next(12) {
                 0..=7 => {
                     let rows = (0..g.next(30))
-                        .map(|_| (clock + g.next(160) - 100, g.next(8), g.next(100)))
+                        .map(|_| {
+                            (
+                                clock + g.next(160) as i64 - 100,
+                                g.next(8) as i64,
+                                g.next(100) as i64,
+                            )
+                        })
                         .collect();
                     clock += 15;
                     steps.push(Step::Rows(rows));
                 }
                 8..=10 => {
-                    wm = wm.max(clock - 120 + g.next(60));
+                    wm = wm.max(clock - 120 + g.next(60) as i64);
                     steps.push(Step::Watermark(wm));
                 }
                 _ => steps.push(Step::Restore(1 + g.next(3) as usize)),
