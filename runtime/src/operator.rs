@@ -125,25 +125,3 @@ pub fn now_millis() -> Timestamp {
         .map(|d| d.as_millis() as Timestamp)
         .unwrap_or(0)
 }
-
-/// An [`Output`] for operator unit tests: counts the rows emitted, drops everything else.
-#[cfg(test)]
-#[derive(Default)]
-pub(crate) struct CountRows(pub usize);
-
-#[cfg(test)]
-impl Output for CountRows {
-    fn emit(&mut self, b: RecordBatch) -> Result<()> {
-        self.0 += b.num_rows();
-        Ok(())
-    }
-    fn emit_side(&mut self, _: &str, _: RecordBatch) -> Result<()> {
-        Ok(())
-    }
-    fn emit_watermark(&mut self, _: Timestamp) -> Result<()> {
-        Ok(())
-    }
-    fn emit_idle(&mut self, _: bool) -> Result<()> {
-        Ok(())
-    }
-}

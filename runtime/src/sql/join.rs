@@ -785,7 +785,7 @@ mod tests {
     use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
     use arrow::datatypes::TimeUnit;
 
-    use crate::operator::CountRows as Collect;
+    use crate::testing::CollectRows as Collect;
 
     /// Rows `[t, key]` with the key also as the join key column.
     fn batch(times: &[i64], key: i64) -> Result<RecordBatch> {
@@ -842,7 +842,7 @@ mod tests {
             op.process_batch(0, batch(&[100], 8)?, &mut out)?;
             // Right 110 matches left 100 and 105 (100 - 110 = -10; 111 is after it).
             op.process_batch(1, batch(&[110], 7)?, &mut out)?;
-            let matched = out.0;
+            let matched = out.0.len();
             let held = state_bytes(&mut op)?;
             op.process_watermark(200, &mut out)?;
             Ok((matched, held, state_bytes(&mut op)?))
@@ -869,7 +869,7 @@ mod tests {
         let mut out = Collect::default();
         op.process_batch(0, batch(&[100, 105], 7)?, &mut out)?;
         op.process_batch(1, batch(&[110], 7)?, &mut out)?;
-        assert_eq!(out.0, 2, "within the TTL rows match");
+        assert_eq!(out.0.len(), 2, "within the TTL rows match");
         assert!(state_bytes(&mut op)? > 0);
         op.on_processing_time(crate::operator::now_millis() + 1_000, &mut out)?;
         assert!(state_bytes(&mut op)? > 0, "the TTL has not passed yet");
