@@ -1,4 +1,4 @@
-//! Interval and window joins (inner) over columnar, time-ordered state.
+//! Inner joins (interval, window and regular ones) over columnar, time-ordered state.
 //!
 //! An inner join whose condition bounds `left time - right time` on both ends can forget a
 //! stored row as soon as the watermark passes the last time a row of the other side could
@@ -13,6 +13,9 @@
 //! [`StreamJoin`]'s: the pairs whose keys are equal (none NULL), whose times satisfy the
 //! bounds and whose simple comparisons hold, the probing row matching the other side's rows
 //! that are stored and not expired when it arrives.
+//!
+//! Bounds open on one end keep the side that never expires in one segment; a regular join
+//! (no time bounds) keeps each side in one segment for the job's life.
 //!
 //! Checkpoints hold each key group's live rows per side as an Arrow IPC stream, so the state
 //! moves between parallel instances by key group like every other keyed state.
@@ -46,8 +49,9 @@ pub struct IntervalJoinSpec {
     /// Number of data columns of the left and right inputs (each input's key columns follow
     /// its data columns).
     pub widths: [usize; 2],
-    /// The event-time column of each side (index among its data columns).
-    pub time: [usize; 2],
+    /// The event-time column of each side (index among its data columns); `None` for a
+    /// regular join, whose rows are kept for the job's life.
+    pub time: Option<[usize; 2]>,
     /// `left time - right time` lies in `lower ..= upper` (milliseconds; `None`: open on
     /// that end, and the rows of the side it would expire are kept for the job's life).
     pub lower: Option<i64>,
@@ -84,6 +88,14 @@ impl IntervalJoinSpec {
     /// expire are filed by the second (the others never expire: one segment).
     fn segment_ms(&self) -> i64 {
         self.span().map_or(1_000, |span| (span / 4).max(1))
+    }
+
+    /// The event times of a batch of `side` (all 0 without time columns).
+    fn times(&self, side: usize, batch: &RecordBatch) -> Result<Int64Array> {
+        match self.time {
+            Some(t) => times_of(batch.column(t[side])),
+            None => Ok(Int64Array::from(vec![0; batch.num_rows()])),
+        }
     }
 
     /// `upper - lower`, when both are bounded.
@@ -212,7 +224,7 @@ impl IntervalJoinOperator {
     /// Stores every row of `batch` that can still match (restoring a checkpoint).
     fn store_all(&mut self, side: usize, batch: &RecordBatch) -> Result<()> {
         let keys = self.spec.keys[side].extract(batch)?;
-        let times = times_of(batch.column(self.spec.time[side]))?;
+        let times = self.spec.times(side, batch)?;
         let mut rows = Vec::new();
         for r in 0..batch.num_rows() {
             if let Some((t, key)) = self.joinable(&keys, &times, r) {
@@ -271,7 +283,7 @@ impl Operator for IntervalJoinOperator {
         let other = 1 - side;
         let spec = self.spec.clone();
         let keys = spec.keys[side].extract(&batch)?;
-        let times = times_of(batch.column(spec.time[side]))?;
+        let times = spec.times(side, &batch)?;
         let span = spec.span();
         let mut own = Vec::new();
         let mut hits: Vec<(i64, u32)> = Vec::new();
@@ -490,7 +502,7 @@ mod tests {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         Arc::new(IntervalJoinSpec {
             widths: [2, 2],
-            time: [0, 0],
+            time: (lower.is_some() || upper.is_some()).then_some([0, 0]),
             lower,
             upper,
             predicates,
@@ -508,7 +520,7 @@ mod tests {
     fn reference(s: &IntervalJoinSpec) -> Result<Box<dyn Operator>> {
         let mut f = StreamJoin::new(
             [2, 2],
-            Some(TimeColumns { left: 0, right: 0 }),
+            s.time.map(|_| TimeColumns { left: 0, right: 0 }),
             TimeBounds {
                 lower: s.lower,
                 upper: s.upper,
@@ -624,6 +636,8 @@ mod tests {
             spec(None, Some(0), vec![]),
             spec(Some(-50), None, vec![]),
             spec(Some(10), Some(-10), vec![]),
+            // A regular join: no time bounds, nothing expires.
+            spec(None, None, vec![]),
         ];
         let mut total = 0;
         for (c, s) in cases.into_iter().enumerate() {

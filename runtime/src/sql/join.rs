@@ -735,10 +735,10 @@ impl Planner<'_> {
         let connected = left
             .key_by(KeySelector::columns(lk.clone()))
             .connect(&right.key_by(KeySelector::columns(rk.clone())));
-        let joined = match (time, bounds, outer) {
-            // Inner joins with time bounds keep their rows in columnar, time-ordered state
-            // (see `interval_join`); the others in keyed list state.
-            (Some(t), TimeBounds { lower, upper }, [false, false]) if bounds.bounded() => {
+        // Inner joins keep their rows in columnar, time-ordered state (see `interval_join`);
+        // outer joins, and regular joins with a state TTL, in keyed list state.
+        let joined = match outer {
+            [false, false] if f.time.is_some() || f.idle_ttl.is_none() => {
                 let fields = (left.schema().fields().iter().take(f.widths[0]))
                     .chain(right.schema().fields().iter().take(f.widths[1]))
                     .zip(rows_schema.fields())
@@ -746,9 +746,9 @@ impl Planner<'_> {
                     .collect::<Vec<_>>();
                 let spec = Arc::new(IntervalJoinSpec {
                     widths: f.widths,
-                    time: [t.left, t.right],
-                    lower,
-                    upper,
+                    time: f.time.map(|t| [t.left, t.right]),
+                    lower: f.time.and(bounds.lower),
+                    upper: f.time.and(bounds.upper),
                     predicates: f.predicates,
                     keys: [KeySelector::columns(lk), KeySelector::columns(rk)],
                     output: Arc::new(Schema::new(fields)),
