@@ -520,6 +520,24 @@ impl KeyedStream {
         )
     }
 
+    /// An operator of the engine's own (not a row function) over the keyed stream,
+    /// partitioned by its key; `factory` creates its instances.
+    pub(crate) fn transform(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        factory: OperatorFactory,
+    ) -> DataStream {
+        let s = &self.stream;
+        s.add_operator(
+            &[(s, Partitioning::Hash(self.key.clone()), 0)],
+            name,
+            schema,
+            None,
+            factory,
+        )
+    }
+
     /// Connects two keyed streams for a keyed two-input process function.
     pub fn connect(&self, other: &KeyedStream) -> ConnectedStreams {
         ConnectedStreams {

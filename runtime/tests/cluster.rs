@@ -194,9 +194,9 @@ fn reference_of(
     (common::committed(&out), committed_under(&more_out))
 }
 
-/// An interval join and a hopping window aggregate over the bid windows job's `bids`, with
-/// their results in `dir/join` and `dir/hop` (the state of both is checkpointed by slices of
-/// time rather than per key).
+/// An interval join, a hopping window aggregate and a Top-3 per auction (numbered at the
+/// end of the input) over the bid windows job's `bids`, with their results in `dir/join`,
+/// `dir/hop` and `dir/top`: the operators whose state is not keyed list or value state.
 fn joins_and_hops(dir: &Path) -> String {
     format!(
         "
@@ -208,20 +208,28 @@ INSERT INTO joined
 SELECT a.auction, a.price, b.price, a.ts FROM bids a JOIN bids b
   ON a.auction = b.auction AND a.ts BETWEEN b.ts - INTERVAL '0.2' SECOND AND b.ts
   WHERE a.price > 400 AND b.price > 400;
+CREATE TABLE top3 (auction BIGINT, price BIGINT, ts TIMESTAMP(3), rn BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
 INSERT INTO hops
 SELECT window_start, bucket, COUNT(*), SUM(price)
 FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND, INTERVAL '3' SECOND))
 GROUP BY window_start, window_end, bucket;
+INSERT INTO top3
+SELECT auction, price, ts, rn FROM (
+  SELECT auction, price, ts, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC, ts) AS rn
+  FROM bids)
+WHERE rn <= 3;
 ",
         dir.join("join").display(),
-        dir.join("hop").display()
+        dir.join("hop").display(),
+        dir.join("top").display()
     )
 }
 
 /// The committed lines of every output directory under `dir`, each prefixed by its name.
 fn committed_under(dir: &Path) -> Vec<String> {
     let mut all = Vec::new();
-    for name in ["join", "hop"] {
+    for name in ["join", "hop", "top"] {
         all.extend(
             common::committed(&dir.join(name))
                 .into_iter()
@@ -276,14 +284,17 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
         "reference has {} rows",
         expected.len()
     );
-    let joined = expected_more
-        .iter()
-        .filter(|l| l.starts_with("join"))
-        .count();
+    let count = |prefix: &str| {
+        expected_more
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("top: "), 300, "three bids of each of 100 auctions");
+    let (joined, hops) = (count("join: "), count("hop: "));
     assert!(
-        joined > 1_000 && expected_more.len() > joined + 500,
-        "the reference joins {joined} rows of {}",
-        expected_more.len()
+        joined > 1_000 && hops > 500,
+        "the reference joins {joined} rows and has {hops} hop windows"
     );
     let mut cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();

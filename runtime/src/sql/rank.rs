@@ -10,7 +10,8 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan, Operator, Window};
 
@@ -21,12 +22,14 @@ use super::plan::{
 };
 use super::script::{SqlError, Statement};
 use super::window_tvf::WindowTvf;
-use crate::element::Timestamp;
+use crate::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
+use crate::element::{MAX_WATERMARK, Timestamp};
 use crate::error::{Error, Result};
-use crate::key::KeySelector;
+use crate::key::{Key, KeyGroup, KeySelector};
+use crate::operator::{Operator as StreamOperator, OperatorContext, Output};
 use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
-use crate::rows::{Row, Value};
-use crate::state::{ListState, StateRegistry, TimeDomain};
+use crate::rows::{Row, RowBatchBuilder, Value, array_value, row_at};
+use crate::state::{FastMap, ListState, StateRegistry, TimeDomain};
 
 /// Which number a window function gives a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +239,136 @@ impl ProcessFunction for RankFunction {
     }
 }
 
+/// Top-N of a bounded input (`ROW_NUMBER() … <= N`, no window), numbered at its end: the
+/// same rows as [`RankFunction`] with a limit and no window, without materializing every row.
+/// A row's ORDER BY values are read first and compared with its key's kept rows; only a row
+/// that enters the key's N best is materialized and stored (ties keep arrival order: a new
+/// row goes after its equals). Checkpoints hold each key group's kept rows.
+pub struct TopNAtEndOperator {
+    width: usize,
+    order: Arc<[OrderKey]>,
+    numbers: usize,
+    n: usize,
+    key: KeySelector,
+    max_parallelism: u16,
+    key_groups: std::ops::Range<KeyGroup>,
+    kept: FastMap<Key, Vec<Row>>,
+    /// A row with only the ORDER BY columns read (the others NULL), reused.
+    probe: Row,
+    builder: RowBatchBuilder,
+}
+
+impl TopNAtEndOperator {
+    /// `numbers` ROW_NUMBER columns follow the `width` passed-through ones in `output`.
+    pub fn new(
+        f: &RankFunction,
+        n: usize,
+        key: KeySelector,
+        output: SchemaRef,
+        ctx: &OperatorContext,
+    ) -> Result<Self> {
+        Ok(TopNAtEndOperator {
+            width: f.width,
+            order: f.order.clone().into(),
+            numbers: f.kinds.len(),
+            n,
+            key,
+            max_parallelism: ctx.max_parallelism,
+            key_groups: ctx.key_groups(),
+            kept: FastMap::default(),
+            probe: Vec::new(),
+            builder: RowBatchBuilder::new(output)?,
+        })
+    }
+}
+
+impl StreamOperator for TopNAtEndOperator {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        _out: &mut dyn Output,
+    ) -> Result<()> {
+        let keys = self.key.extract(&batch)?;
+        self.probe.clear();
+        self.probe.resize(batch.num_columns(), Value::Null);
+        for r in 0..batch.num_rows() {
+            for k in self.order.iter() {
+                if let Some(c) = batch.columns().get(k.index) {
+                    self.probe[k.index] = array_value(c, r);
+                }
+            }
+            let kept = self.kept.entry(keys.key(r)).or_default();
+            let at =
+                kept.partition_point(|x| compare(x, &self.probe, &self.order) != Ordering::Greater);
+            if at < self.n {
+                if kept.len() >= self.n {
+                    kept.pop();
+                }
+                kept.insert(at, row_at(&batch, r));
+            }
+        }
+        Ok(())
+    }
+
+    fn process_watermark(&mut self, watermark: Timestamp, out: &mut dyn Output) -> Result<()> {
+        if watermark == MAX_WATERMARK {
+            // The input has ended: number every key's rows.
+            let mut o: Row = Vec::new();
+            for (_, rows) in self.kept.drain() {
+                for (i, r) in rows.iter().enumerate() {
+                    o.clear();
+                    o.extend_from_slice(&r[..self.width.min(r.len())]);
+                    o.extend(std::iter::repeat_n(Value::Int(i as i64 + 1), self.numbers));
+                    self.builder.push(&o)?;
+                }
+                if self.builder.len() >= 8192 {
+                    out.emit(self.builder.finish()?)?;
+                }
+            }
+            if !self.builder.is_empty() {
+                out.emit(self.builder.finish()?)?;
+            }
+        }
+        out.emit_watermark(watermark)
+    }
+
+    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+        let mut groups: std::collections::BTreeMap<KeyGroup, Vec<(&Key, &Vec<Row>)>> =
+            Default::default();
+        for (k, rows) in &self.kept {
+            groups
+                .entry(k.key_group(self.max_parallelism))
+                .or_default()
+                .push((k, rows));
+        }
+        let keyed = groups
+            .into_iter()
+            .map(|(kg, entries)| {
+                bincode::serialize(&entries)
+                    .map(|b| (kg, b))
+                    .map_err(|e| Error::state("top-n", e))
+            })
+            .collect::<Result<_>>()?;
+        Ok(OperatorSnapshot {
+            keyed,
+            operator: None,
+        })
+    }
+
+    fn restore_state(&mut self, state: RestoredState) -> Result<()> {
+        for (kg, blob) in &state.keyed {
+            if !self.key_groups.contains(kg) {
+                continue;
+            }
+            let entries: Vec<(Key, Vec<Row>)> = bincode::deserialize(blob)
+                .map_err(|e| Error::state("top-n", format!("key group {kg}: {e}")))?;
+            self.kept.extend(entries);
+        }
+        Ok(())
+    }
+}
+
 /// `col <= N`, `col < N` or `col = 1` where `col` is output `index` of a window node.
 pub(super) fn limit_of(pred: &Expr, window: &Window) -> Option<usize> {
     let Expr::BinaryExpr(b) = pred else {
@@ -409,10 +542,28 @@ impl Planner<'_> {
             (None, Some(n)) => format!("TopN[{n}, at end of input]"),
             (None, None) => "Rank[at end of input]".to_string(),
         };
-        let ranked = pre
-            .key_by(KeySelector::columns(keys))
-            .process(rows_schema, f)
-            .name(&name);
+        let keyed = pre.key_by(KeySelector::columns(keys.clone()));
+        let ranked = match (window_end, limit) {
+            // Top-N at the end of a bounded input: rows that cannot enter the top N are never
+            // materialized.
+            (None, Some(n)) if !updating => {
+                let schema = rows_schema.clone();
+                keyed.transform(
+                    &name,
+                    rows_schema,
+                    Arc::new(move |ctx: &OperatorContext| {
+                        Ok(Box::new(TopNAtEndOperator::new(
+                            &f,
+                            n,
+                            KeySelector::columns(keys.clone()),
+                            schema.clone(),
+                            ctx,
+                        )?) as Box<dyn StreamOperator>)
+                    }),
+                )
+            }
+            _ => keyed.process(rows_schema, f).name(&name),
+        };
         let out = cast_output(&ranked, target, "Calc[rank output]");
         Ok(Planned { stream: out })
     }
@@ -465,5 +616,100 @@ mod tests {
         assert_eq!(sorted(true, true), vec![Null, Int(1), Int(2)]);
         assert_eq!(sorted(false, true), vec![Null, Int(2), Int(1)]);
         assert_eq!(sorted(false, false), vec![Int(2), Int(1), Null]);
+    }
+}
+
+#[cfg(test)]
+mod top_n_tests {
+    use super::*;
+    use crate::operators::ProcessOperator;
+    use crate::state::MemoryStateBackend;
+    use crate::testing::{CollectRows, Lcg};
+    use arrow::array::{Float64Array, Int64Array};
+
+    /// Rows `(v, key, order)`: `order` may be NULL; the key and the order column follow the
+    /// passed-through `v`, as the planner lays them out.
+    fn batch(rows: &[(i64, i64, Option<f64>)]) -> Result<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("k", DataType::Int64, false),
+            Field::new("o", DataType::Float64, true),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+            ],
+        )?)
+    }
+
+    #[test]
+    fn top_n_at_end_equals_the_rank_function_across_restores() -> Result<()> {
+        let output = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("rn", DataType::Int64, true),
+        ]));
+        let ctx = OperatorContext::single("rank");
+        let mut total = 0;
+        for seed in 0..40u64 {
+            let mut g = Lcg(seed);
+            let (n, asc, nulls_first) = (1 + g.next(4) as usize, g.next(2) == 0, g.next(2) == 0);
+            let order = vec![OrderKey {
+                index: 2,
+                asc,
+                nulls_first,
+            }];
+            let f = RankFunction::new(1, order, vec![RankKind::RowNumber], None, Some(n));
+            let mut reference = ProcessOperator::new(
+                f.clone(),
+                vec![(Some(KeySelector::column("k")), None)],
+                output.clone(),
+                &MemoryStateBackend::default(),
+                &ctx,
+            )?;
+            let new = |f: &RankFunction| {
+                TopNAtEndOperator::new(f, n, KeySelector::column("k"), output.clone(), &ctx)
+            };
+            let mut op = new(&f)?;
+            let (mut want, mut got) = (CollectRows::default(), CollectRows::default());
+            let mut v = 0;
+            for _ in 0..30 {
+                if g.next(6) == 0 {
+                    let snap = op.snapshot_state(1)?;
+                    op = new(&f)?;
+                    op.restore_state(RestoredState {
+                        keyed: snap
+                            .keyed
+                            .into_iter()
+                            .map(|(kg, b)| (kg, b.into()))
+                            .collect(),
+                        ..RestoredState::default()
+                    })?;
+                }
+                let rows: Vec<_> = (0..g.next(40))
+                    .map(|_| {
+                        v += 1;
+                        // Few distinct values: ties and NULLs are common.
+                        let o = (g.next(8) != 0).then(|| g.next(6) as f64);
+                        (v, g.next(7) as i64, o)
+                    })
+                    .collect();
+                let b = batch(&rows)?;
+                reference.process_batch(0, b.clone(), &mut want)?;
+                op.process_batch(0, b, &mut got)?;
+            }
+            reference.process_watermark(MAX_WATERMARK, &mut want)?;
+            op.process_watermark(MAX_WATERMARK, &mut got)?;
+            want.0.sort();
+            got.0.sort();
+            assert_eq!(got.0, want.0, "seed {seed}: top {n}, asc {asc}");
+            total += want.0.len();
+        }
+        assert!(total > 500, "{total} rows numbered");
+        Ok(())
     }
 }
