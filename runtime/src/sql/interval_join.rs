@@ -205,7 +205,8 @@ impl IntervalJoinOperator {
                 max_expiry: i64::MIN,
                 ..Segment::default()
             });
-            if seg.tag != tag || seg.batches.is_empty() {
+            // (A new segment's tag is 0; insert calls count from 1.)
+            if seg.tag != tag {
                 seg.batches.push(batch.clone());
                 seg.tag = tag;
             }

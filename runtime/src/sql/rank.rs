@@ -246,7 +246,7 @@ impl ProcessFunction for RankFunction {
 /// row goes after its equals). Checkpoints hold each key group's kept rows.
 pub struct TopNAtEndOperator {
     width: usize,
-    order: Arc<[OrderKey]>,
+    order: Vec<OrderKey>,
     numbers: usize,
     n: usize,
     key: KeySelector,
@@ -269,7 +269,7 @@ impl TopNAtEndOperator {
     ) -> Result<Self> {
         Ok(TopNAtEndOperator {
             width: f.width,
-            order: f.order.clone().into(),
+            order: f.order.clone(),
             numbers: f.kinds.len(),
             n,
             key,

@@ -268,7 +268,6 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
         let mut cached: Option<Timestamp> = None;
         for (row, ts) in times.iter().enumerate() {
             let start = window_start(*ts, self.offset, self.width);
-            let key = keys.key(row);
             // (After a restore, a row of a window its key group fired before the checkpoint
             // is kept here but not emitted: `emit` skips such keys.)
             if cached != Some(start) {
@@ -285,6 +284,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
                 continue;
             }
             let r = RowRef { batch: &batch, row };
+            let key = keys.key(row);
             match slice.accs.get_mut(&key) {
                 Some(acc) => f.add(acc, r)?,
                 None => {
