@@ -229,6 +229,62 @@ pub struct FlinkJobStatus {
     pub restored_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint_trigger_nonce: Option<i64>,
+    /// A savepoint requested and not yet answered: written to status before it is triggered,
+    /// so no pass, operator restart or leader change can lose it (two-phase transitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_savepoint: Option<PendingSavepoint>,
+    /// When the job was last seen RUNNING on the current deployment (RFC 3339): a job that
+    /// stays healthy this long has its restart counter reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<String>,
+}
+
+/// Why a savepoint was requested.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SavepointReason {
+    /// `spec.job.savepointTriggerNonce` changed.
+    Manual,
+    /// A spec change in `upgradeMode: savepoint`.
+    Upgrade,
+    /// `spec.job.state: suspended`.
+    Suspend,
+    /// Deletion with `spec.job.savepointOnDeletion`.
+    Deletion,
+}
+
+impl SavepointReason {
+    /// Whether the savepoint stops the job (all but manual ones).
+    pub fn stops(self) -> bool {
+        self != SavepointReason::Manual
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavepointReason::Manual => "manual",
+            SavepointReason::Upgrade => "upgrade",
+            SavepointReason::Suspend => "suspend",
+            SavepointReason::Deletion => "deletion",
+        }
+    }
+}
+
+/// A savepoint the operator asked a jobmanager for (`triggerId` makes the request idempotent).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSavepoint {
+    pub trigger_id: String,
+    /// The job the savepoint is of.
+    pub job_id: String,
+    pub reason: SavepointReason,
+    /// The spec hash an upgrade savepoint is taken for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_spec_hash: Option<String>,
+    /// The nonce a manual savepoint answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<i64>,
+    /// When it was requested (RFC 3339).
+    pub time: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

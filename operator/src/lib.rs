@@ -1,12 +1,19 @@
 //! # flink_rs_operator: FlinkJob resources reconciled into running, self-healing jobs
 //!
-//! [`crd`] defines the `FlinkJob` resource, [`validate`] what its schema cannot check,
-//! [`resources`] the objects a FlinkJob owns, [`jm`] the jobmanager REST client, and
-//! [`reconcile`] the controller logic. The operator talks to jobmanagers over their REST API
-//! only; it does not link the engine.
+//! Layout:
+//! - [`crd`]: the `FlinkJob` resource; [`validate`]: what its schema cannot check;
+//! - [`resources`]: the objects a FlinkJob owns, pure functions of the FlinkJob and its plan;
+//! - [`jm`]: the jobmanager REST client, [`job_state`]: the job's state as a type;
+//! - [`reconcile`]: the controller ([`reconcile::decide`] is its pure decision);
+//! - [`lease`]: leader election, [`metrics`]: the operator's own metrics, [`clock`]: times
+//!   as status writes them.
+//!
+//! The operator talks to jobmanagers over their REST API only; it does not link the engine.
 
+pub mod clock;
 pub mod crd;
 pub mod jm;
+pub mod job_state;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

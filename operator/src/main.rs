@@ -14,10 +14,15 @@ use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
 
 use flink_rs_operator::crd::{FlinkJob, crd_yaml};
-use flink_rs_operator::jm::JmClient;
 use flink_rs_operator::lease::LeaseLock;
 use flink_rs_operator::metrics::Metrics;
 use flink_rs_operator::reconcile::{Context, error_policy, reconcile};
+
+/// The label selector of the objects the operator owns.
+const OWNED: &str = "app.kubernetes.io/managed-by=flink-rs-operator";
+
+/// How long a leader's lease lasts without renewal.
+const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 #[derive(Parser)]
 #[command(
@@ -128,7 +133,7 @@ async fn run(
             &lease_namespace,
             "flink-rs-operator-leader",
             &identity,
-            Duration::from_secs(15),
+            LEASE_DURATION,
         );
         loop {
             match lock.try_acquire().await {
@@ -140,21 +145,30 @@ async fn run(
         }
         tracing::info!(identity = %identity, "leading");
         tokio::spawn(async move {
+            // A leader that cannot renew for a lease duration may already have been
+            // replaced: it steps down rather than act beside the new one.
+            let mut renewed = std::time::Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 match lock.try_acquire().await {
-                    Ok(true) => {}
+                    Ok(true) => renewed = std::time::Instant::now(),
                     Ok(false) => {
                         tracing::error!("lost the leader lease; exiting");
                         std::process::exit(1);
                     }
-                    Err(e) => tracing::warn!(error = %e, "renewing the leader lease"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the leader lease");
+                        if renewed.elapsed() >= LEASE_DURATION {
+                            tracing::error!("could not renew the leader lease for a lease duration; exiting");
+                            std::process::exit(1);
+                        }
+                    }
                 }
             }
         });
     }
 
-    let ctx = Arc::new(Context::new(client.clone(), JmClient::http(), metrics));
+    let ctx = Arc::new(Context::new(client.clone(), metrics));
     let namespaces: Vec<String> = namespaces
         .split(',')
         .map(str::trim)
@@ -187,11 +201,13 @@ async fn run(
             "watching FlinkJobs"
         );
         let ctx = ctx.clone();
+        // Only the objects this operator made, not every ConfigMap of the cluster.
+        let owned = watcher::Config::default().labels(OWNED);
         controllers.push(tokio::spawn(
             Controller::new(jobs, watcher::Config::default())
-                .owns(cms, watcher::Config::default())
-                .owns(svcs, watcher::Config::default())
-                .owns(deps, watcher::Config::default())
+                .owns(cms, owned.clone())
+                .owns(svcs, owned.clone())
+                .owns(deps, owned)
                 .shutdown_on_signal()
                 .run(reconcile, error_policy, ctx)
                 .for_each(|r| async move {

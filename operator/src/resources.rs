@@ -28,6 +28,8 @@ pub struct RunPlan {
     pub running: bool,
     /// Bumped to roll the jobmanager pod (a restart of a failed job).
     pub restart_generation: u32,
+    /// The hash of the spec this plan deploys (`status.deployedSpecHash`).
+    pub spec_hash: String,
 }
 
 pub fn config_map_name(fj: &FlinkJob) -> String {
@@ -51,6 +53,35 @@ pub fn rest_url(fj: &FlinkJob) -> String {
         service_name(fj),
         fj.namespace().unwrap_or_else(|| "default".into())
     )
+}
+
+/// The checkpoint and savepoint root of one FlinkJob: `{checkpointing.storage}/{namespace}/
+/// {name}-{uid}`. Two FlinkJobs on one bucket, or a FlinkJob deleted and created again with
+/// the same name, never see each other's jobs or checkpoints.
+pub fn checkpoint_root(fj: &FlinkJob) -> Option<String> {
+    let cp = fj.spec.checkpointing.as_ref()?;
+    Some(format!(
+        "{}/{}/{}-{}",
+        cp.storage.trim_end_matches('/'),
+        fj.namespace().unwrap_or_else(|| "default".into()),
+        fj.name_any(),
+        fj.uid().unwrap_or_default()
+    ))
+}
+
+/// The hash of what a jobmanager is deployed with ([`crate::jm::PLAN_KEY`]): the
+/// job-affecting spec and the plan. A jobmanager whose configuration carries another one is
+/// an old pod, and what it says is not about the current deployment.
+pub fn plan_hash(fj: &FlinkJob, d: &RunPlan) -> String {
+    hash(&format!(
+        "{}|{}|{}|{}|{}|{}",
+        fj.uid().unwrap_or_default(),
+        d.spec_hash,
+        d.job_id,
+        d.restore_from.as_deref().unwrap_or(""),
+        d.running,
+        d.restart_generation
+    ))
 }
 
 pub fn hash(s: &str) -> String {
@@ -98,9 +129,8 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
         "parallelism.default".into(),
         spec.job.parallelism.to_string(),
     );
-    if let Some(cp) = &spec.checkpointing {
-        let dir = cp.storage.trim_end_matches('/');
-        c.insert("state.checkpoints.dir".into(), dir.to_string());
+    if let (Some(cp), Some(dir)) = (&spec.checkpointing, checkpoint_root(fj)) {
+        c.insert("state.checkpoints.dir".into(), dir.clone());
         c.insert("state.savepoints.dir".into(), format!("{dir}/savepoints"));
         c.insert(
             "execution.checkpointing.interval".into(),
@@ -117,8 +147,11 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
     }
     c.remove("execution.savepoint.path");
     if let Some(p) = &d.restore_from {
+        // Holds until the job's first checkpoint after it: the jobmanager prefers the job's
+        // own latest checkpoint (runtime/src/cluster/jobmanager.rs).
         c.insert("execution.savepoint.path".into(), p.clone());
     }
+    c.insert(crate::jm::PLAN_KEY.into(), plan_hash(fj, d));
     if spec.job.allow_non_restored_state == Some(true) {
         c.insert(
             "execution.savepoint.ignore-unclaimed-state".into(),
@@ -158,22 +191,19 @@ pub fn service(fj: &FlinkJob) -> Service {
     serde_json::from_value(v).unwrap_or_default()
 }
 
-fn resources(r: Option<&crate::crd::Resources>) -> Value {
-    let mut m = serde_json::Map::new();
-    if let Some(r) = r {
-        if let Some(c) = &r.cpu {
-            m.insert("cpu".into(), json!(c));
-        }
-        if let Some(mem) = &r.memory {
-            m.insert("memory".into(), json!(mem));
-        }
-    }
-    if m.is_empty() {
-        json!({})
-    } else {
-        json!({ "requests": m, "limits": m })
-    }
+/// Requests and limits: the spec's, else `defaults` (cpu, memory), so no pod runs unbounded.
+fn resources(r: Option<&crate::crd::Resources>, defaults: (&str, &str)) -> Value {
+    let cpu = r.and_then(|r| r.cpu.clone()).unwrap_or(defaults.0.into());
+    let memory = r.and_then(|r| r.memory.clone()).unwrap_or(defaults.1.into());
+    json!({
+        "requests": { "cpu": cpu, "memory": memory },
+        "limits": { "memory": memory },
+    })
 }
+
+/// Default (cpu, memory) of a jobmanager and of a taskmanager.
+pub const JOBMANAGER_RESOURCES: (&str, &str) = ("500m", "1Gi");
+pub const TASKMANAGER_RESOURCES: (&str, &str) = ("1", "2Gi");
 
 /// Overlays `over` on `base`: objects merge key by key, anything else is replaced. A pod
 /// template's container named like the flink-rs container (`jobmanager`, `taskmanager`) or
@@ -243,6 +273,7 @@ fn pod_template(
     extra_annotations: BTreeMap<String, String>,
     user: Option<&Value>,
     res: Option<&crate::crd::Resources>,
+    default_res: (&str, &str),
     probes: Value,
 ) -> Value {
     let spec = &fj.spec;
@@ -259,13 +290,14 @@ fn pod_template(
             { "name": "rpc", "containerPort": RPC_PORT },
             { "name": "data", "containerPort": DATA_PORT },
         ],
-        "resources": resources(res),
+        "resources": resources(res, default_res),
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": RUN_AS,
             "readOnlyRootFilesystem": true,
             "allowPrivilegeEscalation": false,
             "capabilities": { "drop": ["ALL"] },
+            "seccompProfile": { "type": "RuntimeDefault" },
         },
         "volumeMounts": [
             { "name": "config", "mountPath": "/config", "readOnly": true },
@@ -287,7 +319,15 @@ fn pod_template(
         "metadata": { "labels": labels(fj, component), "annotations": extra_annotations },
         "spec": {
             "containers": [container],
-            "securityContext": { "runAsNonRoot": true, "runAsUser": RUN_AS, "fsGroup": RUN_AS },
+            // Pod Security "restricted".
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+            // flink-rs never talks to the Kubernetes API.
+            "automountServiceAccountToken": false,
             "volumes": [
                 { "name": "config", "configMap": { "name": config_map_name(fj) } },
                 { "name": "tmp", "emptyDir": {} },
@@ -344,6 +384,7 @@ pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         annotations,
         fj.spec.job_manager.pod_template.as_ref(),
         fj.spec.job_manager.resources.as_ref(),
+        JOBMANAGER_RESOURCES,
         probes,
     );
     let v = json!({
@@ -380,6 +421,7 @@ pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         annotations,
         fj.spec.task_manager.pod_template.as_ref(),
         fj.spec.task_manager.resources.as_ref(),
+        TASKMANAGER_RESOURCES,
         probes,
     );
     let v = json!({
@@ -388,6 +430,8 @@ pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         "metadata": metadata(fj, taskmanager_name(fj), "taskmanager"),
         "spec": {
             "replicas": if d.running { fj.spec.task_manager.replicas } else { 0 },
+            // Old taskmanagers must not register with the new jobmanager.
+            "strategy": { "type": "Recreate" },
             "selector": { "matchLabels": labels(fj, "taskmanager") },
             "template": template,
         },
@@ -432,6 +476,7 @@ mod tests {
             restore_from: None,
             running: true,
             restart_generation: 0,
+            spec_hash: "h".into(),
         };
         let d = serde_json::to_value(taskmanager(&f, &plan)).expect("json");
         let pod = &d["spec"]["template"];

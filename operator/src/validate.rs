@@ -149,5 +149,84 @@ pub fn validate(spec: &FlinkJobSpec) -> Result<(), SpecError> {
             }
         }
     }
+    for (path, t) in [
+        (
+            "spec.jobManager.podTemplate",
+            spec.job_manager.pod_template.as_ref(),
+        ),
+        ("spec.taskManager.podTemplate", tm.pod_template.as_ref()),
+    ] {
+        if let Some(t) = t {
+            pod_template(path, t)?;
+        }
+    }
     Ok(())
+}
+
+/// A pod template must be a Kubernetes PodTemplateSpec (containers may be partial: they
+/// merge into flink-rs's own); a mistyped field is an error naming its path, never a field
+/// silently dropped.
+fn pod_template(path: &str, t: &serde_json::Value) -> Result<(), SpecError> {
+    let mut t = t.clone();
+    // Partial containers are allowed: give each the fields a Container requires.
+    if let Some(spec) = t.get_mut("spec").and_then(|s| s.as_object_mut()) {
+        spec.entry("containers")
+            .or_insert_with(|| serde_json::json!([]));
+        for list in ["containers", "initContainers"] {
+            for c in spec
+                .get_mut(list)
+                .and_then(|c| c.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = c.as_object_mut() {
+                    c.entry("name").or_insert_with(|| "flink-main-container".into());
+                }
+            }
+        }
+    }
+    serde_path_to_error::deserialize::<_, k8s_openapi::api::core::v1::PodTemplateSpec>(t)
+        .map(|_| ())
+        .map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let at = if at == "." { String::new() } else { format!(".{at}") };
+            err(&format!("{path}{at}"), inner)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pod_template;
+    use serde_json::json;
+
+    #[test]
+    fn a_mistyped_pod_template_names_the_field() {
+        let e = pod_template(
+            "spec.taskManager.podTemplate",
+            &json!({ "spec": { "nodeSelector": "pool=stream" } }),
+        )
+        .expect_err("a string is no map");
+        assert_eq!(e.path, "spec.taskManager.podTemplate.spec.nodeSelector");
+        let e = pod_template(
+            "spec.jobManager.podTemplate",
+            &json!({ "spec": { "containers": [{ "name": "x", "env": [{ "name": 1 }] }] } }),
+        )
+        .expect_err("a number is no name");
+        assert!(
+            e.path.starts_with("spec.jobManager.podTemplate.spec.containers[0].env[0]"),
+            "{e}"
+        );
+        pod_template(
+            "spec.taskManager.podTemplate",
+            &json!({
+                "metadata": { "labels": { "team": "data" } },
+                "spec": {
+                    "nodeSelector": { "pool": "stream" },
+                    "containers": [{ "name": "flink-main-container", "env": [{ "name": "A", "value": "1" }] }],
+                },
+            }),
+        )
+        .expect("a partial container is allowed");
+    }
 }

@@ -428,7 +428,19 @@ pub(crate) fn execute_with(
     let restored = match &cfg.restore {
         None => None,
         Some(RestoreFrom::Latest) => match &storage {
-            Some(s) => find_latest(s, &job_id)?,
+            Some(s) => match find_latest(s, &job_id)? {
+                Some(c) => Some(c),
+                // Never a quiet fresh start: the caller asked for state that is not there.
+                None => {
+                    return Err(Error::config(
+                        "execution.savepoint.path",
+                        format!(
+                            "`latest`: no completed checkpoint of job {job_id} in {}",
+                            s.url()
+                        ),
+                    ));
+                }
+            },
             None => {
                 return Err(Error::config(
                     "execution.savepoint.path",
@@ -566,6 +578,23 @@ impl ControlTx {
 /// A fresh random job id (32 hex digits, as Flink's).
 pub fn new_job_id() -> String {
     random_job_id()
+}
+
+/// A job id (32 hex digits) that is the same for the same `name` in every process and
+/// build: `flink-rs run` names a job by `pipeline.name`, else by its script, so a second run
+/// of the same job finds the first run's checkpoints (`--from-checkpoint latest`).
+pub fn derived_job_id(name: &str) -> String {
+    // FNV-1a, 64 bits, twice with different offsets: stable, unlike std's hashers.
+    let fnv = |offset: u64| {
+        name.bytes().fold(offset, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
 }
 
 fn random_job_id() -> String {

@@ -113,8 +113,11 @@ pub struct ExecutionConfig {
     /// Whether forward edges of equal parallelism fuse into one task (`pipeline.operator-chaining`).
     pub chaining: bool,
     /// The job's id: names its checkpoint directory, so a restarted process finds its own
-    /// checkpoints (`$internal.pipeline.job-id`); random when not set.
+    /// checkpoints (`pipeline.job-id`); random when not set (`flink-rs run` derives a stable
+    /// one, see [`crate::executor::derived_job_id`]).
     pub job_id: Option<String>,
+    /// The job's name (`pipeline.name`).
+    pub pipeline_name: Option<String>,
     /// Checkpointing (`execution.checkpointing.*`, `state.checkpoints.*`).
     pub checkpoint: CheckpointConfig,
     /// `restart-strategy.*`.
@@ -137,6 +140,7 @@ impl Default for ExecutionConfig {
             parallelism: 1,
             chaining: true,
             job_id: None,
+            pipeline_name: None,
             checkpoint: CheckpointConfig::default(),
             restart: RestartStrategy::default(),
             restore: None,

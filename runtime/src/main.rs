@@ -35,8 +35,10 @@ enum Command {
         /// wins over the script's SET statements. Repeatable.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
-        /// Start from a checkpoint or savepoint directory, or `latest` (the newest complete
-        /// checkpoint of this job id in state.checkpoints.dir).
+        /// Start from a checkpoint or savepoint directory, or `latest`: the newest complete
+        /// checkpoint of this job in state.checkpoints.dir (the job id is `pipeline.job-id`,
+        /// else derived from `pipeline.name`, else from the script; an error when there is
+        /// none).
         #[arg(long)]
         from_checkpoint: Option<String>,
     },
@@ -215,13 +217,22 @@ fn settings(parallelism: Option<usize>, set: &[String]) -> anyhow::Result<Vec<(S
 
 /// Reads and compiles a script; SQL errors name the file, statement, line and column.
 fn compile(path: &str, sets: &[(String, String)]) -> anyhow::Result<flink_rs::sql::SqlJob> {
+    compile_text(path, sets).map(|(_, job)| job)
+}
+
+/// The script's text and the job compiled from it.
+fn compile_text(
+    path: &str,
+    sets: &[(String, String)],
+) -> anyhow::Result<(String, flink_rs::sql::SqlJob)> {
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading the script from stdin")?
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
     };
-    flink_rs::sql::compile(&text, flink_rs::graph::ExecutionConfig::default(), sets)
-        .map_err(|e| anyhow::anyhow!("{path}: {e}"))
+    let job = flink_rs::sql::compile(&text, flink_rs::graph::ExecutionConfig::default(), sets)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    Ok((text, job))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -245,8 +256,16 @@ fn main() -> anyhow::Result<()> {
             if let Some(cp) = from_checkpoint {
                 sets.push(("execution.savepoint.path".into(), cp));
             }
-            let job = compile(&script, &sets)?;
+            let (text, job) = compile_text(&script, &sets)?;
+            // The same job gets the same id in every run, so `latest` finds its checkpoints.
+            job.env.configure(|c| {
+                if c.job_id.is_none() {
+                    let name = c.pipeline_name.clone().unwrap_or(text);
+                    c.job_id = Some(flink_rs::executor::derived_job_id(&name));
+                }
+            });
             let handle = job.env.execute_async().context("starting the job")?;
+            eprintln!("job {} started", handle.job_id());
             let cancel = handle.cancel_handle();
             std::thread::Builder::new()
                 .name("ctrl-c".into())

@@ -102,3 +102,105 @@ fn run_explain_and_errors() -> std::io::Result<()> {
     assert!(err.contains("no _metadata"), "{err}");
     Ok(())
 }
+
+mod common;
+
+/// Whether `dir/{job}/chk-*` holds a completed checkpoint newer than `after`.
+fn newest_checkpoint(cp: &std::path::Path) -> Option<(String, u64)> {
+    let mut best: Option<(String, u64)> = None;
+    for job in std::fs::read_dir(cp).ok()?.flatten() {
+        for chk in std::fs::read_dir(job.path()).into_iter().flatten().flatten() {
+            let name = chk.file_name().to_string_lossy().to_string();
+            let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if chk.path().join("_metadata").exists() && best.as_ref().is_none_or(|b| n > b.1) {
+                best = Some((job.file_name().to_string_lossy().to_string(), n));
+            }
+        }
+    }
+    best
+}
+
+/// README's way to resume a job run by hand: the same script run again with
+/// `--from-checkpoint latest` finds its own checkpoints (a stable job id), so a job killed
+/// twice and resumed writes exactly what a run without failures writes; `latest` with no
+/// checkpoint is an error naming the directory and the job, never a fresh start.
+#[test]
+fn killed_runs_resumed_with_latest_are_exactly_once() -> std::io::Result<()> {
+    const ROWS: u64 = 80_000;
+    let dir = tempfile::tempdir()?;
+    let (out, cp) = (dir.path().join("out"), dir.path().join("cp"));
+    let script = dir.path().join("job.sql");
+    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, 8_000))?;
+    let reference_out = dir.path().join("reference");
+    let reference = dir.path().join("reference.sql");
+    std::fs::write(
+        &reference,
+        common::job(&reference_out.display().to_string(), ROWS, 0),
+    )?;
+    let r = flink_rs().arg("run").arg(&reference).output()?;
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+
+    let cp_set = format!("state.checkpoints.dir={}", cp.display());
+    let start = |resume: bool| -> std::io::Result<std::process::Child> {
+        let mut c = flink_rs();
+        c.args(["run", "--set", &cp_set])
+            .env("FLINK_RS_EXIT_WITH_PARENT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if resume {
+            c.args(["--from-checkpoint", "latest"]);
+        }
+        c.arg(&script).spawn()
+    };
+    let mut jobs = Vec::new();
+    for attempt in 0..3 {
+        let mut child = start(attempt > 0)?;
+        let before = newest_checkpoint(&cp).map(|c| c.1).unwrap_or(0);
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Killed once a checkpoint newer than the last run's is complete, mid-interval.
+        while newest_checkpoint(&cp).is_none_or(|c| c.1 <= before + 1) {
+            assert!(
+                std::time::Instant::now() < until,
+                "no new checkpoint in attempt {attempt}"
+            );
+            assert!(child.try_wait()?.is_none(), "the job ended before it was killed");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        child.kill()?;
+        let out = child.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let job = err
+            .lines()
+            .find_map(|l| l.strip_prefix("job ")?.strip_suffix(" started"))
+            .map(str::to_string);
+        jobs.push(job.unwrap_or_else(|| panic!("no job id printed: {err}")));
+    }
+    assert!(jobs.windows(2).all(|w| w[0] == w[1]), "{jobs:?}");
+    let last = start(true)?.wait_with_output()?;
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    assert_eq!(common::committed(&out), common::committed(&reference_out));
+
+    // `latest` where there is nothing: an error naming the directory and the job id.
+    let empty = dir.path().join("empty-cp");
+    let r = flink_rs()
+        .args(["run", "--from-checkpoint", "latest", "--set"])
+        .arg(format!("state.checkpoints.dir={}", empty.display()))
+        .arg(&script)
+        .output()?;
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("no completed checkpoint of job")
+            && err.contains(&jobs[0])
+            && err.contains(&empty.display().to_string()),
+        "{err}"
+    );
+    Ok(())
+}

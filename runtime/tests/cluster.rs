@@ -48,6 +48,8 @@ struct Cluster {
     started: usize,
     /// Application mode: (script file, job id).
     app: Option<(PathBuf, String)>,
+    /// More jobmanager arguments.
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -81,6 +83,7 @@ impl Cluster {
                 id.clone(),
             ]
         }))
+        .chain(self.extra.iter().cloned())
         .collect()
     }
 
@@ -98,6 +101,7 @@ impl Cluster {
             rest: String::new(),
             started: 0,
             app,
+            extra: Vec::new(),
         };
         c.start_jm("0", "0");
         for _ in 0..tms {
@@ -731,4 +735,146 @@ INSERT INTO out SELECT id, payload FROM gen;";
     drop(cluster);
     let printed: u64 = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
     assert!(printed > 100_000, "the sink printed {printed} rows");
+}
+
+/// Kills the jobmanager and the taskmanagers (SIGKILL: nothing is marked ended).
+fn kill_all(cluster: &mut Cluster) {
+    if let Some(mut jm) = cluster.jm.take() {
+        let _ = jm.0.kill();
+        let _ = jm.0.wait();
+    }
+    cluster.tms.clear();
+}
+
+fn restored_from(c: &RestClient, id: &str) -> String {
+    c.get(&format!("/jobs/{id}/checkpoints"))
+        .ok()
+        .and_then(|v| v["latest"]["restored"]["external_path"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn latest_checkpoint_path(c: &RestClient, id: &str) -> String {
+    c.get(&format!("/jobs/{id}/checkpoints"))
+        .ok()
+        .and_then(|v| v["latest"]["completed"]["external_path"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Two application-mode jobmanagers on one checkpoint root: each runs its own job only
+/// (an unfinished job of another is never started beside it). A jobmanager restarted with
+/// an older `execution.savepoint.path` still set resumes from the job's own latest
+/// checkpoint, and the output equals a failure-free run record for record.
+#[test]
+fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    let (out_a, out_b) = (tmp.path().join("out-a"), tmp.path().join("out-b"));
+    let (script_a, script_b) = (tmp.path().join("a.sql"), tmp.path().join("b.sql"));
+    std::fs::write(&script_a, common::job(&out_a.display().to_string(), ROWS, RATE)).expect("a");
+    std::fs::write(&script_b, common::job(&out_b.display().to_string(), ROWS, RATE)).expect("b");
+    let (a, b) = ("app-a".to_string(), "app-b".to_string());
+    let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script_a.clone(), a.clone())));
+    let c = cluster.client();
+    wait("job a: two checkpoints", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &a) >= 2
+    });
+    let first = c
+        .get(&format!("/jobs/{a}/checkpoints"))
+        .expect("checkpoints")["history"]
+        .as_array()
+        .and_then(|h| h.last().cloned())
+        .and_then(|cp| cp["external_path"].as_str().map(str::to_string))
+        .expect("a first checkpoint");
+    kill_all(&mut cluster);
+
+    // Job b's jobmanager on the same root: job a is recorded there, unfinished.
+    cluster.app = Some((script_b, b.clone()));
+    cluster.start_jm("0", "0");
+    cluster.start_tm();
+    cluster.start_tm();
+    let c = cluster.client();
+    wait("job b: a checkpoint", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &b) >= 1
+    });
+    let jobs = c.get("/jobs").expect("jobs");
+    let ids: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["id"].as_str())
+        .collect();
+    assert_eq!(ids, [b.as_str()], "only its own job: {jobs}");
+    kill_all(&mut cluster);
+
+    // Job a again, with its first checkpoint as `execution.savepoint.path`: its own newer
+    // checkpoint wins.
+    cluster.app = Some((script_a, a.clone()));
+    cluster.extra = vec!["--set".into(), format!("execution.savepoint.path={first}")];
+    cluster.start_jm("0", "0");
+    cluster.start_tm();
+    cluster.start_tm();
+    let c = cluster.client();
+    wait("job a restored", Duration::from_secs(30), || {
+        !restored_from(&c, &a).is_empty()
+    });
+    let restored = restored_from(&c, &a);
+    assert_ne!(restored, first, "not the older restore path");
+    assert!(restored.contains(&format!("{a}/chk-")), "{restored}");
+    wait_finished(&cluster, &a);
+    assert_eq!(common::committed(&out_a), expected, "{}", cluster.logs());
+}
+
+/// A stop-with-savepoint asked twice with one `triggerId` takes one savepoint; a jobmanager
+/// that is replaced after the stop resumes the job from that savepoint (not from an older
+/// checkpoint, which would repeat what the stop committed), and the output equals a
+/// failure-free run record for record.
+#[test]
+fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    let out = tmp.path().join("out");
+    let script = tmp.path().join("job.sql");
+    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, RATE)).expect("script");
+    let id = "app-stop".to_string();
+    let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
+    let c = cluster.client();
+    wait("two checkpoints", Duration::from_secs(60), || {
+        completed_checkpoints(&c, &id) >= 2
+    });
+    let stop = |c: &RestClient| {
+        c.raw(
+            "POST",
+            &format!("/jobs/{id}/stop"),
+            Some("application/json"),
+            r#"{"triggerId": "t-1"}"#,
+        )
+        .expect("stop")
+    };
+    let (code, v) = stop(&c);
+    assert_eq!((code, v["request-id"].as_str()), (202, Some("t-1")), "{v}");
+    let (code, v) = stop(&c);
+    assert_eq!((code, v["request-id"].as_str()), (202, Some("t-1")), "same request: {v}");
+    let mut location = String::new();
+    wait("the stop savepoint", Duration::from_secs(60), || {
+        let s = c.get(&format!("/jobs/{id}/savepoints/t-1")).unwrap_or(Value::Null);
+        location = s["operation"]["location"].as_str().unwrap_or_default().to_string();
+        !location.is_empty()
+    });
+    wait_finished(&cluster, &id);
+    let last_checkpoint = latest_checkpoint_path(&c, &id);
+    kill_all(&mut cluster);
+    cluster.start_jm("0", "0");
+    cluster.start_tm();
+    cluster.start_tm();
+    let c = cluster.client();
+    wait("the job restored", Duration::from_secs(30), || {
+        !restored_from(&c, &id).is_empty()
+    });
+    assert_eq!(
+        restored_from(&c, &id),
+        location,
+        "the stop savepoint, not the checkpoint {last_checkpoint}"
+    );
+    wait_finished(&cluster, &id);
+    assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
 }

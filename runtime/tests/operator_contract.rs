@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flink_rs_operator::crd::FlinkJob;
-use flink_rs_operator::jm::JmClient;
+use flink_rs_operator::jm::{HttpJm, JobManagerApi};
+use flink_rs_operator::job_state::JobState;
 use flink_rs_operator::resources::{self, RunPlan};
 
 struct Proc(Child);
@@ -66,6 +67,7 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
         restore_from: None,
         running: true,
         restart_generation: 0,
+        spec_hash: flink_rs_operator::reconcile::spec_hash(&fj),
     };
     // What the pods would mount at /config.
     let config_dir = tmp.path().join("config");
@@ -127,7 +129,7 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
         .enable_all()
         .build()
         .expect("runtime");
-    let client = JmClient::http();
+    let client = HttpJm::default();
     let start = Instant::now();
     let mut saw_checkpoint = None;
     loop {
@@ -136,10 +138,15 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
             if v.last_checkpoint.is_some() {
                 saw_checkpoint = v.last_checkpoint.clone();
             }
-            if v.state == "FINISHED" {
+            assert_eq!(
+                v.plan.as_deref(),
+                Some(resources::plan_hash(&fj, &plan).as_str()),
+                "the jobmanager reports the plan it was deployed with"
+            );
+            if v.state == JobState::Finished {
                 break;
             }
-            assert!(v.state != "FAILED", "job failed: {v:?}");
+            assert!(v.state != JobState::Failed, "job failed: {v:?}");
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),

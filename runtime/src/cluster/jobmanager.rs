@@ -3,9 +3,20 @@
 //!
 //! High availability without ZooKeeper: every submitted job is recorded next to its
 //! checkpoints (`{state.checkpoints.dir}/{job-id}/_job.json`, script and settings). A
-//! jobmanager that starts finds the jobs there that had not ended and runs them again from
-//! their latest completed checkpoint, so replacing a dead jobmanager (a Kubernetes pod, a
-//! compose `restart: unless-stopped`) is enough to recover.
+//! session jobmanager that starts finds the jobs there that had not ended and runs them
+//! again from their latest completed checkpoint, so replacing a dead jobmanager (a compose
+//! `restart: unless-stopped`) is enough to recover.
+//!
+//! An application-mode jobmanager (`--job FILE --job-id ID`, what the Kubernetes operator
+//! runs) runs its own job only, whatever else is recorded under the same root, and starts
+//! it from (see [`JobManager::start_application`]):
+//! 1. the savepoint the job was stopped with, when its record says it was stopped (a
+//!    stop-with-savepoint commits the sinks, so an older checkpoint would repeat output);
+//! 2. else the job's own latest completed checkpoint;
+//! 3. else `execution.savepoint.path` (the restore path holds until the first checkpoint
+//!    after it);
+//! 4. else nothing, which is only allowed when the job has no completed checkpoint at all:
+//!    a damaged one is an error, never a silent start without state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::config::ClusterConfig;
 use super::proto::{self, from_task_manager, to_task_manager};
 use super::taskmanager::decode_event;
-use crate::checkpoint::restore::checkpoint_ids;
+use crate::checkpoint::restore::{checkpoint_ids, find_latest};
 use crate::checkpoint::{CheckpointStorage, SnapshotKind};
 use crate::error::{Error, Result};
 use crate::exchange::TaskMetrics;
@@ -76,6 +87,8 @@ pub struct Job {
     /// (vertex name, parallelism), one per chain.
     pub vertices: Vec<(String, usize)>,
     operations: Mutex<HashMap<String, Operation>>,
+    /// The savepoint a stop-with-savepoint ended the job with.
+    stopped_with: Mutex<Option<String>>,
 }
 
 impl Job {
@@ -106,6 +119,9 @@ struct JobRecord {
     /// Set once the job ended; a jobmanager does not run it again.
     #[serde(default)]
     ended: Option<JobStatus>,
+    /// The savepoint the job was stopped with (`POST /jobs/{id}/stop`).
+    #[serde(default)]
+    stopped_with: Option<String>,
 }
 
 /// The jobmanager's state, shared by the gRPC service, the REST API and the job masters.
@@ -155,6 +171,11 @@ impl JobManager {
             storage,
             me: me.clone(),
         }))
+    }
+
+    /// The configuration this jobmanager started with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
     }
 
     // ---- taskmanagers ----
@@ -389,6 +410,7 @@ impl JobManager {
             end_ms: Mutex::new(None),
             vertices,
             operations: Mutex::default(),
+            stopped_with: Mutex::new(None),
         });
         self.record(&job, None);
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -407,6 +429,7 @@ impl JobManager {
             script: job.script.clone(),
             overrides: job.overrides.clone(),
             ended,
+            stopped_with: job.stopped_with.lock().ok().and_then(|s| s.clone()),
         };
         match serde_json::to_vec_pretty(&rec) {
             Ok(json) => {
@@ -419,27 +442,25 @@ impl JobManager {
     }
 
     /// Application mode (`jobmanager --job FILE --job-id ID`, what the Kubernetes operator
-    /// runs): starts the job `id` from `script`, restoring from `execution.savepoint.path`
-    /// when configured, else from the latest checkpoint of `id` when there is one.
+    /// runs): starts the job `id` from `script`, from the point the module doc states.
     pub fn start_application(&self, script: &str, id: &str) -> Result<Arc<Job>> {
-        let mut overrides = Vec::new();
-        if self.config.get("execution.savepoint.path").is_none() {
-            if let Some(storage) = &self.storage {
-                if !checkpoint_ids(storage, id)?.is_empty() {
-                    overrides.push(("execution.savepoint.path".into(), "latest".into()));
-                }
-            }
+        let configured = self.config.get("execution.savepoint.path");
+        let from = match &self.storage {
+            Some(storage) => restore_point(storage, id, configured)?,
+            None => configured.map(str::to_string),
+        };
+        match &from {
+            Some(p) => tracing::info!(job = %id, from = %p, "application job starts from a snapshot"),
+            None => tracing::info!(job = %id, "application job starts without state"),
         }
+        let overrides = from
+            .map(|p| vec![("execution.savepoint.path".to_string(), p)])
+            .unwrap_or_default();
         self.submit(script, overrides, Some(id.to_string()))
     }
 
-    /// Runs again the jobs recorded in checkpoint storage that had not ended.
+    /// Session mode: runs again the jobs recorded in checkpoint storage that had not ended.
     pub fn recover_jobs(&self) -> Result<usize> {
-        self.recover_jobs_except(None)
-    }
-
-    /// [`recover_jobs`](Self::recover_jobs) but for job `skip` (application mode runs it).
-    fn recover_jobs_except(&self, skip: Option<&str>) -> Result<usize> {
         let Some(storage) = &self.storage else {
             return Ok(0);
         };
@@ -455,7 +476,7 @@ impl JobManager {
                     continue;
                 }
             };
-            if rec.ended.is_some() || skip == Some(rec.id.as_str()) {
+            if rec.ended.is_some() {
                 continue;
             }
             let mut overrides = rec.overrides.clone();
@@ -505,16 +526,32 @@ impl JobManager {
     }
 
     /// Starts a savepoint (or stop-with-savepoint) in the background; returns its request id.
-    pub fn savepoint(&self, job: &Arc<Job>, dir: Option<String>, stop: bool) -> String {
-        let rid = format!(
-            "{:016x}",
-            crate::key::mix64(self.operations.fetch_add(1, Ordering::SeqCst) ^ now_millis() as u64)
-        );
+    /// A `trigger_id` makes the request idempotent (Flink's `triggerId`): a second request
+    /// with the same id starts nothing and answers the same operation.
+    pub fn savepoint(
+        &self,
+        job: &Arc<Job>,
+        dir: Option<String>,
+        stop: bool,
+        trigger_id: Option<String>,
+    ) -> String {
+        let rid = trigger_id.unwrap_or_else(|| {
+            format!(
+                "{:016x}",
+                crate::key::mix64(
+                    self.operations.fetch_add(1, Ordering::SeqCst) ^ now_millis() as u64
+                )
+            )
+        });
         if let Ok(mut ops) = job.operations.lock() {
+            if ops.contains_key(&rid) {
+                return rid;
+            }
             ops.insert(rid.clone(), Operation::InProgress);
         }
         let job2 = job.clone();
         let rid2 = rid.clone();
+        let me = self.me.clone();
         let _ = std::thread::Builder::new()
             .name("savepoint".into())
             .spawn(move || {
@@ -523,6 +560,16 @@ impl JobManager {
                 } else {
                     job2.handle.trigger_savepoint(dir.as_deref())
                 };
+                if let (true, Ok(p)) = (stop, &r) {
+                    // Recorded before the operation shows as completed: whoever reads the
+                    // location can rely on a restarted jobmanager knowing it too.
+                    if let Ok(mut s) = job2.stopped_with.lock() {
+                        *s = Some(p.clone());
+                    }
+                    if let Some(jm) = me.upgrade() {
+                        jm.record(&job2, Some(JobStatus::Finished));
+                    }
+                }
                 let op = match r {
                     Ok(p) => Operation::Completed(p),
                     Err(e) => Operation::Failed(e.to_string()),
@@ -533,6 +580,42 @@ impl JobManager {
             });
         rid
     }
+}
+
+/// Where an application job starts: the rule of the module doc, as a path to restore from.
+fn restore_point(
+    storage: &CheckpointStorage,
+    id: &str,
+    configured: Option<&str>,
+) -> Result<Option<String>> {
+    if let Some(bytes) = storage.get(&format!("{id}/_job.json"))? {
+        let rec: JobRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Checkpoint(format!(
+                "job record {} is unreadable: {e}",
+                storage.url_of(&format!("{id}/_job.json"))
+            ))
+        })?;
+        if let Some(p) = rec.stopped_with {
+            return Ok(Some(p));
+        }
+    }
+    if let Some(c) = find_latest(storage, id)? {
+        return Ok(Some(c.url.clone()));
+    }
+    // No readable complete checkpoint: one that was complete (has its `_metadata`) but
+    // cannot be read is state the job would silently lose.
+    for cid in checkpoint_ids(storage, id)? {
+        let meta = format!("{id}/chk-{cid}/_metadata");
+        if storage.get(&meta)?.is_some() {
+            return Err(Error::Checkpoint(format!(
+                "job {id}: checkpoint {} is complete but unreadable, and no older one is; \
+                 refusing to start without its state (set execution.savepoint.path to choose \
+                 a snapshot)",
+                storage.url_of(&format!("{id}/chk-{cid}"))
+            )));
+        }
+    }
+    Ok(configured.map(str::to_string))
 }
 
 /// A taskmanager as `GET /taskmanagers` shows it.
@@ -859,12 +942,10 @@ pub fn run(
         let jm2 = jm.clone();
         // Recovery reads storage and compiles scripts: off the reactor.
         let app = application.clone();
-        let recovered = tokio::task::spawn_blocking(move || {
-            let n = jm2.recover_jobs_except(app.as_ref().map(|a| a.job_id.as_str()))?;
-            if let Some(a) = &app {
-                jm2.start_application(&a.script, &a.job_id)?;
-            }
-            Ok::<usize, Error>(n)
+        let recovered = tokio::task::spawn_blocking(move || match &app {
+            // Application mode: this job only, never others recorded under the same root.
+            Some(a) => jm2.start_application(&a.script, &a.job_id).map(|_| 0),
+            None => jm2.recover_jobs(),
         })
         .await
         .map_err(|e| Error::Network(format!("recovery task: {e}")))??;

@@ -25,6 +25,7 @@ pub(crate) fn router(jm: Arc<JobManager>) -> Router {
     Router::new()
         .route("/overview", get(overview))
         .route("/config", get(config))
+        .route("/jobmanager/config", get(jobmanager_config))
         .route("/jobs", get(list_jobs).post(submit))
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job_detail).patch(cancel))
@@ -99,6 +100,28 @@ async fn config() -> Response {
         "timezone-offset": 0,
     }))
     .into_response()
+}
+
+/// `GET /jobmanager/config`: the jobmanager's configuration as Flink lists it
+/// (`[{"key", "value"}]`), values of secret-looking keys hidden as Flink hides them. The
+/// operator reads `flink-rs.operator.plan` here to know which deployment answers.
+async fn jobmanager_config(State(jm): Jm) -> Response {
+    let hidden = ["password", "secret", "token", "access-key", "secret-key"];
+    let entries: Vec<Value> = jm
+        .config()
+        .pairs()
+        .into_iter()
+        .map(|(k, v)| {
+            let lower = k.to_ascii_lowercase();
+            let v = if hidden.iter().any(|h| lower.contains(h)) {
+                "******".to_string()
+            } else {
+                v
+            };
+            json!({ "key": k, "value": v })
+        })
+        .collect();
+    axum::Json(Value::Array(entries)).into_response()
 }
 
 async fn list_jobs(State(jm): Jm) -> Response {
@@ -283,7 +306,7 @@ fn body_json(body: &Bytes) -> Early<Value> {
     })
 }
 
-fn target_dir(v: &Value, keys: &[&str]) -> Early<Option<String>> {
+fn string_field(v: &Value, keys: &[&str]) -> Early<Option<String>> {
     for k in keys {
         match v.get(*k) {
             None | Some(Value::Null) => {}
@@ -299,7 +322,8 @@ fn target_dir(v: &Value, keys: &[&str]) -> Early<Option<String>> {
     Ok(None)
 }
 
-/// `POST /jobs/{id}/savepoints` `{"target-directory": "...", "cancel-job": false}`.
+/// `POST /jobs/{id}/savepoints` `{"target-directory": "...", "cancel-job": false,
+/// "triggerId": "..."}` (the trigger id, optional, makes the request idempotent).
 async fn savepoint(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
     trigger(&jm, &id, &body, false).unwrap_or_else(|r| *r)
 }
@@ -314,12 +338,13 @@ async fn stop(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
 fn trigger(jm: &JobManager, id: &str, body: &Bytes, stop: bool) -> Early<Response> {
     let job = find(jm, id)?;
     let v = body_json(body)?;
-    let dir = target_dir(&v, &["target-directory", "targetDirectory"])?;
+    let dir = string_field(&v, &["target-directory", "targetDirectory"])?;
     let stop = stop
         || v.get("cancel-job")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-    let rid = jm.savepoint(&job, dir, stop);
+    let trigger_id = string_field(&v, &["triggerId"])?;
+    let rid = jm.savepoint(&job, dir, stop, trigger_id);
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(json!({ "request-id": rid })),

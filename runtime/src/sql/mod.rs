@@ -139,6 +139,7 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
             cfg.allow_non_restored_state = value.trim() == "true"
         }
         "$internal.pipeline.job-id" | "pipeline.job-id" => cfg.job_id = Some(value.to_string()),
+        "pipeline.name" => cfg.pipeline_name = Some(value.to_string()),
         "restart-strategy.type" | "restart-strategy" => {
             cfg.restart = match value.trim() {
                 "none" | "disable" | "off" => RestartStrategy::None,
