@@ -130,9 +130,18 @@ impl HttpJm {
         }))
     }
 
-    async fn trigger(&self, url: &str, id: &str, trigger_id: &str, stop: bool) -> Result<(), JmError> {
+    async fn trigger(
+        &self,
+        url: &str,
+        id: &str,
+        trigger_id: &str,
+        stop: bool,
+    ) -> Result<(), JmError> {
         let (path, body) = if stop {
-            (format!("{url}/jobs/{id}/stop"), json!({ "triggerId": trigger_id }))
+            (
+                format!("{url}/jobs/{id}/stop"),
+                json!({ "triggerId": trigger_id }),
+            )
         } else {
             (
                 format!("{url}/jobs/{id}/savepoints"),
@@ -150,17 +159,25 @@ impl HttpJm {
         let v: Value = r.json().await.unwrap_or(Value::Null);
         match v["request-id"].as_str() {
             Some(rid) if rid == trigger_id => Ok(()),
-            _ => Err(failed(url, format!("savepoint of job {id} not accepted: {code} {v}"))),
+            _ => Err(failed(
+                url,
+                format!("savepoint of job {id} not accepted: {code} {v}"),
+            )),
         }
     }
 
     async fn poll(&self, url: &str, id: &str, trigger_id: &str) -> Result<SavepointPoll, JmError> {
-        let (code, s) = self.get(url, &format!("/jobs/{id}/savepoints/{trigger_id}")).await?;
+        let (code, s) = self
+            .get(url, &format!("/jobs/{id}/savepoints/{trigger_id}"))
+            .await?;
         if code == 404 {
             return Ok(SavepointPoll::Unknown);
         }
         if code != 200 {
-            return Err(failed(url, format!("GET savepoint {trigger_id}: {code} {s}")));
+            return Err(failed(
+                url,
+                format!("GET savepoint {trigger_id}: {code} {s}"),
+            ));
         }
         if s["status"]["id"] != "COMPLETED" {
             return Ok(SavepointPoll::InProgress);

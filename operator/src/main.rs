@@ -159,7 +159,9 @@ async fn run(
                     Err(e) => {
                         tracing::warn!(error = %e, "renewing the leader lease");
                         if renewed.elapsed() >= LEASE_DURATION {
-                            tracing::error!("could not renew the leader lease for a lease duration; exiting");
+                            tracing::error!(
+                                "could not renew the leader lease for a lease duration; exiting"
+                            );
                             std::process::exit(1);
                         }
                     }

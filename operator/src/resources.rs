@@ -194,7 +194,9 @@ pub fn service(fj: &FlinkJob) -> Service {
 /// Requests and limits: the spec's, else `defaults` (cpu, memory), so no pod runs unbounded.
 fn resources(r: Option<&crate::crd::Resources>, defaults: (&str, &str)) -> Value {
     let cpu = r.and_then(|r| r.cpu.clone()).unwrap_or(defaults.0.into());
-    let memory = r.and_then(|r| r.memory.clone()).unwrap_or(defaults.1.into());
+    let memory = r
+        .and_then(|r| r.memory.clone())
+        .unwrap_or(defaults.1.into());
     json!({
         "requests": { "cpu": cpu, "memory": memory },
         "limits": { "memory": memory },
@@ -272,8 +274,7 @@ fn pod_template(
     args: Vec<String>,
     extra_annotations: BTreeMap<String, String>,
     user: Option<&Value>,
-    res: Option<&crate::crd::Resources>,
-    default_res: (&str, &str),
+    resources: Value,
     probes: Value,
 ) -> Value {
     let spec = &fj.spec;
@@ -290,7 +291,7 @@ fn pod_template(
             { "name": "rpc", "containerPort": RPC_PORT },
             { "name": "data", "containerPort": DATA_PORT },
         ],
-        "resources": resources(res, default_res),
+        "resources": resources,
         "securityContext": {
             "runAsNonRoot": true,
             "runAsUser": RUN_AS,
@@ -383,8 +384,7 @@ pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         ],
         annotations,
         fj.spec.job_manager.pod_template.as_ref(),
-        fj.spec.job_manager.resources.as_ref(),
-        JOBMANAGER_RESOURCES,
+        resources(fj.spec.job_manager.resources.as_ref(), JOBMANAGER_RESOURCES),
         probes,
     );
     let v = json!({
@@ -420,8 +420,10 @@ pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
         ],
         annotations,
         fj.spec.task_manager.pod_template.as_ref(),
-        fj.spec.task_manager.resources.as_ref(),
-        TASKMANAGER_RESOURCES,
+        resources(
+            fj.spec.task_manager.resources.as_ref(),
+            TASKMANAGER_RESOURCES,
+        ),
         probes,
     );
     let v = json!({

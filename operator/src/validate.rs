@@ -180,7 +180,8 @@ fn pod_template(path: &str, t: &serde_json::Value) -> Result<(), SpecError> {
                 .flatten()
             {
                 if let Some(c) = c.as_object_mut() {
-                    c.entry("name").or_insert_with(|| "flink-main-container".into());
+                    c.entry("name")
+                        .or_insert_with(|| "flink-main-container".into());
                 }
             }
         }
@@ -190,7 +191,11 @@ fn pod_template(path: &str, t: &serde_json::Value) -> Result<(), SpecError> {
         .map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner().to_string();
-            let at = if at == "." { String::new() } else { format!(".{at}") };
+            let at = if at == "." {
+                String::new()
+            } else {
+                format!(".{at}")
+            };
             err(&format!("{path}{at}"), inner)
         })
 }
@@ -214,7 +219,8 @@ mod tests {
         )
         .expect_err("a number is no name");
         assert!(
-            e.path.starts_with("spec.jobManager.podTemplate.spec.containers[0].env[0]"),
+            e.path
+                .starts_with("spec.jobManager.podTemplate.spec.containers[0].env[0]"),
             "{e}"
         );
         pod_template(

@@ -81,6 +81,98 @@ fn check_rules(doc: &Value) {
     }
 }
 
+/// What keeps a pod template from Pod Security "restricted" (the checks of the standard
+/// that a rendered spec can fail: privilege escalation, capabilities, non-root, seccomp,
+/// host namespaces and paths, privileged containers).
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut v = Vec::new();
+    for k in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[k] == true {
+            v.push(k.to_string());
+        }
+    }
+    if spec["volumes"]
+        .as_array()
+        .is_some_and(|vs| vs.iter().any(|x| !x["hostPath"].is_null()))
+    {
+        v.push("hostPath volume".into());
+    }
+    let pod_sc = &spec["securityContext"];
+    for c in spec["containers"].as_array().into_iter().flatten() {
+        let sc = &c["securityContext"];
+        let name = c["name"].as_str().unwrap_or("?");
+        if sc["privileged"] == true {
+            v.push(format!("{name}: privileged"));
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            v.push(format!("{name}: allowPrivilegeEscalation must be false"));
+        }
+        let drops_all = sc["capabilities"]["drop"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x == "ALL"));
+        if !drops_all {
+            v.push(format!("{name}: capabilities must drop ALL"));
+        }
+        if sc["runAsNonRoot"] != true && pod_sc["runAsNonRoot"] != true {
+            v.push(format!("{name}: runAsNonRoot"));
+        }
+        let seccomp = |s: &Value| {
+            matches!(
+                s["seccompProfile"]["type"].as_str(),
+                Some("RuntimeDefault" | "Localhost")
+            )
+        };
+        if !seccomp(sc) && !seccomp(pod_sc) {
+            v.push(format!("{name}: seccompProfile RuntimeDefault"));
+        }
+    }
+    v
+}
+
+/// The jobmanager and taskmanager pods the operator renders meet "restricted" too, with
+/// default resources and no service-account token.
+#[test]
+fn flinkjob_pods_meet_pod_security_restricted() {
+    let fj: flink_rs_operator::crd::FlinkJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flinkrs.io/v1alpha1", "kind": "FlinkJob",
+        "metadata": { "name": "j", "namespace": "n", "uid": "u" },
+        "spec": {
+            "image": "img",
+            "job": { "sql": "INSERT INTO b SELECT 1", "parallelism": 1 },
+            "checkpointing": { "storage": "s3://b/cp" },
+        },
+    }))
+    .expect("FlinkJob");
+    let plan = flink_rs_operator::resources::RunPlan {
+        job_id: "id".into(),
+        restore_from: None,
+        running: true,
+        restart_generation: 0,
+        spec_hash: "h".into(),
+    };
+    for d in [
+        flink_rs_operator::resources::jobmanager(&fj, &plan),
+        flink_rs_operator::resources::taskmanager(&fj, &plan),
+    ] {
+        let d = serde_json::to_value(&d).expect("json");
+        let pod = &d["spec"]["template"];
+        let violations = restricted_violations(pod);
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+        let res = &pod["spec"]["containers"][0]["resources"];
+        assert!(
+            res["requests"]["cpu"].is_string() && res["limits"]["memory"].is_string(),
+            "{res}"
+        );
+        assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    }
+    // The per-FlinkJob checkpoint root.
+    let conf = flink_rs_operator::resources::flink_config(&fj, &plan);
+    assert_eq!(conf["state.checkpoints.dir"], "s3://b/cp/n/j-u");
+    assert_eq!(conf["state.savepoints.dir"], "s3://b/cp/n/j-u/savepoints");
+}
+
 #[test]
 fn chart_lints_and_renders_valid_least_privilege_manifests() {
     let helm = helm();
@@ -127,8 +219,15 @@ fn chart_lints_and_renders_valid_least_privilege_manifests() {
                 assert_eq!(sc.read_only_root_filesystem, Some(true));
                 assert_eq!(sc.allow_privilege_escalation, Some(false));
                 assert_eq!(
-                    spec.security_context.and_then(|s| s.run_as_non_root),
+                    spec.security_context
+                        .as_ref()
+                        .and_then(|s| s.run_as_non_root),
                     Some(true)
+                );
+                let violations = restricted_violations(&d["spec"]["template"]);
+                assert!(
+                    violations.is_empty(),
+                    "Pod Security restricted: {violations:?}"
                 );
                 assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
                 assert_eq!(spec.service_account_name.as_deref(), Some("ops"));

@@ -109,9 +109,16 @@ mod common;
 fn newest_checkpoint(cp: &std::path::Path) -> Option<(String, u64)> {
     let mut best: Option<(String, u64)> = None;
     for job in std::fs::read_dir(cp).ok()?.flatten() {
-        for chk in std::fs::read_dir(job.path()).into_iter().flatten().flatten() {
+        for chk in std::fs::read_dir(job.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = chk.file_name().to_string_lossy().to_string();
-            let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(n) = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
             if chk.path().join("_metadata").exists() && best.as_ref().is_none_or(|b| n > b.1) {
@@ -132,7 +139,10 @@ fn killed_runs_resumed_with_latest_are_exactly_once() -> std::io::Result<()> {
     let dir = tempfile::tempdir()?;
     let (out, cp) = (dir.path().join("out"), dir.path().join("cp"));
     let script = dir.path().join("job.sql");
-    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, 8_000))?;
+    std::fs::write(
+        &script,
+        common::job(&out.display().to_string(), ROWS, 8_000),
+    )?;
     let reference_out = dir.path().join("reference");
     let reference = dir.path().join("reference.sql");
     std::fs::write(
@@ -165,7 +175,10 @@ fn killed_runs_resumed_with_latest_are_exactly_once() -> std::io::Result<()> {
                 std::time::Instant::now() < until,
                 "no new checkpoint in attempt {attempt}"
             );
-            assert!(child.try_wait()?.is_none(), "the job ended before it was killed");
+            assert!(
+                child.try_wait()?.is_none(),
+                "the job ended before it was killed"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         std::thread::sleep(std::time::Duration::from_millis(250));

@@ -749,14 +749,22 @@ fn kill_all(cluster: &mut Cluster) {
 fn restored_from(c: &RestClient, id: &str) -> String {
     c.get(&format!("/jobs/{id}/checkpoints"))
         .ok()
-        .and_then(|v| v["latest"]["restored"]["external_path"].as_str().map(str::to_string))
+        .and_then(|v| {
+            v["latest"]["restored"]["external_path"]
+                .as_str()
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
 fn latest_checkpoint_path(c: &RestClient, id: &str) -> String {
     c.get(&format!("/jobs/{id}/checkpoints"))
         .ok()
-        .and_then(|v| v["latest"]["completed"]["external_path"].as_str().map(str::to_string))
+        .and_then(|v| {
+            v["latest"]["completed"]["external_path"]
+                .as_str()
+                .map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -770,8 +778,16 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
     let expected = reference(tmp.path(), ROWS);
     let (out_a, out_b) = (tmp.path().join("out-a"), tmp.path().join("out-b"));
     let (script_a, script_b) = (tmp.path().join("a.sql"), tmp.path().join("b.sql"));
-    std::fs::write(&script_a, common::job(&out_a.display().to_string(), ROWS, RATE)).expect("a");
-    std::fs::write(&script_b, common::job(&out_b.display().to_string(), ROWS, RATE)).expect("b");
+    std::fs::write(
+        &script_a,
+        common::job(&out_a.display().to_string(), ROWS, RATE),
+    )
+    .expect("a");
+    std::fs::write(
+        &script_b,
+        common::job(&out_b.display().to_string(), ROWS, RATE),
+    )
+    .expect("b");
     let (a, b) = ("app-a".to_string(), "app-b".to_string());
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script_a.clone(), a.clone())));
     let c = cluster.client();
@@ -853,11 +869,20 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
     let (code, v) = stop(&c);
     assert_eq!((code, v["request-id"].as_str()), (202, Some("t-1")), "{v}");
     let (code, v) = stop(&c);
-    assert_eq!((code, v["request-id"].as_str()), (202, Some("t-1")), "same request: {v}");
+    assert_eq!(
+        (code, v["request-id"].as_str()),
+        (202, Some("t-1")),
+        "same request: {v}"
+    );
     let mut location = String::new();
     wait("the stop savepoint", Duration::from_secs(60), || {
-        let s = c.get(&format!("/jobs/{id}/savepoints/t-1")).unwrap_or(Value::Null);
-        location = s["operation"]["location"].as_str().unwrap_or_default().to_string();
+        let s = c
+            .get(&format!("/jobs/{id}/savepoints/t-1"))
+            .unwrap_or(Value::Null);
+        location = s["operation"]["location"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         !location.is_empty()
     });
     wait_finished(&cluster, &id);

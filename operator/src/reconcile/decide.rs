@@ -240,7 +240,11 @@ fn savepoint_answer(p: &mut Pass<'_>, sp: &PendingSavepoint) {
             p.note(
                 false,
                 "SavepointCompleted",
-                format!("{} savepoint of job {}: {path}", sp.reason.as_str(), sp.job_id),
+                format!(
+                    "{} savepoint of job {}: {path}",
+                    sp.reason.as_str(),
+                    sp.job_id
+                ),
             );
             match sp.reason {
                 SavepointReason::Manual => p.st.last_savepoint_trigger_nonce = sp.nonce,
@@ -278,7 +282,11 @@ fn savepoint_answer(p: &mut Pass<'_>, sp: &PendingSavepoint) {
             p.note(
                 true,
                 "SavepointFailed",
-                format!("{} savepoint of job {} failed: {cause}", sp.reason.as_str(), sp.job_id),
+                format!(
+                    "{} savepoint of job {} failed: {cause}",
+                    sp.reason.as_str(),
+                    sp.job_id
+                ),
             );
             p.requeue = Some(Duration::from_secs(10));
         }
@@ -310,7 +318,10 @@ fn savepoint_answer(p: &mut Pass<'_>, sp: &PendingSavepoint) {
                     p.note(
                         true,
                         "Upgrading",
-                        format!("{why}; upgrading job {} from its latest snapshot", sp.job_id),
+                        format!(
+                            "{why}; upgrading job {} from its latest snapshot",
+                            sp.job_id
+                        ),
                     );
                 }
                 SavepointReason::Suspend => suspend(
@@ -393,7 +404,9 @@ fn lifecycle(p: &mut Pass<'_>, policy: Policy) {
             let why = p.obs.job.describe();
             suspend(
                 p,
-                format!("suspended without savepoint (job {why}); resumes from its latest checkpoint"),
+                format!(
+                    "suspended without savepoint (job {why}); resumes from its latest checkpoint"
+                ),
             );
         }
         return;
@@ -434,7 +447,7 @@ fn upgrade(p: &mut Pass<'_>, hash: String, has_storage: bool) {
         }
         UpgradeMode::Stateless => {
             p.new_job(None);
-                let new = p.st.job_id.clone().unwrap_or_default();
+            let new = p.st.job_id.clone().unwrap_or_default();
             p.note(
                 false,
                 "Upgrading",
@@ -466,12 +479,11 @@ fn restart_failed(p: &mut Pass<'_>, policy: Policy) {
         .restart_backoff
         .saturating_mul(1u32 << p.st.restarts.min(5))
         .min(MAX_RESTART_DELAY);
-    let waited = p
-        .st
-        .last_restart_time
-        .as_deref()
-        .and_then(clock::parse)
-        .map(|t| p.obs.now - t);
+    let waited =
+        p.st.last_restart_time
+            .as_deref()
+            .and_then(clock::parse)
+            .map(|t| p.obs.now - t);
     let failure = match &p.obs.job {
         Observation::Job(j) => j.failure.clone().unwrap_or_else(|| "unknown cause".into()),
         _ => "unknown cause".into(),
@@ -504,41 +516,43 @@ fn restart_failed(p: &mut Pass<'_>, policy: Policy) {
 /// Lifecycle, job state and conditions from what was observed.
 fn report(p: &mut Pass<'_>) {
     let g = p.generation();
-    if !p.deploy && p.st.lifecycle_state != Some(LifecycleState::Suspended) {
-        if let Observation::Job(j) = &p.obs.job {
-            p.st.job_state = Some(j.state.to_string());
-            if j.last_checkpoint.is_some() {
-                p.st.last_checkpoint = j.last_checkpoint.clone();
-            }
-            match j.state {
-                JobState::Running | JobState::Finished => {
-                    if p.st.lifecycle_state != Some(LifecycleState::Running) {
-                        let id = p.st.job_id.clone().unwrap_or_default();
-                        p.note(false, "Running", format!("job {id} is {}", j.state));
-                    }
-                    p.st.lifecycle_state = Some(LifecycleState::Running);
-                    let now = clock::rfc3339(p.obs.now * 1000);
-                    let since = p.st.running_since.get_or_insert(now).clone();
-                    let healthy = clock::parse(&since).is_some_and(|t| {
-                        p.obs.now - t >= HEALTHY_RESET.as_secs() as i64
-                    });
-                    if healthy && p.st.restarts > 0 {
-                        p.st.restarts = 0;
-                        p.st.last_restart_time = None;
-                    }
+    if !p.deploy
+        && p.st.lifecycle_state != Some(LifecycleState::Suspended)
+        && let Observation::Job(j) = &p.obs.job
+    {
+        p.st.job_state = Some(j.state.to_string());
+        if j.last_checkpoint.is_some() {
+            p.st.last_checkpoint = j.last_checkpoint.clone();
+        }
+        match j.state {
+            JobState::Running | JobState::Finished => {
+                if p.st.lifecycle_state != Some(LifecycleState::Running) {
+                    let id = p.st.job_id.clone().unwrap_or_default();
+                    p.note(false, "Running", format!("job {id} is {}", j.state));
                 }
-                JobState::Failed => {}
-                _ => p.st.running_since = None,
+                p.st.lifecycle_state = Some(LifecycleState::Running);
+                let now = clock::rfc3339(p.obs.now * 1000);
+                let since = p.st.running_since.get_or_insert(now).clone();
+                let healthy = clock::parse(&since)
+                    .is_some_and(|t| p.obs.now - t >= HEALTHY_RESET.as_secs() as i64);
+                if healthy && p.st.restarts > 0 {
+                    p.st.restarts = 0;
+                    p.st.last_restart_time = None;
+                }
             }
+            JobState::Failed => {}
+            _ => p.st.running_since = None,
         }
     }
     let lifecycle = p.st.lifecycle_state.unwrap_or(LifecycleState::Created);
     let id = p.st.job_id.clone().unwrap_or_default();
-    let pending = p
-        .st
-        .pending_savepoint
-        .as_ref()
-        .map(|s| format!("waiting for the {} savepoint of job {}", s.reason.as_str(), s.job_id));
+    let pending = p.st.pending_savepoint.as_ref().map(|s| {
+        format!(
+            "waiting for the {} savepoint of job {}",
+            s.reason.as_str(),
+            s.job_id
+        )
+    });
     let st = &mut p.st;
     match (&pending, lifecycle) {
         (Some(msg), _) => {

@@ -146,7 +146,8 @@ pub fn error_policy(fj: Arc<FlinkJob>, e: &Error, ctx: Arc<Context>) -> Action {
         .ok()
         .and_then(|m| m.get(&fj.uid().unwrap_or_else(|| fj.name_any())).copied())
         .unwrap_or(1);
-    let delay = Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(Duration::from_secs(300));
+    let delay =
+        Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(Duration::from_secs(300));
     tracing::warn!(error = %e, object = %fj.name_any(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -255,8 +256,8 @@ async fn json_patch(
     fj: &FlinkJob,
     patch: serde_json::Value,
 ) -> Result<(), Error> {
-    let patch: json_patch::Patch = serde_json::from_value(patch)
-        .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
     api.patch(
         &fj.name_any(),
         &PatchParams::default(),
@@ -572,7 +573,10 @@ async fn cleanup(fj: &FlinkJob, ctx: &Context) -> Result<Option<Duration>, Error
         _ => false,
     };
     if !running {
-        let msg = format!("savepointOnDeletion: job {} is not running; {last}", plan.job_id);
+        let msg = format!(
+            "savepointOnDeletion: job {} is not running; {last}",
+            plan.job_id
+        );
         event(ctx, fj, true, "Deleting", msg).await;
         return Ok(None);
     }

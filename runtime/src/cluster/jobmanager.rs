@@ -450,7 +450,9 @@ impl JobManager {
             None => configured.map(str::to_string),
         };
         match &from {
-            Some(p) => tracing::info!(job = %id, from = %p, "application job starts from a snapshot"),
+            Some(p) => {
+                tracing::info!(job = %id, from = %p, "application job starts from a snapshot")
+            }
             None => tracing::info!(job = %id, "application job starts without state"),
         }
         let overrides = from

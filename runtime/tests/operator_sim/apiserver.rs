@@ -162,8 +162,14 @@ impl ApiServer {
 
     /// `kubectl apply` of a new object (or a spec change of an existing one).
     pub fn put(&self, plural: &str, mut obj: Value) {
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut st = self.lock();
         let key = (plural.to_string(), ns, name);
         let version = st.next_version();
@@ -192,7 +198,8 @@ impl ApiServer {
     pub fn put_raw(&self, plural: &str, ns: &str, name: &str, mut obj: Value) {
         let mut st = self.lock();
         obj["metadata"]["resourceVersion"] = json!(st.next_version());
-        st.objects.insert((plural.into(), ns.into(), name.into()), obj);
+        st.objects
+            .insert((plural.into(), ns.into(), name.into()), obj);
     }
 
     pub fn remove_raw(&self, plural: &str, ns: &str, name: &str) {
@@ -293,7 +300,10 @@ impl ApiServer {
                     .split('&')
                     .filter_map(|kv| kv.strip_prefix("labelSelector="))
                     .flat_map(|s| {
-                        let s = s.replace("%3D", "=").replace("%2F", "/").replace("%2C", ",");
+                        let s = s
+                            .replace("%3D", "=")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",");
                         s.split(',')
                             .filter_map(|p| {
                                 let (k, v) = p.split_once('=')?;

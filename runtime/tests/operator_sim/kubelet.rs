@@ -127,8 +127,14 @@ impl Kubelet {
             .iter()
             .map(|d| {
                 (
-                    d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-                    d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    d["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    d["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 )
             })
             .collect();
@@ -144,7 +150,11 @@ impl Kubelet {
                 self.api.remove_raw("pods", &k.0, &p.name);
             }
         }
-        let kills: Vec<_> = self.kills.lock().map(|mut k| std::mem::take(&mut *k)).unwrap_or_default();
+        let kills: Vec<_> = self
+            .kills
+            .lock()
+            .map(|mut k| std::mem::take(&mut *k))
+            .unwrap_or_default();
         for (ns, dep, i) in kills {
             if let Some(pods) = self.pods.get_mut(&(ns.clone(), dep)) {
                 if i < pods.len() {
@@ -159,14 +169,22 @@ impl Kubelet {
     }
 
     fn reconcile_deployment(&mut self, d: &Value) {
-        let ns = d["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = d["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let ns = d["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
         let template = d["spec"]["template"].to_string();
         let key = (ns.clone(), name.clone());
         let mut pods = self.pods.remove(&key).unwrap_or_default();
         // Recreate: every pod of an old template goes before a new one starts.
-        let old: Vec<PodProc> = pods.extract_if(.., |p| p.template != template).collect();
+        let (keep, old): (Vec<PodProc>, Vec<PodProc>) =
+            pods.into_iter().partition(|p| p.template == template);
+        pods = keep;
         for p in old {
             self.api.remove_raw("pods", &ns, &p.name);
         }
@@ -185,7 +203,9 @@ impl Kubelet {
                 p.exited_at = Some(Instant::now());
                 p.child = None;
             }
-            if p.exited_at.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
+            if p.exited_at
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+            {
                 p.restarts += 1;
                 p.exited_at = None;
                 p.child = self.run_container(&ns, d, &p.name);

@@ -11,9 +11,9 @@
 //! `FLINK_RS_SIM_SEED` its seed.
 
 mod apiserver;
-mod kubelet;
 #[path = "../common/mod.rs"]
 mod common;
+mod kubelet;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -213,7 +213,10 @@ impl Sim {
     /// Waits until the job of the current deployment runs and has checkpointed.
     fn wait_checkpointing(&self, name: &str) {
         let before = self.status(name);
-        let (job, id) = (before["jobId"].clone(), before["lastCheckpoint"]["id"].clone());
+        let (job, id) = (
+            before["jobId"].clone(),
+            before["lastCheckpoint"]["id"].clone(),
+        );
         self.wait("a new checkpoint", Duration::from_secs(90), |s| {
             let st = s.status(name);
             let current = st["jobId"].as_str().unwrap_or("-");
@@ -290,7 +293,8 @@ fn upgrades_and_pod_losses_keep_exactly_once() {
     let expected = reference(tmp.path(), ROWS);
     let sim = Sim::start(tmp.path(), 1);
     let out = tmp.path().join("out");
-    sim.api.put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
     sim.wait_checkpointing("bids");
     let first = sim.status("bids")["jobId"].clone();
 
@@ -308,9 +312,21 @@ fn upgrades_and_pod_losses_keep_exactly_once() {
     // latest checkpoint, though the ConfigMap still names the savepoint.
     sim.nodes.delete_pod(NS, "bids-jobmanager", 0);
     sim.wait_checkpointing("bids");
-    let restored = sim.rest("bids", &format!("/jobs/{}/checkpoints", sim.status("bids")["jobId"].as_str().unwrap_or_default()));
-    let from = restored["latest"]["restored"]["external_path"].as_str().unwrap_or_default().to_string();
-    assert!(from.contains("/chk-"), "restored from its own checkpoint, not the savepoint: {from}");
+    let restored = sim.rest(
+        "bids",
+        &format!(
+            "/jobs/{}/checkpoints",
+            sim.status("bids")["jobId"].as_str().unwrap_or_default()
+        ),
+    );
+    let from = restored["latest"]["restored"]["external_path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        from.contains("/chk-"),
+        "restored from its own checkpoint, not the savepoint: {from}"
+    );
 
     // Last-state upgrade, then a taskmanager pod lost.
     let id = sim.status("bids")["jobId"].clone();
@@ -332,7 +348,8 @@ fn suspend_and_resume_keep_exactly_once() {
     let expected = reference(tmp.path(), ROWS);
     let sim = Sim::start(tmp.path(), 2);
     let out = tmp.path().join("out");
-    sim.api.put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
     sim.wait_checkpointing("bids");
     sim.edit("bids", |s| s["job"]["state"] = json!("suspended"));
     sim.wait("the suspension", Duration::from_secs(60), |s| {
@@ -342,8 +359,14 @@ fn suspend_and_resume_keep_exactly_once() {
     assert_eq!(st["savepoints"][0]["trigger"], "suspend", "{st}");
     let lines = common::committed(&out).len();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(common::committed(&out).len(), lines, "nothing runs while suspended");
-    sim.wait("no pods", Duration::from_secs(30), |s| s.api.list("pods").is_empty());
+    assert_eq!(
+        common::committed(&out).len(),
+        lines,
+        "nothing runs while suspended"
+    );
+    sim.wait("no pods", Duration::from_secs(30), |s| {
+        s.api.list("pods").is_empty()
+    });
 
     // Suspended again while the jobmanager is gone (no savepoint possible): resumes from
     // its latest checkpoint.
@@ -370,8 +393,10 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
         tmp.path().join("out-b"),
         tmp.path().join("out-c"),
     );
-    sim.api.put("flinkjobs", sim.manifest("a", &out_a, ROWS, RATE));
-    sim.api.put("flinkjobs", sim.manifest("b", &out_b, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("a", &out_a, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("b", &out_b, ROWS, RATE));
     sim.wait_checkpointing("a");
     sim.wait_checkpointing("b");
     // Each jobmanager runs its own job only.
@@ -392,14 +417,16 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
     });
     assert!(sim.events("Deleting") >= 1);
     sim.wait("b's pods gone", Duration::from_secs(30), |s| {
-        !s.api.list("pods").iter().any(|p| {
-            p["metadata"]["labels"]["app.kubernetes.io/instance"] == "b"
-        })
+        !s.api
+            .list("pods")
+            .iter()
+            .any(|p| p["metadata"]["labels"]["app.kubernetes.io/instance"] == "b")
     });
     let b_lines = common::committed(&out_b).len();
     // Created again with the same name, writing elsewhere: a new job from nothing, and the
     // deleted one does not come back.
-    sim.api.put("flinkjobs", sim.manifest("b", &out_c, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("b", &out_c, ROWS, RATE));
     sim.wait_finished("a");
     sim.wait_finished("b");
     assert_exactly_once(&sim, &out_a, &expected);
@@ -418,7 +445,8 @@ fn operator_crashes_and_api_faults_on_every_write_keep_exactly_once() {
     let expected = reference(tmp.path(), ROWS);
     let sim = Sim::start(tmp.path(), 4);
     let out = tmp.path().join("out");
-    sim.api.put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
     sim.wait_checkpointing("bids");
     sim.api.set_faults(Faults {
         error_before: 150,
@@ -462,7 +490,8 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
     let expected = reference(tmp.path(), rows);
     let sim = Sim::start(tmp.path(), seed);
     let out = tmp.path().join("out");
-    sim.api.put("flinkjobs", sim.manifest("bids", &out, rows, RATE));
+    sim.api
+        .put("flinkjobs", sim.manifest("bids", &out, rows, RATE));
     sim.wait_checkpointing("bids");
     let mut rng = Rng(seed | 1);
     let mut suspended = false;
@@ -479,10 +508,18 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
                 sim.edit("bids", |s| s["job"]["state"] = json!(state));
             }
             3 => sim.nodes.delete_pod(NS, "bids-jobmanager", 0),
-            4 => sim.nodes.delete_pod(NS, "bids-taskmanager", rng.below(2) as usize),
-            5 => sim.crash.store(if rng.below(2) == 0 { 500 } else { 0 }, Ordering::Relaxed),
+            4 => sim
+                .nodes
+                .delete_pod(NS, "bids-taskmanager", rng.below(2) as usize),
+            5 => sim
+                .crash
+                .store(if rng.below(2) == 0 { 500 } else { 0 }, Ordering::Relaxed),
             6 => sim.api.set_faults(if rng.below(2) == 0 {
-                Faults { error_before: 200, error_after: 200, conflict: 100 }
+                Faults {
+                    error_before: 200,
+                    error_after: 200,
+                    conflict: 100,
+                }
             } else {
                 Faults::default()
             }),
@@ -496,7 +533,11 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
         // Events land mid-transition and between them.
         std::thread::sleep(Duration::from_millis(100 + rng.below(600)));
         if i % 10 == 9 {
-            eprintln!("{} events, status {}", i + 1, sim.status("bids")["lifecycleState"]);
+            eprintln!(
+                "{} events, status {}",
+                i + 1,
+                sim.status("bids")["lifecycleState"]
+            );
         }
     }
     sim.crash.store(0, Ordering::Relaxed);
@@ -505,7 +546,10 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
     sim.wait_finished("bids");
     eprintln!(
         "random mix done: {} savepoints, {} deployments, events {log:?}",
-        sim.status("bids")["savepoints"].as_array().map(Vec::len).unwrap_or(0),
+        sim.status("bids")["savepoints"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0),
         sim.status("bids")["deployments"]
     );
     assert_exactly_once(&sim, &out, &expected);

@@ -62,7 +62,12 @@ fn view(state: JobState) -> Observation {
 
 /// The status after the first deployment of `fj`, running.
 fn deployed(fj: &FlinkJob) -> FlinkJobStatus {
-    let d = decide(fj, &FlinkJobStatus::default(), &observed(Observation::NotRunning), POLICY);
+    let d = decide(
+        fj,
+        &FlinkJobStatus::default(),
+        &observed(Observation::NotRunning),
+        POLICY,
+    );
     let mut st = d.status;
     st.lifecycle_state = Some(LifecycleState::Running);
     st
@@ -82,7 +87,12 @@ fn with_savepoint(mut o: Observed, poll: SavepointPoll) -> Observed {
 #[test]
 fn first_deployment_mints_a_job_id_and_restores_the_initial_savepoint() {
     let fj = job(json!({ "spec": { "job": { "initialSavepointPath": "s3://old/sp-1" } } }));
-    let d = decide(&fj, &FlinkJobStatus::default(), &observed(Observation::NotRunning), POLICY);
+    let d = decide(
+        &fj,
+        &FlinkJobStatus::default(),
+        &observed(Observation::NotRunning),
+        POLICY,
+    );
     let st = &d.status;
     assert!(d.deploy && !d.trigger);
     assert_eq!(st.job_id.as_deref(), Some(job_id(&fj, 1).as_str()));
@@ -98,7 +108,12 @@ fn first_deployment_mints_a_job_id_and_restores_the_initial_savepoint() {
 #[test]
 fn a_running_job_is_ready_and_its_checkpoint_lands_in_status() {
     let fj = job(json!({}));
-    let d = decide(&fj, &deployed(&fj), &observed(view(JobState::Running)), POLICY);
+    let d = decide(
+        &fj,
+        &deployed(&fj),
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     assert!(!d.deploy && !d.trigger);
     assert_eq!(d.status.lifecycle_state, Some(LifecycleState::Running));
     assert_eq!(d.status.job_state.as_deref(), Some("RUNNING"));
@@ -115,7 +130,11 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
     let d = decide(&new, &st, &observed(view(JobState::Running)), POLICY);
     assert!(d.trigger, "the savepoint is requested");
     assert!(!d.deploy, "nothing is redeployed before it completes");
-    let sp = d.status.pending_savepoint.clone().expect("intent in status");
+    let sp = d
+        .status
+        .pending_savepoint
+        .clone()
+        .expect("intent in status");
     assert_eq!(sp.reason, SavepointReason::Upgrade);
     assert_eq!(sp.job_id, st.job_id.clone().expect("id"));
     assert_eq!(sp.target_spec_hash, Some(spec_hash(&new)));
@@ -145,17 +164,28 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
     assert!(done.deploy);
     assert_eq!(done.status.pending_savepoint, None);
     assert_eq!(done.status.job_id, Some(job_id(&fj, 2)));
-    assert_eq!(done.status.restored_from.as_deref(), Some("s3://bucket/sp-9"));
+    assert_eq!(
+        done.status.restored_from.as_deref(),
+        Some("s3://bucket/sp-9")
+    );
     assert_eq!(done.status.deployed_spec_hash, Some(spec_hash(&new)));
     assert_eq!(done.status.deployments, 2);
-    assert_eq!(done.status.savepoints.last().map(|s| s.trigger.as_str()), Some("upgrade"));
+    assert_eq!(
+        done.status.savepoints.last().map(|s| s.trigger.as_str()),
+        Some("upgrade")
+    );
 }
 
 #[test]
 fn a_lost_savepoint_request_is_asked_again_with_the_same_trigger_id() {
     let fj = job(json!({}));
     let new = edited(&fj);
-    let d = decide(&new, &deployed(&fj), &observed(view(JobState::Running)), POLICY);
+    let d = decide(
+        &new,
+        &deployed(&fj),
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     let again = decide(
         &new,
         &d.status,
@@ -190,7 +220,12 @@ fn an_unconfirmable_upgrade_savepoint_keeps_the_job_id_and_its_snapshots() {
 fn an_unanswered_savepoint_is_waited_for() {
     let fj = job(json!({}));
     let new = edited(&fj);
-    let d = decide(&new, &deployed(&fj), &observed(view(JobState::Running)), POLICY);
+    let d = decide(
+        &new,
+        &deployed(&fj),
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     let mut o = observed(Observation::Unreachable("refused".into()));
     o.savepoint = Some(Err("refused".into()));
     let wait = decide(&new, &d.status, &o, POLICY);
@@ -200,9 +235,16 @@ fn an_unanswered_savepoint_is_waited_for() {
 
 #[test]
 fn last_state_upgrade_keeps_the_job_id_and_the_restore_path() {
-    let fj = job(json!({ "spec": { "job": { "upgradeMode": "last-state", "initialSavepointPath": "s3://x/sp" } } }));
+    let fj = job(
+        json!({ "spec": { "job": { "upgradeMode": "last-state", "initialSavepointPath": "s3://x/sp" } } }),
+    );
     let st = deployed(&fj);
-    let d = decide(&edited(&fj), &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(
+        &edited(&fj),
+        &st,
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     assert!(d.deploy && !d.trigger);
     assert_eq!(d.status.job_id, st.job_id);
     assert_eq!(d.status.restored_from.as_deref(), Some("s3://x/sp"));
@@ -214,7 +256,12 @@ fn last_state_upgrade_keeps_the_job_id_and_the_restore_path() {
 fn stateless_upgrade_starts_a_new_job_without_state() {
     let fj = job(json!({ "spec": { "job": { "upgradeMode": "stateless" } } }));
     let st = deployed(&fj);
-    let d = decide(&edited(&fj), &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(
+        &edited(&fj),
+        &st,
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     assert!(d.deploy);
     assert_eq!(d.status.job_id, Some(job_id(&fj, 2)));
     assert_eq!(d.status.restored_from, None);
@@ -242,7 +289,10 @@ fn a_failed_job_restarts_with_its_restore_path_and_backs_off() {
     assert!(!wait.deploy);
     assert_eq!(wait.status.lifecycle_state, Some(LifecycleState::Failed));
     assert_eq!(wait.requeue, Duration::from_secs(15));
-    assert_eq!(conditions::get(&wait.status, DEGRADED).map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(
+        conditions::get(&wait.status, DEGRADED).map(|c| c.status.as_str()),
+        Some("True")
+    );
     o.now = NOW + 20;
     let due = decide(&fj, &wait.status, &o, POLICY);
     assert!(due.deploy);
@@ -286,8 +336,16 @@ fn suspend_of_a_running_job_goes_through_a_savepoint_and_resume_starts_from_it()
     assert!(done.deploy);
     assert_eq!(done.status.lifecycle_state, Some(LifecycleState::Suspended));
     assert!(!plan_of(&done.status).expect("plan").running);
-    assert_eq!(done.status.restored_from.as_deref(), Some("s3://bucket/sp-3"));
-    let resumed = decide(&fj, &done.status, &observed(Observation::NotRunning), POLICY);
+    assert_eq!(
+        done.status.restored_from.as_deref(),
+        Some("s3://bucket/sp-3")
+    );
+    let resumed = decide(
+        &fj,
+        &done.status,
+        &observed(Observation::NotRunning),
+        POLICY,
+    );
     assert!(resumed.deploy);
     let plan = plan_of(&resumed.status).expect("plan");
     assert!(plan.running);
@@ -308,7 +366,10 @@ fn suspend_without_a_running_job_keeps_the_job_and_its_checkpoints() {
         let d = decide(&off, &st, &observed(o.clone()), POLICY);
         assert!(d.deploy && !d.trigger, "{o:?}");
         assert_eq!(d.status.lifecycle_state, Some(LifecycleState::Suspended));
-        assert_eq!(d.status.job_id, st.job_id, "resumes from its own latest checkpoint");
+        assert_eq!(
+            d.status.job_id, st.job_id,
+            "resumes from its own latest checkpoint"
+        );
         let resumed = decide(&fj, &d.status, &observed(Observation::NotRunning), POLICY);
         assert_eq!(resumed.status.job_id, st.job_id);
     }
@@ -339,13 +400,26 @@ fn a_manual_savepoint_is_answered_once_even_when_it_fails() {
     let failed = decide(
         &again,
         &d.status,
-        &with_savepoint(observed(view(JobState::Running)), SavepointPoll::Failed("disk".into())),
+        &with_savepoint(
+            observed(view(JobState::Running)),
+            SavepointPoll::Failed("disk".into()),
+        ),
         POLICY,
     );
     assert_eq!(failed.status.pending_savepoint, None);
     assert_eq!(failed.status.last_savepoint_trigger_nonce, Some(2));
-    assert!(failed.notes.iter().any(|n| n.warning && n.reason == "SavepointFailed"));
-    let next = decide(&again, &failed.status, &observed(view(JobState::Running)), POLICY);
+    assert!(
+        failed
+            .notes
+            .iter()
+            .any(|n| n.warning && n.reason == "SavepointFailed")
+    );
+    let next = decide(
+        &again,
+        &failed.status,
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
     assert!(!next.trigger, "not retried in a loop");
 }
 
@@ -353,10 +427,18 @@ fn a_manual_savepoint_is_answered_once_even_when_it_fails() {
 fn an_unreachable_jobmanager_does_not_flip_a_running_job_to_deploying() {
     let fj = job(json!({}));
     let st = deployed(&fj);
-    let d = decide(&fj, &st, &observed(Observation::Unreachable("timeout".into())), POLICY);
+    let d = decide(
+        &fj,
+        &st,
+        &observed(Observation::Unreachable("timeout".into())),
+        POLICY,
+    );
     assert_eq!(d.status.lifecycle_state, Some(LifecycleState::Running));
     let ready = conditions::get(&d.status, READY).expect("ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "JobManagerUnreachable"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "JobManagerUnreachable")
+    );
 }
 
 #[test]
@@ -367,9 +449,16 @@ fn stuck_pods_show_in_degraded_and_an_event() {
     o.pods = Some("pod bids-jobmanager-0 container jobmanager: CreateContainerConfigError: secret \"s3\" not found".into());
     let d = decide(&fj, &st, &o, POLICY);
     let degraded = conditions::get(&d.status, DEGRADED).expect("degraded");
-    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PodsUnhealthy"));
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "PodsUnhealthy")
+    );
     assert!(degraded.message.contains("secret"));
-    assert!(d.notes.iter().any(|n| n.warning && n.reason == "PodsUnhealthy"));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.warning && n.reason == "PodsUnhealthy")
+    );
     // Said once, not every pass.
     let again = decide(&fj, &d.status, &o, POLICY);
     assert!(!again.notes.iter().any(|n| n.reason == "PodsUnhealthy"));
