@@ -501,6 +501,7 @@ pub(crate) fn execute_with(
                 uploads: upload_rx,
                 upload_tx,
                 next_id,
+                first_id: next_id,
                 initial: restored,
                 graveyard: Vec::new(),
             };
@@ -1141,6 +1142,10 @@ struct Master {
     uploads: Receiver<Upload>,
     upload_tx: Sender<Upload>,
     next_id: CheckpointId,
+    /// The first checkpoint id of this execution: a checkpoint of the job with a lower id
+    /// was taken before what it started from (a previous run), so a failover never goes
+    /// back to it.
+    first_id: CheckpointId,
     /// What the job started from (restored again when no newer checkpoint exists).
     initial: Option<Arc<RestoredCheckpoint>>,
     /// Chains of failed tasks, freed after the next attempt is deployed.
@@ -1246,11 +1251,14 @@ impl Master {
         }
     }
 
-    /// Deploys again from the newest complete checkpoint (or what the job started from).
+    /// Deploys again from the newest complete checkpoint of this execution (or what the job
+    /// started from).
     fn redeploy(&mut self) -> Result<Attempt> {
         let t0 = Instant::now();
         let latest = match &self.plan.storage {
-            Some(s) => find_latest(s, &self.plan.job_id)?.map(Arc::new),
+            Some(s) => find_latest(s, &self.plan.job_id)?
+                .filter(|c| c.id() >= self.first_id)
+                .map(Arc::new),
             None => None,
         };
         tracing::info!(ms = t0.elapsed().as_millis() as u64, "checkpoint loaded");

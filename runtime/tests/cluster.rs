@@ -147,7 +147,7 @@ impl Cluster {
         wait("taskmanagers to register", Duration::from_secs(30), || {
             c.get("/overview")
                 .ok()
-                .is_some_and(|v| v["slots-available"].as_u64() == Some(n as u64))
+                .is_some_and(|v| v["slots-total"].as_u64() == Some(n as u64))
         });
     }
 
@@ -847,22 +847,29 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
 #[test]
 fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), ROWS);
+    // Long enough to be stopped while it runs.
+    let rows = 4 * ROWS;
+    let expected = reference(tmp.path(), rows);
     let out = tmp.path().join("out");
     let script = tmp.path().join("job.sql");
-    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, RATE)).expect("script");
+    std::fs::write(&script, common::job(&out.display().to_string(), rows, RATE)).expect("script");
     let id = "app-stop".to_string();
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
     let c = cluster.client();
     wait("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
+    let body = serde_json::json!({
+        "triggerId": "t-1",
+        "targetDirectory": tmp.path().join("savepoints").display().to_string(),
+    })
+    .to_string();
     let stop = |c: &RestClient| {
         c.raw(
             "POST",
             &format!("/jobs/{id}/stop"),
             Some("application/json"),
-            r#"{"triggerId": "t-1"}"#,
+            &body,
         )
         .expect("stop")
     };
@@ -879,6 +886,11 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
         let s = c
             .get(&format!("/jobs/{id}/savepoints/t-1"))
             .unwrap_or(Value::Null);
+        assert!(
+            s["operation"]["failure-cause"].is_null(),
+            "the stop failed: {s}\n{}",
+            cluster.logs()
+        );
         location = s["operation"]["location"]
             .as_str()
             .unwrap_or_default()

@@ -38,6 +38,8 @@ pub const SAVEPOINT_HISTORY: usize = 10;
 pub const HEALTHY_RESET: Duration = Duration::from_secs(600);
 /// Longest wait between restarts of a failed job.
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(300);
+/// A deployment whose job is not RUNNING this long after it started is Degraded.
+pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the jobmanager of the current deployment says about its job.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +55,17 @@ pub enum Observation {
 }
 
 impl Observation {
+    /// A jobmanager's answer about the job of the deployment whose plan hash is `plan`:
+    /// an answer from a jobmanager of another plan (an old pod still terminating, which may
+    /// say FAILED or RUNNING of the old job) is no answer yet.
+    pub fn of(answer: Result<Option<JobView>, crate::jm::JmError>, plan: &str) -> Observation {
+        match answer {
+            Ok(Some(v)) if v.plan.as_deref() == Some(plan) => Observation::Job(v),
+            Ok(_) => Observation::NotYet,
+            Err(e) => Observation::Unreachable(e.to_string()),
+        }
+    }
+
     fn state(&self) -> Option<&JobState> {
         match self {
             Observation::Job(j) => Some(&j.state),
@@ -587,11 +600,29 @@ fn report(p: &mut Pass<'_>) {
             conditions::set(st, PROGRESSING, true, &reason, &msg, g);
         }
     }
-    let problem = st.error.clone().or_else(|| p.obs.pods.clone());
+    // A rollout that does not come up: the Progressing condition has said so too long.
+    let stuck = matches!(
+        lifecycle,
+        LifecycleState::Deploying | LifecycleState::Upgrading
+    ) && pending.is_none()
+        && conditions::get(st, PROGRESSING)
+            .filter(|c| c.status == "True")
+            .and_then(|c| clock::parse(&c.last_transition_time))
+            .is_some_and(|t| p.obs.now - t >= DEPLOY_TIMEOUT.as_secs() as i64);
+    let timeout = stuck.then(|| {
+        format!(
+            "job {id} is not running {} s after its deployment started (job {})",
+            DEPLOY_TIMEOUT.as_secs(),
+            p.obs.job.describe()
+        )
+    });
+    let problem = st.error.clone().or_else(|| p.obs.pods.clone()).or(timeout);
     match problem {
         Some(msg) => {
-            let reason = if p.obs.pods.is_some() && st.error.is_none() {
+            let reason = if st.error.is_none() && p.obs.pods.is_some() {
                 "PodsUnhealthy"
+            } else if st.error.is_none() {
+                "DeploymentTimeout"
             } else if lifecycle == LifecycleState::Failed {
                 "JobFailed"
             } else {
@@ -599,7 +630,7 @@ fn report(p: &mut Pass<'_>) {
             };
             let was = conditions::get(st, DEGRADED).map(|c| c.message.clone());
             conditions::set(st, DEGRADED, true, reason, &msg, g);
-            if was.as_deref() != Some(msg.as_str()) && reason == "PodsUnhealthy" {
+            if was.as_deref() != Some(msg.as_str()) && reason != "Error" {
                 p.notes.push(Note {
                     warning: true,
                     reason: reason.into(),

@@ -327,13 +327,10 @@ async fn publish_status(
 async fn observe(fj: &FlinkJob, st: &FlinkJobStatus, ctx: &Context) -> Result<Observed, Error> {
     let url = (ctx.rest_url)(fj);
     let job = match plan_of(st) {
-        Some(plan) if plan.running => match ctx.jm.job(&url, &plan.job_id).await {
-            Ok(Some(v)) if v.plan.as_deref() == Some(resources::plan_hash(fj, &plan).as_str()) => {
-                Observation::Job(v)
-            }
-            Ok(_) => Observation::NotYet,
-            Err(e) => Observation::Unreachable(e.to_string()),
-        },
+        Some(plan) if plan.running => Observation::of(
+            ctx.jm.job(&url, &plan.job_id).await,
+            &resources::plan_hash(fj, &plan),
+        ),
         _ => Observation::NotRunning,
     };
     let savepoint = match &st.pending_savepoint {

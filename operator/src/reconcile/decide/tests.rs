@@ -463,3 +463,71 @@ fn stuck_pods_show_in_degraded_and_an_event() {
     let again = decide(&fj, &d.status, &o, POLICY);
     assert!(!again.notes.iter().any(|n| n.reason == "PodsUnhealthy"));
 }
+
+#[test]
+fn an_old_jobmanager_s_answer_is_not_the_current_job_s_state() {
+    let fj = job(json!({}));
+    let st = deployed(&fj);
+    let answer = |plan: &str| {
+        Ok(Some(JobView {
+            state: JobState::Failed,
+            last_checkpoint: None,
+            failure: Some("killed while terminating".into()),
+            plan: Some(plan.into()),
+        }))
+    };
+    // A terminating old pod says FAILED: no restart.
+    let old = Observation::of(answer("old-plan"), "new-plan");
+    assert_eq!(old, Observation::NotYet);
+    let d = decide(&fj, &st, &observed(old), POLICY);
+    assert!(!d.deploy && d.status.restarts == 0);
+    // The current one says FAILED: a restart.
+    let current = Observation::of(answer("new-plan"), "new-plan");
+    let d = decide(&fj, &st, &observed(current), POLICY);
+    assert!(d.deploy && d.status.restarts == 1);
+    let unreachable = Observation::of(
+        Err(crate::jm::JmError::Unreachable {
+            url: "http://jm".into(),
+            message: "refused".into(),
+        }),
+        "new-plan",
+    );
+    assert!(matches!(unreachable, Observation::Unreachable(_)));
+}
+
+#[test]
+fn a_deployment_that_never_comes_up_is_degraded_after_the_timeout() {
+    let fj = job(json!({}));
+    let first = decide(
+        &fj,
+        &FlinkJobStatus::default(),
+        &observed(Observation::NotRunning),
+        POLICY,
+    );
+    let mut st = first.status;
+    let started = conditions::get(&st, PROGRESSING)
+        .expect("progressing")
+        .clone();
+    assert_eq!(started.status, "True");
+    let t0 = clock::parse(&started.last_transition_time).expect("time");
+    let mut o = observed(Observation::NotYet);
+    o.now = t0 + 10;
+    let d = decide(&fj, &st, &o, POLICY);
+    assert_eq!(
+        conditions::get(&d.status, DEGRADED).map(|c| c.status.as_str()),
+        Some("False")
+    );
+    st = d.status;
+    o.now = t0 + DEPLOY_TIMEOUT.as_secs() as i64;
+    let late = decide(&fj, &st, &o, POLICY);
+    let degraded = conditions::get(&late.status, DEGRADED).expect("degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "DeploymentTimeout")
+    );
+    assert!(
+        late.notes
+            .iter()
+            .any(|n| n.warning && n.reason == "DeploymentTimeout")
+    );
+}
