@@ -1403,12 +1403,18 @@ impl Master {
                 .position(|p| p.uploads == 0 && p.acked.iter().all(|a| *a))
             {
                 let p = pending.remove(i);
-                let id = p.barrier.id;
+                let (id, kind) = (p.barrier.id, p.barrier.kind);
                 match self.complete(p) {
                     Ok((path, stop)) => {
                         consecutive_failures = 0;
                         last_completion = Instant::now();
-                        attempt.broadcast(TaskControl::Complete(id));
+                        // An intermediate savepoint commits no side effects (as in Flink):
+                        // a failover goes back to the latest checkpoint, which must not
+                        // find output published after it. The next checkpoint's commit
+                        // (cumulative) publishes what the savepoint staged.
+                        if kind == SnapshotKind::Checkpoint || stop {
+                            attempt.broadcast(TaskControl::Complete(id));
+                        }
                         if stop {
                             attempt.broadcast(TaskControl::Stop);
                             stopping = Some(path);

@@ -797,3 +797,50 @@ fn failed_checkpoints_are_tolerated_up_to_the_limit() -> Result<()> {
     assert!(msg.contains("consecutive checkpoints failed"), "{msg}");
     Ok(())
 }
+
+/// An intermediate savepoint publishes no output (as in Flink): a failure after it goes
+/// back to the latest checkpoint (here none, so the start), and the output still equals the
+/// failure-free run record for record. The next checkpoint, or the end, publishes what the
+/// savepoint staged.
+#[test]
+fn a_failure_after_an_intermediate_savepoint_repeats_nothing() -> Result<()> {
+    let rows = 200_000;
+    let (ref_w, ref_t) = reference(rows)?;
+    let (cp, out, sp) = (tmp()?, tmp()?, tmp()?);
+    let inject = Injector::none();
+    let mut spec = JobSpec::new(rows, 2);
+    spec.rate = Some(50_000.0);
+    spec.checkpoint_dir = Some(cp.path().display().to_string());
+    spec.restart = RestartStrategy::FixedDelay {
+        attempts: 3,
+        delay: Duration::from_millis(5),
+    };
+    let job = start_job(&spec, out.path(), inject.clone())?;
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while inject.seen.load(Ordering::SeqCst) < 40_000 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the job does not progress"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let savepoint = job.trigger_savepoint(Some(&sp.path().display().to_string()))?;
+    assert!(savepoint.contains("savepoint-"), "{savepoint}");
+    let seen = inject.seen.load(Ordering::SeqCst);
+    if let Ok(mut p) = inject.points.lock() {
+        p.push(seen + 20_000);
+    }
+    assert_eq!(job.wait()?, JobOutcome::Finished);
+    assert_eq!(
+        inject.fired.load(Ordering::SeqCst),
+        1,
+        "one failure injected"
+    );
+    let (w, t) = outputs(out.path());
+    assert!(
+        w == ref_w,
+        "window output differs from the failure-free run"
+    );
+    assert!(t == ref_t, "keyed totals differ from the failure-free run");
+    Ok(())
+}

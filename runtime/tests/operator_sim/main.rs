@@ -286,16 +286,40 @@ fn assert_exactly_once(sim: &Sim, out: &Path, expected: &[String]) {
 const ROWS: u64 = 90_000;
 const RATE: u64 = 3_000;
 
-#[test]
-fn upgrades_and_pod_losses_keep_exactly_once() {
-    let _one = serial();
+/// A scenario's simulation with the FlinkJob `bids` (`rows` bids into `out`) running and
+/// checkpointing, and the failure-free run's output. Fields drop in order: the processes
+/// stop before their folder goes.
+struct Scenario {
+    sim: Sim,
+    out: PathBuf,
+    expected: Vec<String>,
+    _tmp: tempfile::TempDir,
+    _one: MutexGuard<'static, ()>,
+}
+
+fn start_bids(seed: u64, rows: u64) -> Scenario {
+    let one = serial();
     let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), ROWS);
-    let sim = Sim::start(tmp.path(), 1);
+    let expected = reference(tmp.path(), rows);
+    let sim = Sim::start(tmp.path(), seed);
     let out = tmp.path().join("out");
     sim.api
-        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
+        .put("flinkjobs", sim.manifest("bids", &out, rows, RATE));
     sim.wait_checkpointing("bids");
+    Scenario {
+        sim,
+        out,
+        expected,
+        _tmp: tmp,
+        _one: one,
+    }
+}
+
+#[test]
+fn upgrades_and_pod_losses_keep_exactly_once() {
+    let Scenario {
+        sim, out, expected, ..
+    } = &start_bids(1, ROWS);
     let first = sim.status("bids")["jobId"].clone();
 
     // Savepoint upgrade: a new job from a savepoint.
@@ -338,29 +362,24 @@ fn upgrades_and_pod_losses_keep_exactly_once() {
     assert_eq!(sim.status("bids")["jobId"], id, "last-state keeps the job");
     sim.nodes.delete_pod(NS, "bids-taskmanager", 1);
     sim.wait_finished("bids");
-    assert_exactly_once(&sim, &out, &expected);
+    assert_exactly_once(sim, out, expected);
 }
 
 #[test]
 fn suspend_and_resume_keep_exactly_once() {
-    let _one = serial();
-    let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), ROWS);
-    let sim = Sim::start(tmp.path(), 2);
-    let out = tmp.path().join("out");
-    sim.api
-        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
-    sim.wait_checkpointing("bids");
+    let Scenario {
+        sim, out, expected, ..
+    } = &start_bids(2, ROWS);
     sim.edit("bids", |s| s["job"]["state"] = json!("suspended"));
     sim.wait("the suspension", Duration::from_secs(60), |s| {
         s.status("bids")["lifecycleState"] == "Suspended"
     });
     let st = sim.status("bids");
     assert_eq!(st["savepoints"][0]["trigger"], "suspend", "{st}");
-    let lines = common::committed(&out).len();
+    let lines = common::committed(out).len();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        common::committed(&out).len(),
+        common::committed(out).len(),
         lines,
         "nothing runs while suspended"
     );
@@ -379,7 +398,7 @@ fn suspend_and_resume_keep_exactly_once() {
     });
     sim.edit("bids", |s| s["job"]["state"] = json!("running"));
     sim.wait_finished("bids");
-    assert_exactly_once(&sim, &out, &expected);
+    assert_exactly_once(sim, out, expected);
 }
 
 #[test]
@@ -440,14 +459,9 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
 
 #[test]
 fn operator_crashes_and_api_faults_on_every_write_keep_exactly_once() {
-    let _one = serial();
-    let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), ROWS);
-    let sim = Sim::start(tmp.path(), 4);
-    let out = tmp.path().join("out");
-    sim.api
-        .put("flinkjobs", sim.manifest("bids", &out, ROWS, RATE));
-    sim.wait_checkpointing("bids");
+    let Scenario {
+        sim, out, expected, ..
+    } = &start_bids(4, ROWS);
     sim.api.set_faults(Faults {
         error_before: 150,
         error_after: 150,
@@ -469,13 +483,12 @@ fn operator_crashes_and_api_faults_on_every_write_keep_exactly_once() {
     let injected = sim.api.state.lock().map(|s| s.injected).unwrap_or(0);
     assert!(injected > 10, "faults were injected: {injected}");
     assert!(sim.events("ReconcileError") > 0, "failures show as Events");
-    assert_exactly_once(&sim, &out, &expected);
+    assert_exactly_once(sim, out, expected);
 }
 
 /// A seeded random mix of everything above, with events arriving mid-transition.
 #[test]
 fn seeded_random_mix_of_events_keeps_exactly_once() {
-    let _one = serial();
     let events: u64 = std::env::var("FLINK_RS_SIM_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -486,13 +499,9 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
         .unwrap_or(20_261_130);
     eprintln!("random mix: {events} events, seed {seed} (FLINK_RS_SIM_EVENTS, FLINK_RS_SIM_SEED)");
     let rows = 120_000 + events * 300;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let expected = reference(tmp.path(), rows);
-    let sim = Sim::start(tmp.path(), seed);
-    let out = tmp.path().join("out");
-    sim.api
-        .put("flinkjobs", sim.manifest("bids", &out, rows, RATE));
-    sim.wait_checkpointing("bids");
+    let Scenario {
+        sim, out, expected, ..
+    } = &start_bids(seed, rows);
     let mut rng = Rng(seed | 1);
     let mut suspended = false;
     let mut log = Vec::new();
@@ -552,5 +561,5 @@ fn seeded_random_mix_of_events_keeps_exactly_once() {
             .unwrap_or(0),
         sim.status("bids")["deployments"]
     );
-    assert_exactly_once(&sim, &out, &expected);
+    assert_exactly_once(sim, out, expected);
 }

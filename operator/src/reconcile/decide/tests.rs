@@ -84,6 +84,19 @@ fn with_savepoint(mut o: Observed, poll: SavepointPoll) -> Observed {
     o
 }
 
+/// The pass after the pending savepoint of `st` completed at `path` (the job stopped).
+fn completed(fj: &FlinkJob, st: &FlinkJobStatus, path: &str) -> Decision {
+    decide(
+        fj,
+        st,
+        &with_savepoint(
+            observed(view(JobState::Finished)),
+            SavepointPoll::Completed(path.into()),
+        ),
+        POLICY,
+    )
+}
+
 #[test]
 fn first_deployment_mints_a_job_id_and_restores_the_initial_savepoint() {
     let fj = job(json!({ "spec": { "job": { "initialSavepointPath": "s3://old/sp-1" } } }));
@@ -152,15 +165,7 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
     assert_eq!(waiting.status.pending_savepoint, Some(sp.clone()));
 
     // Completed: a new job from the savepoint, for the spec the savepoint was taken for.
-    let done = decide(
-        &new,
-        &d.status,
-        &with_savepoint(
-            observed(view(JobState::Finished)),
-            SavepointPoll::Completed("s3://bucket/sp-9".into()),
-        ),
-        POLICY,
-    );
+    let done = completed(&new, &d.status, "s3://bucket/sp-9");
     assert!(done.deploy);
     assert_eq!(done.status.pending_savepoint, None);
     assert_eq!(done.status.job_id, Some(job_id(&fj, 2)));
@@ -324,15 +329,7 @@ fn suspend_of_a_running_job_goes_through_a_savepoint_and_resume_starts_from_it()
         d.status.pending_savepoint.as_ref().map(|s| s.reason),
         Some(SavepointReason::Suspend)
     );
-    let done = decide(
-        &off,
-        &d.status,
-        &with_savepoint(
-            observed(view(JobState::Finished)),
-            SavepointPoll::Completed("s3://bucket/sp-3".into()),
-        ),
-        POLICY,
-    );
+    let done = completed(&off, &d.status, "s3://bucket/sp-3");
     assert!(done.deploy);
     assert_eq!(done.status.lifecycle_state, Some(LifecycleState::Suspended));
     assert!(!plan_of(&done.status).expect("plan").running);
