@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::checkpoint::format::{
     METADATA_FORMAT, OperatorMetadata, SubtaskMetadata, encode_state_file,
 };
-use crate::checkpoint::restore::checkpoint_ids;
+use crate::checkpoint::restore::{self, checkpoint_ids};
 use crate::checkpoint::{
     Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FINAL_CHECKPOINT, FORMAT_VERSION,
     RestartTracker, RestoreFrom, RestoredCheckpoint, SnapshotKind, find_latest, load_checkpoint,
@@ -428,7 +428,7 @@ pub(crate) fn execute_with(
     let restored = match &cfg.restore {
         None => None,
         Some(RestoreFrom::Latest) => match &storage {
-            Some(s) => match find_latest(s, &job_id)? {
+            Some(s) => match restore::latest_snapshot(s, &job_id)? {
                 Some(c) => Some(c),
                 // Never a quiet fresh start: the caller asked for state that is not there.
                 None => {
@@ -1599,6 +1599,19 @@ impl Master {
                 let _ = reply.send(Err(Error::Checkpoint(format!("{path}: {e}"))));
             }
             return Err(e);
+        }
+        if p.barrier.stop
+            && let Some(storage) = &self.plan.storage
+        {
+            // Before the sinks commit it: see `restore::STOP_SAVEPOINT`.
+            let marker = serde_json::json!({ "id": id, "path": path }).to_string();
+            let file = format!("{}/{}", self.plan.job_id, restore::STOP_SAVEPOINT);
+            if let Err(e) = storage.put(&file, Bytes::from(marker)) {
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Err(Error::Checkpoint(format!("{path}: {e}"))));
+                }
+                return Err(e);
+            }
         }
         let done = CompletedCheckpoint {
             id,

@@ -131,6 +131,47 @@ pub fn checkpoint_ids(storage: &CheckpointStorage, job_id: &str) -> Result<Vec<C
     Ok(ids)
 }
 
+/// The file next to a job's checkpoints (`{job-id}/_stop-savepoint`) that names the
+/// savepoint a stop-with-savepoint ended the job with (`{"id": …, "path": …}`). Written
+/// before the sinks commit that savepoint, so that whoever starts the job again starts from
+/// it, not from an older checkpoint that would repeat what it committed.
+pub const STOP_SAVEPOINT: &str = "_stop-savepoint";
+
+/// The savepoint a stop ended `job_id` with: (its id, its path).
+pub fn stop_savepoint(
+    storage: &CheckpointStorage,
+    job_id: &str,
+) -> Result<Option<(CheckpointId, String)>> {
+    let file = format!("{job_id}/{STOP_SAVEPOINT}");
+    let Some(bytes) = storage.get(&file)? else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Checkpoint(format!("{} is unreadable: {e}", storage.url_of(&file))))?;
+    match (v["id"].as_u64(), v["path"].as_str()) {
+        (Some(id), Some(path)) => Ok(Some((id, path.to_string()))),
+        _ => Err(Error::Checkpoint(format!(
+            "{} names no savepoint: {v}",
+            storage.url_of(&file)
+        ))),
+    }
+}
+
+/// The newest snapshot `job_id` can continue from: its latest complete checkpoint, or the
+/// savepoint a stop ended it with when that is newer (ids of one job share one sequence).
+pub fn latest_snapshot(
+    storage: &CheckpointStorage,
+    job_id: &str,
+) -> Result<Option<RestoredCheckpoint>> {
+    let latest = find_latest(storage, job_id)?;
+    match stop_savepoint(storage, job_id)? {
+        Some((id, path)) if latest.as_ref().is_none_or(|c| c.id() < id) => {
+            load_checkpoint(&storage.open_other(&path)?, "").map(Some)
+        }
+        _ => Ok(latest),
+    }
+}
+
 /// The newest complete, valid checkpoint of `job_id`; damaged or incomplete ones are
 /// reported and skipped, so a crash during a checkpoint falls back to the one before.
 pub fn find_latest(

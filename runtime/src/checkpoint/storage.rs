@@ -41,6 +41,9 @@ pub struct CheckpointStorage {
     url: String,
     /// The directory, when the storage is a local one (reads map its files instead).
     local_dir: Option<std::path::PathBuf>,
+    /// What it was opened with (credentials, endpoint): other paths of the same store
+    /// open with them too.
+    options: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -130,7 +133,13 @@ impl CheckpointStorage {
             root,
             url,
             local_dir,
+            options: options.clone(),
         })
+    }
+
+    /// Opens another path with this storage's options.
+    pub fn open_other(&self, url: &str) -> Result<Self> {
+        Self::open(url, &self.options)
     }
 
     /// The URL this storage was opened with.

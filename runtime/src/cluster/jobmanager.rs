@@ -10,12 +10,12 @@
 //! An application-mode jobmanager (`--job FILE --job-id ID`, what the Kubernetes operator
 //! runs) runs its own job only, whatever else is recorded under the same root, and starts
 //! it from (see [`JobManager::start_application`]):
-//! 1. the savepoint the job was stopped with, when its record says it was stopped (a
-//!    stop-with-savepoint commits the sinks, so an older checkpoint would repeat output);
-//! 2. else the job's own latest completed checkpoint;
-//! 3. else `execution.savepoint.path` (the restore path holds until the first checkpoint
+//! 1. the job's own newest snapshot: its latest completed checkpoint, or the savepoint a
+//!    stop ended it with when that is newer (a stop commits the sinks, so an older
+//!    checkpoint would repeat output; `checkpoint::restore::STOP_SAVEPOINT`);
+//! 2. else `execution.savepoint.path` (the restore path holds until the first checkpoint
 //!    after it);
-//! 4. else nothing, which is only allowed when the job has no completed checkpoint at all:
+//! 3. else nothing, which is only allowed when the job has no completed checkpoint at all:
 //!    a damaged one is an error, never a silent start without state.
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::config::ClusterConfig;
 use super::proto::{self, from_task_manager, to_task_manager};
 use super::taskmanager::decode_event;
-use crate::checkpoint::restore::{checkpoint_ids, find_latest};
+use crate::checkpoint::restore::{self, checkpoint_ids};
 use crate::checkpoint::{CheckpointStorage, SnapshotKind};
 use crate::error::{Error, Result};
 use crate::exchange::TaskMetrics;
@@ -87,8 +87,6 @@ pub struct Job {
     /// (vertex name, parallelism), one per chain.
     pub vertices: Vec<(String, usize)>,
     operations: Mutex<HashMap<String, Operation>>,
-    /// The savepoint a stop-with-savepoint ended the job with.
-    stopped_with: Mutex<Option<String>>,
 }
 
 impl Job {
@@ -119,9 +117,6 @@ struct JobRecord {
     /// Set once the job ended; a jobmanager does not run it again.
     #[serde(default)]
     ended: Option<JobStatus>,
-    /// The savepoint the job was stopped with (`POST /jobs/{id}/stop`).
-    #[serde(default)]
-    stopped_with: Option<String>,
 }
 
 /// The jobmanager's state, shared by the gRPC service, the REST API and the job masters.
@@ -410,7 +405,6 @@ impl JobManager {
             end_ms: Mutex::new(None),
             vertices,
             operations: Mutex::default(),
-            stopped_with: Mutex::new(None),
         });
         self.record(&job, None);
         if let Ok(mut jobs) = self.jobs.lock() {
@@ -429,7 +423,6 @@ impl JobManager {
             script: job.script.clone(),
             overrides: job.overrides.clone(),
             ended,
-            stopped_with: job.stopped_with.lock().ok().and_then(|s| s.clone()),
         };
         match serde_json::to_vec_pretty(&rec) {
             Ok(json) => {
@@ -553,7 +546,6 @@ impl JobManager {
         }
         let job2 = job.clone();
         let rid2 = rid.clone();
-        let me = self.me.clone();
         let _ = std::thread::Builder::new()
             .name("savepoint".into())
             .spawn(move || {
@@ -562,16 +554,6 @@ impl JobManager {
                 } else {
                     job2.handle.trigger_savepoint(dir.as_deref())
                 };
-                if let (true, Ok(p)) = (stop, &r) {
-                    // Recorded before the operation shows as completed: whoever reads the
-                    // location can rely on a restarted jobmanager knowing it too.
-                    if let Ok(mut s) = job2.stopped_with.lock() {
-                        *s = Some(p.clone());
-                    }
-                    if let Some(jm) = me.upgrade() {
-                        jm.record(&job2, Some(JobStatus::Finished));
-                    }
-                }
                 let op = match r {
                     Ok(p) => Operation::Completed(p),
                     Err(e) => Operation::Failed(e.to_string()),
@@ -590,18 +572,7 @@ fn restore_point(
     id: &str,
     configured: Option<&str>,
 ) -> Result<Option<String>> {
-    if let Some(bytes) = storage.get(&format!("{id}/_job.json"))? {
-        let rec: JobRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Checkpoint(format!(
-                "job record {} is unreadable: {e}",
-                storage.url_of(&format!("{id}/_job.json"))
-            ))
-        })?;
-        if let Some(p) = rec.stopped_with {
-            return Ok(Some(p));
-        }
-    }
-    if let Some(c) = find_latest(storage, id)? {
+    if let Some(c) = restore::latest_snapshot(storage, id)? {
         return Ok(Some(c.url.clone()));
     }
     // No readable complete checkpoint: one that was complete (has its `_metadata`) but
