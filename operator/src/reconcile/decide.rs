@@ -190,20 +190,26 @@ impl Pass<'_> {
 
     fn request_savepoint(&mut self, reason: SavepointReason) {
         let job = self.st.job_id.clone().unwrap_or_default();
+        let target_spec_hash = (reason == SavepointReason::Upgrade).then(|| spec_hash(self.fj));
+        let nonce = (reason == SavepointReason::Manual)
+            .then_some(self.fj.spec.job.savepoint_trigger_nonce)
+            .flatten();
+        // One id per intent: a new request never matches an older one on the jobmanager.
         let trigger_id = crate::resources::hash(&format!(
-            "{}/{job}/{}/{}",
+            "{}/{job}/{}/{}/{}/{:?}/{:?}",
             self.fj.metadata.uid.as_deref().unwrap_or_default(),
+            self.st.deployments,
             reason.as_str(),
-            self.obs.now
+            self.obs.now,
+            target_spec_hash,
+            nonce
         ));
         self.st.pending_savepoint = Some(PendingSavepoint {
             trigger_id,
             job_id: job,
             reason,
-            target_spec_hash: (reason == SavepointReason::Upgrade).then(|| spec_hash(self.fj)),
-            nonce: (reason == SavepointReason::Manual)
-                .then_some(self.fj.spec.job.savepoint_trigger_nonce)
-                .flatten(),
+            target_spec_hash,
+            nonce,
             time: clock::rfc3339(self.obs.now * 1000),
         });
         self.trigger = true;

@@ -474,11 +474,24 @@ impl JobManager {
             if rec.ended.is_some() {
                 continue;
             }
+            // The same rule as application mode: the job's own newest snapshot, else the
+            // path it was submitted with.
+            let key = "execution.savepoint.path";
+            let configured = rec
+                .overrides
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str());
+            let from = match restore_point(storage, &rec.id, configured) {
+                Ok(from) => from,
+                Err(e) => {
+                    tracing::error!(job = %rec.id, error = %e, "cannot recover job");
+                    continue;
+                }
+            };
             let mut overrides = rec.overrides.clone();
-            if !checkpoint_ids(storage, &rec.id)?.is_empty() {
-                overrides.retain(|(k, _)| k != "execution.savepoint.path");
-                overrides.push(("execution.savepoint.path".into(), "latest".into()));
-            }
+            overrides.retain(|(k, _)| k != key);
+            overrides.extend(from.map(|p| (key.to_string(), p)));
             match self.submit(&rec.script, overrides, Some(rec.id.clone())) {
                 Ok(_) => {
                     tracing::info!(job = %rec.id, "job recovered from checkpoint storage");

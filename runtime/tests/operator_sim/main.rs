@@ -427,6 +427,18 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
             "{name}: {jobs}"
         );
     }
+    // A stateless upgrade of `a` that also moves its output: a new job from nothing, and
+    // the old one writes nothing more.
+    let out_a2 = tmp.path().join("out-a2");
+    let first_a = sim.status("a")["jobId"].clone();
+    sim.edit("a", |s| {
+        s["job"]["upgradeMode"] = json!("stateless");
+        s["job"]["sql"] = json!(common::job(&out_a2.display().to_string(), ROWS, RATE));
+    });
+    sim.wait("a's stateless upgrade", Duration::from_secs(60), |s| {
+        let st = s.status("a");
+        st["jobId"] != first_a && st["restoredFrom"].is_null()
+    });
     // `b` deleted with a savepoint; its pods and objects go.
     sim.edit("b", |s| s["job"]["savepointOnDeletion"] = json!(true));
     std::thread::sleep(Duration::from_millis(500));
@@ -448,7 +460,12 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
         .put("flinkjobs", sim.manifest("b", &out_c, ROWS, RATE));
     sim.wait_finished("a");
     sim.wait_finished("b");
-    assert_exactly_once(&sim, &out_a, &expected);
+    assert_exactly_once(&sim, &out_a2, &expected);
+    let old_a = common::committed(&out_a);
+    assert!(
+        old_a.len() < expected.len() && old_a.iter().all(|l| expected.contains(l)),
+        "the job before the stateless upgrade wrote a part of the output, once"
+    );
     assert_exactly_once(&sim, &out_c, &expected);
     assert_eq!(
         common::committed(&out_b).len(),
