@@ -19,3 +19,11 @@ pub mod metrics;
 pub mod reconcile;
 pub mod resources;
 pub mod validate;
+
+/// Selects rustls's `ring` provider for the Kubernetes client. Needed once per process
+/// before the first client: a build that also links the engine (the image builds both
+/// binaries in one invocation) compiles rustls with two providers, and rustls then refuses
+/// to guess. Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

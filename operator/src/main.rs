@@ -6,20 +6,31 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::Api;
-use kube::runtime::controller::Controller;
-use kube::runtime::watcher;
 
-use flink_rs_operator::crd::{FlinkJob, crd_yaml};
+use flink_rs_operator::crd::crd_yaml;
 use flink_rs_operator::lease::LeaseLock;
 use flink_rs_operator::metrics::Metrics;
-use flink_rs_operator::reconcile::{Context, error_policy, reconcile};
+use flink_rs_operator::reconcile::Context;
+use flink_rs_operator::reconcile::controller::run_controllers;
 
-/// The label selector of the objects the operator owns.
-const OWNED: &str = "app.kubernetes.io/managed-by=flink-rs-operator";
+/// How long the controllers get to stop after SIGTERM or Ctrl-C.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM (what Kubernetes sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
 
 /// How long a leader's lease lasts without renewal.
 const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -66,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    flink_rs_operator::install_crypto_provider();
     match cli.command.unwrap_or(Command::Run {
         namespaces: std::env::var("WATCH_NAMESPACES").unwrap_or_default(),
         metrics_address: "0.0.0.0:8080".into(),
@@ -177,52 +189,15 @@ async fn run(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.into_iter().map(Some).collect()
-    };
-    let mut controllers = Vec::new();
-    for ns in scopes {
-        let (jobs, cms, svcs, deps) = match &ns {
-            None => (
-                Api::<FlinkJob>::all(client.clone()),
-                Api::<ConfigMap>::all(client.clone()),
-                Api::<Service>::all(client.clone()),
-                Api::<Deployment>::all(client.clone()),
-            ),
-            Some(n) => (
-                Api::<FlinkJob>::namespaced(client.clone(), n),
-                Api::<ConfigMap>::namespaced(client.clone(), n),
-                Api::<Service>::namespaced(client.clone(), n),
-                Api::<Deployment>::namespaced(client.clone(), n),
-            ),
-        };
-        tracing::info!(
-            namespace = ns.as_deref().unwrap_or("<all>"),
-            "watching FlinkJobs"
-        );
-        let ctx = ctx.clone();
-        // Only the objects this operator made, not every ConfigMap of the cluster.
-        let owned = watcher::Config::default().labels(OWNED);
-        controllers.push(tokio::spawn(
-            Controller::new(jobs, watcher::Config::default())
-                .owns(cms, owned.clone())
-                .owns(svcs, owned.clone())
-                .owns(deps, owned)
-                .shutdown_on_signal()
-                .run(reconcile, error_policy, ctx)
-                .for_each(|r| async move {
-                    match r {
-                        Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
-                        Err(e) => tracing::debug!(error = %e, "reconcile error"),
-                    }
-                }),
-        ));
-    }
-    for c in controllers {
-        let _ = c.await;
-    }
+    // Graceful shutdown is bounded: the controllers finish their reconciles on SIGTERM, but
+    // one stuck on an unreachable API server must not hold the pod until it is killed.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "the controllers did not stop in time; exiting");
+        std::process::exit(0);
+    });
+    run_controllers(client, ctx, &namespaces, true).await;
     tracing::info!("shut down");
     Ok(())
 }

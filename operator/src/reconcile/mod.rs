@@ -20,6 +20,7 @@
 //! latest checkpoint by rolling the jobmanager, with exponential backoff shown in status.
 
 pub mod conditions;
+pub mod controller;
 pub mod decide;
 
 use std::collections::HashMap;

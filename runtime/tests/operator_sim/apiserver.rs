@@ -37,9 +37,47 @@ pub struct State {
     rng: u64,
     /// Writes answered with an injected fault.
     pub injected: u64,
+    /// Every change, for watches.
+    log: Vec<Change>,
+    /// Open watches: each gets every change as it happens.
+    watchers: Vec<tokio::sync::mpsc::UnboundedSender<Change>>,
 }
 
+/// A change of an object: (resourceVersion, plural, namespace, ADDED | MODIFIED | DELETED,
+/// the object).
+type Change = (u64, String, String, &'static str, Value);
+
 impl State {
+    /// Stores an object and tells the watches.
+    fn store(&mut self, key: Key, obj: Value) {
+        let kind = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.changed(&key, kind, obj.clone());
+        self.objects.insert(key, obj);
+    }
+
+    /// Removes an object and tells the watches.
+    fn forget(&mut self, key: &Key) -> Option<Value> {
+        let obj = self.objects.remove(key)?;
+        let mut gone = obj.clone();
+        gone["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.changed(key, "DELETED", gone);
+        Some(obj)
+    }
+
+    fn changed(&mut self, key: &Key, kind: &'static str, obj: Value) {
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(self.version);
+        let event = (rv, key.0.clone(), key.1.clone(), kind, obj);
+        self.watchers.retain(|w| w.send(event.clone()).is_ok());
+        self.log.push(event);
+    }
+
     fn next_version(&mut self) -> String {
         self.version += 1;
         self.version.to_string()
@@ -68,6 +106,44 @@ fn status(code: u16, reason: &str, message: String) -> (u16, Value) {
             "status": "Failure", "message": message, "reason": reason, "code": code,
         }),
     )
+}
+
+/// `labelSelector=k=v,k2=v2` of a query (equality only).
+fn selector(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .flat_map(|s| {
+            let s = s
+                .replace("%3D", "=")
+                .replace("%2F", "/")
+                .replace("%2C", ",");
+            s.split(',')
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k.to_string(), v.to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn matches(obj: &Value, selector: &[(String, String)]) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| obj["metadata"]["labels"][k].as_str() == Some(v))
+}
+
+/// Whether an object of `key` is in a request's scope (`ns` empty: every namespace).
+fn in_scope(key: &Key, plural: &str, ns: &str) -> bool {
+    key.0 == plural && (ns.is_empty() || key.1 == ns)
+}
+
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
 fn now() -> String {
@@ -104,6 +180,8 @@ impl ApiServer {
                 faults: Faults::default(),
                 rng: seed | 1,
                 injected: 0,
+                log: Vec::new(),
+                watchers: Vec::new(),
             })),
         }
     }
@@ -138,6 +216,82 @@ impl ApiServer {
             }
         });
         kube::Client::new(svc, "default")
+    }
+
+    /// Serves the model over HTTP on 127.0.0.1 (watches included: `?watch=true` streams
+    /// the changes after the given resourceVersion as JSON lines); a client of it.
+    pub async fn serve(&self) -> kube::Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the API server model");
+        let addr = listener.local_addr().expect("address");
+        let app = axum::Router::new()
+            .fallback(http_request)
+            .with_state(self.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let url: http::Uri = format!("http://{addr}").parse().expect("url");
+        let config = kube::Config::new(url);
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// A watch: what changed after `resourceVersion`, then every change as it happens,
+    /// until `timeoutSeconds`.
+    fn watch(&self, path: &str, query: Option<&str>) -> axum::response::Response {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let rest: &[&str] = match parts.first() {
+            Some(&"api") => &parts[2..],
+            _ => &parts[3.min(parts.len())..],
+        };
+        let (ns, plural) = match rest {
+            [plural] => (String::new(), plural.to_string()),
+            ["namespaces", ns, plural] => (ns.to_string(), plural.to_string()),
+            _ => return axum::response::IntoResponse::into_response(http::StatusCode::NOT_FOUND),
+        };
+        let selector = selector(query);
+        let from: u64 = query_value(query, "resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let timeout: u64 = query_value(query, "timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let mut st = self.lock();
+            for e in st.log.iter().filter(|e| e.0 > from) {
+                let _ = tx.send(e.clone());
+            }
+            st.watchers.push(tx);
+        }
+        let (out_tx, out_rx) =
+            tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
+        tokio::spawn(async move {
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+            loop {
+                let e = tokio::select! {
+                    e = rx.recv() => e,
+                    _ = tokio::time::sleep_until(until) => None,
+                };
+                let Some((_, p, n, kind, obj)) = e else { break };
+                let key = (p, n, String::new());
+                if !in_scope(&key, &plural, &ns) || !matches(&obj, &selector) {
+                    continue;
+                }
+                let mut line = json!({ "type": kind, "object": obj }).to_string();
+                line.push('\n');
+                if out_tx.send(Ok(bytes::Bytes::from(line))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let body =
+            axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(out_rx));
+        axum::response::Response::builder()
+            .status(200)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .unwrap_or_default()
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -181,7 +335,7 @@ impl ApiServer {
                 }
                 old["spec"] = obj["spec"].take();
                 old["metadata"]["resourceVersion"] = json!(version);
-                st.objects.insert(key, old);
+                st.store(key, old);
             }
             None => {
                 st.uids += 1;
@@ -189,7 +343,7 @@ impl ApiServer {
                 obj["metadata"]["generation"] = json!(1);
                 obj["metadata"]["resourceVersion"] = json!(version);
                 obj["metadata"]["creationTimestamp"] = json!(now());
-                st.objects.insert(key, obj);
+                st.store(key, obj);
             }
         }
     }
@@ -198,14 +352,11 @@ impl ApiServer {
     pub fn put_raw(&self, plural: &str, ns: &str, name: &str, mut obj: Value) {
         let mut st = self.lock();
         obj["metadata"]["resourceVersion"] = json!(st.next_version());
-        st.objects
-            .insert((plural.into(), ns.into(), name.into()), obj);
+        st.store((plural.into(), ns.into(), name.into()), obj);
     }
 
     pub fn remove_raw(&self, plural: &str, ns: &str, name: &str) {
-        self.lock()
-            .objects
-            .remove(&(plural.into(), ns.into(), name.into()));
+        self.lock().forget(&(plural.into(), ns.into(), name.into()));
     }
 
     /// `kubectl delete`: with finalizers, a deletion timestamp; else gone, and what it owns.
@@ -219,7 +370,7 @@ impl ApiServer {
             obj["metadata"]["deletionTimestamp"] = json!(now());
             obj["metadata"]["resourceVersion"] = json!(st.next_version());
         }
-        st.objects.insert(key.clone(), obj);
+        st.store(key.clone(), obj);
         Self::finish_deletion(&mut st, &key);
     }
 
@@ -235,7 +386,7 @@ impl ApiServer {
             return;
         }
         let uid = obj["metadata"]["uid"].clone();
-        st.objects.remove(key);
+        st.forget(key);
         let owned: Vec<Key> = st
             .objects
             .iter()
@@ -270,6 +421,8 @@ impl ApiServer {
             _ => return status(404, "NotFound", format!("no route {path}")),
         };
         let (ns, plural, name, sub) = match rest {
+            // Cluster-wide lists: every namespace.
+            [plural] => ("", *plural, None, None),
             ["namespaces", ns, plural] => (*ns, *plural, None, None),
             ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name), None),
             ["namespaces", ns, plural, name, sub] => (*ns, *plural, Some(*name), Some(*sub)),
@@ -295,32 +448,11 @@ impl ApiServer {
         );
         let answer = match (method, name) {
             ("GET", None) => {
-                let selector: Vec<(String, String)> = query
-                    .unwrap_or_default()
-                    .split('&')
-                    .filter_map(|kv| kv.strip_prefix("labelSelector="))
-                    .flat_map(|s| {
-                        let s = s
-                            .replace("%3D", "=")
-                            .replace("%2F", "/")
-                            .replace("%2C", ",");
-                        s.split(',')
-                            .filter_map(|p| {
-                                let (k, v) = p.split_once('=')?;
-                                Some((k.to_string(), v.to_string()))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
+                let selector = selector(query);
                 let items: Vec<Value> = st
                     .objects
                     .iter()
-                    .filter(|(k, _)| k.0 == plural && k.1 == ns)
-                    .filter(|(_, o)| {
-                        selector
-                            .iter()
-                            .all(|(k, v)| o["metadata"]["labels"][k].as_str() == Some(v))
-                    })
+                    .filter(|(k, o)| in_scope(k, plural, ns) && matches(o, &selector))
                     .map(|(_, o)| o.clone())
                     .collect();
                 (
@@ -346,8 +478,7 @@ impl ApiServer {
                 obj["metadata"]["name"] = json!(name);
                 obj["metadata"]["namespace"] = json!(ns);
                 obj["metadata"]["resourceVersion"] = json!(st.next_version());
-                st.objects
-                    .insert((plural.into(), ns.into(), name), obj.clone());
+                st.store((plural.into(), ns.into(), name), obj.clone());
                 (201, obj)
             }
             ("PATCH", Some(n)) => Self::patch(&mut st, &key, n, sub, content_type, body),
@@ -432,7 +563,37 @@ impl ApiServer {
             }
             obj["metadata"]["resourceVersion"] = json!(st.next_version());
         }
-        st.objects.insert(key.clone(), obj.clone());
+        st.store(key.clone(), obj.clone());
         (200, obj)
     }
+}
+
+/// Every HTTP request to the model.
+async fn http_request(
+    axum::extract::State(api): axum::extract::State<ApiServer>,
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    let query = uri.query();
+    let watching =
+        method == http::Method::GET && matches!(query_value(query, "watch"), Some("true" | "1"));
+    if watching {
+        return api.watch(uri.path(), query);
+    }
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (code, answer) = api.handle(method.as_str(), uri.path(), query, &ct, body);
+    axum::response::Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(
+            serde_json::to_vec(&answer).unwrap_or_default(),
+        ))
+        .unwrap_or_default()
 }
