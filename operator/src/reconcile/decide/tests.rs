@@ -84,6 +84,20 @@ fn with_savepoint(mut o: Observed, poll: SavepointPoll) -> Observed {
     o
 }
 
+/// A running job's spec edited in savepoint mode: (the new FlinkJob, the pass that asked
+/// for the upgrade savepoint).
+fn upgrade_requested() -> (FlinkJob, Decision) {
+    let fj = job(json!({}));
+    let new = edited(&fj);
+    let d = decide(
+        &new,
+        &deployed(&fj),
+        &observed(view(JobState::Running)),
+        POLICY,
+    );
+    (new, d)
+}
+
 /// The pass after the pending savepoint of `st` completed at `path` (the job stopped).
 fn completed(fj: &FlinkJob, st: &FlinkJobStatus, path: &str) -> Decision {
     decide(
@@ -183,14 +197,7 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
 
 #[test]
 fn a_lost_savepoint_request_is_asked_again_with_the_same_trigger_id() {
-    let fj = job(json!({}));
-    let new = edited(&fj);
-    let d = decide(
-        &new,
-        &deployed(&fj),
-        &observed(view(JobState::Running)),
-        POLICY,
-    );
+    let (new, d) = upgrade_requested();
     let again = decide(
         &new,
         &d.status,
@@ -223,14 +230,7 @@ fn an_unconfirmable_upgrade_savepoint_keeps_the_job_id_and_its_snapshots() {
 
 #[test]
 fn an_unanswered_savepoint_is_waited_for() {
-    let fj = job(json!({}));
-    let new = edited(&fj);
-    let d = decide(
-        &new,
-        &deployed(&fj),
-        &observed(view(JobState::Running)),
-        POLICY,
-    );
+    let (new, d) = upgrade_requested();
     let mut o = observed(Observation::Unreachable("refused".into()));
     o.savepoint = Some(Err("refused".into()));
     let wait = decide(&new, &d.status, &o, POLICY);
