@@ -746,26 +746,21 @@ fn kill_all(cluster: &mut Cluster) {
     cluster.tms.clear();
 }
 
-fn restored_from(c: &RestClient, id: &str) -> String {
+/// The path of the job's `latest` `which` snapshot (`restored` or `completed`) as
+/// `GET /jobs/{id}/checkpoints` shows it; empty when there is none.
+fn latest_path(c: &RestClient, id: &str, which: &str) -> String {
     c.get(&format!("/jobs/{id}/checkpoints"))
         .ok()
         .and_then(|v| {
-            v["latest"]["restored"]["external_path"]
+            v["latest"][which]["external_path"]
                 .as_str()
                 .map(str::to_string)
         })
         .unwrap_or_default()
 }
 
-fn latest_checkpoint_path(c: &RestClient, id: &str) -> String {
-    c.get(&format!("/jobs/{id}/checkpoints"))
-        .ok()
-        .and_then(|v| {
-            v["latest"]["completed"]["external_path"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
+fn restored_from(c: &RestClient, id: &str) -> String {
+    latest_path(c, id, "restored")
 }
 
 /// Two application-mode jobmanagers on one checkpoint root: each runs its own job only
@@ -898,7 +893,7 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
         !location.is_empty()
     });
     wait_finished(&cluster, &id);
-    let last_checkpoint = latest_checkpoint_path(&c, &id);
+    let last_checkpoint = latest_path(&c, &id, "completed");
     kill_all(&mut cluster);
     cluster.start_jm("0", "0");
     cluster.start_tm();
