@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use flink_rs_rest_api as api;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::clock::rfc3339;
 use crate::crd::CheckpointInfo;
@@ -107,25 +109,24 @@ impl HttpJm {
         if code != 200 {
             return Err(failed(url, format!("GET /jobs/{id}: {code} {v}")));
         }
+        let detail: api::JobDetail = read(url, "GET /jobs/{id}", v)?;
         let (_, cp) = self.get(url, &format!("/jobs/{id}/checkpoints")).await?;
-        let latest = &cp["latest"]["completed"];
-        let last_checkpoint = latest["id"].as_u64().map(|cid| CheckpointInfo {
-            id: cid,
-            path: latest["external_path"].as_str().unwrap_or_default().into(),
-            time: rfc3339(latest["latest_ack_timestamp"].as_i64().unwrap_or(0)),
+        let cp: api::CheckpointStatistics = read(url, "GET /jobs/{id}/checkpoints", cp)?;
+        let last_checkpoint = cp.latest.completed.map(|c| CheckpointInfo {
+            id: c.id,
+            path: c.external_path,
+            time: rfc3339(c.latest_ack_timestamp),
         });
         let (_, config) = self.get(url, "/jobmanager/config").await?;
-        let plan = config.as_array().and_then(|entries| {
-            entries
-                .iter()
-                .find(|e| e["key"] == PLAN_KEY)
-                .and_then(|e| e["value"].as_str())
-                .map(str::to_string)
-        });
+        let config: Vec<api::ConfigEntry> = read(url, "GET /jobmanager/config", config)?;
+        let plan = config
+            .into_iter()
+            .find(|e| e.key == PLAN_KEY)
+            .map(|e| e.value);
         Ok(Some(JobView {
-            state: JobState::parse(v["state"].as_str().unwrap_or("UNKNOWN")),
+            state: JobState::parse(&detail.summary.state),
             last_checkpoint,
-            failure: v["failure-cause"].as_str().map(str::to_string),
+            failure: detail.failure_cause,
             plan,
         }))
     }
@@ -137,28 +138,27 @@ impl HttpJm {
         trigger_id: &str,
         stop: bool,
     ) -> Result<(), JmError> {
-        let (path, body) = if stop {
-            (
-                format!("{url}/jobs/{id}/stop"),
-                json!({ "triggerId": trigger_id }),
-            )
+        let req = if stop {
+            self.client
+                .post(format!("{url}/jobs/{id}/stop"))
+                .json(&api::StopRequest {
+                    target_directory: None,
+                    trigger_id: Some(trigger_id.into()),
+                })
         } else {
-            (
-                format!("{url}/jobs/{id}/savepoints"),
-                json!({ "cancel-job": false, "triggerId": trigger_id }),
-            )
+            self.client
+                .post(format!("{url}/jobs/{id}/savepoints"))
+                .json(&api::SavepointRequest {
+                    target_directory: None,
+                    cancel_job: false,
+                    trigger_id: Some(trigger_id.into()),
+                })
         };
-        let r = self
-            .client
-            .post(path)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| unreachable(url, e))?;
+        let r = req.send().await.map_err(|e| unreachable(url, e))?;
         let code = r.status().as_u16();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        match v["request-id"].as_str() {
-            Some(rid) if rid == trigger_id => Ok(()),
+        match serde_json::from_value::<api::TriggerResponse>(v.clone()) {
+            Ok(t) if t.request_id == trigger_id => Ok(()),
             _ => Err(failed(
                 url,
                 format!("savepoint of job {id} not accepted: {code} {v}"),
@@ -179,19 +179,20 @@ impl HttpJm {
                 format!("GET savepoint {trigger_id}: {code} {s}"),
             ));
         }
-        if s["status"]["id"] != "COMPLETED" {
-            return Ok(SavepointPoll::InProgress);
-        }
-        Ok(match s["operation"]["location"].as_str() {
-            Some(p) => SavepointPoll::Completed(p.to_string()),
-            None => SavepointPoll::Failed(
-                s["operation"]["failure-cause"]["stack-trace"]
-                    .as_str()
-                    .unwrap_or("unknown failure")
-                    .to_string(),
-            ),
+        let s: api::OperationStatus = read(url, "GET savepoint status", s)?;
+        Ok(match s.outcome() {
+            None => SavepointPoll::InProgress,
+            Some(Ok(location)) => SavepointPoll::Completed(location),
+            Some(Err(cause)) => SavepointPoll::Failed(cause),
         })
     }
+}
+
+/// An answer read as the REST API's type `T`; one that does not fit is a failure naming
+/// the request.
+fn read<T: DeserializeOwned>(url: &str, what: &str, v: Value) -> Result<T, JmError> {
+    serde_json::from_value::<T>(v.clone())
+        .map_err(|e| failed(url, format!("{what}: unexpected answer ({e}): {v}")))
 }
 
 fn unreachable(url: &str, e: reqwest::Error) -> JmError {

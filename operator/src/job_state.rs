@@ -1,48 +1,45 @@
 //! A job's state as a jobmanager reports it (`GET /jobs/{id}` → `state`), parsed once at the
-//! edge into a type the reconciler branches on.
+//! edge into the REST API's own type ([`JobStatus`], shared with the jobmanager that writes
+//! it), so the reconciler branches on variants, never on strings.
 
 use std::fmt;
 
+pub use flink_rs_rest_api::JobStatus;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
-    /// Submitted, waiting for slots.
-    Created,
-    Running,
-    /// A task failed; the jobmanager restarts it from its latest checkpoint by itself.
-    Restarting,
-    /// Every task finished (also after stop-with-savepoint).
-    Finished,
-    /// The restart strategy gave up: only the operator can bring it back.
-    Failed,
-    Canceled,
+    /// A state of the REST API this operator was built with.
+    Known(JobStatus),
     /// A state this operator does not know (a newer jobmanager): reported, never acted on.
     Other(String),
 }
 
 impl JobState {
     pub fn parse(s: &str) -> JobState {
-        match s {
-            "CREATED" | "INITIALIZING" => JobState::Created,
-            "RUNNING" => JobState::Running,
-            "RESTARTING" => JobState::Restarting,
-            "FINISHED" => JobState::Finished,
-            "FAILED" => JobState::Failed,
-            "CANCELED" | "CANCELLED" => JobState::Canceled,
-            other => JobState::Other(other.to_string()),
+        match s.parse::<JobStatus>() {
+            Ok(status) => JobState::Known(status),
+            Err(unknown) => JobState::Other(unknown.0),
         }
     }
 
     /// Flink's name of the state, as status shows it.
     pub fn as_str(&self) -> &str {
         match self {
-            JobState::Created => "CREATED",
-            JobState::Running => "RUNNING",
-            JobState::Restarting => "RESTARTING",
-            JobState::Finished => "FINISHED",
-            JobState::Failed => "FAILED",
-            JobState::Canceled => "CANCELED",
+            JobState::Known(s) => s.as_str(),
             JobState::Other(s) => s,
         }
+    }
+}
+
+impl From<JobStatus> for JobState {
+    fn from(s: JobStatus) -> Self {
+        JobState::Known(s)
+    }
+}
+
+impl PartialEq<JobStatus> for JobState {
+    fn eq(&self, other: &JobStatus) -> bool {
+        *self == JobState::Known(*other)
     }
 }
 
@@ -54,7 +51,7 @@ impl fmt::Display for JobState {
 
 #[cfg(test)]
 mod tests {
-    use super::JobState;
+    use super::{JobState, JobStatus};
 
     #[test]
     fn round_trips_flink_names_and_keeps_unknown_ones() {
@@ -68,6 +65,7 @@ mod tests {
         ] {
             assert_eq!(JobState::parse(s).as_str(), s);
         }
+        assert_eq!(JobState::parse("CANCELLED"), JobStatus::Canceled);
         assert_eq!(
             JobState::parse("SUSPENDED"),
             JobState::Other("SUSPENDED".into())

@@ -26,7 +26,7 @@ use crate::crd::{
     SavepointReason, UpgradeMode,
 };
 use crate::jm::{JobView, SavepointPoll};
-use crate::job_state::JobState;
+use crate::job_state::{JobState, JobStatus};
 use crate::resources::RunPlan;
 
 use super::conditions::{self, DEGRADED, PROGRESSING, READY};
@@ -74,7 +74,7 @@ impl Observation {
     }
 
     fn running(&self) -> bool {
-        self.state() == Some(&JobState::Running)
+        self.state() == Some(&JobState::Known(JobStatus::Running))
     }
 
     /// Says what the job is, for messages.
@@ -436,7 +436,7 @@ fn lifecycle(p: &mut Pass<'_>, policy: Policy) {
         return;
     }
 
-    if p.obs.job.state() == Some(&JobState::Failed) {
+    if p.obs.job.state() == Some(&JobState::Known(JobStatus::Failed)) {
         restart_failed(p, policy);
         return;
     }
@@ -544,7 +544,7 @@ fn report(p: &mut Pass<'_>) {
             p.st.last_checkpoint = j.last_checkpoint.clone();
         }
         match j.state {
-            JobState::Running | JobState::Finished => {
+            JobState::Known(JobStatus::Running | JobStatus::Finished) => {
                 if p.st.lifecycle_state != Some(LifecycleState::Running) {
                     let id = p.st.job_id.clone().unwrap_or_default();
                     p.note(false, "Running", format!("job {id} is {}", j.state));
@@ -559,7 +559,7 @@ fn report(p: &mut Pass<'_>) {
                     p.st.last_restart_time = None;
                 }
             }
-            JobState::Failed => {}
+            JobState::Known(JobStatus::Failed) => {}
             _ => p.st.running_since = None,
         }
     }

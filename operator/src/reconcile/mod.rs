@@ -567,7 +567,7 @@ async fn cleanup(fj: &FlinkJob, ctx: &Context) -> Result<Option<Duration>, Error
         return Ok(None);
     }
     let running = match ctx.jm.job(&url, &plan.job_id).await {
-        Ok(Some(v)) => v.state == crate::job_state::JobState::Running,
+        Ok(Some(v)) => v.state == crate::job_state::JobStatus::Running,
         _ => false,
     };
     if !running {

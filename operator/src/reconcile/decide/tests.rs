@@ -47,9 +47,9 @@ fn observed(job: Observation) -> Observed {
     }
 }
 
-fn view(state: JobState) -> Observation {
+fn view(state: JobStatus) -> Observation {
     Observation::Job(JobView {
-        state,
+        state: state.into(),
         last_checkpoint: Some(CheckpointInfo {
             id: 7,
             path: "s3://bucket/cp/chk-7".into(),
@@ -92,7 +92,7 @@ fn upgrade_requested() -> (FlinkJob, Decision) {
     let d = decide(
         &new,
         &deployed(&fj),
-        &observed(view(JobState::Running)),
+        &observed(view(JobStatus::Running)),
         POLICY,
     );
     (new, d)
@@ -104,7 +104,7 @@ fn completed(fj: &FlinkJob, st: &FlinkJobStatus, path: &str) -> Decision {
         fj,
         st,
         &with_savepoint(
-            observed(view(JobState::Finished)),
+            observed(view(JobStatus::Finished)),
             SavepointPoll::Completed(path.into()),
         ),
         POLICY,
@@ -138,7 +138,7 @@ fn a_running_job_is_ready_and_its_checkpoint_lands_in_status() {
     let d = decide(
         &fj,
         &deployed(&fj),
-        &observed(view(JobState::Running)),
+        &observed(view(JobStatus::Running)),
         POLICY,
     );
     assert!(!d.deploy && !d.trigger);
@@ -154,7 +154,7 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
     let fj = job(json!({}));
     let st = deployed(&fj);
     let new = edited(&fj);
-    let d = decide(&new, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&new, &st, &observed(view(JobStatus::Running)), POLICY);
     assert!(d.trigger, "the savepoint is requested");
     assert!(!d.deploy, "nothing is redeployed before it completes");
     let sp = d
@@ -172,7 +172,10 @@ fn savepoint_upgrade_records_its_intent_before_anything_moves() {
     let waiting = decide(
         &new,
         &d.status,
-        &with_savepoint(observed(view(JobState::Running)), SavepointPoll::InProgress),
+        &with_savepoint(
+            observed(view(JobStatus::Running)),
+            SavepointPoll::InProgress,
+        ),
         POLICY,
     );
     assert!(!waiting.deploy && !waiting.trigger);
@@ -201,7 +204,7 @@ fn a_lost_savepoint_request_is_asked_again_with_the_same_trigger_id() {
     let again = decide(
         &new,
         &d.status,
-        &with_savepoint(observed(view(JobState::Running)), SavepointPoll::Unknown),
+        &with_savepoint(observed(view(JobStatus::Running)), SavepointPoll::Unknown),
         POLICY,
     );
     assert!(again.trigger && !again.deploy);
@@ -213,11 +216,11 @@ fn an_unconfirmable_upgrade_savepoint_keeps_the_job_id_and_its_snapshots() {
     let fj = job(json!({}));
     let new = edited(&fj);
     let st = deployed(&fj);
-    let d = decide(&new, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&new, &st, &observed(view(JobStatus::Running)), POLICY);
     let lost = decide(
         &new,
         &d.status,
-        &with_savepoint(observed(view(JobState::Finished)), SavepointPoll::Unknown),
+        &with_savepoint(observed(view(JobStatus::Finished)), SavepointPoll::Unknown),
         POLICY,
     );
     assert!(lost.deploy);
@@ -247,7 +250,7 @@ fn last_state_upgrade_keeps_the_job_id_and_the_restore_path() {
     let d = decide(
         &edited(&fj),
         &st,
-        &observed(view(JobState::Running)),
+        &observed(view(JobStatus::Running)),
         POLICY,
     );
     assert!(d.deploy && !d.trigger);
@@ -264,7 +267,7 @@ fn stateless_upgrade_starts_a_new_job_without_state() {
     let d = decide(
         &edited(&fj),
         &st,
-        &observed(view(JobState::Running)),
+        &observed(view(JobStatus::Running)),
         POLICY,
     );
     assert!(d.deploy);
@@ -276,7 +279,7 @@ fn stateless_upgrade_starts_a_new_job_without_state() {
 fn a_failed_job_restarts_with_its_restore_path_and_backs_off() {
     let fj = job(json!({ "spec": { "job": { "initialSavepointPath": "s3://x/sp" } } }));
     let st = deployed(&fj);
-    let d = decide(&fj, &st, &observed(view(JobState::Failed)), POLICY);
+    let d = decide(&fj, &st, &observed(view(JobStatus::Failed)), POLICY);
     assert!(d.deploy);
     assert_eq!(d.status.job_id, st.job_id);
     assert_eq!(
@@ -288,7 +291,7 @@ fn a_failed_job_restarts_with_its_restore_path_and_backs_off() {
     // It fails again at once: the next restart waits (20 s after the first).
     let mut again = d.status.clone();
     again.lifecycle_state = Some(LifecycleState::Running);
-    let mut o = observed(view(JobState::Failed));
+    let mut o = observed(view(JobStatus::Failed));
     o.now = NOW + 5;
     let wait = decide(&fj, &again, &o, POLICY);
     assert!(!wait.deploy);
@@ -310,9 +313,9 @@ fn a_long_healthy_run_resets_the_restart_counter() {
     let mut st = deployed(&fj);
     st.restarts = 3;
     st.last_restart_time = Some(clock::rfc3339(NOW * 1000));
-    let d = decide(&fj, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&fj, &st, &observed(view(JobStatus::Running)), POLICY);
     assert_eq!(d.status.restarts, 3);
-    let mut o = observed(view(JobState::Running));
+    let mut o = observed(view(JobStatus::Running));
     o.now = NOW + HEALTHY_RESET.as_secs() as i64;
     let later = decide(&fj, &d.status, &o, POLICY);
     assert_eq!(later.status.restarts, 0);
@@ -323,7 +326,7 @@ fn suspend_of_a_running_job_goes_through_a_savepoint_and_resume_starts_from_it()
     let fj = job(json!({}));
     let st = deployed(&fj);
     let off = job(json!({ "spec": { "job": { "state": "suspended" } } }));
-    let d = decide(&off, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&off, &st, &observed(view(JobStatus::Running)), POLICY);
     assert!(d.trigger && !d.deploy);
     assert_eq!(
         d.status.pending_savepoint.as_ref().map(|s| s.reason),
@@ -357,7 +360,7 @@ fn suspend_without_a_running_job_keeps_the_job_and_its_checkpoints() {
     let off = job(json!({ "spec": { "job": { "state": "suspended" } } }));
     for o in [
         Observation::Unreachable("refused".into()),
-        view(JobState::Restarting),
+        view(JobStatus::Restarting),
         Observation::NotYet,
     ] {
         let d = decide(&off, &st, &observed(o.clone()), POLICY);
@@ -380,7 +383,7 @@ fn a_job_without_checkpointing_can_be_suspended() {
     let st = deployed(&fj);
     let mut off = fj.clone();
     off.spec.job.state = DesiredState::Suspended;
-    let d = decide(&off, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&off, &st, &observed(view(JobStatus::Running)), POLICY);
     assert!(d.deploy && !d.trigger);
     assert_eq!(d.status.lifecycle_state, Some(LifecycleState::Suspended));
 }
@@ -390,7 +393,7 @@ fn a_manual_savepoint_is_answered_once_even_when_it_fails() {
     let fj = job(json!({ "spec": { "job": { "savepointTriggerNonce": 1 } } }));
     let st = deployed(&fj);
     let again = job(json!({ "spec": { "job": { "savepointTriggerNonce": 2 } } }));
-    let d = decide(&again, &st, &observed(view(JobState::Running)), POLICY);
+    let d = decide(&again, &st, &observed(view(JobStatus::Running)), POLICY);
     assert!(d.trigger);
     let sp = d.status.pending_savepoint.clone().expect("pending");
     assert_eq!((sp.reason, sp.nonce), (SavepointReason::Manual, Some(2)));
@@ -398,7 +401,7 @@ fn a_manual_savepoint_is_answered_once_even_when_it_fails() {
         &again,
         &d.status,
         &with_savepoint(
-            observed(view(JobState::Running)),
+            observed(view(JobStatus::Running)),
             SavepointPoll::Failed("disk".into()),
         ),
         POLICY,
@@ -414,7 +417,7 @@ fn a_manual_savepoint_is_answered_once_even_when_it_fails() {
     let next = decide(
         &again,
         &failed.status,
-        &observed(view(JobState::Running)),
+        &observed(view(JobStatus::Running)),
         POLICY,
     );
     assert!(!next.trigger, "not retried in a loop");
@@ -467,7 +470,7 @@ fn an_old_jobmanager_s_answer_is_not_the_current_job_s_state() {
     let st = deployed(&fj);
     let answer = |plan: &str| {
         Ok(Some(JobView {
-            state: JobState::Failed,
+            state: JobState::Known(JobStatus::Failed),
             last_checkpoint: None,
             failure: Some("killed while terminating".into()),
             plan: Some(plan.into()),

@@ -1,0 +1,440 @@
+//! The `flink-rs` command line.
+//!
+//! Subcommands: `run` (a SQL script in the embedded mini-cluster), `explain` (its dataflow
+//! plan), and `bench` (the end-to-end benchmark workloads behind `bench/run`, with or without
+//! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
+//! `taskmanager` (the processes of a standalone cluster), and `job` (the REST API's client).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use flink_rs::bench::{BenchOptions, Workload, checkpoint_state, run_with};
+
+#[derive(Parser)]
+#[command(
+    name = "flink-rs",
+    version,
+    about = "Stateful stream processing, Flink-style, in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a Flink SQL script in the embedded mini-cluster. Bounded jobs exit when done;
+    /// unbounded ones run until Ctrl-C, which cancels them.
+    Run {
+        /// The script (`-` reads standard input).
+        script: String,
+        /// Default parallelism (`parallelism.default`).
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// A configuration key, as in Flink (`--set execution.checkpointing.interval=10s`);
+        /// wins over the script's SET statements. Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Start from a checkpoint or savepoint directory, or `latest`: the newest complete
+        /// checkpoint of this job in state.checkpoints.dir (the job id is `pipeline.job-id`,
+        /// else derived from `pipeline.name`, else from the script; an error when there is
+        /// none).
+        #[arg(long)]
+        from_checkpoint: Option<String>,
+    },
+    /// Prints the dataflow plan of a SQL script (operators, parallelism, exchanges).
+    Explain {
+        script: String,
+        #[arg(long)]
+        parallelism: Option<usize>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Starts a jobmanager: REST API (`rest.port`, 8081), taskmanager registration over gRPC
+    /// (`jobmanager.rpc.port`, 6123), the job masters of the submitted jobs.
+    Jobmanager {
+        /// A configuration file of `key: value` lines with Flink's keys.
+        #[arg(long)]
+        config: Option<String>,
+        /// Application mode: run this SQL script as job `--job-id` at start (restoring from
+        /// `execution.savepoint.path`, else from the job's latest checkpoint).
+        #[arg(long, requires = "job_id")]
+        job: Option<String>,
+        /// The job id in application mode (32 hex digits are usual; any name works).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// A configuration key (wins over the file and the environment). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Starts a taskmanager that offers `taskmanager.numberOfTaskSlots` slots to the
+    /// jobmanager at `--jobmanager host:port` (or `JOB_MANAGER_RPC_ADDRESS`).
+    Taskmanager {
+        #[arg(long)]
+        config: Option<String>,
+        /// The jobmanager's RPC address (`jobmanager.rpc.address[:jobmanager.rpc.port]`).
+        #[arg(long)]
+        jobmanager: Option<String>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Talks to a running jobmanager's REST API.
+    Job {
+        /// The jobmanager's REST address.
+        #[arg(
+            long,
+            env = "FLINK_RS_REST",
+            default_value = "http://127.0.0.1:8081",
+            global = true
+        )]
+        url: String,
+        #[command(subcommand)]
+        action: JobAction,
+    },
+    /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
+    Bench {
+        /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql
+        workload: String,
+        #[arg(long, default_value_t = 1)]
+        parallelism: usize,
+        #[arg(long, default_value_t = 20_000_000)]
+        events: u64,
+        /// Checkpoint every this many milliseconds (off when not given).
+        #[arg(long)]
+        checkpoint_interval: Option<u64>,
+        /// Where checkpoints go (a temporary directory when not given).
+        #[arg(long)]
+        checkpoint_dir: Option<String>,
+        /// checkpoint-state: bytes of keyed state to build, checkpoint and recover.
+        #[arg(long, default_value_t = 1 << 30)]
+        state_bytes: u64,
+        /// checkpoint-state: milliseconds between the checkpoint and the injected failure
+        /// (default: mid-way through a 10 s checkpoint interval).
+        #[arg(long, default_value_t = 5000)]
+        fail_after_ms: u64,
+        /// Nexmark queries: run on a standalone cluster of 1 jobmanager and this many
+        /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
+        #[arg(long)]
+        cluster: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobAction {
+    /// Submits a SQL script; prints the job id.
+    Submit {
+        script: String,
+        #[arg(long)]
+        parallelism: Option<usize>,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Lists the jobs: id, state, name.
+    List,
+    /// Prints a job's details as JSON (`GET /jobs/{id}`).
+    Status { id: String },
+    /// Cancels a job.
+    Cancel { id: String },
+    /// Takes a savepoint; prints its location.
+    Savepoint {
+        id: String,
+        #[arg(long)]
+        dir: Option<String>,
+    },
+    /// Stops a job with a savepoint; prints its location.
+    Stop {
+        id: String,
+        #[arg(long)]
+        dir: Option<String>,
+    },
+}
+
+/// With `FLINK_RS_EXIT_WITH_PARENT=1` (set by test harnesses), the process exits when the
+/// process that started it is gone, so no server outlives a test that failed.
+fn exit_with_parent() {
+    if std::env::var_os("FLINK_RS_EXIT_WITH_PARENT").is_none() {
+        return;
+    }
+    let parent = std::os::unix::process::parent_id();
+    let _ = std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                if std::os::unix::process::parent_id() != parent {
+                    std::process::exit(1);
+                }
+            }
+        });
+}
+
+/// Stops when SIGINT or SIGTERM arrives.
+fn stop_on_signal() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                });
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                // The servers have no more work worth waiting for.
+                std::process::exit(0);
+            }
+        })
+        .context("starting the signal handler")?;
+    Ok(stop)
+}
+
+/// `--parallelism` and `--set key=value` as configuration pairs.
+fn settings(parallelism: Option<usize>, set: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(p) = parallelism {
+        out.push(("parallelism.default".to_string(), p.to_string()));
+    }
+    for s in set {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--set expects KEY=VALUE, got `{s}`"))?;
+        out.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(out)
+}
+
+/// Reads and compiles a script; SQL errors name the file, statement, line and column.
+fn compile(path: &str, sets: &[(String, String)]) -> anyhow::Result<flink_rs::sql::SqlJob> {
+    compile_text(path, sets).map(|(_, job)| job)
+}
+
+/// The script's text and the job compiled from it.
+fn compile_text(
+    path: &str,
+    sets: &[(String, String)],
+) -> anyhow::Result<(String, flink_rs::sql::SqlJob)> {
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading the script from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?
+    };
+    let job = flink_rs::sql::compile(&text, flink_rs::graph::ExecutionConfig::default(), sets)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    Ok((text, job))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    exit_with_parent();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            script,
+            parallelism,
+            set,
+            from_checkpoint,
+        } => {
+            let mut sets = settings(parallelism, &set)?;
+            if let Some(cp) = from_checkpoint {
+                sets.push(("execution.savepoint.path".into(), cp));
+            }
+            let (text, job) = compile_text(&script, &sets)?;
+            // The same job gets the same id in every run, so `latest` finds its checkpoints.
+            job.env.configure(|c| {
+                if c.job_id.is_none() {
+                    let name = c.pipeline_name.clone().unwrap_or(text);
+                    c.job_id = Some(flink_rs::executor::derived_job_id(&name));
+                }
+            });
+            let handle = job.env.execute_async().context("starting the job")?;
+            eprintln!("job {} started", handle.job_id());
+            let cancel = handle.cancel_handle();
+            std::thread::Builder::new()
+                .name("ctrl-c".into())
+                .spawn(move || {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                            eprintln!("cancelling the job (Ctrl-C)");
+                            cancel();
+                        }
+                    }
+                })
+                .context("starting the Ctrl-C handler")?;
+            let outcome = handle.wait().context("the job failed")?;
+            eprintln!(
+                "job {}",
+                match outcome {
+                    flink_rs::executor::JobOutcome::Finished => "finished".to_string(),
+                    flink_rs::executor::JobOutcome::Cancelled => "cancelled".to_string(),
+                    flink_rs::executor::JobOutcome::Stopped { savepoint } =>
+                        format!("stopped with savepoint {savepoint}"),
+                }
+            );
+        }
+        Command::Explain {
+            script,
+            parallelism,
+            set,
+        } => {
+            let job = compile(&script, &settings(parallelism, &set)?)?;
+            print!("{}", job.env.graph().explain());
+            if !job.unread_fields.is_empty() {
+                println!(
+                    "nexmark fields no statement reads (generated empty): {}",
+                    job.unread_fields.join(", ")
+                );
+            }
+        }
+        Command::Jobmanager {
+            config,
+            job,
+            job_id,
+            set,
+        } => {
+            let cfg =
+                flink_rs::cluster::ClusterConfig::load(config.as_deref(), &settings(None, &set)?)
+                    .context("reading the configuration")?;
+            let application = match (job, job_id) {
+                (Some(path), Some(job_id)) => Some(flink_rs::cluster::jobmanager::Application {
+                    script: std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {path}"))?,
+                    job_id,
+                }),
+                _ => None,
+            };
+            flink_rs::cluster::jobmanager::run(cfg, stop_on_signal()?, application)
+                .context("jobmanager")?;
+        }
+        Command::Taskmanager {
+            config,
+            jobmanager,
+            set,
+        } => {
+            let mut cfg =
+                flink_rs::cluster::ClusterConfig::load(config.as_deref(), &settings(None, &set)?)
+                    .context("reading the configuration")?;
+            if let Some(jm) = jobmanager {
+                cfg.set("jobmanager.rpc.address", &jm);
+            }
+            let opts = flink_rs::cluster::taskmanager::TaskManagerOptions::from_config(&cfg)
+                .context("taskmanager configuration")?;
+            flink_rs::cluster::taskmanager::run(opts, stop_on_signal()?).context("taskmanager")?;
+        }
+        Command::Job { url, action } => job_command(&url, action)?,
+        Command::Bench {
+            workload,
+            parallelism,
+            events,
+            checkpoint_interval,
+            checkpoint_dir,
+            state_bytes,
+            fail_after_ms,
+            cluster,
+        } => {
+            if let Some(tms) = cluster {
+                let result =
+                    flink_rs::bench::run_nexmark_cluster(&workload, parallelism, events, tms)
+                        .with_context(|| format!("benchmark `{workload}` on a cluster failed"))?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
+            let opts = BenchOptions {
+                checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
+                checkpoint_dir,
+                fail_after: std::time::Duration::from_millis(fail_after_ms),
+            };
+            if workload == "checkpoint-state" {
+                let result = checkpoint_state(state_bytes, &opts)
+                    .context("benchmark `checkpoint-state` failed")?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
+            if workload.starts_with("nexmark-") || workload.ends_with("-sql") {
+                let result = flink_rs::bench::run_nexmark(&workload, parallelism, events, &opts)
+                    .with_context(|| format!("benchmark `{workload}` failed"))?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
+            let w: Workload = workload.parse()?;
+            let result = run_with(w, parallelism, events, &opts)
+                .with_context(|| format!("benchmark `{workload}` failed"))?;
+            println!("{}", serde_json::to_string(&result)?);
+        }
+    }
+    Ok(())
+}
+
+fn job_command(url: &str, action: JobAction) -> anyhow::Result<()> {
+    let client = flink_rs::cluster::client::RestClient::new(url)?;
+    match action {
+        JobAction::Submit {
+            script,
+            parallelism,
+            set,
+        } => {
+            let text = if script == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the script from stdin")?
+            } else {
+                std::fs::read_to_string(&script).with_context(|| format!("reading {script}"))?
+            };
+            let id = client
+                .submit(&text, &settings(parallelism, &set)?)
+                .with_context(|| format!("submitting {script}"))?;
+            println!("{id}");
+        }
+        JobAction::List => {
+            for j in client.jobs()?.jobs {
+                println!("{}\t{}\t{}", j.jid, j.state, j.name);
+            }
+        }
+        JobAction::Status { id } => {
+            let v = client.get(&format!("/jobs/{id}"))?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        JobAction::Cancel { id } => {
+            client.cancel(&id)?;
+            eprintln!("cancelling job {id}");
+        }
+        JobAction::Savepoint { id, dir } => {
+            let p = client.savepoint(
+                &id,
+                dir.as_deref(),
+                false,
+                std::time::Duration::from_secs(600),
+            )?;
+            println!("{p}");
+        }
+        JobAction::Stop { id, dir } => {
+            let p = client.savepoint(
+                &id,
+                dir.as_deref(),
+                true,
+                std::time::Duration::from_secs(600),
+            )?;
+            println!("{p}");
+        }
+    }
+    Ok(())
+}

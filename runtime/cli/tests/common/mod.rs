@@ -1,0 +1,42 @@
+//! Helpers shared by the cluster and compose tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+/// A windowed aggregation over `rows` generated bids (`rate` rows/s, 0: unlimited) into the
+/// exactly-once file sink at `out`, checkpointed every 500 ms, parallelism 2.
+pub fn job(out: &str, rows: u64, rate: u64) -> String {
+    let rate = if rate > 0 {
+        format!("'rows-per-second' = '{rate}',")
+    } else {
+        String::new()
+    };
+    format!(
+        "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '500 ms';
+{}",
+        bid_windows(out, rows, &rate)
+    )
+}
+
+/// `tests/sql/bid_windows.sql` (the job the cluster, compose and Kubernetes end-to-end tests
+/// run): `rows` generated bids, `rate` the datagen rate option or empty, results at `out`.
+pub fn bid_windows(out: &str, rows: u64, rate: &str) -> String {
+    include_str!("../../../../tests/sql/bid_windows.sql")
+        .replace("{rows}", &rows.to_string())
+        .replace("{rate}", rate)
+        .replace("{out}", out)
+}
+
+/// The published part files' lines under `dir`, sorted.
+pub fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}

@@ -1,0 +1,513 @@
+//! The jobmanager's REST API, with Apache Flink's resource paths and field names where they
+//! fit (documented in `docs/rest-api.yaml`, OpenAPI 3). Errors answer `{"errors": [..]}`
+//! as Flink does.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flink_rs_rest_api as api;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::jobmanager::{Job, JobManager, Operation};
+use flink_rs_core::checkpoint::SnapshotKind;
+use flink_rs_core::executor::{CompletedCheckpoint, JobStatus};
+use flink_rs_core::operator::now_millis;
+
+type Jm = State<Arc<JobManager>>;
+/// An early answer (an error response), boxed: responses are large.
+type Early<T> = Result<T, Box<Response>>;
+
+pub(crate) fn router(jm: Arc<JobManager>) -> Router {
+    Router::new()
+        .route("/overview", get(overview))
+        .route("/config", get(config))
+        .route("/jobmanager/config", get(jobmanager_config))
+        .route("/jobs", get(list_jobs).post(submit))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{id}", get(job_detail).patch(cancel))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
+        .route("/jobs/{id}/savepoints/{rid}", get(operation))
+        .route("/jobs/{id}/stop", axum::routing::post(stop))
+        .route("/taskmanagers", get(taskmanagers))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(jm)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, axum::Json(api::ErrorResponse::new(msg))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "Not found: no such REST resource")
+}
+
+fn find(jm: &JobManager, id: &str) -> Early<Arc<Job>> {
+    jm.job(id).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("Job {id} not found: no job with this id"),
+        ))
+    })
+}
+
+async fn overview(State(jm): Jm) -> Response {
+    let tms = jm.taskmanagers();
+    let jobs = jm.jobs();
+    let count = |f: &dyn Fn(JobStatus) -> bool| jobs.iter().filter(|j| f(j.status().0)).count();
+    axum::Json(api::ClusterOverview {
+        taskmanagers: tms.len(),
+        slots_total: tms.iter().map(|t| t.slots).sum(),
+        slots_available: tms.iter().map(|t| t.free_slots).sum(),
+        jobs_running: count(&|s| !s.is_terminal()),
+        jobs_finished: count(&|s| s == JobStatus::Finished),
+        jobs_cancelled: count(&|s| s == JobStatus::Canceled),
+        jobs_failed: count(&|s| s == JobStatus::Failed),
+        flink_version: version(),
+    })
+    .into_response()
+}
+
+fn version() -> String {
+    format!("flink-rs {}", env!("CARGO_PKG_VERSION"))
+}
+
+async fn config() -> Response {
+    axum::Json(api::DashboardConfig {
+        flink_version: version(),
+        refresh_interval: 3000,
+        timezone_name: "UTC".into(),
+        timezone_offset: 0,
+    })
+    .into_response()
+}
+
+/// `GET /jobmanager/config`: the jobmanager's configuration as Flink lists it
+/// (`[{"key", "value"}]`), values of secret-looking keys hidden as Flink hides them. The
+/// operator reads `flink-rs.operator.plan` here to know which deployment answers.
+async fn jobmanager_config(State(jm): Jm) -> Response {
+    let hidden = ["password", "secret", "token", "access-key", "secret-key"];
+    let entries: Vec<api::ConfigEntry> = jm
+        .config()
+        .pairs()
+        .into_iter()
+        .map(|(key, value)| {
+            let lower = key.to_ascii_lowercase();
+            let value = if hidden.iter().any(|h| lower.contains(h)) {
+                "******".to_string()
+            } else {
+                value
+            };
+            api::ConfigEntry { key, value }
+        })
+        .collect();
+    axum::Json(entries).into_response()
+}
+
+async fn list_jobs(State(jm): Jm) -> Response {
+    let jobs = jm
+        .jobs()
+        .iter()
+        .map(|j| api::JobListEntry {
+            id: j.id.clone(),
+            status: j.status().0.as_str().into(),
+        })
+        .collect();
+    axum::Json(api::JobList { jobs }).into_response()
+}
+
+async fn jobs_overview(State(jm): Jm) -> Response {
+    let jobs = jm.jobs().iter().map(|j| summary(j)).collect();
+    axum::Json(api::JobsOverview { jobs }).into_response()
+}
+
+fn summary(j: &Job) -> api::JobSummary {
+    let (state, _) = j.status();
+    let end = j.end_ms();
+    api::JobSummary {
+        jid: j.id.clone(),
+        name: j.name.clone(),
+        state: state.as_str().into(),
+        start_time: j.start_ms,
+        end_time: end.unwrap_or(-1),
+        duration: end.unwrap_or_else(now_millis) - j.start_ms,
+    }
+}
+
+/// `POST /jobs`: the SQL script as the body (`text/plain`), or JSON
+/// `{"sql": "...", "settings": {"key": "value"}}`.
+async fn submit(State(jm): Jm, headers: HeaderMap, body: Bytes) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (script, settings) = if is_json {
+        match serde_json::from_slice::<api::SubmitRequest>(&body) {
+            Ok(b) => (b.sql, b.settings.into_iter().collect::<Vec<_>>()),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "malformed JSON body: {e}; expected {{\"sql\": \"...\", \"settings\": {{}}}}"
+                    ),
+                );
+            }
+        }
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(s) => (s, Vec::new()),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"),
+        }
+    };
+    if script.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty body: POST the SQL script of the job",
+        );
+    }
+    let jm2 = jm.clone();
+    let r = tokio::task::spawn_blocking(move || jm2.submit(&script, settings, None)).await;
+    match r {
+        Ok(Ok(job)) => axum::Json(api::SubmitResponse {
+            jobid: job.id.clone(),
+        })
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn job_detail(State(jm): Jm, Path(id): Path<String>) -> Response {
+    let job = match find(&jm, &id) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    let (state, err) = job.status();
+    let metrics = job.handle().task_metrics();
+    let vertices = job
+        .vertices
+        .iter()
+        .enumerate()
+        .map(|(i, (name, p))| {
+            let prefix = format!("{name} (");
+            let (rin, rout) = metrics
+                .iter()
+                .filter(|(n, _, _)| n.starts_with(&prefix))
+                .fold((0u64, 0u64), |(a, b), (_, i, o)| (a + i, b + o));
+            api::Vertex {
+                id: format!("{i:032x}"),
+                name: name.clone(),
+                parallelism: *p,
+                status: state.as_str().into(),
+                metrics: api::VertexMetrics {
+                    read_records: rin,
+                    write_records: rout,
+                },
+            }
+        })
+        .collect();
+    let stats = job.handle().checkpoint_stats();
+    axum::Json(api::JobDetail {
+        summary: summary(&job),
+        now: now_millis(),
+        vertices,
+        restarts: stats.restarts,
+        failure_cause: err,
+    })
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct CancelQuery {
+    mode: Option<String>,
+}
+
+async fn cancel(State(jm): Jm, Path(id): Path<String>, Query(q): Query<CancelQuery>) -> Response {
+    let job = match find(&jm, &id) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    match q.mode.as_deref() {
+        None | Some("cancel") => {
+            job.handle().cancel();
+            (StatusCode::ACCEPTED, axum::Json(json!({}))).into_response()
+        }
+        Some(other) => error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown mode `{other}`; supported: cancel"),
+        ),
+    }
+}
+
+async fn checkpoints(State(jm): Jm, Path(id): Path<String>) -> Response {
+    let job = match find(&jm, &id) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    let s = job.handle().checkpoint_stats();
+    let in_progress = s.triggered.saturating_sub(s.completed + s.failed);
+    axum::Json(api::CheckpointStatistics {
+        counts: api::CheckpointCounts {
+            total: s.triggered,
+            completed: s.completed,
+            failed: s.failed,
+            in_progress,
+            restored: u64::from(s.restored.is_some()),
+        },
+        latest: api::LatestCheckpoints {
+            completed: s.latest.as_ref().map(completed),
+            restored: s.restored.as_ref().map(|p| api::RestoredCheckpoint {
+                external_path: p.clone(),
+            }),
+        },
+        history: s.history.iter().rev().map(completed).collect(),
+        restarts: s.restarts,
+    })
+    .into_response()
+}
+
+fn completed(c: &CompletedCheckpoint) -> api::CompletedCheckpoint {
+    api::CompletedCheckpoint {
+        id: c.id,
+        status: "COMPLETED".into(),
+        is_savepoint: c.kind == SnapshotKind::Savepoint,
+        external_path: c.path.clone(),
+        latest_ack_timestamp: c.timestamp_ms,
+        state_size: c.state_size,
+        end_to_end_duration: c.duration.as_millis() as u64,
+    }
+}
+
+/// The body as JSON of `T`; an empty body is `T`'s default.
+fn body_json<T: DeserializeOwned + Default>(body: &Bytes) -> Early<T> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed JSON body: {e}"),
+        ))
+    })
+}
+
+/// `POST /jobs/{id}/savepoints` `{"target-directory": "...", "cancel-job": false,
+/// "triggerId": "..."}` (the trigger id, optional, makes the request idempotent).
+async fn savepoint(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
+    let r = body_json::<api::SavepointRequest>(&body)
+        .and_then(|b| trigger(&jm, &id, b.target_directory, b.cancel_job, b.trigger_id));
+    r.unwrap_or_else(|r| *r)
+}
+
+/// `POST /jobs/{id}/stop` `{"targetDirectory": "...", "triggerId": "..."}`: stop with a
+/// savepoint.
+async fn stop(State(jm): Jm, Path(id): Path<String>, body: Bytes) -> Response {
+    let r = body_json::<api::StopRequest>(&body)
+        .and_then(|b| trigger(&jm, &id, b.target_directory, true, b.trigger_id));
+    r.unwrap_or_else(|r| *r)
+}
+
+/// Starts a savepoint (`stop`: and stops the job with it); answers its request id.
+fn trigger(
+    jm: &JobManager,
+    id: &str,
+    dir: Option<String>,
+    stop: bool,
+    trigger_id: Option<String>,
+) -> Early<Response> {
+    let job = find(jm, id)?;
+    let request_id = jm.savepoint(&job, dir, stop, trigger_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(api::TriggerResponse { request_id }),
+    )
+        .into_response())
+}
+
+async fn operation(State(jm): Jm, Path((id, rid)): Path<(String, String)>) -> Response {
+    let job = match find(&jm, &id) {
+        Ok(j) => j,
+        Err(r) => return *r,
+    };
+    match job.operation(&rid) {
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no savepoint request {rid} for job {id}"),
+        ),
+        Some(Operation::InProgress) => {
+            axum::Json(api::OperationStatus::in_progress()).into_response()
+        }
+        Some(Operation::Completed(p)) => {
+            axum::Json(api::OperationStatus::completed(p)).into_response()
+        }
+        Some(Operation::Failed(e)) => {
+            axum::Json(api::OperationStatus::failed("flink_rs::Error", e)).into_response()
+        }
+    }
+}
+
+async fn taskmanagers(State(jm): Jm) -> Response {
+    let taskmanagers = jm
+        .taskmanagers()
+        .iter()
+        .map(|t| api::TaskManagerInfo {
+            id: t.id.clone(),
+            path: t.data_address.clone(),
+            data_port: t
+                .data_address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok()),
+            slots_number: t.slots,
+            free_slots: t.free_slots,
+            time_since_last_heartbeat: t.since_heartbeat_ms,
+            registered_at: t.registered_ms,
+            hardware: api::Hardware {
+                physical_memory: t.memory_bytes,
+            },
+        })
+        .collect();
+    axum::Json(api::TaskManagers { taskmanagers }).into_response()
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', " ")
+}
+
+/// Prometheus text format.
+async fn metrics(State(jm): Jm) -> Response {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let tms = jm.taskmanagers();
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_taskmanagers Registered taskmanagers.\n# TYPE flinkrs_taskmanagers gauge\nflinkrs_taskmanagers {}",
+        tms.len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_slots_available Free task slots.\n# TYPE flinkrs_slots_available gauge\nflinkrs_slots_available {}",
+        tms.iter().map(|t| t.free_slots).sum::<usize>()
+    );
+    let jobs = jm.jobs();
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_job_running 1 while the job runs.\n# TYPE flinkrs_job_running gauge"
+    );
+    for j in &jobs {
+        let _ = writeln!(
+            out,
+            "flinkrs_job_running{{job_id=\"{}\",state=\"{}\"}} {}",
+            j.id,
+            j.status().0.as_str(),
+            u8::from(j.status().0 == JobStatus::Running)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_task_records_in_total Records into a task.\n# TYPE flinkrs_task_records_in_total counter"
+    );
+    let mut outs = String::new();
+    for j in &jobs {
+        for (task, rin, rout) in j.handle().task_metrics() {
+            let _ = writeln!(
+                out,
+                "flinkrs_task_records_in_total{{job_id=\"{}\",task=\"{}\"}} {rin}",
+                j.id,
+                label(&task)
+            );
+            let _ = writeln!(
+                outs,
+                "flinkrs_task_records_out_total{{job_id=\"{}\",task=\"{}\"}} {rout}",
+                j.id,
+                label(&task)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_task_records_out_total Records out of a task.\n# TYPE flinkrs_task_records_out_total counter\n{}",
+        outs.trim_end()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP flinkrs_checkpoints_total Checkpoints by outcome.\n# TYPE flinkrs_checkpoints_total counter"
+    );
+    let mut last = String::from(
+        "# HELP flinkrs_last_checkpoint_duration_seconds Duration of the latest completed checkpoint.\n# TYPE flinkrs_last_checkpoint_duration_seconds gauge\n",
+    );
+    let mut size = String::from(
+        "# HELP flinkrs_last_checkpoint_size_bytes State size of the latest completed checkpoint.\n# TYPE flinkrs_last_checkpoint_size_bytes gauge\n",
+    );
+    let mut bp = String::from(
+        "# HELP flinkrs_task_backpressured_seconds_total Time a task waited on full output channels.\n# TYPE flinkrs_task_backpressured_seconds_total counter\n",
+    );
+    let mut lag = String::from(
+        "# HELP flinkrs_task_watermark_lag_seconds Wall clock minus the task's last watermark.\n# TYPE flinkrs_task_watermark_lag_seconds gauge\n",
+    );
+    let now = now_millis();
+    for j in &jobs {
+        for t in j.handle().task_stats() {
+            let _ = writeln!(
+                bp,
+                "flinkrs_task_backpressured_seconds_total{{job_id=\"{}\",task=\"{}\"}} {}",
+                j.id,
+                label(&t.task),
+                t.backpressured.as_secs_f64()
+            );
+            if let Some(w) = t.watermark {
+                let _ = writeln!(
+                    lag,
+                    "flinkrs_task_watermark_lag_seconds{{job_id=\"{}\",task=\"{}\"}} {}",
+                    j.id,
+                    label(&t.task),
+                    (now - w) as f64 / 1000.0
+                );
+            }
+        }
+    }
+    out.push_str(&bp);
+    out.push_str(&lag);
+    let mut restarts = String::from(
+        "# HELP flinkrs_job_restarts_total Restarts after failures.\n# TYPE flinkrs_job_restarts_total counter\n",
+    );
+    for j in &jobs {
+        let s = j.handle().checkpoint_stats();
+        let _ = writeln!(
+            out,
+            "flinkrs_checkpoints_total{{job_id=\"{}\",outcome=\"completed\"}} {}\nflinkrs_checkpoints_total{{job_id=\"{}\",outcome=\"failed\"}} {}",
+            j.id, s.completed, j.id, s.failed
+        );
+        let _ = writeln!(
+            restarts,
+            "flinkrs_job_restarts_total{{job_id=\"{}\"}} {}",
+            j.id, s.restarts
+        );
+        if let Some(c) = &s.latest {
+            let _ = writeln!(
+                last,
+                "flinkrs_last_checkpoint_duration_seconds{{job_id=\"{}\"}} {}",
+                j.id,
+                c.duration.as_secs_f64()
+            );
+            let _ = writeln!(
+                size,
+                "flinkrs_last_checkpoint_size_bytes{{job_id=\"{}\"}} {}",
+                j.id, c.state_size
+            );
+        }
+    }
+    out.push_str(&last);
+    out.push_str(&size);
+    out.push_str(&restarts);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

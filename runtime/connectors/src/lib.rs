@@ -1,0 +1,20 @@
+//! Connectors: sources and sinks that plug into the engine through the [`Source`] and
+//! [`Sink`] traits. Nothing in the engine depends on a particular connector.
+//!
+//! [`Source`]: flink_rs_core::source::Source
+//! [`Sink`]: flink_rs_core::source::Sink
+
+mod blackhole;
+mod collection;
+mod datagen;
+mod filesystem;
+mod nexmark;
+mod ranges;
+mod rate;
+
+pub use blackhole::BlackholeSink;
+pub use collection::CollectionSource;
+pub use datagen::{BidGenerator, DataGen, FieldGen, bid_schema};
+pub use filesystem::{FileFormat, FileSink, FileSource};
+pub use flink_rs_core::api::{CollectSink, Collected, PrintSink};
+pub use nexmark::{NexmarkGenerator, STRING_FIELDS, UnreadFields, nexmark_schema};

@@ -1,0 +1,409 @@
+//! `WITH ('connector' = …)` options → the engine's sources and sinks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+
+use super::ddl::TableDef;
+use flink_rs_connectors::{
+    BlackholeSink, DataGen, FieldGen, FileFormat, FileSink, FileSource, NexmarkGenerator,
+    PrintSink, nexmark_schema,
+};
+use flink_rs_core::api::{DataStream, StreamExecutionEnvironment};
+use flink_rs_core::watermark::WatermarkStrategy;
+
+/// Source connectors (for errors).
+pub const SOURCES: &str = "datagen, nexmark, bids, filesystem";
+/// Sink connectors (for errors).
+pub const SINKS: &str = "print, blackhole, filesystem";
+
+/// An error about option `key` (or the connector as a whole).
+pub struct OptionError {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn err(key: &str, message: impl Into<String>) -> OptionError {
+    OptionError {
+        key: Some(key.to_string()),
+        message: message.into(),
+    }
+}
+
+fn connector(def: &TableDef) -> Result<&str, OptionError> {
+    def.options.get("connector").map(String::as_str).ok_or(OptionError {
+        key: None,
+        message: format!(
+            "table `{}` has no 'connector' option; use one of {SOURCES} (sources) or {SINKS} (sinks)",
+            def.name
+        ),
+    })
+}
+
+fn number<T: std::str::FromStr>(def: &TableDef, key: &str) -> Result<Option<T>, OptionError> {
+    def.options
+        .get(key)
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| err(key, format!("'{key}' must be a number, not '{v}'")))
+        })
+        .transpose()
+}
+
+fn format(def: &TableDef) -> Result<FileFormat, OptionError> {
+    match def
+        .options
+        .get("format")
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("csv") => Ok(FileFormat::Csv {
+            header: def
+                .options
+                .get("csv.include-header")
+                .is_some_and(|v| v == "true"),
+        }),
+        Some("json") => Ok(FileFormat::Json),
+        Some("raw") => Ok(FileFormat::Raw),
+        Some(other) => Err(err(
+            "format",
+            format!("unknown format '{other}'; use csv, json or raw"),
+        )),
+        None => Err(err(
+            "connector",
+            "the filesystem connector needs 'format' = 'csv' | 'json'",
+        )),
+    }
+}
+
+/// Checks a table's options when it is declared (whether it will be read or written).
+pub fn validate(def: &TableDef) -> Result<(), OptionError> {
+    let allowed: &[&str] = match connector(def)? {
+        "datagen" => {
+            number::<u64>(def, "number-of-rows")?;
+            number::<f64>(def, "rows-per-second")?;
+            for f in &def.columns {
+                let ok = matches!(
+                    f.data_type(),
+                    DataType::Int64
+                        | DataType::Float64
+                        | DataType::Utf8
+                        | DataType::Timestamp(TimeUnit::Millisecond, None)
+                );
+                if !ok {
+                    return Err(err(
+                        "connector",
+                        format!(
+                            "datagen generates BIGINT, DOUBLE, STRING and TIMESTAMP(3) columns; `{}` is {}",
+                            f.name(),
+                            f.data_type()
+                        ),
+                    ));
+                }
+            }
+            for k in def.options.keys().filter(|k| k.starts_with("fields.")) {
+                let mut parts = k.splitn(3, '.');
+                let (_, col, opt) = (
+                    parts.next(),
+                    parts.next().unwrap_or(""),
+                    parts.next().unwrap_or(""),
+                );
+                if !def.columns.iter().any(|f| f.name() == col) {
+                    return Err(err(
+                        k,
+                        format!("option '{k}' names column `{col}`, which the table does not have"),
+                    ));
+                }
+                match opt {
+                    "kind" => {}
+                    "start" | "end" | "min" | "max" | "length" => {
+                        number::<i64>(def, k)?;
+                    }
+                    other => {
+                        return Err(err(
+                            k,
+                            format!(
+                                "unknown datagen field option '{other}'; use kind, start, min, max or length"
+                            ),
+                        ));
+                    }
+                }
+            }
+            &["connector", "number-of-rows", "rows-per-second"]
+        }
+        "bids" => {
+            number::<u64>(def, "number-of-rows")?;
+            &["connector", "number-of-rows"]
+        }
+        "nexmark" => {
+            number::<u64>(def, "events.num")?;
+            number::<f64>(def, "next-event.rate")?;
+            &["connector", "events.num", "next-event.rate"]
+        }
+        "filesystem" => {
+            if !def.options.contains_key("path") {
+                return Err(err("connector", "the filesystem connector needs 'path'"));
+            }
+            format(def)?;
+            number::<u64>(def, "sink.parallelism")?;
+            &[
+                "connector",
+                "path",
+                "format",
+                "csv.include-header",
+                "sink.parallelism",
+            ]
+        }
+        "print" | "blackhole" => {
+            number::<u64>(def, "sink.parallelism")?;
+            &["connector", "sink.parallelism"]
+        }
+        other => {
+            return Err(err(
+                "connector",
+                format!("unknown connector '{other}'; sources: {SOURCES}; sinks: {SINKS}"),
+            ));
+        }
+    };
+    for k in def.options.keys() {
+        if !allowed.contains(&k.as_str()) && !k.starts_with("fields.") {
+            return Err(err(
+                k,
+                format!(
+                    "unknown option '{k}' for connector '{}'; known: {}",
+                    connector(def)?,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The physical schema a source table produces (declared columns, or the connector's own).
+pub fn physical_schema(def: &TableDef) -> Result<SchemaRef, OptionError> {
+    let own = match connector(def)? {
+        "nexmark" => Some(nexmark_schema()),
+        "bids" => Some(flink_rs_connectors::bid_schema()),
+        _ => None,
+    };
+    if let Some(ns) = own {
+        if def.columns.is_empty() {
+            return Ok(ns);
+        }
+        for f in &def.columns {
+            match ns.field_with_name(f.name()) {
+                Ok(nf) if nf.data_type() == f.data_type() => {}
+                Ok(nf) => {
+                    return Err(err(
+                        "connector",
+                        format!(
+                            "column `{}` of a {} table has type {}, the connector produces {}",
+                            f.name(),
+                            connector(def)?,
+                            f.data_type(),
+                            nf.data_type()
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(err(
+                        "connector",
+                        format!(
+                            "the {} connector has no column `{}`; it produces {} (declare no columns to take them all)",
+                            connector(def)?,
+                            f.name(),
+                            ns.fields()
+                                .iter()
+                                .map(|f| f.name().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Arc::new(Schema::new(def.columns.clone())))
+}
+
+/// A stream reading the table (with its watermark strategy).
+/// A connector with a schema of its own (nexmark, bids): the declared columns, or all of its
+/// columns when none are declared.
+fn declared_columns(s: DataStream, def: &TableDef) -> Result<DataStream, OptionError> {
+    if def.columns.is_empty() {
+        return Ok(s);
+    }
+    let names: Vec<String> = def.columns.iter().map(|f| f.name().clone()).collect();
+    s.select(&names)
+        .map_err(|e| err("connector", e.to_string()))
+}
+
+/// `unread`: the nexmark string fields no statement reads (filled in while planning).
+pub fn source(
+    env: &StreamExecutionEnvironment,
+    def: &TableDef,
+    unread: &flink_rs_connectors::UnreadFields,
+) -> Result<DataStream, OptionError> {
+    let wm = def.watermark.as_ref().map(|(col, delay)| {
+        if *delay == 0 {
+            WatermarkStrategy::monotonous(col.clone())
+        } else {
+            WatermarkStrategy::bounded_out_of_orderness(
+                col.clone(),
+                Duration::from_millis(*delay as u64),
+            )
+        }
+    });
+    let schema = physical_schema(def)?;
+    let stream = match connector(def)? {
+        "datagen" => {
+            // Column types and options were checked by `validate` at CREATE TABLE.
+            let mut g =
+                DataGen::new(schema.clone()).map_err(|e| err("connector", e.to_string()))?;
+            if let Some(n) = number::<u64>(def, "number-of-rows")? {
+                g = g.rows(n);
+            }
+            if let Some(r) = number::<f64>(def, "rows-per-second")? {
+                g = g.rate(r);
+            }
+            for f in schema.fields() {
+                let key = |k: &str| format!("fields.{}.{k}", f.name());
+                let kind = def.options.get(&key("kind")).map(String::as_str);
+                let fg = match kind {
+                    Some("sequence") => Some(FieldGen::Sequence {
+                        start: number::<i64>(def, &key("start"))?.unwrap_or(0),
+                    }),
+                    Some("random") | None => {
+                        let min = number::<i64>(def, &key("min"))?;
+                        let max = number::<i64>(def, &key("max"))?
+                            .or(number::<i64>(def, &key("length"))?);
+                        match (min, max) {
+                            (None, None) => None,
+                            (a, b) => Some(FieldGen::Random {
+                                min: a.unwrap_or(0),
+                                max: b.unwrap_or(1000),
+                            }),
+                        }
+                    }
+                    Some(other) => {
+                        return Err(err(
+                            &key("kind"),
+                            format!("unknown kind '{other}'; use sequence or random"),
+                        ));
+                    }
+                };
+                if let Some(fg) = fg {
+                    g = g
+                        .field(f.name(), fg)
+                        .map_err(|e| err(&key("kind"), e.to_string()))?;
+                }
+            }
+            env.from_source(g, wm)
+        }
+        "nexmark" => {
+            let mut g = match number::<u64>(def, "events.num")? {
+                Some(n) => NexmarkGenerator::bounded(n),
+                None => {
+                    let mut g = NexmarkGenerator::bounded(0);
+                    g.events = None;
+                    g
+                }
+            };
+            if let Some(r) = number::<f64>(def, "next-event.rate")? {
+                g.rate = Some(r);
+            }
+            g.unread = unread.clone();
+            let wm = wm.or_else(|| {
+                Some(WatermarkStrategy::bounded_out_of_orderness(
+                    "dateTime",
+                    Duration::from_secs(4),
+                ))
+            });
+            declared_columns(env.from_source(g, wm), def)?
+        }
+        "bids" => {
+            // The benchmark bid stream (`bench/run` W1-W3, and Apache Flink's anchor runs).
+            let g = match number::<u64>(def, "number-of-rows")? {
+                Some(n) => flink_rs_connectors::BidGenerator::bounded(n),
+                None => flink_rs_connectors::BidGenerator::unbounded(),
+            };
+            let wm = wm.or_else(|| {
+                Some(WatermarkStrategy::bounded_out_of_orderness(
+                    "ts",
+                    Duration::from_secs(1),
+                ))
+            });
+            declared_columns(env.from_source(g, wm), def)?
+        }
+        "filesystem" => {
+            let path = def
+                .options
+                .get("path")
+                .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+            env.from_source(FileSource::new(path, format(def)?, schema), wm)
+        }
+        "print" | "blackhole" => {
+            return Err(err(
+                "connector",
+                format!(
+                    "`{}` is a sink connector and cannot be read; sources: {SOURCES}",
+                    connector(def)?
+                ),
+            ));
+        }
+        other => {
+            return Err(err(
+                "connector",
+                format!("unknown connector '{other}'; sources: {SOURCES}; sinks: {SINKS}"),
+            ));
+        }
+    };
+    Ok(stream)
+}
+
+/// Writes `stream` to the table.
+/// Whether a sink table takes a changelog (rows with a row kind) rather than inserts only.
+pub fn accepts_updates(def: &TableDef) -> bool {
+    matches!(
+        def.options.get("connector").map(String::as_str),
+        Some("print" | "blackhole")
+    )
+}
+
+pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionError> {
+    let written = match connector(def)? {
+        "print" => stream.sink(PrintSink::stdout()),
+        "blackhole" => stream.sink(BlackholeSink::default()),
+        "filesystem" => {
+            let path = def
+                .options
+                .get("path")
+                .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+            stream.sink(FileSink::new(path, format(def)?))
+        }
+        "datagen" | "nexmark" | "bids" => {
+            return Err(err(
+                "connector",
+                format!(
+                    "`{}` is a source connector and cannot be written; sinks: {SINKS}",
+                    connector(def)?
+                ),
+            ));
+        }
+        other => {
+            return Err(err(
+                "connector",
+                format!("unknown connector '{other}'; sinks: {SINKS}"),
+            ));
+        }
+    };
+    // Flink's `sink.parallelism`: the sink's own parallelism (the job's by default).
+    Ok(match number::<u64>(def, "sink.parallelism")? {
+        Some(0) => return Err(err("sink.parallelism", "must be at least 1")),
+        Some(p) => written.set_parallelism(p as usize),
+        None => written,
+    })
+}
