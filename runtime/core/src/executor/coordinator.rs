@@ -1,0 +1,373 @@
+//! The checkpoint coordinator, the job master's checkpointing half: triggers a checkpoint or
+//! savepoint by injecting barriers at the sources, collects every task's acknowledgement and
+//! state, writes state files and `_metadata` to checkpoint storage, completes or abandons
+//! the checkpoint, and retires old ones.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, unbounded};
+
+use crate::checkpoint::format::{
+    METADATA_FORMAT, OperatorMetadata, SubtaskMetadata, encode_state_file,
+};
+use crate::checkpoint::restore::{self, checkpoint_ids};
+use crate::checkpoint::{
+    Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FORMAT_VERSION, SnapshotKind,
+};
+use crate::error::{Error, Result};
+use crate::graph::NodeId;
+use crate::key::key_group_range;
+use crate::operator::now_millis;
+use crate::task::{TaskControl, TaskStates};
+
+use super::deploy::*;
+use super::job::*;
+use super::master::*;
+
+/// The result of writing one state file.
+pub(super) struct Upload {
+    pub(super) id: CheckpointId,
+    pub(super) result: Result<()>,
+}
+
+/// A checkpoint or savepoint in flight.
+pub(super) struct Pending {
+    pub(super) barrier: Barrier,
+    pub(super) started: Instant,
+    pub(super) storage: CheckpointStorage,
+    /// Directory of the checkpoint within `storage`.
+    pub(super) dir: String,
+    pub(super) acked: Vec<bool>,
+    pub(super) uploads: usize,
+    pub(super) subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
+    pub(super) reply: Option<Sender<Result<String>>>,
+}
+
+impl Master {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn trigger(
+        &mut self,
+        attempt: &Attempt,
+        pending: &mut Vec<Pending>,
+        storage: CheckpointStorage,
+        dir: String,
+        kind: SnapshotKind,
+        stop: bool,
+        reply: Option<Sender<Result<String>>>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let barrier = Barrier { id, kind, stop };
+        pending.push(Pending {
+            barrier,
+            started: Instant::now(),
+            storage,
+            dir,
+            acked: vec![false; attempt.tasks.len()],
+            uploads: 0,
+            subtasks: HashMap::new(),
+            reply,
+        });
+        self.shared.stats(|s| s.triggered += 1);
+        for t in &attempt.sources {
+            attempt.controls[*t].send(TaskControl::Trigger(barrier));
+        }
+    }
+
+    pub(super) fn savepoint_storage(&self, dir: Option<&str>) -> Result<CheckpointStorage> {
+        let cfg = &self.plan.graph.config.checkpoint;
+        let dir = dir.or(cfg.savepoint_dir.as_deref()).ok_or_else(|| {
+            Error::config(
+                "state.savepoints.dir",
+                "no savepoint directory given and none configured",
+            )
+        })?;
+        CheckpointStorage::open(dir, &cfg.storage_options)
+    }
+
+    /// Encodes a task's states and starts their uploads.
+    pub(super) fn store_states(
+        &self,
+        p: &mut Pending,
+        subtask: usize,
+        states: TaskStates,
+    ) -> Result<()> {
+        let graph = &self.plan.graph;
+        for (node, snap) in states {
+            let n = &graph.nodes[node];
+            let kgs = key_group_range(graph.config.max_parallelism, n.parallelism, subtask);
+            let mut meta = SubtaskMetadata {
+                subtask,
+                key_groups: [kgs.start, kgs.end],
+                file: None,
+                size: 0,
+                crc32: 0,
+            };
+            if !snap.is_empty() {
+                let file = encode_state_file(snap);
+                let name = format!("{}-{subtask}.state", n.uid());
+                meta.size = file.size;
+                meta.crc32 = file.crc32;
+                let bytes = file.chunks;
+                meta.file = Some(name.clone());
+                p.uploads += 1;
+                let tx = self.upload_tx.clone();
+                let id = p.barrier.id;
+                p.storage
+                    .put_async(format!("{}/{name}", p.dir), bytes, move |result| {
+                        let _ = tx.send(Upload { id, result });
+                    });
+            }
+            p.subtasks.entry(node).or_default().push(meta);
+        }
+        Ok(())
+    }
+
+    pub(super) fn metadata(
+        &self,
+        id: CheckpointId,
+        kind: SnapshotKind,
+        finished: bool,
+        mut subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
+    ) -> CheckpointMetadata {
+        let graph = &self.plan.graph;
+        let operators = graph
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                let mut subs = subtasks.remove(&n.id)?;
+                subs.sort_by_key(|s| s.subtask);
+                Some(OperatorMetadata {
+                    uid: n.uid(),
+                    name: n.name.clone(),
+                    parallelism: n.parallelism,
+                    subtasks: subs,
+                })
+            })
+            .collect();
+        CheckpointMetadata {
+            format: METADATA_FORMAT.into(),
+            version: FORMAT_VERSION,
+            job_id: self.plan.job_id.clone(),
+            checkpoint_id: id,
+            kind,
+            timestamp_ms: now_millis(),
+            max_parallelism: graph.config.max_parallelism,
+            finished,
+            operators,
+        }
+    }
+
+    /// Writes `_metadata` (the completion marker) and retires old checkpoints.
+    pub(super) fn complete(&mut self, p: Pending) -> Result<(String, bool)> {
+        let id = p.barrier.id;
+        let meta = self.metadata(id, p.barrier.kind, false, p.subtasks);
+        let size = meta.state_size();
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
+        let r = p
+            .storage
+            .put(&format!("{}/_metadata", p.dir), Bytes::from(json));
+        let path = p.storage.url_of(&p.dir);
+        if let Err(e) = r {
+            if let Some(reply) = p.reply {
+                let _ = reply.send(Err(Error::Checkpoint(format!("{path}: {e}"))));
+            }
+            return Err(e);
+        }
+        if p.barrier.stop
+            && let Some(storage) = &self.plan.storage
+        {
+            // Before the sinks commit it: see `restore::STOP_SAVEPOINT`.
+            let marker = serde_json::json!({ "id": id, "path": path }).to_string();
+            let file = format!("{}/{}", self.plan.job_id, restore::STOP_SAVEPOINT);
+            if let Err(e) = storage.put(&file, Bytes::from(marker)) {
+                if let Some(reply) = p.reply {
+                    let _ = reply.send(Err(Error::Checkpoint(format!("{path}: {e}"))));
+                }
+                return Err(e);
+            }
+        }
+        let done = CompletedCheckpoint {
+            id,
+            kind: p.barrier.kind,
+            path: path.clone(),
+            timestamp_ms: meta.timestamp_ms,
+            duration: p.started.elapsed(),
+            state_size: size,
+        };
+        tracing::info!(checkpoint = id, path = %path, bytes = size, ms = done.duration.as_millis() as u64, "checkpoint complete");
+        self.shared.stats(|s| {
+            s.completed += 1;
+            s.latest = Some(done.clone());
+            s.history.push(done);
+            if s.history.len() > 16 {
+                s.history.remove(0);
+            }
+        });
+        if let Some(reply) = p.reply {
+            let _ = reply.send(Ok(path.clone()));
+        }
+        if p.barrier.kind == SnapshotKind::Checkpoint {
+            self.retire(id);
+        }
+        Ok((path, p.barrier.stop))
+    }
+
+    /// Deletes checkpoints older than the newest `state.checkpoints.num-retained`.
+    pub(super) fn retire(&self, newest: CheckpointId) {
+        let Some(storage) = &self.plan.storage else {
+            return;
+        };
+        let keep = self.plan.graph.config.checkpoint.retained.max(1);
+        let job = &self.plan.job_id;
+        match checkpoint_ids(storage, job) {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|i| *i <= newest).skip(keep) {
+                    if let Err(e) = storage.delete_dir(&format!("{job}/chk-{id}")) {
+                        tracing::warn!(checkpoint = id, error = %e, "cannot delete old checkpoint");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list checkpoints"),
+        }
+    }
+
+    /// Drops a checkpoint in flight when its attempt ends: tells whoever waits for it and
+    /// deletes what was written.
+    pub(super) fn abandon(&self, p: Pending, why: &str) {
+        if let Some(r) = p.reply {
+            let _ = r.send(Err(Error::Checkpoint(format!(
+                "checkpoint {} abandoned: {why}",
+                p.barrier.id
+            ))));
+        }
+        let _ = p.storage.delete_dir(&p.dir);
+    }
+
+    pub(super) fn fail_checkpoint(
+        &self,
+        pending: &mut Vec<Pending>,
+        id: CheckpointId,
+        why: &str,
+        consecutive: &mut u32,
+    ) {
+        let Some(i) = pending.iter().position(|p| p.barrier.id == id) else {
+            return;
+        };
+        let p = pending.remove(i);
+        tracing::warn!(checkpoint = id, reason = why, "checkpoint failed");
+        self.shared.stats(|s| s.failed += 1);
+        if let Some(reply) = p.reply {
+            let _ = reply.send(Err(Error::Checkpoint(format!(
+                "savepoint {id} failed: {why}"
+            ))));
+        } else {
+            *consecutive += 1;
+        }
+        let _ = p.storage.delete_dir(&p.dir);
+    }
+
+    /// Every task finished: store their final states as a finished checkpoint (when
+    /// checkpointing is configured), so a restart after this point restores the end state.
+    pub(super) fn final_checkpoint(
+        &mut self,
+        attempt: &Attempt,
+        finished: &mut [Option<TaskStates>],
+    ) -> Result<()> {
+        let Some(storage) = self.plan.storage.clone() else {
+            return Ok(());
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let dir = format!("{}/chk-{id}", self.plan.job_id);
+        let (tx, rx) = unbounded();
+        let mut p = Pending {
+            barrier: Barrier {
+                id,
+                kind: SnapshotKind::Checkpoint,
+                stop: false,
+            },
+            started: Instant::now(),
+            storage: storage.clone(),
+            dir: dir.clone(),
+            acked: Vec::new(),
+            uploads: 0,
+            subtasks: HashMap::new(),
+            reply: None,
+        };
+        let upload_tx = std::mem::replace(&mut self.upload_tx, tx);
+        let mut result = Ok(());
+        for (task, states) in finished.iter_mut().enumerate() {
+            let (_, subtask, _) = attempt.tasks[task];
+            if let Some(states) = states.take() {
+                result = result.and(self.store_states(&mut p, subtask, states));
+            }
+        }
+        for _ in 0..p.uploads {
+            match rx.recv() {
+                Ok(Upload { result: Err(e), .. }) => result = result.and(Err(e)),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.upload_tx = upload_tx;
+        result?;
+        let meta = self.metadata(id, SnapshotKind::Checkpoint, true, p.subtasks);
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
+        storage.put(&format!("{dir}/_metadata"), Bytes::from(json))?;
+        self.retire(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::api::StreamExecutionEnvironment;
+    use crate::checkpoint::SnapshotKind;
+    use crate::testing::SequenceSource;
+
+    #[test]
+    fn periodic_checkpoints_complete_with_metadata_and_only_the_retained_ones_stay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = StreamExecutionEnvironment::new();
+        let d = dir.path().to_string_lossy().to_string();
+        env.configure(move |c| {
+            c.job_id = Some("00000000000000000000000000000abc".into());
+            c.checkpoint.dir = Some(d);
+            c.checkpoint.interval = Some(Duration::from_millis(10));
+            c.checkpoint.retained = 2;
+        });
+        let mut src = SequenceSource::new(3_000, 10);
+        src.pause = Duration::from_millis(1);
+        let _ = env.from_source(src, None).collect();
+        let job = env.execute_async().expect("starts");
+        let stats = job.checkpoint_stats_handle();
+        job.wait().expect("finishes");
+        let s = stats();
+        assert!(s.completed >= 3, "{s:?}");
+        assert_eq!(s.failed, 0, "{s:?}");
+        let latest = s.latest.expect("a latest checkpoint");
+        assert_eq!(latest.kind, SnapshotKind::Checkpoint);
+        assert!(latest.state_size > 0, "the source's position is state");
+        let job_dir = dir.path().join("00000000000000000000000000000abc");
+        let mut kept: Vec<String> = std::fs::read_dir(&job_dir)
+            .expect("job dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("chk-"))
+            .collect();
+        kept.sort();
+        assert!(kept.len() <= 2, "retained {kept:?}");
+        assert!(
+            kept.iter()
+                .all(|k| job_dir.join(k).join("_metadata").exists()),
+            "every retained checkpoint is complete: {kept:?}"
+        );
+    }
+}
