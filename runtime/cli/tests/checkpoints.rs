@@ -5,6 +5,8 @@
 //! loses nothing; stop-with-savepoint and resume at other parallelisms; a new process finds
 //! the latest checkpoint by itself; damaged checkpoints are refused or skipped.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -407,7 +409,9 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
     let mut spec = JobSpec::new(rows, 2);
     spec.rate = Some(200_000.0);
     let job = start_job(&spec, out.path(), Injector::none())?;
-    std::thread::sleep(Duration::from_millis(600));
+    common::wait_until("records to flow", Duration::from_secs(60), || {
+        common::source_records(&job) > 0
+    });
     let path = job.stop_with_savepoint(Some(&sp.path().display().to_string()))?;
     let outcome = job.wait()?;
     assert_eq!(
@@ -485,7 +489,9 @@ pub fn resume_latest_in(cp_url: &str, options: BTreeMap<String, String>) -> Resu
     spec.storage_options = options;
     spec.job_id = Some(job_id.clone());
     let job = start_job(&spec, out.path(), Injector::none())?;
-    std::thread::sleep(Duration::from_millis(700));
+    common::wait_until("three checkpoints", Duration::from_secs(60), || {
+        job.checkpoint_stats().completed >= 3
+    });
     let stats = job.checkpoint_stats();
     job.cancel();
     assert_eq!(job.wait()?, JobOutcome::Cancelled);
@@ -547,7 +553,9 @@ fn damaged_checkpoints_are_refused_or_skipped() -> Result<()> {
     spec.checkpoint_dir = Some(cp.path().display().to_string());
     spec.job_id = Some(job_id.into());
     let job = start_job(&spec, out.path(), Injector::none())?;
-    std::thread::sleep(Duration::from_millis(700));
+    common::wait_until("two checkpoints", Duration::from_secs(60), || {
+        job.checkpoint_stats().completed >= 2
+    });
     job.cancel();
     job.wait()?;
     // Complete ones only (a checkpoint in flight at the cancel may have left files).
@@ -703,7 +711,9 @@ fn savepoint_with_state_for_a_removed_operator_needs_allow_non_restored_state() 
     let mut spec = JobSpec::new(200_000, 2);
     spec.rate = Some(200_000.0);
     let job = start_job(&spec, out.path(), Injector::none())?;
-    std::thread::sleep(Duration::from_millis(300));
+    common::wait_until("records to flow", Duration::from_secs(60), || {
+        common::source_records(&job) > 0
+    });
     let path = job.trigger_savepoint(Some(&sp.path().display().to_string()))?;
     job.cancel();
     job.wait()?;

@@ -1,6 +1,8 @@
 //! SQL jobs against an independent oracle: the same query run by DataFusion in batch mode
 //! over the same bounded input, at parallelism 1 and 4; and error messages with positions.
 
+mod common;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -1006,7 +1008,20 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
             .execute_async()
     };
     let job = run(2, None)?;
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Stop half way: once every source subtask has read half of its 30 000 rows.
+    common::wait_until(
+        "half of the input",
+        std::time::Duration::from_secs(60),
+        || {
+            let sources: Vec<u64> = job
+                .task_metrics()
+                .iter()
+                .filter(|(task, _, _)| task.starts_with("Source"))
+                .map(|(_, _, out)| *out)
+                .collect();
+            !sources.is_empty() && sources.iter().all(|n| *n >= 15_000)
+        },
+    );
     let savepoint = job.stop_with_savepoint(Some(&sp.display().to_string()))?;
     assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
     let lines = |d: &std::path::Path| -> Vec<String> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 
-use super::ddl::TableDef;
+use crate::ddl::TableDef;
 use flink_rs_connectors::{
     BlackholeSink, DataGen, FieldGen, FileFormat, FileSink, FileSource, NexmarkGenerator,
     PrintSink, nexmark_schema,

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
-use super::script::{SqlError, Statement};
+use crate::script::{SqlError, Statement};
 
 /// A table declared in the script.
 #[derive(Debug, Clone)]

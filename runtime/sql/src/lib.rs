@@ -5,16 +5,13 @@
 //! watermarks, keyed state, timers — are the engine's. A script is split into statements;
 //! `SET` configures the job, `CREATE TABLE`/`CREATE VIEW` declare, and every `INSERT INTO`
 //! becomes part of one job (a statement set), planned as: DataFusion logical plan →
-//! operators of the engine (see [`plan`]).
+//! operators of the engine and the SQL crate's own ([`operators`]); see [`plan`].
 
-mod aggregate;
 mod connectors;
 mod ddl;
 mod functions;
-mod interval_join;
-mod join;
+mod operators;
 mod plan;
-mod rank;
 mod script;
 mod window_tvf;
 

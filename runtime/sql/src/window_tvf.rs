@@ -12,8 +12,8 @@ use arrow::array::{Array, AsArray, RecordBatch, TimestampMillisecondArray, UInt3
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 
-use super::ddl::unit_ms;
-use super::script::find_word;
+use crate::ddl::unit_ms;
+use crate::script::find_word;
 use flink_rs_core::error::{Error, Result};
 
 /// Which windows a row belongs to.

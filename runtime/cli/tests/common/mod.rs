@@ -1,4 +1,4 @@
-//! Helpers shared by the cluster and compose tests.
+//! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -39,4 +39,27 @@ pub fn committed(dir: &Path) -> Vec<String> {
     }
     lines.sort();
     lines
+}
+
+/// Waits until `done` holds, checking every 10 ms; panics naming `what` after `timeout`.
+/// Tests wait for what they can observe (records through a task, completed checkpoints)
+/// rather than for a fixed time.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Records the job's source tasks have emitted so far.
+pub fn source_records(job: &flink_rs::executor::JobHandle) -> u64 {
+    job.task_metrics()
+        .iter()
+        .filter(|(task, _, _)| task.starts_with("Source"))
+        .map(|(_, _, out)| out)
+        .sum()
 }

@@ -345,7 +345,7 @@ impl flink_rs_core::window::AggregateFunction for WindowAggregate {
             self.group_idx.push(i);
             fields.push(Field::new(
                 g,
-                super::plan::builder_type(input.field(i).data_type()),
+                crate::plan::builder_type(input.field(i).data_type()),
                 true,
             ));
         }
@@ -359,7 +359,7 @@ impl flink_rs_core::window::AggregateFunction for WindowAggregate {
             let dt = match (kind, i) {
                 (AggKind::Count | AggKind::CountDistinct, _) => DataType::Int64,
                 (AggKind::Avg, _) => DataType::Float64,
-                (_, Some(i)) => super::plan::builder_type(input.field(i).data_type()),
+                (_, Some(i)) => crate::plan::builder_type(input.field(i).data_type()),
                 (_, None) => DataType::Int64,
             };
             fields.push(Field::new(format!("r{n}"), dt, true));

@@ -31,7 +31,7 @@ use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
-use super::join::PairPredicate;
+use crate::operators::join_condition::PairPredicate;
 use flink_rs_core::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
 use flink_rs_core::element::{MIN_WATERMARK, Timestamp};
 use flink_rs_core::error::{Error, Result};
@@ -459,8 +459,9 @@ impl Operator for IntervalJoinOperator {
 
 #[cfg(test)]
 mod tests {
-    use super::super::join::{StreamJoin, TimeBounds, TimeColumns};
     use super::*;
+    use crate::operators::join_condition::{TimeBounds, TimeColumns};
+    use crate::operators::keyed_list_join::StreamJoin;
     use arrow::datatypes::{Field, Schema};
     use flink_rs_core::operator::OperatorContext;
     use flink_rs_core::operators::ProcessOperator;
@@ -621,7 +622,7 @@ mod tests {
 
     #[test]
     fn equals_the_row_at_a_time_join_on_random_inputs() -> Result<()> {
-        use super::super::join::Operand;
+        use crate::operators::join_condition::Operand;
         let greater = PairPredicate {
             a: Operand::Left(1),
             op: std::cmp::Ordering::Greater,

@@ -5,30 +5,35 @@
 //! identical schemas, group aggregation over window TVF rows (COUNT, SUM, MIN, MAX, AVG), also
 //! over the rows of other window aggregates, and, on bounded inputs, plain GROUP BY with the
 //! final result at end of input; inner joins (regular, interval and window joins, see
-//! [`super::join`]); INSERT INTO a sink table. Everything else is refused with the nearest
+//! [`join`]); INSERT INTO a sink table. Everything else is refused with the nearest
 //! supported construct.
+
+mod error;
+mod expr;
+pub(crate) mod join;
+pub(crate) mod rank;
+mod schema;
+
+pub(crate) use error::*;
+pub(crate) use expr::*;
+pub(crate) use schema::*;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use arrow::compute::cast;
+use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::MemTable;
 use datafusion::common::{DFSchema, DataFusionError};
-use datafusion::logical_expr::execution_props::ExecutionProps;
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WriteOp};
-use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::prelude::SessionContext;
 
-use super::aggregate::{AggKind, GroupAggregate};
-use super::connectors::{self, OptionError};
-use super::ddl::TableDef;
-use super::script::{SqlError, Statement};
-use super::window_tvf::{self, WindowTvf};
+use crate::connectors::{self, OptionError};
+use crate::ddl::TableDef;
+use crate::operators::group_aggregate::{AggKind, GroupAggregate};
+use crate::script::{SqlError, Statement};
+use crate::window_tvf::{self, WindowTvf};
 use flink_rs_core::api::{DataStream, StreamExecutionEnvironment};
-use flink_rs_core::error::Error;
 
 /// A declared table: its definition and the schema queries see.
 pub struct Table {
@@ -165,33 +170,9 @@ impl FieldUses {
     }
 }
 
-/// The column that makes a stream a changelog (Flink's row kinds `+I`, `-U`, `+U`, `-D`):
-/// last in the schema of an updating stream.
-pub(super) const OP_COLUMN: &str = "__op";
-
-/// `schema`, with the row kind column when `updating`.
-pub(super) fn with_op(schema: SchemaRef, updating: bool) -> SchemaRef {
-    if !updating {
-        return schema;
-    }
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(OP_COLUMN, DataType::Utf8, false));
-    Arc::new(Schema::new(fields))
-}
-
-/// Whether a stream carries updates (a plain GROUP BY on unbounded input) rather than
-/// inserts only.
-pub(super) fn is_updating(stream: &DataStream) -> bool {
-    stream
-        .schema()
-        .fields()
-        .last()
-        .is_some_and(|f| f.name() == OP_COLUMN)
-}
-
 /// A translated plan node: a stream whose batches have exactly the node's schema.
-pub(super) struct Planned {
-    pub(super) stream: DataStream,
+pub(crate) struct Planned {
+    pub(crate) stream: DataStream,
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -202,254 +183,13 @@ fn empty_table(schema: SchemaRef) -> Result<Arc<MemTable>, DataFusionError> {
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
 }
 
-/// Locates a DataFusion error in the statement (its diagnostic span, or the name it names).
-pub(super) fn df_error(st: &Statement, e: &DataFusionError, base: usize) -> SqlError {
-    let msg = e.to_string();
-    let clean = msg
-        .trim_start_matches("Error during planning: ")
-        .trim_start_matches("Schema error: ")
-        .trim_start_matches("SQL error: ")
-        .to_string();
-    if let Some(i) = clean.find("Line: ") {
-        let rest = &clean[i + 6..];
-        let line: usize = rest
-            .split(',')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(1);
-        let col: usize = rest
-            .split("Column: ")
-            .nth(1)
-            .and_then(|c| {
-                c.trim_end_matches(|ch: char| !ch.is_ascii_digit())
-                    .split(|ch: char| !ch.is_ascii_digit())
-                    .next()
-                    .and_then(|n| n.parse().ok())
-            })
-            .unwrap_or(1);
-        let off = offset_of(&st.text[base..], line, col) + base;
-        return st.error_at_offset(off, clean);
-    }
-    if clean.contains("found: EOF") {
-        return st.error_at_offset(st.text.trim_end().len(), clean);
-    }
-    if clean.starts_with("Column count doesn't match insert query") {
-        return st.error_at_offset(
-            base,
-            "the SELECT has a different number of columns than the table it inserts into",
-        );
-    }
-    for pat in [
-        "No field named ",
-        "table '",
-        "Invalid function '",
-        "Function '",
-        "not found: ",
-    ] {
-        if let Some(i) = clean.find(pat) {
-            let name: String = clean[i + pat.len()..]
-                .trim_start_matches(['"', '\''])
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
-                .collect();
-            let name = name.trim_end_matches('.');
-            let last = name.rsplit('.').next().unwrap_or(name).to_string();
-            if last.is_empty() {
-                continue;
-            }
-            if let Some(at) = super::script::find_word(&st.text[base..], &last) {
-                return st.error_at_offset(at + base, clean);
-            }
-        }
-    }
-    if let Some(d) = e.diagnostic() {
-        if let Some(span) = d.span {
-            let (line, col) = (span.start.line as usize, span.start.column as usize);
-            let off = offset_of(&st.text[base..], line, col) + base;
-            return st.error_at_offset(off, clean);
-        }
-    }
-    st.error_at_offset(base, clean)
-}
-
-fn offset_of(text: &str, line: usize, col: usize) -> usize {
-    let mut l = 1;
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if l == line {
-            break;
-        }
-        if c == '\n' {
-            l += 1;
-            start = i + 1;
-        }
-    }
-    let mut off = start;
-    for (n, (i, _)) in text[start..].char_indices().enumerate() {
-        if n + 1 == col {
-            off = start + i;
-            break;
-        }
-    }
-    off
-}
-
-/// Unique, unqualified field names for a plan's schema (qualified duplicates get `_n`).
-pub(super) fn arrow_schema(df: &DFSchema) -> SchemaRef {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let fields: Vec<Field> = df
-        .fields()
-        .iter()
-        .map(|f| {
-            let n = seen.entry(f.name().clone()).or_insert(0);
-            *n += 1;
-            let name = if *n == 1 {
-                f.name().clone()
-            } else {
-                format!("{}_{}", f.name(), *n - 1)
-            };
-            Field::new(name, f.data_type().clone(), true)
-        })
-        .collect();
-    Arc::new(Schema::new(fields))
-}
-
-pub(super) fn physical(
-    e: &Expr,
-    schema: &DFSchema,
-) -> Result<Arc<dyn PhysicalExpr>, DataFusionError> {
-    create_physical_expr(
-        e,
-        schema,
-        &ExecutionProps::new(),
-        &PhysicalPlanningContext::default(),
-    )
-}
-
-/// Evaluates one expression over a batch, cast to `dt` when it differs.
-fn eval_column(
-    e: &Arc<dyn PhysicalExpr>,
-    b: &RecordBatch,
-    dt: &DataType,
-) -> flink_rs_core::error::Result<ArrayRef> {
-    let a = e
-        .evaluate(b)
-        .and_then(|v| v.into_array(b.num_rows()))
-        .map_err(|e| Error::User(e.to_string()))?;
-    Ok(if a.data_type() == dt {
-        a
-    } else {
-        cast(&a, dt)?
-    })
-}
-
-fn eval_all(
-    exprs: &[Arc<dyn PhysicalExpr>],
-    schema: &SchemaRef,
-    b: &RecordBatch,
-) -> flink_rs_core::error::Result<RecordBatch> {
-    let cols: Vec<ArrayRef> = exprs
-        .iter()
-        .zip(schema.fields())
-        .map(|(e, f)| eval_column(e, b, f.data_type()))
-        .collect::<flink_rs_core::error::Result<_>>()?;
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        cols,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
-    )?)
-}
-
-/// Columns `cols` as a batch of `target`, each cast to its type where it differs.
-pub(super) fn cast_to(
-    cols: impl Iterator<Item = ArrayRef>,
-    target: &SchemaRef,
-) -> flink_rs_core::error::Result<RecordBatch> {
-    let cols: Vec<ArrayRef> = cols
-        .zip(target.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                Ok(cast(&c, f.data_type())?)
-            }
-        })
-        .collect::<flink_rs_core::error::Result<_>>()?;
-    Ok(RecordBatch::try_new(target.clone(), cols)?)
-}
-
-/// The schema a row-at-a-time function builds for `target`: each column as its row type
-/// (`builder_type`), nullable.
-pub(super) fn rows_schema(target: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(
-        target
-            .fields()
-            .iter()
-            .map(|f| Field::new(f.name(), builder_type(f.data_type()), true))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// Casts a stream's columns, in order, to the types of `target` (what DataFusion planned).
-pub(super) fn cast_output(stream: &DataStream, target: SchemaRef, name: &str) -> DataStream {
-    let t2 = target.clone();
-    stream
-        .map_batches(target, move |b| cast_to(b.columns().iter().cloned(), &t2))
-        .name(name)
-}
-
-/// Keeps the rows where the boolean expression `pred` holds (SQL's WHERE).
-pub(super) fn filter_stream(stream: &DataStream, pred: Arc<dyn PhysicalExpr>) -> DataStream {
-    stream
-        .filter(move |b| {
-            let v = eval_column(&pred, b, &DataType::Boolean)?;
-            v.as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .cloned()
-                .ok_or_else(|| Error::User("a WHERE condition must be boolean".into()))
-        })
-        .name("Filter")
-}
-
-/// A projection stage: evaluates `exprs` over batches of `input` into `out`.
-pub(super) fn project(
-    stream: &DataStream,
-    exprs: &[Expr],
-    input: &DFSchema,
-    out: SchemaRef,
-    name: &str,
-) -> Result<DataStream, DataFusionError> {
-    let phys: Vec<_> = exprs
-        .iter()
-        .map(|e| physical(e, input))
-        .collect::<Result<_, _>>()?;
-    let out2 = out.clone();
-    Ok(stream
-        .map_batches(out, move |b| eval_all(&phys, &out2, &b))
-        .name(name))
-}
-
-pub(crate) fn builder_type(dt: &DataType) -> DataType {
-    match dt {
-        DataType::Boolean => DataType::Boolean,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-            DataType::Float64
-        }
-        DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
-            DataType::Timestamp(TimeUnit::Millisecond, None)
-        }
-        _ => DataType::Int64,
-    }
-}
-
 impl Planner<'_> {
     fn opt_err(&self, st: &Statement, def: &TableDef, e: OptionError) -> SqlError {
         let at = e
             .key
             .as_ref()
             .and_then(|k| def.option_at.get(k).copied())
-            .or_else(|| super::script::find_word(&st.text, "WITH"))
+            .or_else(|| crate::script::find_word(&st.text, "WITH"))
             .unwrap_or(0);
         st.error_at_offset(at, e.message)
     }
@@ -782,7 +522,7 @@ impl Planner<'_> {
         let computed: Vec<Expr> = t.computed.iter().map(|(_, e)| e.clone()).collect();
         self.note_field_uses(None, &computed);
         let stream = connectors::source(self.env, &t.def, &self.unread).map_err(|e| {
-            let at = super::script::find_word(&st.text[base..], name)
+            let at = crate::script::find_word(&st.text[base..], name)
                 .map(|a| a + base)
                 .unwrap_or(base);
             st.error_at_offset(
@@ -811,7 +551,7 @@ impl Planner<'_> {
         Ok((s, t))
     }
 
-    pub(super) fn translate(
+    pub(crate) fn translate(
         &mut self,
         st: &Statement,
         base: usize,
@@ -1009,8 +749,8 @@ impl Planner<'_> {
                     LogicalPlan::Distinct(_) => "DISTINCT",
                     _ => "SELECT",
                 };
-                let at = super::script::find_word(&st.text[base..], keyword)
-                    .or_else(|| super::script::find_word(&st.text[base..], "FROM"))
+                let at = crate::script::find_word(&st.text[base..], keyword)
+                    .or_else(|| crate::script::find_word(&st.text[base..], "FROM"))
                     .map_or(base, |a| a + base);
                 Err(st.error_at_offset(
                     at,
@@ -1021,7 +761,7 @@ impl Planner<'_> {
     }
 
     /// Whether every table `plan` reads ends (a row count, a file, a number of events).
-    pub(super) fn bounded_input(&self, plan: &LogicalPlan) -> bool {
+    pub(crate) fn bounded_input(&self, plan: &LogicalPlan) -> bool {
         if let LogicalPlan::TableScan(scan) = plan {
             let name = scan.table_name.table();
             let name = match self.all_tvfs.iter().find(|w| w.alias == name) {
@@ -1054,8 +794,8 @@ impl Planner<'_> {
         base: usize,
         agg: &datafusion::logical_expr::Aggregate,
     ) -> Result<Option<Planned>, SqlError> {
-        use super::aggregate::WindowAggregate;
-        use super::window_tvf::WindowKind;
+        use crate::operators::group_aggregate::WindowAggregate;
+        use crate::window_tvf::WindowKind;
         use flink_rs_core::window::Windows;
         use std::time::Duration;
         let dferr = |e: DataFusionError| df_error(st, &e, base);

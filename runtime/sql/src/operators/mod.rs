@@ -1,0 +1,10 @@
+//! The streaming operators SQL plans, beside the engine's own (windows, process functions):
+//! group aggregation ([`group_aggregate`]), inner joins on keyed list state
+//! ([`keyed_list_join`]) or on columnar segments by expiry ([`segment_join`]) with the join
+//! condition they share ([`join_condition`]), and ranking ([`rank`]: Top-N, deduplication).
+
+pub(crate) mod group_aggregate;
+pub(crate) mod join_condition;
+pub(crate) mod keyed_list_join;
+pub(crate) mod rank;
+pub(crate) mod segment_join;
