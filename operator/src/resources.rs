@@ -148,7 +148,7 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
     c.remove("execution.savepoint.path");
     if let Some(p) = &d.restore_from {
         // Holds until the job's first checkpoint after it: the jobmanager prefers the job's
-        // own latest checkpoint (runtime/src/cluster/jobmanager.rs).
+        // own latest checkpoint (runtime/cluster/src/jobmanager.rs).
         c.insert("execution.savepoint.path".into(), p.clone());
     }
     c.insert(crate::jm::PLAN_KEY.into(), plan_hash(fj, d));

@@ -409,8 +409,9 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
     let mut spec = JobSpec::new(rows, 2);
     spec.rate = Some(200_000.0);
     let job = start_job(&spec, out.path(), Injector::none())?;
-    common::wait_until("records to flow", Duration::from_secs(60), || {
-        common::source_records(&job) > 0
+    // Stop mid-run: after 40 % of the input, when windows have fired and more remain.
+    common::wait_until("40 % of the input", Duration::from_secs(60), || {
+        common::source_records(&job) >= rows * 2 / 5
     });
     let path = job.stop_with_savepoint(Some(&sp.path().display().to_string()))?;
     let outcome = job.wait()?;
@@ -711,8 +712,8 @@ fn savepoint_with_state_for_a_removed_operator_needs_allow_non_restored_state() 
     let mut spec = JobSpec::new(200_000, 2);
     spec.rate = Some(200_000.0);
     let job = start_job(&spec, out.path(), Injector::none())?;
-    common::wait_until("records to flow", Duration::from_secs(60), || {
-        common::source_records(&job) > 0
+    common::wait_until("30 % of the input", Duration::from_secs(60), || {
+        common::source_records(&job) >= 60_000
     });
     let path = job.trigger_savepoint(Some(&sp.path().display().to_string()))?;
     job.cancel();

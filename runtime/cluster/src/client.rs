@@ -6,7 +6,9 @@ use flink_rs_rest_api as api;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use flink_rs_core::error::{Error, Result};
+pub use crate::client_error::ClientError;
+
+type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// A REST client of one jobmanager (`http://host:8081`).
 pub struct RestClient {
@@ -15,8 +17,13 @@ pub struct RestClient {
     rt: tokio::runtime::Runtime,
 }
 
-fn net(e: impl std::fmt::Display) -> Error {
-    Error::Network(e.to_string())
+impl RestClient {
+    fn unreachable(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            url: self.base.clone(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl RestClient {
@@ -24,11 +31,11 @@ impl RestClient {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::io("start tokio runtime", "", e))?;
+            .map_err(|e| ClientError::Setup(format!("starting its runtime: {e}")))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(net)?;
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
         Ok(RestClient {
             base: base.trim_end_matches('/').to_string(),
             http,
@@ -39,11 +46,9 @@ impl RestClient {
     /// Sends a request; a non-2xx answer becomes an error carrying Flink's `errors` text.
     fn call(&self, req: reqwest::RequestBuilder) -> Result<Value> {
         self.rt.block_on(async {
-            let resp = req.send().await.map_err(|e| {
-                Error::Network(format!("cannot reach the jobmanager at {}: {e}", self.base))
-            })?;
+            let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status();
-            let text = resp.text().await.map_err(net)?;
+            let text = resp.text().await.map_err(|e| self.unreachable(e))?;
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
             if status.is_success() {
                 Ok(v)
@@ -58,7 +63,11 @@ impl RestClient {
                             .join("; ")
                     })
                     .unwrap_or_else(|| v.to_string());
-                Err(Error::Network(format!("{status}: {msg}")))
+                Err(ClientError::Refused {
+                    code: status.as_u16(),
+                    status: status.to_string(),
+                    message: msg,
+                })
             }
         })
     }
@@ -71,7 +80,8 @@ impl RestClient {
         content_type: Option<&str>,
         body: &str,
     ) -> Result<(u16, Value)> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(net)?;
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| ClientError::Setup(format!("method `{method}`: {e}")))?;
         let mut req = self
             .http
             .request(m, format!("{}{path}", self.base))
@@ -80,9 +90,9 @@ impl RestClient {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }
         self.rt.block_on(async {
-            let resp = req.send().await.map_err(net)?;
+            let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status().as_u16();
-            let text = resp.text().await.map_err(net)?;
+            let text = resp.text().await.map_err(|e| self.unreachable(e))?;
             Ok((
                 status,
                 serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -151,13 +161,14 @@ impl RestClient {
             let s: api::OperationStatus = self.get_as(&format!("/jobs/{id}/savepoints/{rid}"))?;
             match s.outcome() {
                 Some(Ok(location)) => return Ok(location),
-                Some(Err(cause)) => return Err(Error::Checkpoint(cause)),
+                Some(Err(cause)) => return Err(ClientError::SavepointFailed(cause)),
                 None => {}
             }
             if Instant::now() > until {
-                return Err(Error::Network(format!(
-                    "savepoint {rid} did not complete within {wait:?}"
-                )));
+                return Err(ClientError::SavepointTimeout {
+                    request: rid,
+                    waited: wait,
+                });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -166,10 +177,9 @@ impl RestClient {
 
 /// An answer read as the REST API's type `T`; one that does not fit names what was expected.
 fn typed<T: DeserializeOwned>(v: Value) -> Result<T> {
-    serde_json::from_value::<T>(v.clone()).map_err(|e| {
-        Error::Network(format!(
-            "unexpected answer from the jobmanager ({e}), expected a {}: {v}",
-            std::any::type_name::<T>()
-        ))
+    serde_json::from_value::<T>(v.clone()).map_err(|e| ClientError::UnexpectedAnswer {
+        expected: std::any::type_name::<T>(),
+        message: e.to_string(),
+        body: v.to_string(),
     })
 }

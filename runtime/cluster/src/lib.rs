@@ -13,6 +13,7 @@
 //! the latest completed checkpoint on the slots available.
 
 pub mod client;
+mod client_error;
 pub mod config;
 pub mod jobmanager;
 pub(crate) mod net;

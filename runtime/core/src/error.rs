@@ -64,6 +64,27 @@ pub enum Error {
     #[error("checkpoint {0}")]
     Checkpoint(String),
 
+    /// A checkpoint or savepoint in storage is incomplete or damaged (no `_metadata`, an
+    /// invalid one, a state file missing or not matching it). Recovery skips such a
+    /// checkpoint for the one before; any other failure to read one (storage unreachable)
+    /// is an error, never a reason to go back to an older checkpoint.
+    #[error("checkpoint {0}")]
+    SnapshotCorrupt(String),
+
+    /// A valid snapshot this job cannot restore (another max parallelism, state of an
+    /// operator the job no longer has): the user must change the job or the setting.
+    #[error("checkpoint {0}")]
+    SnapshotIncompatible(String),
+
+    /// A checkpoint or savepoint cannot be taken now: the job is restarting, finishing or
+    /// has ended. Asking again later (of a running job) may succeed.
+    #[error("checkpoint {0}")]
+    SnapshotDeclined(String),
+
+    /// A connector that cannot take part in checkpoints was asked to.
+    #[error("checkpoint {0}")]
+    CheckpointUnsupported(String),
+
     /// Object storage (local directory, S3, GCS, Azure) failed.
     #[error("object store {path}: {source}")]
     ObjectStore {

@@ -44,7 +44,7 @@ pub trait Source: Send + Sync + 'static {
         _parallelism: usize,
         _states: &[(usize, Bytes)],
     ) -> Result<Box<dyn SourceReader>> {
-        Err(Error::Checkpoint(
+        Err(Error::CheckpointUnsupported(
             "this source cannot resume from a checkpoint".into(),
         ))
     }
@@ -59,7 +59,7 @@ pub trait SourceReader: Send {
 
     /// The reader's position (everything returned so far has been read), for a checkpoint.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        Err(Error::Checkpoint(
+        Err(Error::CheckpointUnsupported(
             "this source does not support checkpoints".into(),
         ))
     }

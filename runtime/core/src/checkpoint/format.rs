@@ -124,7 +124,7 @@ pub fn decode_state_file_checked(
     name: &str,
     check_payload: bool,
 ) -> Result<StateFile> {
-    let bad = |m: String| Error::Checkpoint(format!("state file {name}: {m}"));
+    let bad = |m: String| Error::SnapshotCorrupt(format!("state file {name}: {m}"));
     if bytes.len() < HEADER || &bytes[..8] != MAGIC {
         return Err(bad(
             "not a flink-rs state file (bad magic or too short)".into()
@@ -233,15 +233,15 @@ impl CheckpointMetadata {
     /// Parses and checks `_metadata`.
     pub fn parse(bytes: &[u8], where_: &str) -> Result<Self> {
         let m: CheckpointMetadata = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Checkpoint(format!("{where_}/_metadata is not valid: {e}")))?;
+            .map_err(|e| Error::SnapshotCorrupt(format!("{where_}/_metadata is not valid: {e}")))?;
         if m.format != METADATA_FORMAT {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::SnapshotIncompatible(format!(
                 "{where_}/_metadata has format `{}`, expected `{METADATA_FORMAT}`",
                 m.format
             )));
         }
         if m.version != FORMAT_VERSION {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::SnapshotIncompatible(format!(
                 "{where_}/_metadata has format version {}, this build reads version {FORMAT_VERSION}",
                 m.version
             )));

@@ -81,7 +81,7 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
         }
     };
     let meta_bytes = storage.get(&join("_metadata"))?.ok_or_else(|| {
-        Error::Checkpoint(format!(
+        Error::SnapshotCorrupt(format!(
             "{url} has no _metadata: it is not a complete checkpoint or savepoint"
         ))
     })?;
@@ -91,11 +91,11 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
         for st in &op.subtasks {
             let Some(name) = &st.file else { continue };
             let t0 = std::time::Instant::now();
-            let bytes = storage
-                .get_large(&join(name))?
-                .ok_or_else(|| Error::Checkpoint(format!("{url}: state file {name} is missing")))?;
+            let bytes = storage.get_large(&join(name))?.ok_or_else(|| {
+                Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
+            })?;
             if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
-                return Err(Error::Checkpoint(format!(
+                return Err(Error::SnapshotCorrupt(format!(
                     "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",
                     bytes.len(),
                     st.size
@@ -172,8 +172,9 @@ pub fn latest_snapshot(
     }
 }
 
-/// The newest complete, valid checkpoint of `job_id`; damaged or incomplete ones are
-/// reported and skipped, so a crash during a checkpoint falls back to the one before.
+/// The newest complete, valid checkpoint of `job_id`; damaged or incomplete ones
+/// ([`Error::SnapshotCorrupt`]) are reported and skipped, so a crash during a checkpoint
+/// falls back to the one before. Any other failure (storage unreachable) is the error.
 pub fn find_latest(
     storage: &CheckpointStorage,
     job_id: &str,
@@ -181,8 +182,53 @@ pub fn find_latest(
     for id in checkpoint_ids(storage, job_id)? {
         match load_checkpoint(storage, &format!("{job_id}/chk-{id}")) {
             Ok(c) => return Ok(Some(c)),
-            Err(e) => tracing::warn!(checkpoint = id, error = %e, "skipping checkpoint"),
+            Err(e @ Error::SnapshotCorrupt(_)) => {
+                tracing::warn!(checkpoint = id, error = %e, "skipping checkpoint")
+            }
+            // Storage that cannot be read now may hold this checkpoint intact: going back to
+            // an older one would repeat what sinks committed after it.
+            Err(e) => return Err(e),
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn storage(dir: &std::path::Path) -> CheckpointStorage {
+        CheckpointStorage::open(&dir.to_string_lossy(), &BTreeMap::new()).expect("storage")
+    }
+
+    #[test]
+    fn incomplete_checkpoints_are_skipped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for id in [1, 2] {
+            std::fs::create_dir_all(dir.path().join(format!("job/chk-{id}"))).expect("mkdir");
+        }
+        std::fs::write(dir.path().join("job/chk-2/_metadata"), b"{ not json").expect("write");
+        let s = storage(dir.path());
+        let e = load_checkpoint(&s, "job/chk-2").expect_err("damaged");
+        assert!(matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+        let e = load_checkpoint(&s, "job/chk-1").expect_err("incomplete");
+        assert!(matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+        assert!(find_latest(&s, "job").expect("skips both").is_none());
+    }
+
+    #[test]
+    fn a_checkpoint_that_cannot_be_read_is_an_error_not_a_reason_to_go_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("job/chk-1")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("job/chk-2")).expect("mkdir");
+        // A read that fails for another reason than absence or damage (as an unreachable
+        // bucket would): a symbolic link to itself, which even root cannot open.
+        let meta = dir.path().join("job/chk-2/_metadata");
+        std::os::unix::fs::symlink(&meta, &meta).expect("symlink");
+        let s = storage(dir.path());
+        let e = find_latest(&s, "job").expect_err("the newest checkpoint is unreadable");
+        assert!(!matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+    }
 }

@@ -159,7 +159,7 @@ pub(super) type Receivers = HashMap<(usize, usize), crossbeam_channel::Receiver<
 /// operators the job does not have.
 pub(super) fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<()> {
     if r.metadata.max_parallelism != graph.config.max_parallelism {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::SnapshotIncompatible(format!(
             "{} was written with max parallelism {}, the job has {}; key groups cannot be remapped",
             r.url, r.metadata.max_parallelism, graph.config.max_parallelism
         )));
@@ -167,7 +167,7 @@ pub(super) fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<
     let uids: Vec<String> = graph.nodes.iter().map(|n| n.uid()).collect();
     for op in &r.metadata.operators {
         if !uids.contains(&op.uid) && !graph.config.allow_non_restored_state {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::SnapshotIncompatible(format!(
                 "{} has state for operator `{}` ({}) that the job does not have; set allowNonRestoredState to drop it (job operators: {})",
                 r.url,
                 op.uid,

@@ -222,9 +222,10 @@ impl JobHandle {
                 stop,
                 reply: tx,
             })
-            .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
-        rx.recv()
-            .map_err(|_| Error::Checkpoint("the job ended before the savepoint completed".into()))?
+            .map_err(|_| Error::SnapshotDeclined("the job has ended".into()))?;
+        rx.recv().map_err(|_| {
+            Error::SnapshotDeclined("the job ended before the savepoint completed".into())
+        })?
     }
 
     /// Triggers a checkpoint now (besides the periodic ones) and waits for it; returns its
@@ -233,9 +234,9 @@ impl JobHandle {
         let (tx, rx) = bounded(1);
         self.commands
             .send(Command::Checkpoint { reply: tx })
-            .map_err(|_| Error::Checkpoint("the job has ended".into()))?;
+            .map_err(|_| Error::SnapshotDeclined("the job has ended".into()))?;
         rx.recv().map_err(|_| {
-            Error::Checkpoint("the job ended before the checkpoint completed".into())
+            Error::SnapshotDeclined("the job ended before the checkpoint completed".into())
         })?
     }
 

@@ -113,7 +113,8 @@ impl Master {
             match self.commands.recv_timeout(left) {
                 Ok(Command::Cancel) => return true,
                 Ok(Command::Savepoint { reply, .. }) | Ok(Command::Checkpoint { reply }) => {
-                    let _ = reply.send(Err(Error::Checkpoint("the job is restarting".into())));
+                    let _ =
+                        reply.send(Err(Error::SnapshotDeclined("the job is restarting".into())));
                 }
                 Err(_) => return false,
             }
@@ -229,7 +230,7 @@ impl Master {
                             if finished.iter().all(|f| f.is_some()) {
                                 for p in pending.drain(..) {
                                     if let Some(r) = p.reply {
-                                        let _ = r.send(Err(Error::Checkpoint("the job finished first".into())));
+                                        let _ = r.send(Err(Error::SnapshotDeclined("the job finished first".into())));
                                     }
                                 }
                                 if let Err(e) = self.final_checkpoint(&attempt, &mut finished) {
@@ -265,13 +266,13 @@ impl Master {
                                     let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
                                     self.trigger(&attempt, &mut pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, Some(reply));
                                 }
-                                Some(_) => { let _ = reply.send(Err(Error::Checkpoint("the job is finishing; no checkpoint can be taken".into()))); }
+                                Some(_) => { let _ = reply.send(Err(Error::SnapshotDeclined("the job is finishing; no checkpoint can be taken".into()))); }
                                 None => { let _ = reply.send(Err(Error::config("state.checkpoints.dir", "checkpointing is not configured"))); }
                             }
                         }
                         Ok(Command::Savepoint { dir, stop, reply }) => {
                             if finished.iter().any(|f| f.is_some()) || stopping.is_some() {
-                                let _ = reply.send(Err(Error::Checkpoint("the job is finishing; no savepoint can be taken".into())));
+                                let _ = reply.send(Err(Error::SnapshotDeclined("the job is finishing; no savepoint can be taken".into())));
                             } else {
                                 match self.savepoint_storage(dir.as_deref()) {
                                     Ok(storage) => {
