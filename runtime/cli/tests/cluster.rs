@@ -500,7 +500,7 @@ fn rest_api_contract_and_cli() {
     assert!(
         v["errors"][0]
             .as_str()
-            .is_some_and(|e| e.contains("malformed JSON")),
+            .is_some_and(|e| e.contains("malformed JSON") && e.contains("`sql`")),
         "{v}"
     );
     let (code, v) = c

@@ -149,14 +149,12 @@ async fn submit(State(jm): Jm, headers: HeaderMap, body: Bytes) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let (script, settings) = if is_json {
-        match serde_json::from_slice::<api::SubmitRequest>(&body) {
+        match parse_json::<api::SubmitRequest>(&body) {
             Ok(b) => (b.sql, b.settings.into_iter().collect::<Vec<_>>()),
             Err(e) => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!(
-                        "malformed JSON body: {e}; expected {{\"sql\": \"...\", \"settings\": {{}}}}"
-                    ),
+                    format!("{e}; expected {{\"sql\": \"...\", \"settings\": {{}}}}"),
                 );
             }
         }
@@ -290,11 +288,21 @@ fn body_json<T: DeserializeOwned + Default>(body: &Bytes) -> Early<T> {
     if body.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("malformed JSON body: {e}"),
-        ))
+    parse_json(body).map_err(|m| Box::new(error(StatusCode::BAD_REQUEST, m)))
+}
+
+/// The body as JSON of `T`; the error names the field (``malformed JSON body: `cancel-job`:
+/// invalid type …``).
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("`{path}`: ")
+        };
+        format!("malformed JSON body: {at}{}", e.inner())
     })
 }
 
