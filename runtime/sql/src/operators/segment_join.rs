@@ -1,8 +1,9 @@
-//! Inner joins (interval, window and regular ones) over columnar, time-ordered state.
+//! Inner joins whose condition bounds both sides' event times on both ends (interval and window
+//! joins), over columnar state filed into segments by expiry.
 //!
 //! An inner join whose condition bounds `left time - right time` on both ends can forget a
 //! stored row as soon as the watermark passes the last time a row of the other side could
-//! still match it (its *expiry*). [`StreamJoin`](super::join::StreamJoin) keeps rows in keyed
+//! still match it (its *expiry*). [`StreamJoin`](super::keyed_list_join::StreamJoin) keeps rows in keyed
 //! list state and removes them one by one with a timer per row; this operator instead keeps
 //! each side's rows as the Arrow batches they arrived in, filed into *segments* by expiry
 //! (each segment covers a fixed slice of expiry time), with a per-segment hash index from
