@@ -1,6 +1,7 @@
 //! The streaming operators SQL plans, beside the engine's own (windows, process functions):
-//! group aggregation ([`group_aggregate`]), inner joins on keyed list state
-//! ([`keyed_list_join`]) or on columnar segments by expiry ([`segment_join`]) with the join
+//! group aggregation ([`group_aggregate`]), joins on keyed list state
+//! ([`keyed_list_join`]: outer joins, joins with a state TTL) or on columnar segments by
+//! expiry ([`segment_join`]: the other inner joins) with the join
 //! condition they share ([`join_condition`]), and ranking ([`rank`]: Top-N, deduplication).
 
 pub(crate) mod group_aggregate;

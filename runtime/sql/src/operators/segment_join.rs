@@ -1,5 +1,6 @@
-//! Inner joins whose condition bounds both sides' event times on both ends (interval and window
-//! joins), over columnar state filed into segments by expiry.
+//! Inner joins over columnar state: each side's rows kept as the batches they arrived in, filed
+//! into segments by expiry (interval and window joins drop whole segments as the watermark
+//! passes; regular inner joins without a state TTL keep them for the job's life).
 //!
 //! An inner join whose condition bounds `left time - right time` on both ends can forget a
 //! stored row as soon as the watermark passes the last time a row of the other side could

@@ -430,7 +430,7 @@ impl Planner<'_> {
         let connected = left
             .key_by(KeySelector::columns(lk.clone()))
             .connect(&right.key_by(KeySelector::columns(rk.clone())));
-        // Inner joins keep their rows in columnar, time-ordered state (see `interval_join`);
+        // Inner joins keep their rows in columnar, time-ordered state (see `segment_join`);
         // outer joins, and regular joins with a state TTL, in keyed list state.
         let joined = match outer {
             [false, false] if f.time.is_some() || f.idle_ttl.is_none() => {
