@@ -144,7 +144,7 @@ impl Cluster {
 
     fn wait_for_slots(&self, n: usize) {
         let c = self.client();
-        wait("taskmanagers to register", Duration::from_secs(30), || {
+        common::wait_until("taskmanagers to register", Duration::from_secs(30), || {
             c.get("/overview")
                 .ok()
                 .is_some_and(|v| v["slots-total"].as_u64() == Some(n as u64))
@@ -166,14 +166,6 @@ impl Cluster {
             }
         }
         out
-    }
-}
-
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let until = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -309,7 +301,7 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
         .expect("submit");
     assert_eq!(code, 200, "{v}");
     let id = v["jobid"].as_str().expect("jobid").to_string();
-    wait("two checkpoints", Duration::from_secs(60), || {
+    common::wait_until("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
     // SIGKILL one taskmanager mid-run; the job cannot run on one slot, so it waits for the
@@ -317,14 +309,14 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
     let mut victim = cluster.tms.remove(0);
     victim.0.kill().expect("kill taskmanager");
     let _ = victim.0.wait();
-    wait("the job to notice", Duration::from_secs(30), || {
+    common::wait_until("the job to notice", Duration::from_secs(30), || {
         status(&c, &id)["state"] == "RESTARTING" || status(&c, &id)["restarts"].as_u64() >= Some(1)
     });
     let killed = Instant::now();
     cluster.start_tm();
     // The time until the job runs and completes a checkpoint again (for the issue note).
     let before = completed_checkpoints(&c, &id);
-    wait(
+    common::wait_until(
         "a checkpoint after the restart",
         Duration::from_secs(60),
         || {
@@ -367,7 +359,7 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
     let id = c
         .submit(&common::job(&out.display().to_string(), ROWS, RATE), &[])
         .expect("submit");
-    wait("two checkpoints", Duration::from_secs(60), || {
+    common::wait_until("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
     let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
@@ -379,7 +371,7 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
     // The same addresses: the taskmanagers reconnect by themselves.
     cluster.start_jm(&rpc_port, &rest_port);
     let c = cluster.client();
-    wait("the job to be recovered", Duration::from_secs(30), || {
+    common::wait_until("the job to be recovered", Duration::from_secs(30), || {
         c.get(&format!("/jobs/{id}")).is_ok()
     });
     let s = wait_finished(&cluster, &id);
@@ -412,7 +404,7 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
     let id = "app-job-1".to_string();
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
     let c = cluster.client();
-    wait("two checkpoints", Duration::from_secs(60), || {
+    common::wait_until("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
     let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
@@ -425,7 +417,7 @@ fn application_mode_jobmanager_replaced_resumes_from_latest_checkpoint() {
     cluster.start_jm(&rpc_port, &rest_port);
     let c = cluster.client();
     // What a replaced jobmanager pod costs (for the issue note).
-    wait(
+    common::wait_until(
         "a checkpoint after the restart",
         Duration::from_secs(60),
         || {
@@ -553,7 +545,7 @@ fn rest_api_contract_and_cli() {
     let (ok, id, err) = cli(&["submit", script.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert_eq!(id.len(), 32, "{id}");
-    wait("the job to run", Duration::from_secs(30), || {
+    common::wait_until("the job to run", Duration::from_secs(30), || {
         status(&c, &id)["state"] == "RUNNING" && completed_checkpoints(&c, &id) >= 1
     });
     let (ok, list, _) = cli(&["list"]);
@@ -568,7 +560,7 @@ fn rest_api_contract_and_cli() {
     let vertices = st["vertices"].as_array().expect("vertices");
     assert_eq!(vertices.len(), 2, "{st}");
     assert!(vertices.iter().all(|v| v["parallelism"] == 2));
-    wait("records to flow", Duration::from_secs(30), || {
+    common::wait_until("records to flow", Duration::from_secs(30), || {
         status(&c, &id)["vertices"][0]["metrics"]["write-records"].as_u64() > Some(0)
     });
     let cps = c
@@ -610,20 +602,20 @@ fn rest_api_contract_and_cli() {
     let (ok, path, err) = cli(&["stop", &id, "--dir", sp.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert!(Path::new(&path).join("_metadata").exists(), "{path}");
-    wait("the job to stop", Duration::from_secs(30), || {
+    common::wait_until("the job to stop", Duration::from_secs(30), || {
         status(&c, &id)["state"] == "FINISHED"
     });
     // A second job, cancelled.
     let (ok, id2, err) = cli(&["submit", script.to_str().expect("path")]);
     assert!(ok, "{err}");
-    wait("the job to run", Duration::from_secs(30), || {
+    common::wait_until("the job to run", Duration::from_secs(30), || {
         status(&c, &id2)["state"] == "RUNNING"
     });
     let (code, _) = c
         .raw("PATCH", &format!("/jobs/{id2}?mode=cancel"), None, "")
         .expect("cancel");
     assert_eq!(code, 202);
-    wait("the job to cancel", Duration::from_secs(30), || {
+    common::wait_until("the job to cancel", Duration::from_secs(30), || {
         status(&c, &id2)["state"] == "CANCELED"
     });
     let (ok, _, err) = cli(&["status", "0123"]);
@@ -671,7 +663,7 @@ INSERT INTO out SELECT id, payload FROM gen;";
             .as_u64()
             .unwrap_or(0)
     };
-    wait("records to flow", Duration::from_secs(30), || {
+    common::wait_until("records to flow", Duration::from_secs(30), || {
         source_out(&c) > 0
     });
     // Let the pipe and every buffer on the way fill up.
@@ -725,11 +717,11 @@ INSERT INTO out SELECT id, payload FROM gen;";
             lines
         }));
     }
-    wait("records to flow again", Duration::from_secs(30), || {
+    common::wait_until("records to flow again", Duration::from_secs(30), || {
         source_out(&c) > after + 100_000
     });
     c.cancel(&id).expect("cancel");
-    wait("the job to cancel", Duration::from_secs(30), || {
+    common::wait_until("the job to cancel", Duration::from_secs(30), || {
         status(&c, &id)["state"] == "CANCELED"
     });
     drop(cluster);
@@ -786,7 +778,7 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
     let (a, b) = ("app-a".to_string(), "app-b".to_string());
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script_a.clone(), a.clone())));
     let c = cluster.client();
-    wait("job a: two checkpoints", Duration::from_secs(60), || {
+    common::wait_until("job a: two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &a) >= 2
     });
     let first = c
@@ -804,7 +796,7 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
     cluster.start_tm();
     cluster.start_tm();
     let c = cluster.client();
-    wait("job b: a checkpoint", Duration::from_secs(60), || {
+    common::wait_until("job b: a checkpoint", Duration::from_secs(60), || {
         completed_checkpoints(&c, &b) >= 1
     });
     let jobs = c.get("/jobs").expect("jobs");
@@ -825,7 +817,7 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
     cluster.start_tm();
     cluster.start_tm();
     let c = cluster.client();
-    wait("job a restored", Duration::from_secs(30), || {
+    common::wait_until("job a restored", Duration::from_secs(30), || {
         !restored_from(&c, &a).is_empty()
     });
     let restored = restored_from(&c, &a);
@@ -851,7 +843,7 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
     let id = "app-stop".to_string();
     let mut cluster = Cluster::start_with(tmp.path(), 2, Some((script, id.clone())));
     let c = cluster.client();
-    wait("two checkpoints", Duration::from_secs(60), || {
+    common::wait_until("two checkpoints", Duration::from_secs(60), || {
         completed_checkpoints(&c, &id) >= 2
     });
     let body = serde_json::json!({
@@ -877,7 +869,7 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
         "same request: {v}"
     );
     let mut location = String::new();
-    wait("the stop savepoint", Duration::from_secs(60), || {
+    common::wait_until("the stop savepoint", Duration::from_secs(60), || {
         let s = c
             .get(&format!("/jobs/{id}/savepoints/t-1"))
             .unwrap_or(Value::Null);
@@ -899,7 +891,7 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
     cluster.start_tm();
     cluster.start_tm();
     let c = cluster.client();
-    wait("the job restored", Duration::from_secs(30), || {
+    common::wait_until("the job restored", Duration::from_secs(30), || {
         !restored_from(&c, &id).is_empty()
     });
     assert_eq!(
