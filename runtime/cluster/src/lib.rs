@@ -15,6 +15,7 @@
 pub mod client;
 mod client_error;
 pub mod config;
+mod error;
 pub mod jobmanager;
 pub(crate) mod net;
 mod rest;
@@ -27,6 +28,7 @@ pub mod proto {
 }
 
 pub use config::ClusterConfig;
+pub use error::ClusterError;
 
 /// `--set` arguments that make a jobmanager listen on 127.0.0.1 at ports the OS picks; it
 /// then prints where on its first line (read it with [`started_addresses`]).

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::ClusterError;
 use super::config::{ClusterConfig, execution_config};
 use super::net::{self, DataServer};
 use super::proto::{self, from_task_manager, to_task_manager};
@@ -125,6 +126,7 @@ pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         cancel_all(&shares, &data);
         match r {
             Ok(()) => tracing::warn!("jobmanager closed the session; registering again"),
+            Err(e) if !e.is_retryable() => return Err(e.into()),
             Err(e) => tracing::info!(error = %e, "no session with the jobmanager; retrying"),
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -150,11 +152,23 @@ async fn session(
     data_address: &str,
     data: &Arc<DataServer>,
     shares: &Shares,
-) -> Result<()> {
-    let endpoint = format!("http://{}", opts.jobmanager);
-    let mut client = proto::job_manager_client::JobManagerClient::connect(endpoint.clone())
+) -> Result<(), ClusterError> {
+    let address = opts.jobmanager.clone();
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{address}")).map_err(|source| {
+            ClusterError::InvalidAddress {
+                address: address.clone(),
+                source,
+            }
+        })?;
+    let channel = endpoint
+        .connect()
         .await
-        .map_err(|e| Error::Network(format!("connect to {endpoint}: {e}")))?
+        .map_err(|source| ClusterError::Unreachable {
+            address: address.clone(),
+            source,
+        })?;
+    let mut client = proto::job_manager_client::JobManagerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let (out, out_rx) = mpsc::unbounded_channel();
@@ -169,7 +183,10 @@ async fn session(
     let mut inbound = client
         .session(UnboundedReceiverStream::new(out_rx))
         .await
-        .map_err(|e| Error::Network(format!("session with {endpoint}: {e}")))?
+        .map_err(|status| ClusterError::SessionLost {
+            address: address.clone(),
+            status: Box::new(status),
+        })?
         .into_inner();
     tracing::info!(jobmanager = %opts.jobmanager, "registered");
     let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
@@ -177,7 +194,12 @@ async fn session(
         let msg = match inbound.message().await {
             Ok(Some(m)) => m,
             Ok(None) => break Ok(()),
-            Err(e) => break Err(Error::Network(format!("session: {e}"))),
+            Err(status) => {
+                break Err(ClusterError::SessionLost {
+                    address: address.clone(),
+                    status: Box::new(status),
+                });
+            }
         };
         match msg.msg {
             Some(to_task_manager::Msg::Registered(r)) => {
@@ -497,4 +519,38 @@ pub(crate) fn decode_event(ev: proto::TaskEvent, task_name: &str) -> Result<Task
         },
         None => return Err(Error::Network("task event without a body".into())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A jobmanager address that no connection can be opened to ends the taskmanager with
+    /// an error naming it, instead of a retry loop that logs at info level forever.
+    #[test]
+    fn an_address_that_cannot_be_an_endpoint_stops_the_taskmanager() -> Result<()> {
+        let opts = TaskManagerOptions {
+            jobmanager: "job manager:6123".into(),
+            slots: 1,
+            data_bind: "127.0.0.1:0".into(),
+            advertised_host: "127.0.0.1".into(),
+            memory_bytes: 0,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        std::thread::spawn(move || tx.send(run(opts, flag)));
+        let ended = rx.recv_timeout(Duration::from_secs(60));
+        stop.store(true, Ordering::SeqCst);
+        match ended {
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains("`job manager:6123`"), "{msg}");
+                assert!(msg.contains("not a valid endpoint"), "{msg}");
+                Ok(())
+            }
+            Ok(Ok(())) => panic!("the taskmanager ended without an error"),
+            Err(_) => panic!("the taskmanager kept retrying an address that cannot work"),
+        }
+    }
 }

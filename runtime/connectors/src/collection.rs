@@ -22,11 +22,14 @@ impl CollectionSource {
     /// A source of `batches`, which must all have `schema`.
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
         if let Some(b) = batches.iter().find(|b| b.schema() != schema) {
-            return Err(Error::InvalidGraph(format!(
-                "collection batch schema {:?} differs from the source schema {:?}",
-                b.schema(),
-                schema
-            )));
+            return Err(Error::config(
+                "collection source",
+                format!(
+                    "collection batch schema {:?} differs from the source schema {:?}",
+                    b.schema(),
+                    schema
+                ),
+            ));
         }
         Ok(CollectionSource {
             schema,

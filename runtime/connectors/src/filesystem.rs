@@ -234,8 +234,7 @@ impl SourceReader for FileReader {
                 done: *done,
             })
             .collect();
-        bincode::serialize(&positions)
-            .map_err(|e| Error::Checkpoint(format!("file source position: {e}")))
+        bincode::serialize(&positions).map_err(|e| Error::state("file source position", e))
     }
 }
 
@@ -273,8 +272,8 @@ impl Source for FileSource {
     ) -> Result<Box<dyn SourceReader>> {
         let mut known = std::collections::HashMap::new();
         for (_, b) in states {
-            let positions: Vec<FilePosition> = bincode::deserialize(b)
-                .map_err(|e| Error::Checkpoint(format!("file source position: {e}")))?;
+            let positions: Vec<FilePosition> =
+                bincode::deserialize(b).map_err(|e| Error::state("file source position", e))?;
             for p in positions {
                 known.insert(p.path, (p.rows, p.done));
             }
@@ -402,7 +401,7 @@ impl FileWriter {
         }
         self.current
             .as_mut()
-            .ok_or_else(|| Error::Checkpoint("no open part file".into()))
+            .ok_or_else(|| Error::state("file sink", "no open part file"))
     }
 
     /// Flushes and closes the open part file (if it has rows) as pending for `checkpoint`.
@@ -472,7 +471,7 @@ impl SinkWriter for FileWriter {
         let mut keep = std::collections::HashSet::new();
         for (old_subtask, bytes) in &restored.operator {
             let files: Vec<PendingFile> = bincode::deserialize(bytes)
-                .map_err(|e| Error::Checkpoint(format!("file sink pending files: {e}")))?;
+                .map_err(|e| Error::state("file sink pending files", e))?;
             for f in files {
                 keep.insert(f.in_progress.clone());
                 // The checkpoint these belong to completed: publish them. Each old writer's
@@ -517,7 +516,7 @@ impl SinkWriter for FileWriter {
         }
         bincode::serialize(&self.pending)
             .map(Some)
-            .map_err(|e| Error::Checkpoint(format!("file sink pending files: {e}")))
+            .map_err(|e| Error::state("file sink pending files", e))
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {

@@ -89,10 +89,7 @@ impl Ranges {
         let mut r = Ranges::new(rows, batch, rate, subtask, parallelism);
         let mut decoded: Vec<RangesState> = states
             .iter()
-            .map(|(_, b)| {
-                bincode::deserialize(b)
-                    .map_err(|e| Error::Checkpoint(format!("source position: {e}")))
-            })
+            .map(|(_, b)| bincode::deserialize(b).map_err(|e| Error::state("source position", e)))
             .collect::<Result<_>>()?;
         decoded.sort_by_key(|s| s.subtask);
         let Some(first) = decoded.first() else {
@@ -101,7 +98,7 @@ impl Ranges {
         // Positions count batches of the size they were taken with: keep it (a changed rate
         // or batch setting would otherwise make them unmappable).
         if first.batch == 0 {
-            return Err(Error::Checkpoint(
+            return Err(Error::SnapshotCorrupt(
                 "source position with a batch size of 0".into(),
             ));
         }
@@ -109,7 +106,7 @@ impl Ranges {
         let old_p = first.parallelism;
         let residues: Vec<u64> = decoded.iter().map(|s| s.subtask).collect();
         if residues != (0..old_p).collect::<Vec<_>>() {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::SnapshotCorrupt(format!(
                 "source positions of subtasks {residues:?} do not cover parallelism {old_p}"
             )));
         }
@@ -133,7 +130,7 @@ impl Ranges {
             next_batch: self.next_batch,
             older: self.older.clone(),
         })
-        .map_err(|e| Error::Checkpoint(format!("source position: {e}")))
+        .map_err(|e| Error::state("source position", e))
     }
 
     /// The next `[start, end)` of row indices: `None` when throttled, `Some(None)` when done.

@@ -278,6 +278,22 @@ impl KeyedStore for MemoryStore {
         self.tables[state][slot].get_mut(&(key.clone(), ns))
     }
 
+    #[inline]
+    fn get_or_insert_with(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+        init: &mut dyn FnMut() -> Cell,
+    ) -> &mut Cell {
+        let slot = self.slot(kg);
+        self.ready(slot);
+        self.tables[state][slot]
+            .entry((key.clone(), ns))
+            .or_insert_with(init)
+    }
+
     fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell) {
         let slot = self.slot(kg);
         self.ready(slot);

@@ -84,6 +84,16 @@ pub trait KeyedStore: Send {
         key: &Key,
         ns: Namespace,
     ) -> Option<&mut Cell>;
+    /// The value at an address, created by `init` when there is none: one lookup for the
+    /// read-modify-write of every keyed operator's per-record path.
+    fn get_or_insert_with(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+        init: &mut dyn FnMut() -> Cell,
+    ) -> &mut Cell;
     /// Stores a value, replacing what was there.
     fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell);
     /// Removes and returns a value.

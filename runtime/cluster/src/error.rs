@@ -1,0 +1,56 @@
+//! What can go wrong between a taskmanager and its jobmanager, typed so that the
+//! taskmanager can tell a jobmanager that is not there yet (retry) from an address that can
+//! never work (stop and say so).
+//!
+//! Failures inside a running job (a data channel that breaks, a frame that cannot be read)
+//! are the engine's [`flink_rs_core::Error`]: they fail the job's tasks, and the job master's
+//! restart strategy decides what happens next.
+
+/// An error of a taskmanager's control session with its jobmanager.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `jobmanager.rpc.address` is not something a connection can be opened to: retrying
+    /// cannot help.
+    #[error("jobmanager address `{address}` is not a valid endpoint: {source}")]
+    InvalidAddress {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The jobmanager did not answer (not started yet, restarting, unreachable).
+    #[error("cannot reach the jobmanager at {address}: {source}")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The jobmanager refused the session or the session broke.
+    #[error("session with the jobmanager at {address}: {status}")]
+    SessionLost {
+        address: String,
+        status: Box<tonic::Status>,
+    },
+    /// The jobmanager sent a message this taskmanager cannot act on.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The engine failed while acting on a message (deploying tasks, reading a checkpoint).
+    #[error(transparent)]
+    Engine(#[from] flink_rs_core::Error),
+}
+
+impl ClusterError {
+    /// Whether registering again later may succeed (everything but a bad address).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ClusterError::InvalidAddress { .. })
+    }
+}
+
+/// For callers that work in the engine's error type.
+impl From<ClusterError> for flink_rs_core::Error {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::Engine(e) => e,
+            other => flink_rs_core::Error::Network(other.to_string()),
+        }
+    }
+}
