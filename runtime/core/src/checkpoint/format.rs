@@ -227,6 +227,11 @@ pub struct SubtaskMetadata {
     pub file: Option<String>,
     pub size: u64,
     pub crc32: u32,
+    /// Whether the file holds operator (non-keyed) state, which every new instance reads
+    /// whatever key groups it owns; absent in checkpoints written before it existed (then
+    /// every file is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_state: Option<bool>,
 }
 
 impl CheckpointMetadata {

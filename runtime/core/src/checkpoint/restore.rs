@@ -1,21 +1,42 @@
 //! Finding and loading a complete checkpoint or savepoint, and handing each new operator
 //! instance exactly its share: the key groups it now owns and the operator state of every old
-//! instance. Everything is read and verified before anything is handed out.
+//! instance.
+//!
+//! Finding one reads `_metadata` and checks that every state file it names is there with
+//! its size (object metadata, not contents): a jobmanager choosing what to restore never
+//! loads state. A state file is read, and verified against its checksum, when the first new
+//! instance that needs it restores: the files of the old instances whose key groups overlap
+//! its own, and those that hold operator state.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use super::format::{CheckpointMetadata, StateFile, decode_state_file_checked};
+use super::format::{CheckpointMetadata, StateFile, SubtaskMetadata, decode_state_file_checked};
 use super::{CheckpointId, CheckpointStorage, RestoredState};
 use crate::error::{Error, Result};
 use crate::key::key_group_range;
 
-/// A verified checkpoint, loaded into memory.
-#[derive(Debug, Clone)]
+/// A complete checkpoint: its verified metadata, and its state files as they are read.
+#[derive(Clone)]
 pub struct RestoredCheckpoint {
     /// Where it was read from.
     pub url: String,
     pub metadata: CheckpointMetadata,
-    files: HashMap<(String, usize), StateFile>,
+    storage: CheckpointStorage,
+    dir: String,
+    files: Arc<FileCache>,
+}
+
+/// State files read so far, by (operator uid, old subtask).
+type FileCache = Mutex<HashMap<(String, usize), Arc<StateFile>>>;
+
+impl std::fmt::Debug for RestoredCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoredCheckpoint")
+            .field("url", &self.url)
+            .field("checkpoint_id", &self.metadata.checkpoint_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RestoredCheckpoint {
@@ -30,15 +51,17 @@ impl RestoredCheckpoint {
     }
 
     /// The state of operator `uid` for new instance `subtask` of `parallelism`; `None` when
-    /// the checkpoint has no entry for `uid`.
+    /// the checkpoint has no entry for `uid`. Reads only the files this instance needs.
     pub fn state_for(
         &self,
         uid: &str,
         subtask: usize,
         parallelism: usize,
         max_parallelism: u16,
-    ) -> Option<RestoredState> {
-        let op = self.metadata.operators.iter().find(|o| o.uid == uid)?;
+    ) -> Result<Option<RestoredState>> {
+        let Some(op) = self.metadata.operators.iter().find(|o| o.uid == uid) else {
+            return Ok(None);
+        };
         let mine = key_group_range(max_parallelism, parallelism, subtask);
         let mut state = RestoredState {
             checkpoint_id: self.metadata.checkpoint_id,
@@ -46,11 +69,15 @@ impl RestoredCheckpoint {
             ..Default::default()
         };
         for st in &op.subtasks {
-            let Some(file) = self.files.get(&(uid.to_string(), st.subtask)) else {
+            let [s, e] = st.key_groups;
+            let overlaps = s < mine.end && mine.start < e;
+            if !overlaps && st.operator_state == Some(false) {
+                continue;
+            }
+            let Some(file) = self.file(uid, st)? else {
                 continue;
             };
-            let [s, e] = st.key_groups;
-            if s < mine.end && mine.start < e {
+            if overlaps {
                 state.keyed.extend(
                     file.keyed
                         .iter()
@@ -62,61 +89,104 @@ impl RestoredCheckpoint {
                 state.operator.push((st.subtask, b.clone()));
             }
         }
-        Some(state)
+        Ok(Some(state))
+    }
+
+    /// The state file of old instance `st` of `uid`, read and verified on first use.
+    fn file(&self, uid: &str, st: &SubtaskMetadata) -> Result<Option<Arc<StateFile>>> {
+        let Some(name) = &st.file else {
+            return Ok(None);
+        };
+        let key = (uid.to_string(), st.subtask);
+        // Held while reading: instances restoring in parallel read each file once.
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| Error::Checkpoint(format!("{}: a restore panicked", self.url)))?;
+        if let Some(f) = files.get(&key) {
+            return Ok(Some(f.clone()));
+        }
+        let url = &self.url;
+        let t0 = std::time::Instant::now();
+        let bytes = self
+            .storage
+            .get_large(&join(&self.dir, name))?
+            .ok_or_else(|| {
+                Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
+            })?;
+        if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
+            return Err(Error::SnapshotCorrupt(format!(
+                "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",
+                bytes.len(),
+                st.size
+            )));
+        }
+        let t1 = std::time::Instant::now();
+        // The whole-file checksum above covers the payload's own: not computed twice.
+        let file = Arc::new(decode_state_file_checked(
+            bytes,
+            &format!("{url}/{name}"),
+            false,
+        )?);
+        tracing::debug!(
+            file = %name,
+            read_ms = (t1 - t0).as_millis() as u64,
+            decode_ms = t1.elapsed().as_millis() as u64,
+            "state file read"
+        );
+        files.insert(key, file.clone());
+        Ok(Some(file))
     }
 }
 
-/// Loads and verifies the checkpoint in directory `dir` of `storage` ("" for its root).
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Opens the checkpoint in directory `dir` of `storage` ("" for its root): reads and checks
+/// `_metadata`, and that each state file it names exists with the size it records (state
+/// files themselves are read by [`RestoredCheckpoint::state_for`]).
 pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<RestoredCheckpoint> {
     let url = if dir.is_empty() {
         storage.url().to_string()
     } else {
         storage.url_of(dir)
     };
-    let join = |name: &str| {
-        if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
-        }
-    };
-    let meta_bytes = storage.get(&join("_metadata"))?.ok_or_else(|| {
+    let meta_bytes = storage.get(&join(dir, "_metadata"))?.ok_or_else(|| {
         Error::SnapshotCorrupt(format!(
             "{url} has no _metadata: it is not a complete checkpoint or savepoint"
         ))
     })?;
     let metadata = CheckpointMetadata::parse(&meta_bytes, &url)?;
-    let mut files = HashMap::new();
     for op in &metadata.operators {
         for st in &op.subtasks {
             let Some(name) = &st.file else { continue };
-            let t0 = std::time::Instant::now();
-            let bytes = storage.get_large(&join(name))?.ok_or_else(|| {
-                Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
-            })?;
-            if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
-                return Err(Error::SnapshotCorrupt(format!(
-                    "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",
-                    bytes.len(),
-                    st.size
-                )));
+            match storage.size(&join(dir, name))? {
+                None => {
+                    return Err(Error::SnapshotCorrupt(format!(
+                        "{url}: state file {name} is missing"
+                    )));
+                }
+                Some(size) if size != st.size => {
+                    return Err(Error::SnapshotCorrupt(format!(
+                        "{url}: state file {name} does not match _metadata (size {size} vs {}, or checksum)",
+                        st.size
+                    )));
+                }
+                Some(_) => {}
             }
-            let t1 = std::time::Instant::now();
-            // The whole-file checksum above covers the payload's own: not computed twice.
-            let file = decode_state_file_checked(bytes, &format!("{url}/{name}"), false)?;
-            tracing::debug!(
-                file = %name,
-                read_ms = (t1 - t0).as_millis() as u64,
-                decode_ms = t1.elapsed().as_millis() as u64,
-                "state file read"
-            );
-            files.insert((op.uid.clone(), st.subtask), file);
         }
     }
     Ok(RestoredCheckpoint {
         url,
         metadata,
-        files,
+        storage: storage.clone(),
+        dir: dir.to_string(),
+        files: Arc::default(),
     })
 }
 
@@ -230,5 +300,131 @@ mod tests {
         let s = storage(dir.path());
         let e = find_latest(&s, "job").expect_err("the newest checkpoint is unreadable");
         assert!(!matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+    }
+
+    /// Writes `job/chk-1` by hand: operator `op` at parallelism 2 of max parallelism 4,
+    /// one keyed blob per key group (`kg-N`), and subtask 1 also with operator state.
+    fn two_subtask_checkpoint(root: &std::path::Path) -> Result<()> {
+        use super::super::format::{
+            FORMAT_VERSION, METADATA_FORMAT, OperatorMetadata, encode_state_file,
+        };
+        use super::super::{OperatorSnapshot, SnapshotKind};
+        let dir = root.join("job/chk-1");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("mkdir", &dir, e))?;
+        let mut subtasks = Vec::new();
+        for (subtask, kgs) in [(0usize, [0u16, 2]), (1, [2, 4])] {
+            let snap = OperatorSnapshot {
+                keyed: (kgs[0]..kgs[1])
+                    .map(|kg| (kg, format!("kg-{kg}").into_bytes()))
+                    .collect(),
+                operator: (subtask == 1).then(|| b"position".to_vec()),
+            };
+            let has_operator = snap.operator.is_some();
+            let file = encode_state_file(snap);
+            let name = format!("op-{subtask}.state");
+            let bytes: Vec<u8> = file.chunks.iter().flat_map(|c| c.to_vec()).collect();
+            let path = dir.join(&name);
+            std::fs::write(&path, bytes).map_err(|e| Error::io("write", &path, e))?;
+            subtasks.push(SubtaskMetadata {
+                subtask,
+                key_groups: kgs,
+                file: Some(name),
+                size: file.size,
+                crc32: file.crc32,
+                operator_state: Some(has_operator),
+            });
+        }
+        let meta = CheckpointMetadata {
+            format: METADATA_FORMAT.into(),
+            version: FORMAT_VERSION,
+            job_id: "job".into(),
+            checkpoint_id: 1,
+            kind: SnapshotKind::Checkpoint,
+            timestamp_ms: 0,
+            max_parallelism: 4,
+            finished: false,
+            operators: vec![OperatorMetadata {
+                uid: "op".into(),
+                name: "op".into(),
+                parallelism: 2,
+                subtasks,
+            }],
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::User(e.to_string()))?;
+        let path = dir.join("_metadata");
+        std::fs::write(&path, json).map_err(|e| Error::io("write", &path, e))
+    }
+
+    fn keyed(state: &RestoredState) -> Vec<(u16, String)> {
+        state
+            .keyed
+            .iter()
+            .map(|(kg, b)| (*kg, String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+
+    /// Finding a checkpoint reads no state file, and an instance reads only the files of
+    /// the old instances whose key groups it takes over, plus those with operator state.
+    #[test]
+    fn a_restore_reads_only_the_state_files_an_instance_needs() -> Result<()> {
+        let root = tempfile::tempdir().map_err(|e| Error::io("temp dir", "", e))?;
+        two_subtask_checkpoint(root.path())?;
+        let s = storage(root.path());
+        let c = find_latest(&s, "job")?.ok_or_else(|| Error::User("no checkpoint".into()))?;
+        // Not read when found: replacing a file by garbage of the same size goes unnoticed.
+        let f0 = root.path().join("job/chk-1/op-0.state");
+        let len = std::fs::metadata(&f0)
+            .map_err(|e| Error::io("stat", &f0, e))?
+            .len();
+        std::fs::write(&f0, vec![0u8; len as usize]).map_err(|e| Error::io("write", &f0, e))?;
+        // Instance 1 of 2 owns key groups 2..4: old instance 1's file only.
+        let one = c
+            .state_for("op", 1, 2, 4)?
+            .ok_or_else(|| Error::User("no state".into()))?;
+        assert_eq!(keyed(&one), [(2, "kg-2".into()), (3, "kg-3".into())]);
+        assert_eq!(one.operator, [(1, bytes::Bytes::from_static(b"position"))]);
+        // Instance 0 needs old instance 0's file, which is damaged: an error naming it.
+        let e = c.state_for("op", 0, 2, 4).expect_err("damaged file");
+        assert!(matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+        assert!(e.to_string().contains("op-0.state"), "{e}");
+        Ok(())
+    }
+
+    /// At another parallelism each new instance gets exactly its key groups, and every one
+    /// the operator state of all old instances.
+    #[test]
+    fn a_restore_at_another_parallelism_splits_key_groups_and_shares_operator_state() -> Result<()>
+    {
+        let root = tempfile::tempdir().map_err(|e| Error::io("temp dir", "", e))?;
+        two_subtask_checkpoint(root.path())?;
+        let c = load_checkpoint(&storage(root.path()), "job/chk-1")?;
+        let mut all = Vec::new();
+        for subtask in 0..4 {
+            let st = c
+                .state_for("op", subtask, 4, 4)?
+                .ok_or_else(|| Error::User("no state".into()))?;
+            assert_eq!(st.old_parallelism, 2);
+            assert_eq!(st.operator.len(), 1, "subtask {subtask}");
+            all.extend(keyed(&st));
+        }
+        let expected: Vec<(u16, String)> = (0..4).map(|kg| (kg, format!("kg-{kg}"))).collect();
+        assert_eq!(all, expected);
+        assert!(c.state_for("other", 0, 4, 4)?.is_none());
+        Ok(())
+    }
+
+    /// A state file shorter than `_metadata` says (a crash while writing it) makes the
+    /// checkpoint damaged when it is found, so recovery skips it for the one before.
+    #[test]
+    fn a_truncated_state_file_is_found_without_reading_it() -> Result<()> {
+        let root = tempfile::tempdir().map_err(|e| Error::io("temp dir", "", e))?;
+        two_subtask_checkpoint(root.path())?;
+        let f1 = root.path().join("job/chk-1/op-1.state");
+        std::fs::write(&f1, b"short").map_err(|e| Error::io("write", &f1, e))?;
+        let e = load_checkpoint(&storage(root.path()), "job/chk-1").expect_err("truncated");
+        assert!(matches!(e, Error::SnapshotCorrupt(_)), "{e:?}");
+        assert!(e.to_string().contains("does not match _metadata"), "{e}");
+        assert!(find_latest(&storage(root.path()), "job")?.is_none());
+        Ok(())
     }
 }

@@ -209,6 +209,20 @@ impl CheckpointStorage {
         r.map_err(os_err(rel))
     }
 
+    /// The size of an object without reading it; `None` when it does not exist.
+    pub fn size(&self, rel: &str) -> Result<Option<u64>> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move {
+            match store.head(&path).await {
+                Ok(m) => Ok(Some(m.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        r.map_err(os_err(rel))
+    }
+
     /// Reads a large, immutable object (a state file); `None` when it does not exist. From a
     /// local directory the file is mapped into memory rather than copied: its pages are
     /// the ones the page cache already holds, so restoring a large state neither copies

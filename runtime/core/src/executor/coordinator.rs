@@ -104,8 +104,10 @@ impl Master {
                 file: None,
                 size: 0,
                 crc32: 0,
+                operator_state: None,
             };
             if !snap.is_empty() {
+                meta.operator_state = Some(snap.operator.is_some());
                 let file = encode_state_file(snap);
                 let name = format!("{}-{subtask}.state", n.uid());
                 meta.size = file.size;

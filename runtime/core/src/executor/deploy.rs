@@ -409,9 +409,13 @@ pub(super) fn spawn_tasks(
                         attempt: attempt_id,
                     };
                     let mut op = factory(&ctx)?;
-                    if let Some(state) = restored.and_then(|r| {
-                        r.state_for(&ctx.uid, j, node.parallelism, cfg.max_parallelism)
-                    }) {
+                    let state = match restored {
+                        Some(r) => {
+                            r.state_for(&ctx.uid, j, node.parallelism, cfg.max_parallelism)?
+                        }
+                        None => None,
+                    };
+                    if let Some(state) = state {
                         op.restore_state(state).map_err(|e| {
                             Error::Checkpoint(format!(
                                 "restoring operator `{}` ({}) subtask {j}: {e}",
@@ -474,18 +478,21 @@ pub(super) fn spawn_tasks(
             let body: Body = match &head.kind {
                 NodeKind::Source { source, watermarks } => {
                     let uid = head.uid();
-                    let reader =
-                        match restored.and_then(|r| r.state_for(&uid, j, p, cfg.max_parallelism)) {
-                            Some(state) => {
-                                source.restore_reader(j, p, &state.operator).map_err(|e| {
-                                    Error::Checkpoint(format!(
-                                        "restoring source `{}` ({uid}) subtask {j}: {e}",
-                                        head.name
-                                    ))
-                                })?
-                            }
-                            None => source.create_reader(j, p)?,
-                        };
+                    let state = match restored {
+                        Some(r) => r.state_for(&uid, j, p, cfg.max_parallelism)?,
+                        None => None,
+                    };
+                    let reader = match state {
+                        Some(state) => {
+                            source.restore_reader(j, p, &state.operator).map_err(|e| {
+                                Error::Checkpoint(format!(
+                                    "restoring source `{}` ({uid}) subtask {j}: {e}",
+                                    head.name
+                                ))
+                            })?
+                        }
+                        None => source.create_reader(j, p)?,
+                    };
                     let wm = watermarks
                         .clone()
                         .map(|s| SplitWatermarks::new(s, reader.splits()));
