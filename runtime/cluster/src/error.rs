@@ -30,12 +30,6 @@ pub enum ClusterError {
         address: String,
         status: Box<tonic::Status>,
     },
-    /// The jobmanager sent a message this taskmanager cannot act on.
-    #[error("protocol: {0}")]
-    Protocol(String),
-    /// The engine failed while acting on a message (deploying tasks, reading a checkpoint).
-    #[error(transparent)]
-    Engine(#[from] flink_rs_core::Error),
 }
 
 impl ClusterError {
@@ -48,9 +42,6 @@ impl ClusterError {
 /// For callers that work in the engine's error type.
 impl From<ClusterError> for flink_rs_core::Error {
     fn from(e: ClusterError) -> Self {
-        match e {
-            ClusterError::Engine(e) => e,
-            other => flink_rs_core::Error::Network(other.to_string()),
-        }
+        flink_rs_core::Error::Network(e.to_string())
     }
 }

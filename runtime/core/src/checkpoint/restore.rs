@@ -115,11 +115,7 @@ impl RestoredCheckpoint {
                 Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
             })?;
         if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
-            return Err(Error::SnapshotCorrupt(format!(
-                "{url}: state file {name} does not match _metadata (size {} vs {}, or checksum)",
-                bytes.len(),
-                st.size
-            )));
+            return Err(mismatch(url, name, bytes.len() as u64, st.size));
         }
         let t1 = std::time::Instant::now();
         // The whole-file checksum above covers the payload's own: not computed twice.
@@ -137,6 +133,13 @@ impl RestoredCheckpoint {
         files.insert(key, file.clone());
         Ok(Some(file))
     }
+}
+
+/// A state file that is not the one `_metadata` describes.
+fn mismatch(url: &str, name: &str, size: u64, expected: u64) -> Error {
+    Error::SnapshotCorrupt(format!(
+        "{url}: state file {name} does not match _metadata (size {size} vs {expected}, or checksum)"
+    ))
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -171,12 +174,7 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
                         "{url}: state file {name} is missing"
                     )));
                 }
-                Some(size) if size != st.size => {
-                    return Err(Error::SnapshotCorrupt(format!(
-                        "{url}: state file {name} does not match _metadata (size {size} vs {}, or checksum)",
-                        st.size
-                    )));
-                }
+                Some(size) if size != st.size => return Err(mismatch(&url, name, size, st.size)),
                 Some(_) => {}
             }
         }
