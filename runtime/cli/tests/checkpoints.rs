@@ -4,6 +4,11 @@
 //! output is compared with a failure-free run's, record for record. Also: at-least-once mode
 //! loses nothing; stop-with-savepoint and resume at other parallelisms; a new process finds
 //! the latest checkpoint by itself; damaged checkpoints are refused or skipped.
+//!
+//! The fault-injection, savepoint and resume tests run on both keyed-state backends (the
+//! `heap` and `disk` modules at the end); the savepoint test also switches backends between
+//! the stop and the resume. The disk backend gets a 16 KiB budget, so values are evicted to
+//! disk and read back all through the run.
 
 mod common;
 
@@ -17,7 +22,7 @@ use arrow::array::Int64Array;
 use arrow::datatypes::{DataType, Field};
 use flink_rs::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
 use flink_rs::prelude::*;
-use flink_rs::state::{MapState, MemoryStateBackend};
+use flink_rs::state::{DiskOptions, DiskStateBackend, MapState, MemoryStateBackend};
 
 /// Fails the task that runs it when the rows it has seen (over all attempts) pass each of
 /// its failure points: alternately with an error and with a panic.
@@ -138,8 +143,27 @@ impl ProcessFunction for Totals {
     }
 }
 
+/// The keyed-state backend a job runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Heap,
+    Disk,
+}
+
+impl Backend {
+    fn other(self) -> Backend {
+        match self {
+            Backend::Heap => Backend::Disk,
+            Backend::Disk => Backend::Heap,
+        }
+    }
+}
+
 struct JobSpec {
     rows: u64,
+    backend: Backend,
+    /// The disk backend the job uses when `backend` is `Disk` (kept to read its figures).
+    disk: Arc<DiskStateBackend>,
     rate: Option<f64>,
     parallelism: usize,
     checkpoint_interval: Option<Duration>,
@@ -159,6 +183,12 @@ impl JobSpec {
     fn new(rows: u64, parallelism: usize) -> Self {
         JobSpec {
             rows,
+            backend: Backend::Heap,
+            // 16 KiB: 8 KiB of live values, fewer than the job's keys and windows.
+            disk: Arc::new(DiskStateBackend::new(DiskOptions {
+                managed_memory: 16 << 10,
+                local_dir: None,
+            })),
             rate: None,
             parallelism,
             checkpoint_interval: None,
@@ -180,10 +210,16 @@ impl JobSpec {
 fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHandle> {
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(spec.parallelism);
-    if spec.background_restore {
-        env.set_state_backend(Arc::new(
-            MemoryStateBackend::with_background_restore_min_bytes(0),
-        ));
+    match spec.backend {
+        Backend::Heap if spec.background_restore => {
+            env.set_state_backend(Arc::new(
+                MemoryStateBackend::with_background_restore_min_bytes(0),
+            ));
+        }
+        Backend::Heap => {}
+        Backend::Disk => {
+            env.set_state_backend(spec.disk.clone());
+        }
     }
     env.configure(|c| {
         c.checkpoint.interval = spec.checkpoint_interval;
@@ -309,12 +345,14 @@ fn reference(rows: u64) -> Result<(Vec<String>, Vec<String>)> {
 }
 
 fn with_failures(
+    backend: Backend,
     mode: CheckpointingMode,
     cp: &Path,
     out: &Path,
-) -> Result<(JobHandle, Arc<Injector>)> {
+) -> Result<(JobHandle, Arc<Injector>, Arc<DiskStateBackend>)> {
     let inject = Injector::new(22, 14_000, 7);
     let mut spec = JobSpec::new(ROWS, 2);
+    spec.backend = backend;
     spec.rate = Some(150_000.0);
     spec.checkpoint_interval = Some(Duration::from_millis(15));
     spec.mode = mode;
@@ -326,15 +364,23 @@ fn with_failures(
     // The exactly-once run restores every time through background decoding, the
     // at-least-once run before the tasks start: both paths face the twenty failures.
     spec.background_restore = mode == CheckpointingMode::ExactlyOnce;
-    Ok((start_job(&spec, out, inject.clone())?, inject))
+    Ok((
+        start_job(&spec, out, inject.clone())?,
+        inject,
+        spec.disk.clone(),
+    ))
 }
 
-#[test]
-fn exactly_once_output_survives_twenty_failures() -> Result<()> {
+fn exactly_once_output_survives_twenty_failures(backend: Backend) -> Result<()> {
     let (ref_w, ref_t) = reference(ROWS)?;
     let cp = tmp()?;
     let out = tmp()?;
-    let (job, inject) = with_failures(CheckpointingMode::ExactlyOnce, cp.path(), out.path())?;
+    let (job, inject, disk) = with_failures(
+        backend,
+        CheckpointingMode::ExactlyOnce,
+        cp.path(),
+        out.path(),
+    )?;
     let stats_job = job.checkpoint_stats();
     let _ = stats_job;
     let outcome = job.wait()?;
@@ -350,15 +396,24 @@ fn exactly_once_output_survives_twenty_failures() -> Result<()> {
     assert!(t == ref_t, "keyed totals differ from the failure-free run");
     assert!(leftovers(&out.path().join("windows")).is_empty());
     assert!(leftovers(&out.path().join("totals")).is_empty());
+    if backend == Backend::Disk {
+        let evicted = disk.evicted_values();
+        assert!(evicted > 10_000, "only {evicted} values went to disk");
+        eprintln!("disk backend: {evicted} values evicted over the run");
+    }
     Ok(())
 }
 
-#[test]
-fn at_least_once_mode_loses_nothing() -> Result<()> {
+fn at_least_once_mode_loses_nothing(backend: Backend) -> Result<()> {
     let (ref_w, ref_t) = reference(ROWS)?;
     let cp = tmp()?;
     let out = tmp()?;
-    let (job, inject) = with_failures(CheckpointingMode::AtLeastOnce, cp.path(), out.path())?;
+    let (job, inject, _) = with_failures(
+        backend,
+        CheckpointingMode::AtLeastOnce,
+        cp.path(),
+        out.path(),
+    )?;
     assert_eq!(job.wait()?, JobOutcome::Finished);
     assert!(inject.fired.load(Ordering::SeqCst) >= 20);
     let (w, t) = outputs(out.path());
@@ -400,13 +455,14 @@ fn at_least_once_mode_loses_nothing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
+/// Stops on `backend`, resumes at parallelism 1 on the other backend and at 4 on the same.
+fn stop_with_savepoint_then_resume_at_one_and_four(backend: Backend) -> Result<()> {
     let rows = 300_000;
     let (ref_w, ref_t) = reference(rows)?;
     let out = tmp()?;
     let sp = tmp()?;
     let mut spec = JobSpec::new(rows, 2);
+    spec.backend = backend;
     spec.rate = Some(200_000.0);
     let job = start_job(&spec, out.path(), Injector::none())?;
     // Stop mid-run: after 40 % of the input, when windows have fired and more remain.
@@ -457,6 +513,7 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
             }
         }
         let mut spec = JobSpec::new(rows, p);
+        spec.backend = if p == 1 { backend.other() } else { backend };
         spec.restore = Some(RestoreFrom::Path(path.clone()));
         // Rescaled to 4, each instance decodes its key groups in the background.
         spec.background_restore = p == 4;
@@ -465,11 +522,13 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
         let (w, t) = outputs(copy.path());
         assert!(
             w == ref_w,
-            "windows after resuming at parallelism {p} differ"
+            "windows after resuming at parallelism {p} on {:?} differ",
+            spec.backend
         );
         assert!(
             t == ref_t,
-            "totals after resuming at parallelism {p} differ"
+            "totals after resuming at parallelism {p} on {:?} differ",
+            spec.backend
         );
     }
     Ok(())
@@ -478,12 +537,17 @@ fn stop_with_savepoint_then_resume_at_one_and_four() -> Result<()> {
 /// A process that dies (here: is cancelled, which commits nothing beyond its last completed
 /// checkpoint, as a crash would) and a new one with the same job id and `latest` continue the
 /// job from storage by themselves.
-pub fn resume_latest_in(cp_url: &str, options: BTreeMap<String, String>) -> Result<()> {
+fn resume_latest_in(
+    backend: Backend,
+    cp_url: &str,
+    options: BTreeMap<String, String>,
+) -> Result<()> {
     let rows = 300_000;
     let (ref_w, ref_t) = reference(rows)?;
     let out = tmp()?;
     let job_id = format!("resume-{}", std::process::id());
     let mut spec = JobSpec::new(rows, 2);
+    spec.backend = backend;
     spec.rate = Some(200_000.0);
     spec.checkpoint_interval = Some(Duration::from_millis(30));
     spec.checkpoint_dir = Some(cp_url.to_string());
@@ -523,10 +587,13 @@ pub fn resume_latest_in(cp_url: &str, options: BTreeMap<String, String>) -> Resu
     Ok(())
 }
 
-#[test]
-fn new_process_resumes_from_latest_checkpoint_in_a_directory() -> Result<()> {
+fn new_process_resumes_from_latest_checkpoint_in_a_directory(backend: Backend) -> Result<()> {
     let cp = tmp()?;
-    resume_latest_in(&format!("file://{}", cp.path().display()), BTreeMap::new())
+    resume_latest_in(
+        backend,
+        &format!("file://{}", cp.path().display()),
+        BTreeMap::new(),
+    )
 }
 
 fn checkpoint_dirs(root: &Path, job: &str) -> Vec<PathBuf> {
@@ -688,7 +755,7 @@ impl Drop for S3Server {
 fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
     let s3 = S3Server::start("checkpoints")?;
     let url = format!("s3://{}/flink", s3.bucket);
-    resume_latest_in(&url, s3.options())?;
+    resume_latest_in(Backend::Disk, &url, s3.options())?;
     // The checkpoints really are in the bucket, in the documented layout.
     let storage = flink_rs::checkpoint::CheckpointStorage::open(&url, &s3.options())?;
     let jobs = storage.list_dirs("")?;
@@ -855,3 +922,28 @@ fn a_failure_after_an_intermediate_savepoint_repeats_nothing() -> Result<()> {
     assert!(t == ref_t, "keyed totals differ from the failure-free run");
     Ok(())
 }
+
+/// One `#[test]` per backend for each test function taking a [`Backend`].
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod heap {
+            $(#[test]
+            fn $name() -> super::Result<()> {
+                super::$name(super::Backend::Heap)
+            })*
+        }
+        mod disk {
+            $(#[test]
+            fn $name() -> super::Result<()> {
+                super::$name(super::Backend::Disk)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    exactly_once_output_survives_twenty_failures,
+    at_least_once_mode_loses_nothing,
+    stop_with_savepoint_then_resume_at_one_and_four,
+    new_process_resumes_from_latest_checkpoint_in_a_directory,
+);

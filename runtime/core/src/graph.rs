@@ -11,6 +11,7 @@ use crate::checkpoint::{CheckpointConfig, RestartStrategy, RestoreFrom};
 use crate::key::{DEFAULT_MAX_PARALLELISM, KeySelector};
 use crate::operator::OperatorFactory;
 use crate::source::SourceRef;
+use crate::state::StateBackendConfig;
 use crate::watermark::WatermarkStrategy;
 
 /// Index of a node in its graph.
@@ -128,6 +129,9 @@ pub struct ExecutionConfig {
     /// `execution.savepoint.ignore-unclaimed-state`: allow a savepoint with state for
     /// operators the job no longer has.
     pub allow_non_restored_state: bool,
+    /// The keyed-state backend (`state.backend.type`, `taskmanager.memory.managed.size`,
+    /// `io.tmp.dirs`).
+    pub state_backend: StateBackendConfig,
 }
 
 impl Default for ExecutionConfig {
@@ -145,6 +149,7 @@ impl Default for ExecutionConfig {
             restart: RestartStrategy::default(),
             restore: None,
             allow_non_restored_state: false,
+            state_backend: StateBackendConfig::default(),
         }
     }
 }

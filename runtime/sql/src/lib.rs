@@ -26,6 +26,7 @@ pub use script::{SqlError, Statement, split};
 use flink_rs_core::api::StreamExecutionEnvironment;
 use flink_rs_core::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
 use flink_rs_core::graph::ExecutionConfig;
+use flink_rs_core::state::{StateBackendKind, parse_memory_size};
 
 /// A compiled script: the job, ready to run or explain.
 pub struct SqlJob {
@@ -171,6 +172,33 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
         "restart-strategy.fixed-delay.delay" => {
             if let RestartStrategy::FixedDelay { delay, .. } = &mut cfg.restart {
                 *delay = dur()?;
+            }
+        }
+        "state.backend.type" | "state.backend" => {
+            cfg.state_backend.kind = StateBackendKind::parse(value).ok_or_else(|| {
+                bad("expected hashmap or disk (rocksdb and forst are accepted as disk)")
+            })?
+        }
+        "taskmanager.memory.managed.size" => {
+            let bytes = parse_memory_size(value)
+                .ok_or_else(|| bad("expected a memory size such as '256m' or '1g'"))?;
+            if bytes < 4 << 20 {
+                return Err(bad("the disk state backend needs at least 4m"));
+            }
+            cfg.state_backend.managed_memory = Some(bytes)
+        }
+        // Flink's RocksDB directory wins over the general temporary directories.
+        "state.backend.rocksdb.localdir" | "state.backend.forst.local-dir" => {
+            cfg.state_backend.local_dir = Some(value.trim().into())
+        }
+        "io.tmp.dirs" => {
+            if cfg.state_backend.local_dir.is_none() {
+                let first = value
+                    .split([',', ':'])
+                    .map(str::trim)
+                    .find(|d| !d.is_empty());
+                cfg.state_backend.local_dir =
+                    Some(first.ok_or_else(|| bad("expected a directory"))?.into());
             }
         }
         k if k.starts_with("s3.") => {

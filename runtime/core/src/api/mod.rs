@@ -29,7 +29,7 @@ use crate::operators::{
 };
 use crate::rows::{Row, row_at};
 use crate::source::{Sink, Source};
-use crate::state::{MemoryStateBackend, StateBackend};
+use crate::state::{StateBackend, StateBackendConfig};
 use crate::watermark::WatermarkStrategy;
 use crate::window::{
     AggregateFunction, AggregateLogic, Count, ProcessLogic, ProcessWindowFunction, Reduce,
@@ -38,8 +38,30 @@ use crate::window::{
 
 struct Builder {
     graph: JobGraph,
-    backend: Arc<dyn StateBackend>,
+    /// Set by [`StreamExecutionEnvironment::set_state_backend`]; otherwise the configured one.
+    explicit_backend: Option<Arc<dyn StateBackend>>,
+    /// The configured backend, made once for the configuration it was made from.
+    configured_backend: Option<(StateBackendConfig, Arc<dyn StateBackend>)>,
     side_schemas: HashMap<(NodeId, String), SchemaRef>,
+}
+
+impl Builder {
+    /// The backend of operators created now: the explicit one, else the configured one (one
+    /// instance per configuration, so all the job's stores share its memory budget).
+    fn backend(&mut self) -> Arc<dyn StateBackend> {
+        if let Some(b) = &self.explicit_backend {
+            return b.clone();
+        }
+        let config = &self.graph.config.state_backend;
+        match &self.configured_backend {
+            Some((c, b)) if c == config => b.clone(),
+            _ => {
+                let b = config.build();
+                self.configured_backend = Some((config.clone(), b.clone()));
+                b
+            }
+        }
+    }
 }
 
 /// Where a job is assembled (Flink's `StreamExecutionEnvironment`).
@@ -69,7 +91,8 @@ impl StreamExecutionEnvironment {
                     edges: Vec::new(),
                     config,
                 },
-                backend: Arc::new(MemoryStateBackend::default()),
+                explicit_backend: None,
+                configured_backend: None,
                 side_schemas: HashMap::new(),
             })),
         }
@@ -82,8 +105,10 @@ impl StreamExecutionEnvironment {
     }
 
     /// Replaces the state backend for operators created from now on.
+    /// Without one, operators use the backend the configuration names
+    /// (`state.backend.type`, see [`ExecutionConfig::state_backend`]).
     pub fn set_state_backend(&self, backend: Arc<dyn StateBackend>) -> &Self {
-        self.inner.borrow_mut().backend = backend;
+        self.inner.borrow_mut().explicit_backend = Some(backend);
         self
     }
 
@@ -538,7 +563,7 @@ fn process_node<F: ProcessFunction>(
     f: F,
 ) -> DataStream {
     let first = edges[0].0;
-    let backend = first.env.borrow().backend.clone();
+    let backend = first.env.borrow_mut().backend();
     let s2 = schema.clone();
     first.add_operator(
         edges,
@@ -696,7 +721,7 @@ impl WindowedStream {
             time_column: input.time_column.clone(),
             allowed_lateness: self.allowed_lateness,
             late_tag: self.late_tag.clone(),
-            backend: input.env.borrow().backend.clone(),
+            backend: input.env.borrow_mut().backend(),
         };
         if spec.windows.domain == crate::state::TimeDomain::EventTime && spec.time_column.is_none()
         {

@@ -79,7 +79,7 @@ impl<F: ProcessFunction> ProcessOperator<F> {
         backend: &dyn StateBackend,
         ctx: &OperatorContext,
     ) -> Result<Self> {
-        let mut store = backend.create_store(ctx.key_groups(), ctx.max_parallelism);
+        let mut store = backend.create_store(ctx.key_groups(), ctx.max_parallelism)?;
         f.open(&mut StateRegistry {
             store: store.as_mut(),
         })?;
@@ -177,7 +177,7 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
     ) -> Result<crate::checkpoint::OperatorSnapshot> {
         Ok(crate::checkpoint::OperatorSnapshot {
             keyed: crate::state::snapshot_keyed(
-                self.store.as_ref(),
+                self.store.as_mut(),
                 &self.timers,
                 self.max_parallelism,
             )?,

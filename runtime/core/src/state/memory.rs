@@ -49,10 +49,10 @@ impl StateBackend for MemoryStateBackend {
         &self,
         key_groups: Range<KeyGroup>,
         _max_parallelism: u16,
-    ) -> Box<dyn KeyedStore> {
+    ) -> Result<Box<dyn KeyedStore>> {
         let mut store = MemoryStore::new(key_groups);
         store.lazy_min_bytes = self.background_restore_min_bytes;
-        Box::new(store)
+        Ok(Box::new(store))
     }
 }
 
@@ -509,7 +509,7 @@ pub mod restore_progress {
 /// and with `every_state` the first value of every state (which walks the whole blob). The
 /// bytes themselves are covered by the checkpoint's checksum; this catches a snapshot whose
 /// value types differ from the job's.
-fn check_key_group(
+pub(super) fn check_key_group(
     names: &[String],
     codecs: &[Arc<dyn CellCodec>],
     bytes: &[u8],

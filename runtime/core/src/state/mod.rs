@@ -1,4 +1,4 @@
-//! Keyed state: the [`StateBackend`] trait, the in-memory backend, and the typed state handles
+//! Keyed state: the [`StateBackend`] trait, the in-memory and on-disk backends, and the typed state handles
 //! (value, list, map, reducing, aggregating) that operators and user functions use.
 //!
 //! State is addressed by (state id, key group, key, namespace). The namespace is the window for
@@ -7,6 +7,8 @@
 //! of its subtask.
 
 mod codec;
+mod config;
+mod disk;
 mod handles;
 mod memory;
 mod snapshot;
@@ -16,6 +18,8 @@ use std::any::Any;
 use std::ops::Range;
 
 pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
+pub use config::{StateBackendConfig, StateBackendKind, parse_memory_size};
+pub use disk::{DEFAULT_MANAGED_MEMORY, DiskOptions, DiskStateBackend, DiskStore};
 pub use handles::{
     AggregatingState, KeyedContext, ListState, MapState, ReducingState, StateRegistry,
     StateTtlConfig, TtlUpdate, ValueState,
@@ -60,14 +64,14 @@ pub type Cell = Box<dyn Any + Send>;
 
 /// Creates the per-subtask stores of keyed state.
 pub trait StateBackend: Send + Sync + 'static {
-    /// Short name for plans and logs (`memory`).
+    /// Short name for plans and logs (`memory`, `disk`).
     fn name(&self) -> &'static str;
     /// A store for the key groups `key_groups` (of `max_parallelism`).
     fn create_store(
         &self,
         key_groups: Range<KeyGroup>,
         max_parallelism: u16,
-    ) -> Box<dyn KeyedStore>;
+    ) -> Result<Box<dyn KeyedStore>>;
 }
 
 /// The keyed state of one operator instance.
@@ -106,6 +110,11 @@ pub trait KeyedStore: Send {
     }
     /// The key groups this store holds.
     fn key_groups(&self) -> Range<KeyGroup>;
+    /// Called on the task thread before a snapshot's [`snapshot_key_group`](Self::snapshot_key_group)
+    /// calls: a backend with a write-back cache writes what changed.
+    fn prepare_snapshot(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Encodes every value of key group `kg` (all states) into `out`; a consistent copy taken
     /// on the task thread, so the caller can upload it while processing goes on.
     fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()>;

@@ -18,7 +18,7 @@ type TimerEntry = (bool, Timestamp, Key, Namespace);
 
 /// The keyed state and timers of one operator instance, per key group (empty ones left out).
 pub fn snapshot_keyed(
-    store: &dyn KeyedStore,
+    store: &mut dyn KeyedStore,
     timers: &TimerService,
     max_parallelism: u16,
 ) -> Result<Vec<(KeyGroup, Vec<u8>)>> {
@@ -29,6 +29,7 @@ pub fn snapshot_keyed(
             .or_default()
             .push((domain == TimeDomain::EventTime, *ts, key.clone(), *ns));
     }
+    store.prepare_snapshot()?;
     let mut out = Vec::new();
     for kg in store.key_groups() {
         let t = by_kg.remove(&kg).unwrap_or_default();

@@ -94,7 +94,7 @@ impl<L: WindowLogic> WindowOperator<L> {
         }
         let mut store = spec
             .backend
-            .create_store(ctx.key_groups(), ctx.max_parallelism);
+            .create_store(ctx.key_groups(), ctx.max_parallelism)?;
         let acc_state = store.register(
             "window-contents",
             crate::state::codec::<WindowList<L::Acc>>(),
@@ -421,7 +421,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
     ) -> Result<crate::checkpoint::OperatorSnapshot> {
         Ok(crate::checkpoint::OperatorSnapshot {
             keyed: crate::state::snapshot_keyed(
-                self.store.as_ref(),
+                self.store.as_mut(),
                 &self.timers,
                 self.max_parallelism,
             )?,

@@ -1,0 +1,117 @@
+//! Which keyed-state backend a job uses, from Flink's configuration keys:
+//! `state.backend.type` (`hashmap`, or `disk` with its aliases `rocksdb` and `forst`),
+//! `taskmanager.memory.managed.size` (the disk backend's memory budget) and `io.tmp.dirs` /
+//! `state.backend.rocksdb.localdir` (where its files go).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{
+    DEFAULT_MANAGED_MEMORY, DiskOptions, DiskStateBackend, MemoryStateBackend, StateBackend,
+};
+
+/// The kind of keyed-state backend (`state.backend.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateBackendKind {
+    /// Everything on the heap (Flink's `hashmap`, the default).
+    #[default]
+    Hashmap,
+    /// An embedded LSM tree on local disk behind a bounded cache (`disk`; Flink's `rocksdb`
+    /// and `forst` name the same role).
+    Disk,
+}
+
+impl StateBackendKind {
+    /// Parses a `state.backend.type` value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "hashmap" => Some(StateBackendKind::Hashmap),
+            "disk" | "rocksdb" | "forst" => Some(StateBackendKind::Disk),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StateBackendKind::Hashmap => "hashmap",
+            StateBackendKind::Disk => "disk",
+        }
+    }
+}
+
+/// The configured backend; [`build`](Self::build) makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateBackendConfig {
+    pub kind: StateBackendKind,
+    /// `taskmanager.memory.managed.size` (`None`: [`DEFAULT_MANAGED_MEMORY`]).
+    pub managed_memory: Option<u64>,
+    /// `state.backend.rocksdb.localdir`, else the first of `io.tmp.dirs`.
+    pub local_dir: Option<PathBuf>,
+}
+
+impl StateBackendConfig {
+    /// A backend as configured (each call makes a new one: stores of one backend share its
+    /// memory budget).
+    pub fn build(&self) -> Arc<dyn StateBackend> {
+        match self.kind {
+            StateBackendKind::Hashmap => Arc::new(MemoryStateBackend::default()),
+            StateBackendKind::Disk => Arc::new(DiskStateBackend::new(DiskOptions {
+                managed_memory: self.managed_memory.unwrap_or(DEFAULT_MANAGED_MEMORY),
+                local_dir: self.local_dir.clone(),
+            })),
+        }
+    }
+}
+
+/// Parses a Flink memory size: a number with an optional unit (`b`, `k`/`kb`, `m`/`mb`,
+/// `g`/`gb`, `t`/`tb`, also Flink's `kibibytes` style), in bytes; `None` for anything else.
+pub fn parse_memory_size(value: &str) -> Option<u64> {
+    let v = value.trim().to_ascii_lowercase();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kib" | "kibibytes" => 10,
+        "m" | "mb" | "mib" | "mebibytes" => 20,
+        "g" | "gb" | "gib" | "gibibytes" => 30,
+        "t" | "tb" | "tib" | "tebibytes" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_as_flink_writes_them() {
+        assert_eq!(parse_memory_size("256m"), Some(256 << 20));
+        assert_eq!(parse_memory_size("256 mb"), Some(256 << 20));
+        assert_eq!(parse_memory_size("1g"), Some(1 << 30));
+        assert_eq!(parse_memory_size("1024"), Some(1024));
+        assert_eq!(parse_memory_size("64 kibibytes"), Some(64 << 10));
+        assert_eq!(parse_memory_size("1.5g"), None);
+        assert_eq!(parse_memory_size("lots"), None);
+        assert_eq!(parse_memory_size("99999999999t"), None);
+    }
+
+    #[test]
+    fn backend_names_and_aliases() {
+        assert_eq!(
+            StateBackendKind::parse("HashMap"),
+            Some(StateBackendKind::Hashmap)
+        );
+        for disk in ["disk", "rocksdb", "ForSt"] {
+            assert_eq!(StateBackendKind::parse(disk), Some(StateBackendKind::Disk));
+        }
+        assert_eq!(StateBackendKind::parse("filesystem"), None);
+        let b = StateBackendConfig {
+            kind: StateBackendKind::Disk,
+            ..Default::default()
+        };
+        assert_eq!(b.build().name(), "disk");
+        assert_eq!(StateBackendConfig::default().build().name(), "memory");
+    }
+}

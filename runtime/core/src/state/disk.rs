@@ -1,0 +1,981 @@
+//! The on-disk state backend (Flink's RocksDB/ForSt backend): state lives in an embedded LSM
+//! tree ([`fjall`], chosen by measurement, see `docs/architecture.md`), with a bounded cache of
+//! live values in front of it, so resident memory follows the budget
+//! (`taskmanager.memory.managed.size`), not the state's size.
+//!
+//! The cache is write-back: a record's read-modify-write touches a live Rust value, as in the
+//! heap backend, and a value is encoded only when the cache evicts it (second chance: a value
+//! touched since the last sweep stays) or a checkpoint flushes it. The budget is shared by
+//! every store of the backend (one per stateful operator instance): half for live values, a
+//! quarter for the LSM's block cache, and each store's write buffer (memtable) is a
+//! sixteenth.
+//!
+//! On disk, one keyspace per store; a value's key is `kg (u16 BE) · state (u16 BE) · key
+//! (bincode) · namespace (2 × i64 LE)`, so one key group is one key range, and its value is
+//! the state codec's encoding. Snapshots use the heap backend's per-key-group format, so
+//! checkpoints and savepoints move between the two backends and across parallelisms.
+//!
+//! The store API is infallible (the hot path of every keyed operator): an I/O or decoding
+//! error is kept and reported by [`KeyedStore::check`], which keyed operators call before they
+//! emit anything, and by the next snapshot, so a task fails rather than goes on without state.
+
+use std::collections::hash_map::Entry as MapEntry;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::codec::{ByteReader, put_bytes};
+use super::memory::check_key_group;
+use super::{Cell, CellCodec, FastMap, KeyedStore, Namespace, StateBackend, StateId};
+use crate::error::{Error, Result};
+use crate::key::{Key, KeyGroup};
+
+/// Default memory budget of the disk backend (`taskmanager.memory.managed.size`).
+pub const DEFAULT_MANAGED_MEMORY: u64 = 256 * 1024 * 1024;
+
+/// Bytes a cached value costs besides its own heap size: its hash table slot, the entry and
+/// the box header (estimated).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// How the disk backend is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// The memory budget shared by all stores (`taskmanager.memory.managed.size`).
+    pub managed_memory: u64,
+    /// Where the LSM files go (`io.tmp.dirs`, the first one; the system's temporary
+    /// directory when empty). Each backend makes its own directory there and removes it when
+    /// dropped; directories of processes that no longer run are removed at start.
+    pub local_dir: Option<PathBuf>,
+}
+
+impl Default for DiskOptions {
+    fn default() -> Self {
+        DiskOptions {
+            managed_memory: DEFAULT_MANAGED_MEMORY,
+            local_dir: None,
+        }
+    }
+}
+
+/// Keyed state in an embedded LSM tree behind a bounded cache.
+pub struct DiskStateBackend {
+    options: DiskOptions,
+    /// Opened by the first store, shared by the rest.
+    shared: Mutex<Option<Arc<Shared>>>,
+}
+
+impl std::fmt::Debug for DiskStateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStateBackend")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl DiskStateBackend {
+    pub fn new(options: DiskOptions) -> Self {
+        DiskStateBackend {
+            options,
+            shared: Mutex::new(None),
+        }
+    }
+
+    pub fn options(&self) -> &DiskOptions {
+        &self.options
+    }
+
+    /// Values evicted from the cache so far (all stores), for tests and metrics.
+    pub fn evicted_values(&self) -> u64 {
+        match self.shared.lock() {
+            Ok(s) => s.as_ref().map_or(0, |s| s.evicted.load(Ordering::Relaxed)),
+            Err(_) => 0,
+        }
+    }
+
+    /// Bytes of live values cached by all stores now (estimated), for tests and metrics.
+    pub fn cached_bytes(&self) -> usize {
+        match self.shared.lock() {
+            Ok(s) => s.as_ref().map_or(0, |s| s.cached.load(Ordering::Relaxed)),
+            Err(_) => 0,
+        }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        let mut guard = self
+            .shared
+            .lock()
+            .map_err(|_| Error::state("disk state backend", "lock poisoned"))?;
+        if let Some(s) = guard.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Shared::open(&self.options)?);
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+}
+
+impl StateBackend for DiskStateBackend {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn create_store(
+        &self,
+        key_groups: Range<KeyGroup>,
+        _max_parallelism: u16,
+    ) -> Result<Box<dyn KeyedStore>> {
+        let shared = self.shared()?;
+        let id = shared.next_keyspace.fetch_add(1, Ordering::Relaxed);
+        let memtable = (self.options.managed_memory / 16).max(1 << 20);
+        let ks = shared
+            .db
+            .keyspace(&format!("store-{id}"), || {
+                fjall::KeyspaceCreateOptions::default()
+                    .manual_journal_persist(true)
+                    .max_memtable_size(memtable)
+            })
+            .map_err(|e| Error::state("disk state backend", e))?;
+        Ok(Box::new(DiskStore {
+            shared,
+            ks: Some(ks),
+            key_groups,
+            names: Vec::new(),
+            codecs: Vec::new(),
+            cache: Vec::new(),
+            avg_size: Vec::new(),
+            own_bytes: 0,
+            error: None,
+        }))
+    }
+}
+
+/// What all stores of one backend share: the LSM database and the cache's account.
+struct Shared {
+    db: fjall::Database,
+    /// Budget for live values, over all stores.
+    cache_budget: usize,
+    /// Live values cached by all stores (estimated bytes).
+    cached: AtomicUsize,
+    /// Values evicted so far.
+    evicted: AtomicU64,
+    next_keyspace: AtomicU64,
+    dir: PathBuf,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+const DIR_PREFIX: &str = "flink-rs-state-";
+
+impl Shared {
+    fn open(options: &DiskOptions) -> Result<Shared> {
+        let base = options.local_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let pid = std::process::id();
+        std::fs::create_dir_all(&base).map_err(|e| {
+            Error::config(
+                "io.tmp.dirs",
+                format!("cannot create {}: {e}", base.display()),
+            )
+        })?;
+        remove_abandoned(&base, pid);
+        let dir = base.join(format!(
+            "{DIR_PREFIX}{pid}-{}",
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let budget = options.managed_memory;
+        let db = fjall::Database::builder(&dir)
+            .temporary(true)
+            .manual_journal_persist(true)
+            .cache_size(budget / 4)
+            .open()
+            .map_err(|e| {
+                Error::state(
+                    "disk state backend",
+                    format!("cannot open {}: {e}", dir.display()),
+                )
+            })?;
+        Ok(Shared {
+            db,
+            cache_budget: (budget / 2) as usize,
+            cached: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+            next_keyspace: AtomicU64::new(0),
+            dir,
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        tracing::debug!(dir = %self.dir.display(), "disk state backend closed");
+    }
+}
+
+/// Removes the state directories left in `base` by processes that no longer run (killed
+/// before they could remove their own). Linux only: elsewhere nothing tells us a pid is gone.
+fn remove_abandoned(base: &Path, own_pid: u32) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != own_pid && !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %entry.path().display(), "removed the state directory of a process that is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove an abandoned state directory")
+                }
+            }
+        }
+    }
+}
+
+/// A cached live value.
+struct Entry {
+    cell: Cell,
+    kg: KeyGroup,
+    /// Estimated bytes, as counted in the cache's account.
+    size: u32,
+    /// Changed since it was last written to disk.
+    dirty: bool,
+    /// A version may be on disk (a removal must delete it there too).
+    on_disk: bool,
+    /// Touched since the last eviction sweep passed it.
+    hot: bool,
+}
+
+type Table = FastMap<(Key, Namespace), Entry>;
+
+/// The keyed state of one operator instance in the disk backend.
+pub struct DiskStore {
+    shared: Arc<Shared>,
+    /// `None` only while dropping.
+    ks: Option<fjall::Keyspace>,
+    key_groups: Range<KeyGroup>,
+    names: Vec<String>,
+    codecs: Vec<Arc<dyn CellCodec>>,
+    /// Live values, one table per state.
+    cache: Vec<Table>,
+    /// Estimated bytes of a new value, per state (learned from the values encoded so far).
+    avg_size: Vec<u32>,
+    /// This store's share of `shared.cached`.
+    own_bytes: usize,
+    /// The first I/O or decoding error, reported by `check` and snapshots.
+    error: Option<Error>,
+}
+
+fn disk_key(kg: KeyGroup, state: StateId, key: &Key, ns: Namespace) -> Vec<u8> {
+    let mut k = Vec::with_capacity(32);
+    k.extend_from_slice(&kg.to_be_bytes());
+    k.extend_from_slice(&(state as u16).to_be_bytes());
+    // Serializing a `Key` into a Vec cannot fail (no maps, no non-string keys).
+    let _ = bincode::serialize_into(&mut k, key);
+    k.extend_from_slice(&ns.start.to_le_bytes());
+    k.extend_from_slice(&ns.end.to_le_bytes());
+    k
+}
+
+/// Estimated resident bytes of a value whose encoding is `encoded` bytes.
+fn estimate(key: &Key, encoded: usize) -> u32 {
+    let key_heap = match key {
+        Key::Str(s) => s.len() + 16,
+        Key::Composite(parts) => parts.len() * 32 + 16,
+        _ => 0,
+    };
+    (ENTRY_OVERHEAD + key_heap + 2 * encoded).min(u32::MAX as usize) as u32
+}
+
+impl DiskStore {
+    fn ks(&self) -> &fjall::Keyspace {
+        // Present from creation until drop.
+        self.ks
+            .as_ref()
+            .expect("keyspace is open until the store is dropped")
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.error.is_none() {
+            tracing::error!(error = %e, "disk state backend");
+            self.error = Some(e);
+        }
+    }
+
+    /// The value at an address read from disk, decoded (`None`: not there, or an error that
+    /// is now kept for `check`).
+    fn read(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+    ) -> Option<(Cell, u32)> {
+        let got = self.ks().get(disk_key(kg, state, key, ns));
+        match got {
+            Ok(Some(bytes)) => match self.codecs[state].decode(&bytes) {
+                Ok(cell) => Some((cell, estimate(key, bytes.len()))),
+                Err(e) => {
+                    self.fail(Error::state(&self.names[state], e));
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                self.fail(Error::state(
+                    &self.names[state],
+                    format!("reading state: {e}"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn account(&mut self, added: u32) {
+        self.own_bytes += added as usize;
+        self.shared
+            .cached
+            .fetch_add(added as usize, Ordering::Relaxed);
+    }
+
+    fn unaccount(&mut self, removed: usize) {
+        let removed = removed.min(self.own_bytes);
+        self.own_bytes -= removed;
+        self.shared.cached.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    /// Makes room when the cache (all stores) is over budget: evicts this store's values
+    /// until the total is 85 % of the budget or this store holds nothing.
+    #[inline]
+    fn make_room(&mut self) {
+        let total = self.shared.cached.load(Ordering::Relaxed);
+        if total > self.shared.cache_budget && self.own_bytes > 0 {
+            let goal = total - self.shared.cache_budget * 85 / 100;
+            self.evict(goal);
+        }
+    }
+
+    /// Evicts about `goal` bytes of values not touched since the last sweep, writing the
+    /// changed ones to disk in one batch.
+    fn evict(&mut self, goal: usize) {
+        let Some(ks) = self.ks.clone() else {
+            return;
+        };
+        let mut batch = self.shared.db.batch();
+        let mut freed = 0usize;
+        let mut evicted = 0u64;
+        let mut error = None;
+        // Two sweeps at most: the first may only clear `hot` marks.
+        for _ in 0..2 {
+            for (state, table) in self.cache.iter_mut().enumerate() {
+                let codec = &self.codecs[state];
+                let avg = &mut self.avg_size[state];
+                table.retain(|(key, ns), e| {
+                    if freed >= goal || error.is_some() {
+                        return true;
+                    }
+                    if e.hot {
+                        e.hot = false;
+                        return true;
+                    }
+                    if e.dirty {
+                        let mut value = Vec::with_capacity(e.size as usize);
+                        if let Err(err) = codec.encode(&e.cell, &mut value) {
+                            error = Some(err);
+                            return true;
+                        }
+                        *avg = (*avg * 7 + estimate(key, value.len())) / 8;
+                        batch.insert(&ks, disk_key(e.kg, state, key, *ns), value);
+                    }
+                    freed += e.size as usize;
+                    evicted += 1;
+                    false
+                });
+            }
+            if freed >= goal {
+                break;
+            }
+        }
+        if let Some(e) = error {
+            self.fail(e);
+        }
+        if let Err(e) = batch.commit() {
+            self.fail(Error::state(
+                "disk state backend",
+                format!("writing state: {e}"),
+            ));
+        }
+        self.unaccount(freed);
+        self.shared.evicted.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// Writes every changed value to disk (they stay cached, now clean).
+    fn flush(&mut self) -> Result<()> {
+        let Some(ks) = self.ks.clone() else {
+            return Ok(());
+        };
+        let mut batch = self.shared.db.batch();
+        let mut grown = 0i64;
+        for (state, table) in self.cache.iter_mut().enumerate() {
+            for ((key, ns), e) in table.iter_mut().filter(|(_, e)| e.dirty) {
+                let mut value = Vec::with_capacity(e.size as usize);
+                self.codecs[state]
+                    .encode(&e.cell, &mut value)
+                    .map_err(|err| Error::state(&self.names[state], err))?;
+                let size = estimate(key, value.len());
+                grown += i64::from(size) - i64::from(e.size);
+                e.size = size;
+                batch.insert(&ks, disk_key(e.kg, state, key, *ns), value);
+                e.dirty = false;
+                e.on_disk = true;
+            }
+        }
+        batch
+            .commit()
+            .map_err(|e| Error::state("disk state backend", format!("writing state: {e}")))?;
+        if grown >= 0 {
+            self.account(grown.min(i64::from(u32::MAX)) as u32);
+        } else {
+            self.unaccount(grown.unsigned_abs() as usize);
+        }
+        Ok(())
+    }
+
+    fn new_entry(
+        &self,
+        state: StateId,
+        kg: KeyGroup,
+        cell: Cell,
+        dirty: bool,
+        on_disk: bool,
+        size: Option<u32>,
+    ) -> Entry {
+        Entry {
+            cell,
+            kg,
+            size: size.unwrap_or(self.avg_size[state]),
+            dirty,
+            on_disk,
+            hot: true,
+        }
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        let own = self.own_bytes;
+        self.unaccount(own);
+        if let Some(ks) = self.ks.take() {
+            if let Err(e) = self.shared.db.delete_keyspace(ks) {
+                tracing::warn!(error = %e, "could not delete a state store's keyspace");
+            }
+        }
+    }
+}
+
+impl KeyedStore for DiskStore {
+    fn register(&mut self, name: &str, codec: Arc<dyn CellCodec>) -> StateId {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.codecs.push(codec);
+        self.cache.push(Table::default());
+        self.avg_size.push(estimate(&Key::Null, 16));
+        self.names.len() - 1
+    }
+
+    fn get(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell> {
+        self.get_mut(state, kg, key, ns).map(|c| &*c)
+    }
+
+    fn get_mut(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+    ) -> Option<&mut Cell> {
+        self.make_room();
+        if !self.cache[state].contains_key(&(key.clone(), ns)) {
+            let (cell, size) = self.read(state, kg, key, ns)?;
+            let entry = self.new_entry(state, kg, cell, false, true, Some(size));
+            self.account(entry.size);
+            self.cache[state].insert((key.clone(), ns), entry);
+        }
+        let e = self.cache[state].get_mut(&(key.clone(), ns))?;
+        e.hot = true;
+        // The caller may change it.
+        e.dirty = true;
+        Some(&mut e.cell)
+    }
+
+    fn get_or_insert_with(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+        init: &mut dyn FnMut() -> Cell,
+    ) -> &mut Cell {
+        self.make_room();
+        let lookup = (key.clone(), ns);
+        if !self.cache[state].contains_key(&lookup) {
+            let entry = match self.read(state, kg, key, ns) {
+                Some((cell, size)) => self.new_entry(state, kg, cell, true, true, Some(size)),
+                None => self.new_entry(state, kg, init(), true, false, None),
+            };
+            self.account(entry.size);
+            self.cache[state].insert(lookup.clone(), entry);
+        }
+        let e = match self.cache[state].entry(lookup) {
+            MapEntry::Occupied(o) => o.into_mut(),
+            // Inserted above; a fresh value (unaccounted, size 0) keeps this total.
+            MapEntry::Vacant(v) => v.insert(Entry {
+                cell: init(),
+                kg,
+                size: 0,
+                dirty: true,
+                on_disk: true,
+                hot: true,
+            }),
+        };
+        e.hot = true;
+        e.dirty = true;
+        &mut e.cell
+    }
+
+    fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell) {
+        self.make_room();
+        match self.cache[state].entry((key, ns)) {
+            MapEntry::Occupied(o) => {
+                let e = o.into_mut();
+                e.cell = value;
+                e.dirty = true;
+                e.hot = true;
+            }
+            MapEntry::Vacant(v) => {
+                // Whether an older version is on disk is unknown: a later removal deletes it.
+                let size = self.avg_size[state];
+                v.insert(Entry {
+                    cell: value,
+                    kg,
+                    size,
+                    dirty: true,
+                    on_disk: true,
+                    hot: true,
+                });
+                self.account(size);
+            }
+        }
+    }
+
+    fn remove(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<Cell> {
+        let (cell, on_disk) = match self.cache[state].remove(&(key.clone(), ns)) {
+            Some(e) => {
+                self.unaccount(e.size as usize);
+                (e.cell, e.on_disk)
+            }
+            None => (self.read(state, kg, key, ns)?.0, true),
+        };
+        if on_disk {
+            if let Err(e) = self.ks().remove(disk_key(kg, state, key, ns)) {
+                self.fail(Error::state(
+                    &self.names[state],
+                    format!("removing state: {e}"),
+                ));
+            }
+        }
+        Some(cell)
+    }
+
+    fn len(&mut self) -> usize {
+        if let Err(e) = self.flush() {
+            self.fail(e);
+            return 0;
+        }
+        self.ks().iter().count()
+    }
+
+    fn key_groups(&self) -> Range<KeyGroup> {
+        self.key_groups.clone()
+    }
+
+    fn check(&mut self) -> Result<()> {
+        match &self.error {
+            Some(e) => Err(Error::Checkpoint(format!("disk state backend: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn prepare_snapshot(&mut self) -> Result<()> {
+        self.check()?;
+        self.flush()
+    }
+
+    fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(e) = &self.error {
+            return Err(Error::Checkpoint(format!("disk state backend: {e}")));
+        }
+        if !self.key_groups.contains(&kg) {
+            return Ok(());
+        }
+        // Per state: name, count (patched), then the values; states come in id order since
+        // the id follows the key group in every disk key.
+        let states_at = out.len();
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let mut states = 0u32;
+        let mut current: Option<(u16, usize, u64)> = None;
+        let read_err =
+            |e: fjall::Error| Error::state("disk state backend", format!("reading state: {e}"));
+        for item in self.ks().prefix(kg.to_be_bytes()) {
+            let (k, v) = item.into_inner().map_err(read_err)?;
+            if k.len() < 4 + 16 {
+                return Err(Error::state(
+                    "disk state backend",
+                    "a stored key is too short",
+                ));
+            }
+            let state = u16::from_be_bytes([k[2], k[3]]);
+            if current.is_none_or(|(s, _, _)| s != state) {
+                if let Some((_, at, n)) = current {
+                    out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+                }
+                let name = self.names.get(usize::from(state)).ok_or_else(|| {
+                    Error::state(
+                        "disk state backend",
+                        format!("a stored value of unknown state {state}"),
+                    )
+                })?;
+                put_bytes(out, name.as_bytes());
+                current = Some((state, out.len(), 0));
+                out.extend_from_slice(&0u64.to_le_bytes());
+                states += 1;
+            }
+            // Key (bincode) and namespace (two i64 LE) are stored as the snapshot writes them.
+            out.extend_from_slice(&k[4..]);
+            put_bytes(out, &v);
+            if let Some((_, _, n)) = current.as_mut() {
+                *n += 1;
+            }
+        }
+        if let Some((_, at, n)) = current {
+            out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+        }
+        out[states_at..states_at + 4].copy_from_slice(&states.to_le_bytes());
+        Ok(())
+    }
+
+    fn restore_key_groups(&mut self, groups: Vec<(KeyGroup, Bytes)>) -> Result<()> {
+        let Some(ks) = self.ks.clone() else {
+            return Ok(());
+        };
+        let write_err =
+            |e: fjall::Error| Error::state("disk state backend", format!("writing state: {e}"));
+        let mut batch = self.shared.db.batch();
+        let mut batched = 0usize;
+        for (kg, bytes) in groups {
+            if !self.key_groups.contains(&kg) {
+                return Err(Error::Checkpoint(format!(
+                    "key group {kg} restored into a store for key groups {:?}",
+                    self.key_groups
+                )));
+            }
+            check_key_group(&self.names, &self.codecs, &bytes, true)?;
+            let mut r = ByteReader::new(&bytes, "keyed state");
+            let states = r.u32()?;
+            for _ in 0..states {
+                let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+                let count = r.u64()?;
+                let id = self.names.iter().position(|n| *n == name);
+                if id.is_none() {
+                    tracing::warn!(state = %name, "snapshot holds a state the job no longer registers; skipped");
+                }
+                for _ in 0..count {
+                    let key: Key = r.value()?;
+                    let ns = Namespace {
+                        start: r.i64()?,
+                        end: r.i64()?,
+                    };
+                    let value = r.bytes()?;
+                    if let Some(id) = id {
+                        // A restored value replaces a cached one.
+                        if let Some(e) = self.cache[id].remove(&(key.clone(), ns)) {
+                            self.unaccount(e.size as usize);
+                        }
+                        batched += value.len() + 32;
+                        batch.insert(&ks, disk_key(kg, id, &key, ns), value);
+                        if batched >= 8 << 20 {
+                            std::mem::replace(&mut batch, self.shared.db.batch())
+                                .commit()
+                                .map_err(write_err)?;
+                            batched = 0;
+                        }
+                    }
+                }
+            }
+        }
+        batch.commit().map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemoryStateBackend, codec};
+
+    const MAX_P: u16 = 128;
+
+    fn backend(budget: u64, dir: &Path) -> DiskStateBackend {
+        DiskStateBackend::new(DiskOptions {
+            managed_memory: budget,
+            local_dir: Some(dir.to_path_buf()),
+        })
+    }
+
+    fn count_of(store: &mut dyn KeyedStore, state: StateId, k: i64) -> Option<i64> {
+        let key = Key::Int(k);
+        store
+            .get(state, key.key_group(MAX_P), &key, Namespace::VOID)
+            .and_then(|c| c.downcast_ref::<i64>().copied())
+    }
+
+    /// Adds 1 to key `k`'s counter the way keyed operators do.
+    fn bump(store: &mut dyn KeyedStore, state: StateId, k: i64) {
+        let key = Key::Int(k);
+        let cell = store.get_or_insert_with(
+            state,
+            key.key_group(MAX_P),
+            &key,
+            Namespace::VOID,
+            &mut || Box::new(0i64),
+        );
+        if let Some(v) = cell.downcast_mut::<i64>() {
+            *v += 1;
+        }
+    }
+
+    #[test]
+    fn values_survive_eviction_and_the_cache_stays_within_budget() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        // A 4 MiB budget: 2 MiB of live values, about 15,000 entries, for 100,000 keys.
+        let b = backend(4 << 20, dir.path());
+        let mut s = b.create_store(0..MAX_P, MAX_P)?;
+        let count = s.register("count", codec::<i64>());
+        for round in 0..3 {
+            for k in 0..100_000 {
+                bump(s.as_mut(), count, k);
+            }
+            assert!(
+                b.cached_bytes() <= 2 << 20,
+                "round {round}: {} bytes cached",
+                b.cached_bytes()
+            );
+        }
+        for k in (0..100_000).step_by(997) {
+            assert_eq!(count_of(s.as_mut(), count, k), Some(3), "key {k}");
+        }
+        assert_eq!(count_of(s.as_mut(), count, 100_001), None);
+        assert_eq!(s.len(), 100_000);
+        assert!(
+            b.evicted_values() > 200_000,
+            "{} evicted",
+            b.evicted_values()
+        );
+        s.check()
+    }
+
+    #[test]
+    fn removal_deletes_cached_and_evicted_values() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let b = backend(2 << 20, dir.path());
+        let mut s = b.create_store(0..MAX_P, MAX_P)?;
+        let count = s.register("count", codec::<i64>());
+        for k in 0..50_000 {
+            bump(s.as_mut(), count, k);
+        }
+        for k in (0..50_000).step_by(2) {
+            let key = Key::Int(k);
+            let gone = s.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+            assert!(gone.is_some(), "key {k}");
+        }
+        assert_eq!(s.len(), 25_000);
+        assert_eq!(count_of(s.as_mut(), count, 2), None);
+        assert_eq!(count_of(s.as_mut(), count, 3), Some(1));
+        s.check()
+    }
+
+    /// Fills a store of either backend: counters for `keys`, a name for every third key and a
+    /// window-scoped value for every fifth.
+    fn fill(s: &mut dyn KeyedStore, keys: i64) {
+        let count = s.register("count", codec::<i64>());
+        let name = s.register("name", codec::<String>());
+        for k in 0..keys {
+            let key = Key::Int(k);
+            let kg = key.key_group(MAX_P);
+            s.put(count, kg, key.clone(), Namespace::VOID, Box::new(k * 3));
+            if k % 3 == 0 {
+                s.put(
+                    name,
+                    kg,
+                    key.clone(),
+                    Namespace::VOID,
+                    Box::new(format!("k{k}")),
+                );
+            }
+            if k % 5 == 0 {
+                let ns = Namespace {
+                    start: k,
+                    end: k + 10,
+                };
+                s.put(count, kg, key, ns, Box::new(-k));
+            }
+        }
+    }
+
+    /// (state, key, namespace, encoded value)
+    type StoredValue = (String, Key, Namespace, Vec<u8>);
+
+    /// The key groups of a store, decoded into a sorted list of (state, key, ns, value bytes).
+    fn contents(s: &mut dyn KeyedStore) -> Result<Vec<StoredValue>> {
+        s.prepare_snapshot()?;
+        let mut all = Vec::new();
+        for kg in s.key_groups() {
+            let mut out = Vec::new();
+            s.snapshot_key_group(kg, &mut out)?;
+            let mut r = ByteReader::new(&out, "test");
+            for _ in 0..r.u32()? {
+                let name = String::from_utf8_lossy(r.bytes()?).into_owned();
+                for _ in 0..r.u64()? {
+                    let key: Key = r.value()?;
+                    let ns = Namespace {
+                        start: r.i64()?,
+                        end: r.i64()?,
+                    };
+                    all.push((name.clone(), key, ns, r.bytes()?.to_vec()));
+                }
+            }
+        }
+        all.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        Ok(all)
+    }
+
+    fn snapshot_all(s: &mut dyn KeyedStore) -> Result<Vec<(KeyGroup, Bytes)>> {
+        s.prepare_snapshot()?;
+        let mut groups = Vec::new();
+        for kg in s.key_groups() {
+            let mut out = Vec::new();
+            s.snapshot_key_group(kg, &mut out)?;
+            groups.push((kg, Bytes::from(out)));
+        }
+        Ok(groups)
+    }
+
+    #[test]
+    fn snapshots_move_between_the_backends_and_across_parallelisms() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let disk = backend(1 << 20, dir.path());
+        let heap = MemoryStateBackend::with_background_restore_min_bytes(usize::MAX);
+        let mut from_heap = heap.create_store(0..MAX_P, MAX_P)?;
+        fill(from_heap.as_mut(), 20_000);
+        let expected = contents(from_heap.as_mut())?;
+        // Heap → disk, split over two instances (another parallelism).
+        let groups = snapshot_all(from_heap.as_mut())?;
+        let mut halves = Vec::new();
+        for range in [0..40, 40..MAX_P] {
+            let mut s = disk.create_store(range.clone(), MAX_P)?;
+            s.register("count", codec::<i64>());
+            s.register("name", codec::<String>());
+            let mine = groups
+                .iter()
+                .filter(|(kg, _)| range.contains(kg))
+                .cloned()
+                .collect();
+            s.restore_key_groups(mine)?;
+            halves.push(s);
+        }
+        let mut from_disk = Vec::new();
+        for s in &mut halves {
+            from_disk.extend(contents(s.as_mut())?);
+        }
+        from_disk.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        assert_eq!(from_disk, expected);
+        // Disk → heap, back to one instance.
+        let mut back = heap.create_store(0..MAX_P, MAX_P)?;
+        back.register("count", codec::<i64>());
+        back.register("name", codec::<String>());
+        let mut groups = Vec::new();
+        for s in &mut halves {
+            groups.extend(snapshot_all(s.as_mut())?);
+        }
+        back.restore_key_groups(groups)?;
+        assert_eq!(contents(back.as_mut())?, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn a_disk_store_fills_to_the_same_snapshot_as_the_heap_store() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let disk = backend(1 << 20, dir.path());
+        let mut d = disk.create_store(0..MAX_P, MAX_P)?;
+        fill(d.as_mut(), 30_000);
+        let mut h = MemoryStateBackend::default().create_store(0..MAX_P, MAX_P)?;
+        fill(h.as_mut(), 30_000);
+        assert_eq!(contents(d.as_mut())?, contents(h.as_mut())?);
+        Ok(())
+    }
+
+    #[test]
+    fn a_restore_of_another_value_type_fails() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let disk = backend(1 << 20, dir.path());
+        let mut d = disk.create_store(0..MAX_P, MAX_P)?;
+        fill(d.as_mut(), 100);
+        let groups = snapshot_all(d.as_mut())?;
+        let mut other = disk.create_store(0..MAX_P, MAX_P)?;
+        other.register("count", codec::<i64>());
+        // "name" held strings.
+        other.register("name", codec::<(i64, i64, i64)>());
+        assert!(other.restore_key_groups(groups).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_directory_goes_with_the_backend_and_abandoned_ones_are_removed() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        // A directory left by a process that cannot be running (pid above the kernel's max).
+        let stale = dir.path().join(format!("{DIR_PREFIX}4294967294-0"));
+        std::fs::create_dir_all(&stale).map_err(|e| Error::state("test", e))?;
+        let b = backend(1 << 20, dir.path());
+        let mut s = b.create_store(0..MAX_P, MAX_P)?;
+        fill(s.as_mut(), 10);
+        let listed = || -> Vec<String> {
+            std::fs::read_dir(dir.path())
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists(), "abandoned directory removed");
+        }
+        assert_eq!(listed().len(), 1, "{:?}", listed());
+        drop(s);
+        drop(b);
+        assert!(listed().is_empty(), "{:?}", listed());
+        Ok(())
+    }
+}
