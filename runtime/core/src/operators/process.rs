@@ -80,6 +80,7 @@ impl<F: ProcessFunction> ProcessOperator<F> {
         ctx: &OperatorContext,
     ) -> Result<Self> {
         let mut store = backend.create_store(ctx.key_groups(), ctx.max_parallelism)?;
+        let timers = store.timer_service()?;
         f.open(&mut StateRegistry {
             store: store.as_mut(),
         })?;
@@ -87,7 +88,7 @@ impl<F: ProcessFunction> ProcessOperator<F> {
             f,
             inputs,
             store,
-            timers: TimerService::default(),
+            timers,
             watermark: MIN_WATERMARK,
             max_parallelism: ctx.max_parallelism,
             out: RowCollector {
@@ -98,6 +99,7 @@ impl<F: ProcessFunction> ProcessOperator<F> {
 
     fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
         self.store.check()?;
+        self.timers.check()?;
         if !self.out.builder.is_empty() {
             out.emit(self.out.builder.finish()?)?;
         }

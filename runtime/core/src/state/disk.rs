@@ -29,7 +29,8 @@ use bytes::Bytes;
 
 use super::codec::{ByteReader, put_bytes};
 use super::memory::check_key_group;
-use super::{Cell, CellCodec, FastMap, KeyedStore, Namespace, StateBackend, StateId};
+use super::timer_spill::TimerSpill;
+use super::{Cell, CellCodec, FastMap, KeyedStore, Namespace, StateBackend, StateId, TimerService};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
 
@@ -140,6 +141,7 @@ impl StateBackend for DiskStateBackend {
             .map_err(|e| Error::state("disk state backend", e))?;
         Ok(Box::new(DiskStore {
             shared,
+            id,
             ks: Some(ks),
             key_groups,
             names: Vec::new(),
@@ -162,6 +164,8 @@ struct Shared {
     /// Values evicted so far.
     evicted: AtomicU64,
     next_keyspace: AtomicU64,
+    /// The whole budget (`taskmanager.memory.managed.size`).
+    memory: u64,
     dir: PathBuf,
 }
 
@@ -202,6 +206,7 @@ impl Shared {
             cached: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             next_keyspace: AtomicU64::new(0),
+            memory: budget,
             dir,
         })
     }
@@ -262,6 +267,8 @@ type Table = FastMap<(Key, Namespace), Entry>;
 /// The keyed state of one operator instance in the disk backend.
 pub struct DiskStore {
     shared: Arc<Shared>,
+    /// Names this store's keyspaces.
+    id: u64,
     /// `None` only while dropping.
     ks: Option<fjall::Keyspace>,
     key_groups: Range<KeyGroup>,
@@ -617,6 +624,23 @@ impl KeyedStore for DiskStore {
             Some(e) => Err(Error::Checkpoint(format!("disk state backend: {e}"))),
             None => Ok(()),
         }
+    }
+
+    fn timer_service(&self) -> Result<TimerService> {
+        let open = |domain: &str| {
+            let name = format!("timers-{}-{domain}", self.id);
+            let memtable = (self.shared.memory / 64).max(1 << 20);
+            self.shared
+                .db
+                .keyspace(&name, || {
+                    fjall::KeyspaceCreateOptions::default()
+                        .manual_journal_persist(true)
+                        .max_memtable_size(memtable)
+                })
+                .map(|ks| TimerSpill::new(self.shared.db.clone(), ks))
+                .map_err(|e| Error::state("disk state backend", e))
+        };
+        Ok(TimerService::spilling(open("event")?, open("processing")?))
     }
 
     fn prepare_snapshot(&mut self) -> Result<()> {

@@ -12,6 +12,7 @@ mod disk;
 mod handles;
 mod memory;
 mod snapshot;
+mod timer_spill;
 mod timers;
 
 use std::any::Any;
@@ -132,6 +133,11 @@ pub trait KeyedStore: Send {
     /// Decodes whatever restored state is still pending, and reports errors.
     fn finish_restore(&mut self) -> Result<()> {
         self.check()
+    }
+    /// The timer service of the operator that owns this store: all in memory, or (disk
+    /// backend) spilling to the store's disk beyond its earliest timers.
+    fn timer_service(&self) -> Result<TimerService> {
+        Ok(TimerService::default())
     }
     /// Number of values stored in key group `kg` (a capacity hint for snapshots).
     fn key_group_len(&self, _kg: KeyGroup) -> usize {

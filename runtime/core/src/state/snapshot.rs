@@ -23,12 +23,12 @@ pub fn snapshot_keyed(
     max_parallelism: u16,
 ) -> Result<Vec<(KeyGroup, Vec<u8>)>> {
     let mut by_kg: BTreeMap<KeyGroup, Vec<TimerEntry>> = BTreeMap::new();
-    for (domain, (ts, key, ns)) in timers.iter() {
+    timers.for_each(&mut |domain, (ts, key, ns)| {
         by_kg
             .entry(key.key_group(max_parallelism))
             .or_default()
             .push((domain == TimeDomain::EventTime, *ts, key.clone(), *ns));
-    }
+    })?;
     store.prepare_snapshot()?;
     let mut out = Vec::new();
     for kg in store.key_groups() {

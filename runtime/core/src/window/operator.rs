@@ -95,6 +95,7 @@ impl<L: WindowLogic> WindowOperator<L> {
         let mut store = spec
             .backend
             .create_store(ctx.key_groups(), ctx.max_parallelism)?;
+        let timers = store.timer_service()?;
         let acc_state = store.register(
             "window-contents",
             crate::state::codec::<WindowList<L::Acc>>(),
@@ -105,7 +106,7 @@ impl<L: WindowLogic> WindowOperator<L> {
             max_parallelism: ctx.max_parallelism,
             store,
             acc_state,
-            timers: TimerService::default(),
+            timers,
             watermark: MIN_WATERMARK,
             assigned: Vec::new(),
             created: Vec::new(),
@@ -323,6 +324,7 @@ impl<L: WindowLogic> WindowOperator<L> {
 
     fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
         self.store.check()?;
+        self.timers.check()?;
         if !self.builder.is_empty() {
             let batch = self.builder.finish()?;
             out.emit(batch)?;
