@@ -75,15 +75,27 @@ fn csv_lines(batches: &[RecordBatch]) -> Vec<String> {
 
 /// Runs `script` (with `{out}` the output directory) at parallelism `p`; returns the sorted
 /// lines of the committed output.
+/// The settings of the disk state backend's runs: a 64 KiB budget, so values go to disk and
+/// come back all through the run.
+const DISK: &[(&str, &str)] = &[
+    ("state.backend.type", "disk"),
+    ("taskmanager.memory.managed.size", "64kb"),
+];
+
 fn run_streaming(script: &str, p: usize) -> Result<Vec<String>> {
+    run_streaming_with(script, p, &[])
+}
+
+fn run_streaming_with(script: &str, p: usize, settings: &[(&str, &str)]) -> Result<Vec<String>> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
     let out = dir.path().join("out");
     let script = script.replace("{out}", &out.display().to_string());
-    let job = compile(
-        &script,
-        ExecutionConfig::default(),
-        &[("parallelism.default".into(), p.to_string())],
-    )
+    let mut settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    settings.push(("parallelism.default".into(), p.to_string()));
+    let job = compile(&script, ExecutionConfig::default(), &settings)
     .map_err(|e| Error::User(e.to_string()))?;
     assert_eq!(job.env.execute()?, JobOutcome::Finished);
     let mut lines = Vec::new();
@@ -153,16 +165,18 @@ fn check(name: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
         "{name}: the oracle returned only {} rows",
         expected.len()
     );
-    for p in [1, 4] {
-        let got = run_streaming(&script, p)?;
+    // The heap backend at parallelism 1 and 4, the disk backend at 2.
+    for (p, settings) in [(1, &[][..]), (4, &[][..]), (2, DISK)] {
+        let got = run_streaming_with(&script, p, settings)?;
+        let backend = if settings.is_empty() { "heap" } else { "disk" };
         assert_eq!(
             got.len(),
             expected.len(),
-            "{name} at parallelism {p}: row count"
+            "{name} at parallelism {p} on {backend}: row count"
         );
         assert!(
             got == expected,
-            "{name} at parallelism {p}: rows differ, e.g. {:?} vs {:?}",
+            "{name} at parallelism {p} on {backend}: rows differ, e.g. {:?} vs {:?}",
             got.iter().zip(&expected).find(|(a, b)| a != b),
             ()
         );

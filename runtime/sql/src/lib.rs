@@ -182,8 +182,8 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
         "taskmanager.memory.managed.size" => {
             let bytes = parse_memory_size(value)
                 .ok_or_else(|| bad("expected a memory size such as '256m' or '1g'"))?;
-            if bytes < 4 << 20 {
-                return Err(bad("the disk state backend needs at least 4m"));
+            if bytes == 0 {
+                return Err(bad("the disk state backend needs a budget above 0"));
             }
             cfg.state_backend.managed_memory = Some(bytes)
         }

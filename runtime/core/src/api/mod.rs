@@ -654,13 +654,17 @@ impl WindowedStream {
     /// Incremental aggregation over slices of time ([`SlicedWindowOperator`]: one
     /// accumulator per key and slice, windows merged from their slices when they fire) where
     /// the windows allow it: event-time tumbling, sliding or cumulative windows without
-    /// allowed lateness or a late side output. Otherwise as [`aggregate`](Self::aggregate),
-    /// whose results it equals.
+    /// allowed lateness or a late side output, on a backend that keeps state in memory (the
+    /// sliced operator's tables are its own, on the heap). Otherwise as
+    /// [`aggregate`](Self::aggregate), whose results it equals, with state and timers in
+    /// the backend's store.
     pub fn sliced_aggregate<A: AggregateFunction>(&self, mut f: A) -> Result<DataStream> {
         let input = &self.keyed.stream;
+        let spills = input.env.borrow_mut().backend().spills();
         let sliceable = crate::window::slicing(&self.windows).is_some()
             && self.allowed_lateness == 0
-            && self.late_tag.is_none();
+            && self.late_tag.is_none()
+            && !spills;
         let Some(time) = input.time_column.clone().filter(|_| sliceable) else {
             return self.aggregate(f);
         };

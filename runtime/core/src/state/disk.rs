@@ -123,6 +123,10 @@ impl StateBackend for DiskStateBackend {
         "disk"
     }
 
+    fn spills(&self) -> bool {
+        true
+    }
+
     fn create_store(
         &self,
         key_groups: Range<KeyGroup>,

@@ -67,6 +67,12 @@ pub type Cell = Box<dyn Any + Send>;
 pub trait StateBackend: Send + Sync + 'static {
     /// Short name for plans and logs (`memory`, `disk`).
     fn name(&self) -> &'static str;
+    /// Whether state beyond a memory budget goes to disk. Operators that keep their own
+    /// in-memory tables for speed (the sliced window aggregate) give way to store-based ones
+    /// on such a backend.
+    fn spills(&self) -> bool {
+        false
+    }
     /// A store for the key groups `key_groups` (of `max_parallelism`).
     fn create_store(
         &self,
