@@ -18,7 +18,7 @@ use crate::graph::ExecutionConfig;
 use crate::key::column_index;
 use crate::operators::{ProcessContext, ProcessFunction, RowCollector};
 use crate::rows::{Row, Value};
-use crate::state::{StateRegistry, TimeDomain, ValueState};
+use crate::state::{StateBackendConfig, StateBackendKind, StateRegistry, TimeDomain, ValueState};
 use crate::watermark::WatermarkStrategy;
 use crate::window::{Count, Windows};
 
@@ -81,6 +81,11 @@ pub struct BenchResult {
     /// Where it ran, when not in the embedded mini-cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The keyed-state backend (`hashmap` or `disk`).
+    pub state_backend: String,
+    /// The disk backend's memory budget (`taskmanager.memory.managed.size`), in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_memory_bytes: Option<u64>,
 }
 
 /// Checkpointing for a benchmark run.
@@ -91,6 +96,8 @@ pub struct BenchOptions {
     pub checkpoint_dir: Option<String>,
     /// checkpoint-state: how long after the checkpoint completes the failure is injected.
     pub fail_after: Duration,
+    /// The keyed-state backend (`--state-backend`, `--managed-memory`).
+    pub state_backend: StateBackendConfig,
 }
 
 fn int_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a [i64]> {
@@ -173,6 +180,7 @@ impl Default for BenchOptions {
             checkpoint_interval: None,
             checkpoint_dir: None,
             fail_after: Duration::from_secs(5),
+            state_backend: StateBackendConfig::default(),
         }
     }
 }
@@ -271,8 +279,20 @@ pub const BID_SQL_WORKLOADS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The large-state workload: window state for half as many keys as events.
+const LARGE_STATE_SQL: &str = include_str!("../../../examples/bench/large_state.sql");
+
 /// The script of a SQL workload over `events` events.
 fn sql_workload(name: &str, events: u64) -> Result<String> {
+    if name == "large-state" {
+        let keys = (events / 2).max(1);
+        return Ok(LARGE_STATE_SQL
+            .replace(
+                "'number-of-rows' = '10000000'",
+                &format!("'number-of-rows' = '{events}'"),
+            )
+            .replace("id % 5000000", &format!("id % {keys}")));
+    }
     if let Some((_, q)) = BID_SQL_WORKLOADS.iter().find(|(n, _)| *n == name) {
         return Ok(q.replace(
             "'number-of-rows' = '20000000'",
@@ -290,6 +310,7 @@ fn sql_workload(name: &str, events: u64) -> Result<String> {
         .iter()
         .chain(BID_SQL_WORKLOADS)
         .map(|(n, _)| *n)
+        .chain(["large-state"])
         .collect();
     Err(Error::config(
         "workload",
@@ -435,6 +456,12 @@ impl BenchResult {
             checkpoint_interval_ms: opts.checkpoint_interval.map(|d| d.as_millis() as u64),
             checkpoints_completed: opts.checkpoint_interval.map(|_| checkpoints_completed),
             mode: None,
+            state_backend: opts.state_backend.kind.name().to_string(),
+            managed_memory_bytes: (opts.state_backend.kind == StateBackendKind::Disk).then(|| {
+                opts.state_backend
+                    .managed_memory
+                    .unwrap_or(crate::state::DEFAULT_MANAGED_MEMORY)
+            }),
         }
     }
 }
@@ -444,6 +471,7 @@ fn configure_checkpoints(
     config: &mut ExecutionConfig,
     opts: &BenchOptions,
 ) -> Result<std::path::PathBuf> {
+    config.state_backend = opts.state_backend.clone();
     let scratch = tempdir_for("bench-checkpoints")?;
     if let Some(interval) = opts.checkpoint_interval {
         config.checkpoint.interval = Some(interval);
@@ -496,6 +524,8 @@ pub struct StateBenchResult {
     /// How long after the checkpoint completed the failure was injected.
     pub fail_after_seconds: f64,
     pub peak_rss_bytes: u64,
+    /// The keyed-state backend (`hashmap` or `disk`).
+    pub state_backend: String,
 }
 
 /// Keeps a counter and a `value_bytes` long text per key (a typical small record); fails once
@@ -566,6 +596,7 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         attempts: 1,
         delay: Duration::ZERO,
     };
+    config.state_backend = opts.state_backend.clone();
     let env = StreamExecutionEnvironment::with_config(config);
     let gen_ = crate::connectors::DataGen::new(schema(&[("id", DataType::Int64, false)]))?
         .field("id", crate::connectors::FieldGen::Sequence { start: 0 })?;
@@ -642,6 +673,7 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         state_restored_seconds: restored.as_secs_f64(),
         fail_after_seconds: opts.fail_after.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
+        state_backend: opts.state_backend.kind.name().to_string(),
     })
 }
 
@@ -677,6 +709,7 @@ pub fn run_nexmark_cluster(
     parallelism: usize,
     events: u64,
     taskmanagers: usize,
+    opts: &BenchOptions,
 ) -> Result<BenchResult> {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
@@ -728,10 +761,9 @@ pub fn run_nexmark_cluster(
         std::thread::sleep(Duration::from_millis(20));
     }
     let start = Instant::now();
-    let id = client.submit(
-        &script,
-        &[("parallelism.default".into(), parallelism.to_string())],
-    )?;
+    let mut settings = opts.state_backend.settings();
+    settings.push(("parallelism.default".into(), parallelism.to_string()));
+    let id = client.submit(&script, &settings)?;
     loop {
         let v = client.get(&format!("/jobs/{id}"))?;
         match v["state"].as_str() {
@@ -751,7 +783,10 @@ pub fn run_nexmark_cluster(
         events,
         seconds,
         0,
-        &BenchOptions::default(),
+        &BenchOptions {
+            state_backend: opts.state_backend.clone(),
+            ..BenchOptions::default()
+        },
         0,
     );
     r.output_rows = None;

@@ -93,7 +93,7 @@ enum Command {
     },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
-        /// filter | tumble-count | hot-items | checkpoint-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql
+        /// filter | tumble-count | hot-items | checkpoint-state | large-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
@@ -112,6 +112,13 @@ enum Command {
         /// (default: mid-way through a 10 s checkpoint interval).
         #[arg(long, default_value_t = 5000)]
         fail_after_ms: u64,
+        /// The keyed-state backend: hashmap (default) or disk (`state.backend.type`;
+        /// rocksdb and forst are accepted as disk).
+        #[arg(long, default_value = "hashmap")]
+        state_backend: String,
+        /// The disk backend's memory budget (`taskmanager.memory.managed.size`, e.g. 256m).
+        #[arg(long)]
+        managed_memory: Option<String>,
         /// Nexmark queries: run on a standalone cluster of 1 jobmanager and this many
         /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
         #[arg(long)]
@@ -350,27 +357,54 @@ fn main() -> anyhow::Result<()> {
             checkpoint_dir,
             state_bytes,
             fail_after_ms,
+            state_backend,
+            managed_memory,
             cluster,
         } => {
-            if let Some(tms) = cluster {
-                let result =
-                    flink_rs::bench::run_nexmark_cluster(&workload, parallelism, events, tms)
-                        .with_context(|| format!("benchmark `{workload}` on a cluster failed"))?;
-                println!("{}", serde_json::to_string(&result)?);
-                return Ok(());
-            }
+            let state_backend = flink_rs::state::StateBackendConfig {
+                kind: flink_rs::state::StateBackendKind::parse(&state_backend).with_context(
+                    || format!("--state-backend {state_backend}: expected hashmap or disk"),
+                )?,
+                managed_memory: managed_memory
+                    .as_deref()
+                    .map(|m| {
+                        flink_rs::state::parse_memory_size(m)
+                            .filter(|b| *b > 0)
+                            .with_context(|| {
+                                format!("--managed-memory {m}: expected a size such as 256m")
+                            })
+                    })
+                    .transpose()?,
+                local_dir: None,
+            };
             let opts = BenchOptions {
                 checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
                 checkpoint_dir,
                 fail_after: std::time::Duration::from_millis(fail_after_ms),
+                state_backend,
             };
+            if let Some(tms) = cluster {
+                let result = flink_rs::bench::run_nexmark_cluster(
+                    &workload,
+                    parallelism,
+                    events,
+                    tms,
+                    &opts,
+                )
+                .with_context(|| format!("benchmark `{workload}` on a cluster failed"))?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
             if workload == "checkpoint-state" {
                 let result = checkpoint_state(state_bytes, &opts)
                     .context("benchmark `checkpoint-state` failed")?;
                 println!("{}", serde_json::to_string(&result)?);
                 return Ok(());
             }
-            if workload.starts_with("nexmark-") || workload.ends_with("-sql") {
+            if workload.starts_with("nexmark-")
+                || workload.ends_with("-sql")
+                || workload == "large-state"
+            {
                 let result = flink_rs::bench::run_nexmark(&workload, parallelism, events, &opts)
                     .with_context(|| format!("benchmark `{workload}` failed"))?;
                 println!("{}", serde_json::to_string(&result)?);

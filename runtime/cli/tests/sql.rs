@@ -96,7 +96,7 @@ fn run_streaming_with(script: &str, p: usize, settings: &[(&str, &str)]) -> Resu
         .collect();
     settings.push(("parallelism.default".into(), p.to_string()));
     let job = compile(&script, ExecutionConfig::default(), &settings)
-    .map_err(|e| Error::User(e.to_string()))?;
+        .map_err(|e| Error::User(e.to_string()))?;
     assert_eq!(job.env.execute()?, JobOutcome::Finished);
     let mut lines = Vec::new();
     for e in std::fs::read_dir(&out)

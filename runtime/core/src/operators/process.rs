@@ -27,6 +27,9 @@ impl RowCollector {
     }
 }
 
+/// Rows of timer output emitted as one batch while timers fire.
+const FIRED_BATCH_ROWS: usize = 8192;
+
 /// Alias kept close to Flink's naming: the per-call context of a process function.
 pub type ProcessContext<'a> = KeyedContext<'a>;
 
@@ -106,7 +109,9 @@ impl<F: ProcessFunction> ProcessOperator<F> {
         Ok(())
     }
 
-    fn fire(&mut self, domain: TimeDomain, time: Timestamp) -> Result<()> {
+    /// Fires the timers due at `time`, emitting full batches as they fill (a watermark may
+    /// fire a timer for every key).
+    fn fire(&mut self, domain: TimeDomain, time: Timestamp, out: &mut dyn Output) -> Result<()> {
         let now = now_millis();
         while let Some((t, key, ns)) = self.timers.pop_due(domain, time) {
             let kg = key.key_group(self.max_parallelism);
@@ -121,6 +126,9 @@ impl<F: ProcessFunction> ProcessOperator<F> {
                 timestamp: Some(t),
             };
             self.f.on_timer(t, domain, &mut ctx, &mut self.out)?;
+            if self.out.builder.len() >= FIRED_BATCH_ROWS {
+                self.flush(out)?;
+            }
         }
         Ok(())
     }
@@ -163,13 +171,13 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
 
     fn process_watermark(&mut self, watermark: Timestamp, out: &mut dyn Output) -> Result<()> {
         self.watermark = watermark;
-        self.fire(TimeDomain::EventTime, watermark)?;
+        self.fire(TimeDomain::EventTime, watermark, out)?;
         self.flush(out)?;
         out.emit_watermark(watermark)
     }
 
     fn on_processing_time(&mut self, now: Timestamp, out: &mut dyn Output) -> Result<()> {
-        self.fire(TimeDomain::ProcessingTime, now)?;
+        self.fire(TimeDomain::ProcessingTime, now, out)?;
         self.flush(out)
     }
 

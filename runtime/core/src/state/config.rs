@@ -50,6 +50,21 @@ pub struct StateBackendConfig {
 }
 
 impl StateBackendConfig {
+    /// The configuration keys that give this backend (for a job submitted elsewhere).
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut out = vec![(
+            "state.backend.type".to_string(),
+            self.kind.name().to_string(),
+        )];
+        if let Some(m) = self.managed_memory {
+            out.push(("taskmanager.memory.managed.size".into(), m.to_string()));
+        }
+        if let Some(d) = &self.local_dir {
+            out.push(("io.tmp.dirs".into(), d.display().to_string()));
+        }
+        out
+    }
+
     /// A backend as configured (each call makes a new one: stores of one backend share its
     /// memory budget).
     pub fn build(&self) -> Arc<dyn StateBackend> {

@@ -6,9 +6,9 @@
 //! The cache is write-back: a record's read-modify-write touches a live Rust value, as in the
 //! heap backend, and a value is encoded only when the cache evicts it (second chance: a value
 //! touched since the last sweep stays) or a checkpoint flushes it. The budget is shared by
-//! every store of the backend (one per stateful operator instance): half for live values, a
-//! quarter for the LSM's block cache, and each store's write buffer (memtable) is a
-//! sixteenth.
+//! every store of the backend (one per stateful operator instance): three eighths for live
+//! values, an eighth for the LSM's block cache; each store's write buffer (memtable) is a
+//! thirty-second (up to four of them wait for their flush) and its earliest timers an eighth.
 //!
 //! On disk, one keyspace per store; a value's key is `kg (u16 BE) · state (u16 BE) · key
 //! (bincode) · namespace (2 × i64 LE)`, so one key group is one key range, and its value is
@@ -37,9 +37,14 @@ use crate::key::{Key, KeyGroup};
 /// Default memory budget of the disk backend (`taskmanager.memory.managed.size`).
 pub const DEFAULT_MANAGED_MEMORY: u64 = 256 * 1024 * 1024;
 
-/// Bytes a cached value costs besides its own heap size: its hash table slot, the entry and
-/// the box header (estimated).
-const ENTRY_OVERHEAD: usize = 96;
+/// Bytes a cached value costs besides its own heap size: its hash table slot, the entry, the
+/// box and the allocator's headers (estimated).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// Live values take this many times their encoded size on the heap (enums padded to their
+/// largest variant, vectors' spare capacity, allocator rounding): measured on the SQL
+/// aggregates' and window operator's values.
+const HEAP_PER_ENCODED_BYTE: usize = 4;
 
 /// How the disk backend is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +139,7 @@ impl StateBackend for DiskStateBackend {
     ) -> Result<Box<dyn KeyedStore>> {
         let shared = self.shared()?;
         let id = shared.next_keyspace.fetch_add(1, Ordering::Relaxed);
-        let memtable = (self.options.managed_memory / 16).max(1 << 20);
+        let memtable = (self.options.managed_memory / 32).max(1 << 20);
         let ks = shared
             .db
             .keyspace(&format!("store-{id}"), || {
@@ -196,7 +201,7 @@ impl Shared {
         let db = fjall::Database::builder(&dir)
             .temporary(true)
             .manual_journal_persist(true)
-            .cache_size(budget / 4)
+            .cache_size(budget / 8)
             .open()
             .map_err(|e| {
                 Error::state(
@@ -206,7 +211,7 @@ impl Shared {
             })?;
         Ok(Shared {
             db,
-            cache_budget: (budget / 2) as usize,
+            cache_budget: (budget * 3 / 8) as usize,
             cached: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
             next_keyspace: AtomicU64::new(0),
@@ -306,7 +311,7 @@ fn estimate(key: &Key, encoded: usize) -> u32 {
         Key::Composite(parts) => parts.len() * 32 + 16,
         _ => 0,
     };
-    (ENTRY_OVERHEAD + key_heap + 2 * encoded).min(u32::MAX as usize) as u32
+    (ENTRY_OVERHEAD + key_heap + HEAP_PER_ENCODED_BYTE * encoded).min(u32::MAX as usize) as u32
 }
 
 impl DiskStore {
@@ -644,7 +649,14 @@ impl KeyedStore for DiskStore {
                 .map(|ks| TimerSpill::new(self.shared.db.clone(), ks))
                 .map_err(|e| Error::state("disk state backend", e))
         };
-        Ok(TimerService::spilling(open("event")?, open("processing")?))
+        // An eighth of the budget for each domain's earliest timers (processing-time timers
+        // are rare in keyed jobs; the two rarely fill together).
+        let limit = (self.shared.memory / 8) as usize / super::timers::TIMER_BYTES;
+        Ok(TimerService::spilling(
+            open("event")?,
+            open("processing")?,
+            limit,
+        ))
     }
 
     fn prepare_snapshot(&mut self) -> Result<()> {

@@ -1,7 +1,9 @@
 //! The spilled part of a timer queue on the disk backend: timers as keys of their own LSM
 //! keyspace, encoded so that byte order is the queue's order (timestamp, then key, then
-//! namespace, exactly as `Ord` orders them in memory). The first timer and the count are kept
-//! in memory; reading and writing errors are kept for [`TimerSpill::check`].
+//! namespace, exactly as `Ord` orders them in memory). Registering and deleting are blind
+//! writes (a timer that is there is written again; one that is not is deleted anyway), so
+//! the per-record path never reads disk; the first timer is kept in memory. Reading and
+//! writing errors are kept for [`TimerSpill::check`].
 
 use std::collections::BTreeSet;
 
@@ -16,7 +18,10 @@ pub(crate) struct TimerSpill {
     /// `None` only while dropping.
     ks: Option<fjall::Keyspace>,
     first: Option<Timer>,
-    len: usize,
+    /// Every key below this one is deleted: reads seek here instead of stepping over the
+    /// tombstones of every timer already taken (which made firing millions of spilled timers
+    /// quadratic).
+    low: Vec<u8>,
     error: Option<Error>,
 }
 
@@ -26,7 +31,7 @@ impl TimerSpill {
             db,
             ks: Some(ks),
             first: None,
-            len: 0,
+            low: Vec::new(),
             error: None,
         }
     }
@@ -50,8 +55,9 @@ impl TimerSpill {
         self.first.as_ref()
     }
 
+    /// Number of spilled timers (reads them all: for tests and diagnostics).
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.ks().range(self.low.as_slice()..).count()
     }
 
     pub(crate) fn check(&self) -> Result<()> {
@@ -64,15 +70,12 @@ impl TimerSpill {
     /// Adds a timer (a no-op when it is there).
     pub(crate) fn insert(&mut self, timer: &Timer) {
         let k = encode(timer);
-        match self.ks().contains_key(&k) {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => return self.fail("reading", e),
+        if k < self.low {
+            self.low.clone_from(&k);
         }
         if let Err(e) = self.ks().insert(k, []) {
             return self.fail("writing", e);
         }
-        self.len += 1;
         if self.first.as_ref().is_none_or(|f| timer < f) {
             self.first = Some(timer.clone());
         }
@@ -85,12 +88,15 @@ impl TimerSpill {
         };
         let mut batch = self.db.batch();
         for t in &timers {
-            batch.insert(&ks, encode(t), []);
+            let k = encode(t);
+            if k < self.low {
+                self.low.clone_from(&k);
+            }
+            batch.insert(&ks, k, []);
         }
         if let Err(e) = batch.commit() {
             return self.fail("writing", e);
         }
-        self.len += timers.len();
         if let Some(t) = timers.into_iter().next() {
             if self.first.as_ref().is_none_or(|f| t < *f) {
                 self.first = Some(t);
@@ -100,23 +106,19 @@ impl TimerSpill {
 
     /// Removes a timer (a no-op when it is not there).
     pub(crate) fn remove(&mut self, timer: &Timer) {
-        let k = encode(timer);
-        match self.ks().contains_key(&k) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => return self.fail("reading", e),
+        if self.first.is_none() {
+            return;
         }
-        if let Err(e) = self.ks().remove(k) {
+        if let Err(e) = self.ks().remove(encode(timer)) {
             return self.fail("removing", e);
         }
-        self.len -= 1;
         if self.first.as_ref() == Some(timer) {
             self.first = self.read_first();
         }
     }
 
     fn read_first(&mut self) -> Option<Timer> {
-        let item = self.ks().first_key_value()?;
+        let item = self.ks().range(self.low.as_slice()..).next()?;
         match item
             .key()
             .map_err(|e| e.to_string())
@@ -133,17 +135,19 @@ impl TimerSpill {
     /// Removes and returns the `n` earliest timers.
     pub(crate) fn take_first(&mut self, n: usize) -> BTreeSet<Timer> {
         let mut taken = BTreeSet::new();
-        if self.len == 0 {
+        if self.first.is_none() {
             return taken;
         }
         let Some(ks) = self.ks.clone() else {
             return taken;
         };
         let mut batch = self.db.batch();
-        for item in ks.iter().take(n) {
+        let mut last = None;
+        for item in ks.range(self.low.as_slice()..).take(n) {
             match item.key().map_err(|e| e.to_string()).and_then(|k| {
                 let t = decode(&k)?;
-                batch.remove(&ks, k);
+                batch.remove(&ks, k.clone());
+                last = Some(k);
                 Ok(t)
             }) {
                 Ok(t) => {
@@ -158,19 +162,19 @@ impl TimerSpill {
         if let Err(e) = batch.commit() {
             self.fail("removing", e);
         }
-        self.len -= taken.len().min(self.len);
-        self.first = if self.len == 0 {
-            None
-        } else {
-            self.read_first()
-        };
+        if let Some(k) = last {
+            // The least key above the last one taken.
+            self.low = k.to_vec();
+            self.low.push(0);
+        }
+        self.first = self.read_first();
         taken
     }
 
     /// Calls `f` with every spilled timer, in order.
     pub(crate) fn for_each(&self, f: &mut dyn FnMut(&Timer)) -> Result<()> {
         self.check()?;
-        for item in self.ks().iter() {
+        for item in self.ks().range(self.low.as_slice()..) {
             let k = item
                 .key()
                 .map_err(|e| Error::state("timers", format!("reading spilled timers: {e}")))?;

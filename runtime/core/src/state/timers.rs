@@ -24,9 +24,12 @@ pub enum TimeDomain {
 
 pub(crate) type Timer = (Timestamp, Key, Namespace);
 
-/// Timers held in memory per domain before the latest half of them spills (when the queue
-/// can spill): about 4 MiB.
-const IN_MEMORY_TIMERS: usize = 1 << 16;
+/// Fewest timers held in memory per domain before the latest half of them spills (when the
+/// queue can spill; the disk backend sets the limit from its budget): about 4 MiB.
+pub(crate) const MIN_IN_MEMORY_TIMERS: usize = 1 << 16;
+
+/// Estimated bytes of one timer held in memory (B-tree slot and key).
+pub(crate) const TIMER_BYTES: usize = 64;
 
 /// The timers of one domain: an in-memory head and, on the disk backend, a spilled tail.
 /// Invariant: every spilled timer is later than every timer in memory, so the head's first
@@ -35,6 +38,8 @@ const IN_MEMORY_TIMERS: usize = 1 << 16;
 struct TimerQueue {
     head: BTreeSet<Timer>,
     tail: Option<TimerSpill>,
+    /// Timers the head holds at most when there is a tail.
+    limit: usize,
 }
 
 impl TimerQueue {
@@ -43,9 +48,9 @@ impl TimerQueue {
             Some(tail) if tail.first().is_some_and(|first| timer >= *first) => tail.insert(&timer),
             Some(tail) => {
                 self.head.insert(timer);
-                if self.head.len() > IN_MEMORY_TIMERS {
+                if self.head.len() > self.limit {
                     // The latest half goes to disk; all of it is earlier than what is there.
-                    let keep = IN_MEMORY_TIMERS / 2;
+                    let keep = self.limit / 2;
                     let Some(split) = self.head.iter().nth(keep).cloned() else {
                         return;
                     };
@@ -70,7 +75,7 @@ impl TimerQueue {
     fn pop_due(&mut self, time: Timestamp) -> Option<Timer> {
         if self.head.is_empty() {
             if let Some(tail) = &mut self.tail {
-                self.head = tail.take_first(IN_MEMORY_TIMERS / 2);
+                self.head = tail.take_first(self.limit / 2);
             }
         }
         match self.head.first() {
@@ -101,17 +106,21 @@ impl std::fmt::Debug for TimerService {
 }
 
 impl TimerService {
-    /// Timers whose queues keep their earliest part in memory and spill the rest to
-    /// `event` and `processing` (made by the disk backend's stores).
-    pub(crate) fn spilling(event: TimerSpill, processing: TimerSpill) -> Self {
+    /// Timers whose queues keep their earliest `limit` (at least [`MIN_IN_MEMORY_TIMERS`])
+    /// in memory and spill the rest to `event` and `processing` (made by the disk backend's
+    /// stores).
+    pub(crate) fn spilling(event: TimerSpill, processing: TimerSpill, limit: usize) -> Self {
+        let limit = limit.max(MIN_IN_MEMORY_TIMERS);
         TimerService {
             event: TimerQueue {
                 head: BTreeSet::new(),
                 tail: Some(event),
+                limit,
             },
             processing: TimerQueue {
                 head: BTreeSet::new(),
                 tail: Some(processing),
+                limit,
             },
         }
     }
@@ -227,12 +236,12 @@ mod tests {
         let store = crate::state::StateBackend::create_store(&backend, 0..128, 128)?;
         let mut spilling = store.timer_service()?;
         let mut in_memory = TimerService::default();
-        let n = 3 * IN_MEMORY_TIMERS as i64;
+        let n = 3 * MIN_IN_MEMORY_TIMERS as i64;
         fill(&mut spilling, n);
         fill(&mut in_memory, n);
         let spilled = spilling.event.tail.as_ref().map_or(0, TimerSpill::len);
         assert!(spilled > n as usize / 2, "{spilled} spilled");
-        assert!(spilling.event.head.len() <= IN_MEMORY_TIMERS);
+        assert!(spilling.event.head.len() <= MIN_IN_MEMORY_TIMERS);
         assert_eq!(
             spilling.len(TimeDomain::EventTime),
             in_memory.len(TimeDomain::EventTime)

@@ -304,7 +304,14 @@ impl<L: WindowLogic> WindowOperator<L> {
         }
     }
 
-    fn on_timers(&mut self, domain: TimeDomain, time: Timestamp) -> Result<()> {
+    /// Fires the timers due at `time`, emitting full batches as they fill (a watermark may
+    /// close a window for every key).
+    fn on_timers(
+        &mut self,
+        domain: TimeDomain,
+        time: Timestamp,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         while let Some((t, key, ns)) = self.timers.pop_due(domain, time) {
             let w: Window = ns.into();
             let kg = key.key_group(self.max_parallelism);
@@ -317,6 +324,9 @@ impl<L: WindowLogic> WindowOperator<L> {
                 self.fire(&key, kg, w, t == cleanup)?;
             } else if t == cleanup {
                 self.purge(&key, kg, w);
+            }
+            if self.builder.len() >= FIRED_BATCH_ROWS {
+                self.flush(out)?;
             }
         }
         Ok(())
@@ -332,6 +342,9 @@ impl<L: WindowLogic> WindowOperator<L> {
         Ok(())
     }
 }
+
+/// Rows of window results emitted as one batch while timers fire.
+const FIRED_BATCH_ROWS: usize = 8192;
 
 /// The open windows of `key` with their accumulators: one state lookup per row however many
 /// windows the row belongs to (sliding windows would otherwise cost a lookup each).
@@ -403,7 +416,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
     fn process_watermark(&mut self, watermark: Timestamp, out: &mut dyn Output) -> Result<()> {
         self.watermark = watermark;
         if self.event_time() {
-            self.on_timers(TimeDomain::EventTime, watermark)?;
+            self.on_timers(TimeDomain::EventTime, watermark, out)?;
         }
         self.flush(out)?;
         out.emit_watermark(watermark)
@@ -411,7 +424,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
 
     fn on_processing_time(&mut self, now: Timestamp, out: &mut dyn Output) -> Result<()> {
         if !self.event_time() {
-            self.on_timers(TimeDomain::ProcessingTime, now)?;
+            self.on_timers(TimeDomain::ProcessingTime, now, out)?;
             self.flush(out)?;
         }
         Ok(())
@@ -438,7 +451,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
     fn finish(&mut self, out: &mut dyn Output) -> Result<()> {
         // Processing-time windows of a bounded input fire at its end, as in Flink.
         if !self.event_time() {
-            self.on_timers(TimeDomain::ProcessingTime, Timestamp::MAX)?;
+            self.on_timers(TimeDomain::ProcessingTime, Timestamp::MAX, out)?;
         }
         self.flush(out)
     }
