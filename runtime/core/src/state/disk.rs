@@ -141,12 +141,8 @@ impl StateBackend for DiskStateBackend {
         let id = shared.next_keyspace.fetch_add(1, Ordering::Relaxed);
         let memtable = (self.options.managed_memory / 32).max(1 << 20);
         let ks = shared
-            .db
-            .keyspace(&format!("store-{id}"), || {
-                fjall::KeyspaceCreateOptions::default()
-                    .manual_journal_persist(true)
-                    .max_memtable_size(memtable)
-            })
+            .db()
+            .keyspace(&format!("store-{id}"), || keyspace_options(memtable))
             .map_err(|e| Error::state("disk state backend", e))?;
         Ok(Box::new(DiskStore {
             shared,
@@ -163,9 +159,23 @@ impl StateBackend for DiskStateBackend {
     }
 }
 
+/// How the backend's keyspaces are set up. Index and filter blocks stay in memory at every
+/// level (fjall loads deeper levels' indexes per read by default: with millions of keys, a
+/// point read then read and checksummed a whole index block from disk, 90 % of the time).
+/// Their size is small next to the values: about 10 bits of filter and a few bytes of index
+/// per key.
+fn keyspace_options(memtable: u64) -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default()
+        .manual_journal_persist(true)
+        .max_memtable_size(memtable)
+        .index_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+        .filter_block_pinning_policy(fjall::config::PinningPolicy::all(true))
+}
+
 /// What all stores of one backend share: the LSM database and the cache's account.
 struct Shared {
-    db: fjall::Database,
+    /// `None` only while closing.
+    db: Option<fjall::Database>,
     /// Budget for live values, over all stores.
     cache_budget: usize,
     /// Live values cached by all stores (estimated bytes).
@@ -199,7 +209,6 @@ impl Shared {
         ));
         let budget = options.managed_memory;
         let db = fjall::Database::builder(&dir)
-            .temporary(true)
             .manual_journal_persist(true)
             .cache_size(budget / 8)
             .open()
@@ -210,7 +219,7 @@ impl Shared {
                 )
             })?;
         Ok(Shared {
-            db,
+            db: Some(db),
             cache_budget: (budget * 3 / 8) as usize,
             cached: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
@@ -221,9 +230,28 @@ impl Shared {
     }
 }
 
+impl Shared {
+    fn db(&self) -> &fjall::Database {
+        self.db
+            .as_ref()
+            .expect("the database is open until the backend is dropped")
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
-        tracing::debug!(dir = %self.dir.display(), "disk state backend closed");
+        // fjall removes a keyspace's files when its last handle goes, and this directory
+        // only once the database is closed (every handle dropped): removed here first, the
+        // closing keyspaces would warn that their files are gone.
+        let db = self.db.take();
+        drop(db);
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => tracing::debug!(dir = %self.dir.display(), "disk state backend closed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove the state directory")
+            }
+        }
     }
 }
 
@@ -388,7 +416,7 @@ impl DiskStore {
         let Some(ks) = self.ks.clone() else {
             return;
         };
-        let mut batch = self.shared.db.batch();
+        let mut batch = self.shared.db().batch();
         let mut freed = 0usize;
         let mut evicted = 0u64;
         let mut error = None;
@@ -441,7 +469,7 @@ impl DiskStore {
         let Some(ks) = self.ks.clone() else {
             return Ok(());
         };
-        let mut batch = self.shared.db.batch();
+        let mut batch = self.shared.db().batch();
         let mut grown = 0i64;
         for (state, table) in self.cache.iter_mut().enumerate() {
             for ((key, ns), e) in table.iter_mut().filter(|(_, e)| e.dirty) {
@@ -493,7 +521,7 @@ impl Drop for DiskStore {
         let own = self.own_bytes;
         self.unaccount(own);
         if let Some(ks) = self.ks.take() {
-            if let Err(e) = self.shared.db.delete_keyspace(ks) {
+            if let Err(e) = self.shared.db().delete_keyspace(ks) {
                 tracing::warn!(error = %e, "could not delete a state store's keyspace");
             }
         }
@@ -640,13 +668,9 @@ impl KeyedStore for DiskStore {
             let name = format!("timers-{}-{domain}", self.id);
             let memtable = (self.shared.memory / 64).max(1 << 20);
             self.shared
-                .db
-                .keyspace(&name, || {
-                    fjall::KeyspaceCreateOptions::default()
-                        .manual_journal_persist(true)
-                        .max_memtable_size(memtable)
-                })
-                .map(|ks| TimerSpill::new(self.shared.db.clone(), ks))
+                .db()
+                .keyspace(&name, || keyspace_options(memtable))
+                .map(|ks| TimerSpill::new(self.shared.db().clone(), ks))
                 .map_err(|e| Error::state("disk state backend", e))
         };
         // An eighth of the budget for each domain's earliest timers (processing-time timers
@@ -723,7 +747,7 @@ impl KeyedStore for DiskStore {
         };
         let write_err =
             |e: fjall::Error| Error::state("disk state backend", format!("writing state: {e}"));
-        let mut batch = self.shared.db.batch();
+        let mut batch = self.shared.db().batch();
         let mut batched = 0usize;
         for (kg, bytes) in groups {
             if !self.key_groups.contains(&kg) {
@@ -757,7 +781,7 @@ impl KeyedStore for DiskStore {
                         batched += value.len() + 32;
                         batch.insert(&ks, disk_key(kg, id, &key, ns), value);
                         if batched >= 8 << 20 {
-                            std::mem::replace(&mut batch, self.shared.db.batch())
+                            std::mem::replace(&mut batch, self.shared.db().batch())
                                 .commit()
                                 .map_err(write_err)?;
                             batched = 0;
