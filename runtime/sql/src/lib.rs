@@ -463,4 +463,42 @@ mod tests {
         let u = unread(filtered);
         assert!(!u.contains(&"bid.channel".to_string()), "{u:?}");
     }
+
+    #[test]
+    fn state_backend_keys_configure_the_backend_and_name_bad_values() {
+        use flink_rs_core::state::StateBackendKind;
+        let mut cfg = ExecutionConfig::default();
+        for (k, v) in [
+            ("state.backend.type", "rocksdb"),
+            ("taskmanager.memory.managed.size", "512m"),
+            ("io.tmp.dirs", "/data/a,/data/b"),
+        ] {
+            apply_setting(&mut cfg, k, v).expect("valid");
+        }
+        assert_eq!(cfg.state_backend.kind, StateBackendKind::Disk);
+        assert_eq!(cfg.state_backend.managed_memory, Some(512 << 20));
+        assert_eq!(
+            cfg.state_backend.local_dir.as_deref(),
+            Some(std::path::Path::new("/data/a"))
+        );
+        // RocksDB's own directory wins over the temporary directories, in either order.
+        apply_setting(&mut cfg, "state.backend.rocksdb.localdir", "/ssd").expect("valid");
+        apply_setting(&mut cfg, "io.tmp.dirs", "/data/c").expect("valid");
+        assert_eq!(
+            cfg.state_backend.local_dir.as_deref(),
+            Some(std::path::Path::new("/ssd"))
+        );
+        let e = apply_setting(&mut cfg, "state.backend.type", "filesystem").unwrap_err();
+        assert!(
+            e.contains("state.backend.type") && e.contains("hashmap or disk"),
+            "{e}"
+        );
+        let e = apply_setting(&mut cfg, "taskmanager.memory.managed.size", "lots").unwrap_err();
+        assert!(
+            e.contains("taskmanager.memory.managed.size") && e.contains("256m"),
+            "{e}"
+        );
+        let e = apply_setting(&mut cfg, "taskmanager.memory.managed.size", "0").unwrap_err();
+        assert!(e.contains("above 0"), "{e}");
+    }
 }
