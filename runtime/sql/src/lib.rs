@@ -488,17 +488,19 @@ mod tests {
             cfg.state_backend.local_dir.as_deref(),
             Some(std::path::Path::new("/ssd"))
         );
-        let e = apply_setting(&mut cfg, "state.backend.type", "filesystem").unwrap_err();
+        let e = apply_setting(&mut cfg, "state.backend.type", "filesystem").expect_err("refused");
         assert!(
             e.contains("state.backend.type") && e.contains("hashmap or disk"),
             "{e}"
         );
-        let e = apply_setting(&mut cfg, "taskmanager.memory.managed.size", "lots").unwrap_err();
+        let e = apply_setting(&mut cfg, "taskmanager.memory.managed.size", "lots")
+            .expect_err("refused");
         assert!(
             e.contains("taskmanager.memory.managed.size") && e.contains("256m"),
             "{e}"
         );
-        let e = apply_setting(&mut cfg, "taskmanager.memory.managed.size", "0").unwrap_err();
+        let e =
+            apply_setting(&mut cfg, "taskmanager.memory.managed.size", "0").expect_err("refused");
         assert!(e.contains("above 0"), "{e}");
     }
 }
