@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::codec::{ByteReader, put_bytes};
-use super::memory::check_key_group;
+use super::codec::put_bytes;
 use super::timer_spill::TimerSpill;
+use super::values_format::{Visit, check_key_group, read_key_group};
 use super::{Cell, CellCodec, FastMap, KeyedStore, Namespace, StateBackend, StateId, TimerService};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
@@ -757,38 +757,33 @@ impl KeyedStore for DiskStore {
                 )));
             }
             check_key_group(&self.names, &self.codecs, &bytes, true)?;
-            let mut r = ByteReader::new(&bytes, "keyed state");
-            let states = r.u32()?;
-            for _ in 0..states {
-                let name = String::from_utf8_lossy(r.bytes()?).into_owned();
-                let count = r.u64()?;
-                let id = self.names.iter().position(|n| *n == name);
-                if id.is_none() {
-                    tracing::warn!(state = %name, "snapshot holds a state the job no longer registers; skipped");
+            let DiskStore {
+                shared,
+                names,
+                cache,
+                own_bytes,
+                ..
+            } = self;
+            read_key_group(&bytes, names, &mut |visit| {
+                let Visit::Value { id, key, ns, value } = visit else {
+                    return Ok(());
+                };
+                // A restored value replaces a cached one.
+                if let Some(e) = cache[id].remove(&(key.clone(), ns)) {
+                    let freed = (e.size as usize).min(*own_bytes);
+                    *own_bytes -= freed;
+                    shared.cached.fetch_sub(freed, Ordering::Relaxed);
                 }
-                for _ in 0..count {
-                    let key: Key = r.value()?;
-                    let ns = Namespace {
-                        start: r.i64()?,
-                        end: r.i64()?,
-                    };
-                    let value = r.bytes()?;
-                    if let Some(id) = id {
-                        // A restored value replaces a cached one.
-                        if let Some(e) = self.cache[id].remove(&(key.clone(), ns)) {
-                            self.unaccount(e.size as usize);
-                        }
-                        batched += value.len() + 32;
-                        batch.insert(&ks, disk_key(kg, id, &key, ns), value);
-                        if batched >= 8 << 20 {
-                            std::mem::replace(&mut batch, self.shared.db().batch())
-                                .commit()
-                                .map_err(write_err)?;
-                            batched = 0;
-                        }
-                    }
+                batched += value.len() + 32;
+                batch.insert(&ks, disk_key(kg, id, &key, ns), value);
+                if batched >= 8 << 20 {
+                    std::mem::replace(&mut batch, shared.db().batch())
+                        .commit()
+                        .map_err(write_err)?;
+                    batched = 0;
                 }
-            }
+                Ok(())
+            })?;
         }
         batch.commit().map_err(write_err)
     }
@@ -797,6 +792,7 @@ impl KeyedStore for DiskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::codec::ByteReader;
     use crate::state::{MemoryStateBackend, codec};
 
     const MAX_P: u16 = 128;

@@ -11,7 +11,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
-use super::codec::{ByteReader, put_bytes, put_value};
+use super::codec::{put_bytes, put_value};
+use super::values_format::{Visit, check_key_group, read_key_group};
 use super::{Cell, CellCodec, KeyedStore, Namespace, StateBackend, StateId};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup, mix64};
@@ -505,41 +506,6 @@ pub mod restore_progress {
     }
 }
 
-/// Checks that the first value of the blob's first state decodes with that state's codec,
-/// and with `every_state` the first value of every state (which walks the whole blob). The
-/// bytes themselves are covered by the checkpoint's checksum; this catches a snapshot whose
-/// value types differ from the job's.
-pub(super) fn check_key_group(
-    names: &[String],
-    codecs: &[Arc<dyn CellCodec>],
-    bytes: &[u8],
-    every_state: bool,
-) -> Result<()> {
-    let mut r = ByteReader::new(bytes, "keyed state");
-    let states = r.u32()?;
-    for _ in 0..states {
-        let name = String::from_utf8_lossy(r.bytes()?).into_owned();
-        let count = r.u64()?;
-        let id = names.iter().position(|n| *n == name);
-        for i in 0..count {
-            let _: Key = r.value()?;
-            r.take(16)?;
-            let value = r.bytes()?;
-            if i == 0 {
-                if let Some(id) = id {
-                    codecs[id]
-                        .decode(value)
-                        .map_err(|e| Error::state(&name, e))?;
-                }
-                if !every_state {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Decodes one key group's blob into one table per registered state.
 fn decode_key_group(
     names: &[String],
@@ -547,34 +513,18 @@ fn decode_key_group(
     bytes: &[u8],
 ) -> Result<Vec<Table>> {
     let mut tables: Vec<Table> = names.iter().map(|_| Table::default()).collect();
-    let mut r = ByteReader::new(bytes, "keyed state");
-    let states = r.u32()?;
-    for _ in 0..states {
-        let name = String::from_utf8_lossy(r.bytes()?).into_owned();
-        let count = r.u64()?;
-        let id = names.iter().position(|n| *n == name);
-        match id {
-            Some(id) => tables[id].reserve(count as usize),
-            None => tracing::warn!(
-                state = %name,
-                "snapshot holds a state the job no longer registers; skipped"
-            ),
-        }
-        for _ in 0..count {
-            let key: Key = r.value()?;
-            let ns = Namespace {
-                start: r.i64()?,
-                end: r.i64()?,
-            };
-            let value = r.bytes()?;
-            if let Some(id) = id {
+    read_key_group(bytes, names, &mut |visit| {
+        match visit {
+            Visit::State { id, values } => tables[id].reserve(values as usize),
+            Visit::Value { id, key, ns, value } => {
                 let cell = codecs[id]
                     .decode(value)
-                    .map_err(|e| Error::state(&name, e))?;
+                    .map_err(|e| Error::state(&names[id], e))?;
                 tables[id].insert((key, ns), cell);
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(tables)
 }
 

@@ -14,6 +14,7 @@ mod memory;
 mod snapshot;
 mod timer_spill;
 mod timers;
+mod values_format;
 
 use std::any::Any;
 use std::ops::Range;
