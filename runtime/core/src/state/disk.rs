@@ -496,6 +496,25 @@ impl DiskStore {
         Ok(())
     }
 
+    /// The cached entry of an address, read from disk into the cache when it is only there.
+    fn cached(
+        &mut self,
+        state: StateId,
+        kg: KeyGroup,
+        key: &Key,
+        ns: Namespace,
+    ) -> Option<&mut Entry> {
+        self.make_room();
+        let lookup = (key.clone(), ns);
+        if !self.cache[state].contains_key(&lookup) {
+            let (cell, size) = self.read(state, kg, key, ns)?;
+            let entry = self.new_entry(state, kg, cell, false, true, Some(size));
+            self.account(entry.size);
+            self.cache[state].insert(lookup.clone(), entry);
+        }
+        self.cache[state].get_mut(&lookup)
+    }
+
     fn new_entry(
         &self,
         state: StateId,
@@ -541,7 +560,9 @@ impl KeyedStore for DiskStore {
     }
 
     fn get(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell> {
-        self.get_mut(state, kg, key, ns).map(|c| &*c)
+        let e = self.cached(state, kg, key, ns)?;
+        e.hot = true;
+        Some(&e.cell)
     }
 
     fn get_mut(
@@ -551,14 +572,7 @@ impl KeyedStore for DiskStore {
         key: &Key,
         ns: Namespace,
     ) -> Option<&mut Cell> {
-        self.make_room();
-        if !self.cache[state].contains_key(&(key.clone(), ns)) {
-            let (cell, size) = self.read(state, kg, key, ns)?;
-            let entry = self.new_entry(state, kg, cell, false, true, Some(size));
-            self.account(entry.size);
-            self.cache[state].insert((key.clone(), ns), entry);
-        }
-        let e = self.cache[state].get_mut(&(key.clone(), ns))?;
+        let e = self.cached(state, kg, key, ns)?;
         e.hot = true;
         // The caller may change it.
         e.dirty = true;
