@@ -361,10 +361,17 @@ fn main() -> anyhow::Result<()> {
             managed_memory,
             cluster,
         } => {
+            let kind =
+                flink_rs::state::StateBackendKind::parse(&state_backend).with_context(|| {
+                    format!("--state-backend {state_backend}: expected hashmap or disk")
+                })?;
+            if managed_memory.is_some() && kind != flink_rs::state::StateBackendKind::Disk {
+                anyhow::bail!(
+                    "--managed-memory is the disk state backend's budget: add --state-backend disk"
+                );
+            }
             let state_backend = flink_rs::state::StateBackendConfig {
-                kind: flink_rs::state::StateBackendKind::parse(&state_backend).with_context(
-                    || format!("--state-backend {state_backend}: expected hashmap or disk"),
-                )?,
+                kind,
                 managed_memory: managed_memory
                     .as_deref()
                     .map(|m| {
