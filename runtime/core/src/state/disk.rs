@@ -332,6 +332,13 @@ fn disk_key(kg: KeyGroup, state: StateId, key: &Key, ns: Namespace) -> Vec<u8> {
     k
 }
 
+/// Takes `removed` bytes off a store's share (`own`) of the cache's account.
+fn release(own: &mut usize, shared: &Shared, removed: usize) {
+    let removed = removed.min(*own);
+    *own -= removed;
+    shared.cached.fetch_sub(removed, Ordering::Relaxed);
+}
+
 /// Estimated resident bytes of a value whose encoding is `encoded` bytes.
 fn estimate(key: &Key, encoded: usize) -> u32 {
     let key_heap = match key {
@@ -394,9 +401,7 @@ impl DiskStore {
     }
 
     fn unaccount(&mut self, removed: usize) {
-        let removed = removed.min(self.own_bytes);
-        self.own_bytes -= removed;
-        self.shared.cached.fetch_sub(removed, Ordering::Relaxed);
+        release(&mut self.own_bytes, &self.shared, removed);
     }
 
     /// Makes room when the cache (all stores) is over budget: evicts this store's values
@@ -784,9 +789,7 @@ impl KeyedStore for DiskStore {
                 };
                 // A restored value replaces a cached one.
                 if let Some(e) = cache[id].remove(&(key.clone(), ns)) {
-                    let freed = (e.size as usize).min(*own_bytes);
-                    *own_bytes -= freed;
-                    shared.cached.fetch_sub(freed, Ordering::Relaxed);
+                    release(own_bytes, shared, e.size as usize);
                 }
                 batched += value.len() + 32;
                 batch.insert(&ks, disk_key(kg, id, &key, ns), value);
