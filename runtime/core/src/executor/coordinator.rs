@@ -4,10 +4,10 @@
 //! the checkpoint, and retires old ones.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::checkpoint::format::{
     METADATA_FORMAT, OperatorMetadata, SubtaskMetadata, encode_state_file,
@@ -43,6 +43,118 @@ pub(super) struct Pending {
     pub(super) uploads: usize,
     pub(super) subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
     pub(super) reply: Option<Sender<Result<String>>>,
+}
+
+/// How long the end of an attempt waits for the state files of checkpoints it gave up, so
+/// that none lands after their directory is deleted.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An attempt's checkpoints: those in flight, and those given up (failed or abandoned)
+/// whose state files are still being written. A given-up checkpoint's directory is deleted
+/// when its last upload returns: deleted earlier, a file landing afterwards would leave an
+/// incomplete directory behind, one that `retire` would otherwise count as retained.
+#[derive(Default)]
+pub(super) struct InFlight {
+    pub(super) pending: Vec<Pending>,
+    dropped: Vec<Pending>,
+}
+
+impl InFlight {
+    /// Gives a checkpoint up: its directory goes now, or when its last upload returns.
+    fn drop_checkpoint(&mut self, p: Pending) {
+        if p.uploads == 0 {
+            let _ = p.storage.delete_dir(&p.dir);
+        } else {
+            self.dropped.push(p);
+        }
+    }
+
+    /// An upload returned. Its error when its checkpoint is still pending (to fail it).
+    pub(super) fn uploaded(&mut self, up: Upload) -> Option<Error> {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.barrier.id == up.id) {
+            p.uploads = p.uploads.saturating_sub(1);
+            return up.result.err();
+        }
+        if let Some(i) = self.dropped.iter().position(|p| p.barrier.id == up.id) {
+            self.dropped[i].uploads = self.dropped[i].uploads.saturating_sub(1);
+            if self.dropped[i].uploads == 0 {
+                let p = self.dropped.remove(i);
+                let _ = p.storage.delete_dir(&p.dir);
+            }
+        }
+        None
+    }
+
+    /// Whether checkpoint `id` is pending or still being given up (not for `retire`).
+    fn holds(&self, id: CheckpointId) -> bool {
+        self.pending
+            .iter()
+            .chain(&self.dropped)
+            .any(|p| p.barrier.id == id)
+    }
+
+    /// At the end of an attempt (nothing pending any more): waits for the uploads of the
+    /// checkpoints given up, then deletes what is left of them.
+    pub(super) fn settle(&mut self, uploads: &Receiver<Upload>) {
+        let give_up = Instant::now() + SETTLE_TIMEOUT;
+        while !self.dropped.is_empty() {
+            match uploads.recv_deadline(give_up) {
+                Ok(up) => {
+                    self.uploaded(up);
+                }
+                Err(_) => break,
+            }
+        }
+        for p in self.dropped.drain(..) {
+            tracing::warn!(
+                checkpoint = p.barrier.id,
+                uploads = p.uploads,
+                "state files of an abandoned checkpoint still being written; deleting its directory now"
+            );
+            let _ = p.storage.delete_dir(&p.dir);
+        }
+    }
+}
+
+/// Keeps the newest `keep` complete checkpoints of `job` up to `newest` and deletes the
+/// other directories up to it: older complete ones, and incomplete ones (given up, or left
+/// by a process that died) that are not `in_flight`. Only complete checkpoints count as
+/// retained, as in Flink. When storage cannot tell whether a checkpoint is complete,
+/// nothing is deleted.
+fn retire(
+    storage: &CheckpointStorage,
+    job: &str,
+    newest: CheckpointId,
+    keep: usize,
+    in_flight: impl Fn(CheckpointId) -> bool,
+) {
+    let ids = match checkpoint_ids(storage, job) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list checkpoints");
+            return;
+        }
+    };
+    let mut kept = 0;
+    for id in ids.into_iter().filter(|i| *i <= newest && !in_flight(*i)) {
+        let dir = format!("{job}/chk-{id}");
+        if kept < keep {
+            match storage.get(&format!("{dir}/_metadata")) {
+                Ok(Some(_)) => {
+                    kept += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "cannot read a checkpoint's _metadata; retiring none");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = storage.delete_dir(&dir) {
+            tracing::warn!(checkpoint = id, error = %e, "cannot delete old checkpoint");
+        }
+    }
 }
 
 impl Master {
@@ -163,7 +275,7 @@ impl Master {
     }
 
     /// Writes `_metadata` (the completion marker) and retires old checkpoints.
-    pub(super) fn complete(&mut self, p: Pending) -> Result<(String, bool)> {
+    pub(super) fn complete(&mut self, p: Pending, inflight: &InFlight) -> Result<(String, bool)> {
         let id = p.barrier.id;
         let meta = self.metadata(id, p.barrier.kind, false, p.subtasks);
         let size = meta.state_size();
@@ -213,63 +325,54 @@ impl Master {
             let _ = reply.send(Ok(path.clone()));
         }
         if p.barrier.kind == SnapshotKind::Checkpoint {
-            self.retire(id);
+            self.retire(id, inflight);
         }
         Ok((path, p.barrier.stop))
     }
 
-    /// Deletes checkpoints older than the newest `state.checkpoints.num-retained`.
-    pub(super) fn retire(&self, newest: CheckpointId) {
-        let Some(storage) = &self.plan.storage else {
-            return;
-        };
-        let keep = self.plan.graph.config.checkpoint.retained.max(1);
-        let job = &self.plan.job_id;
-        match checkpoint_ids(storage, job) {
-            Ok(ids) => {
-                for id in ids.into_iter().filter(|i| *i <= newest).skip(keep) {
-                    if let Err(e) = storage.delete_dir(&format!("{job}/chk-{id}")) {
-                        tracing::warn!(checkpoint = id, error = %e, "cannot delete old checkpoint");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list checkpoints"),
+    /// Retires the checkpoints before `newest` beyond `state.checkpoints.num-retained`
+    /// (see [`retire`]).
+    pub(super) fn retire(&self, newest: CheckpointId, inflight: &InFlight) {
+        if let Some(storage) = &self.plan.storage {
+            let keep = self.plan.graph.config.checkpoint.retained.max(1);
+            retire(storage, &self.plan.job_id, newest, keep, |id| {
+                inflight.holds(id)
+            });
         }
     }
 
-    /// Drops a checkpoint in flight when its attempt ends: tells whoever waits for it and
-    /// deletes what was written.
-    pub(super) fn abandon(&self, p: Pending, why: &str) {
-        if let Some(r) = p.reply {
-            let _ = r.send(Err(Error::Checkpoint(format!(
-                "checkpoint {} abandoned: {why}",
-                p.barrier.id
-            ))));
+    /// Gives up every checkpoint in flight when its attempt ends: tells whoever waits for
+    /// one (with `error`) and deletes what was written.
+    pub(super) fn abandon(&self, inflight: &mut InFlight, error: impl Fn(CheckpointId) -> Error) {
+        for p in std::mem::take(&mut inflight.pending) {
+            if let Some(r) = &p.reply {
+                let _ = r.send(Err(error(p.barrier.id)));
+            }
+            inflight.drop_checkpoint(p);
         }
-        let _ = p.storage.delete_dir(&p.dir);
     }
 
     pub(super) fn fail_checkpoint(
         &self,
-        pending: &mut Vec<Pending>,
+        inflight: &mut InFlight,
         id: CheckpointId,
         why: &str,
         consecutive: &mut u32,
     ) {
-        let Some(i) = pending.iter().position(|p| p.barrier.id == id) else {
+        let Some(i) = inflight.pending.iter().position(|p| p.barrier.id == id) else {
             return;
         };
-        let p = pending.remove(i);
+        let mut p = inflight.pending.remove(i);
         tracing::warn!(checkpoint = id, reason = why, "checkpoint failed");
         self.shared.stats(|s| s.failed += 1);
-        if let Some(reply) = p.reply {
+        if let Some(reply) = p.reply.take() {
             let _ = reply.send(Err(Error::Checkpoint(format!(
                 "savepoint {id} failed: {why}"
             ))));
         } else {
             *consecutive += 1;
         }
-        let _ = p.storage.delete_dir(&p.dir);
+        inflight.drop_checkpoint(p);
     }
 
     /// Every task finished: store their final states as a finished checkpoint (when
@@ -277,6 +380,7 @@ impl Master {
     pub(super) fn final_checkpoint(
         &mut self,
         attempt: &Attempt,
+        inflight: &InFlight,
         finished: &mut [Option<TaskStates>],
     ) -> Result<()> {
         let Some(storage) = self.plan.storage.clone() else {
@@ -321,7 +425,7 @@ impl Master {
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| Error::Checkpoint(format!("encoding _metadata: {e}")))?;
         storage.put(&format!("{dir}/_metadata"), Bytes::from(json))?;
-        self.retire(id);
+        self.retire(id, inflight);
         Ok(())
     }
 }
@@ -331,12 +435,44 @@ mod tests {
     use std::time::Duration;
 
     use crate::api::StreamExecutionEnvironment;
-    use crate::checkpoint::SnapshotKind;
+    use crate::checkpoint::{CheckpointStorage, SnapshotKind};
     use crate::testing::SequenceSource;
+
+    #[test]
+    fn only_complete_checkpoints_count_as_retained_and_incomplete_ones_go() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (id, complete) in [(1, true), (2, true), (3, false), (4, true), (5, false)] {
+            let d = dir.path().join(format!("job/chk-{id}"));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("op-0.state"), b"state").expect("write");
+            if complete {
+                std::fs::write(d.join("_metadata"), b"{}").expect("write");
+            }
+        }
+        let storage = CheckpointStorage::open(
+            &dir.path().to_string_lossy(),
+            &std::collections::BTreeMap::new(),
+        )
+        .expect("storage");
+        // 5 is still in flight; 4 just completed.
+        super::retire(&storage, "job", 4, 2, |id| id == 5);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("job"))
+            .expect("job dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["chk-2", "chk-4", "chk-5"]);
+    }
 
     #[test]
     fn periodic_checkpoints_complete_with_metadata_and_only_the_retained_ones_stay() {
         let dir = tempfile::tempdir().expect("temp dir");
+        // An incomplete checkpoint left by a process that died: neither restored nor
+        // counted as retained, and deleted.
+        let stray = dir.path().join("00000000000000000000000000000abc/chk-5");
+        std::fs::create_dir_all(&stray).expect("mkdir");
+        std::fs::write(stray.join("op-0.state"), b"partial").expect("write");
         let env = StreamExecutionEnvironment::new();
         let d = dir.path().to_string_lossy().to_string();
         env.configure(move |c| {
@@ -354,6 +490,7 @@ mod tests {
         let s = stats();
         assert!(s.completed >= 3, "{s:?}");
         assert_eq!(s.failed, 0, "{s:?}");
+        assert!(s.restored.is_none(), "{s:?}");
         let latest = s.latest.expect("a latest checkpoint");
         assert_eq!(latest.kind, SnapshotKind::Checkpoint);
         assert!(latest.state_size > 0, "the source's position is state");
@@ -365,7 +502,8 @@ mod tests {
             .filter(|n| n.starts_with("chk-"))
             .collect();
         kept.sort();
-        assert!(kept.len() <= 2, "retained {kept:?}");
+        assert_eq!(kept.len(), 2, "retained {kept:?}");
+        assert!(!stray.exists(), "the incomplete checkpoint stays: {kept:?}");
         assert!(
             kept.iter()
                 .all(|k| job_dir.join(k).join("_metadata").exists()),

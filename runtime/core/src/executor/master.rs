@@ -168,10 +168,20 @@ impl Master {
     }
 
     pub(super) fn run_attempt(&mut self, attempt: Attempt) -> (AttemptEnd, Attempt) {
+        let mut inflight = InFlight::default();
+        let end = self.attempt_loop(&attempt, &mut inflight);
+        self.abandon(&mut inflight, |id| {
+            Error::Checkpoint(format!("checkpoint {id} abandoned: the attempt ended"))
+        });
+        inflight.settle(&self.uploads);
+        (end, attempt)
+    }
+
+    /// Waits for an attempt's task events, uploads and commands until the attempt ends.
+    fn attempt_loop(&mut self, attempt: &Attempt, inflight: &mut InFlight) -> AttemptEnd {
         let plan = self.plan.clone();
         let cfg = &plan.graph.config.checkpoint;
         let n = attempt.tasks.len();
-        let mut pending: Vec<Pending> = Vec::new();
         let mut finished: Vec<Option<TaskStates>> = (0..n).map(|_| None).collect();
         let mut exited = 0usize;
         let mut consecutive_failures = 0u32;
@@ -183,7 +193,7 @@ impl Master {
         loop {
             crossbeam_channel::select! {
                 recv(attempt.events) -> ev => {
-                    let Ok(ev) = ev else { return (AttemptEnd::Failed(Error::Cancelled), attempt) };
+                    let Ok(ev) = ev else { return AttemptEnd::Failed(Error::Cancelled) };
                     match ev {
                         TaskEvent::Exited { task, error, leftovers } => {
                             exited += 1;
@@ -191,28 +201,28 @@ impl Master {
                                 self.graveyard.push(*chain);
                             }
                             if let Some(e) = error {
-                                for p in pending.drain(..) {
-                                    self.abandon(p, &format!("the job failed: {e}"));
-                                }
-                                return (AttemptEnd::Failed(e), attempt);
+                                self.abandon(inflight, |id| {
+                                    Error::Checkpoint(format!("checkpoint {id} abandoned: the job failed: {e}"))
+                                });
+                                return AttemptEnd::Failed(e);
                             }
                             let _ = task;
                             if exited == n {
                                 if let Some(sp) = stopping.take() {
-                                    return (AttemptEnd::Stopped(sp), attempt);
+                                    return AttemptEnd::Stopped(sp);
                                 }
                                 if final_sent {
-                                    return (AttemptEnd::Finished, attempt);
+                                    return AttemptEnd::Finished;
                                 }
-                                return (AttemptEnd::Cancelled, attempt);
+                                return AttemptEnd::Cancelled;
                             }
                         }
                         TaskEvent::Snapshot { task, id, states } => {
-                            if let Some(p) = pending.iter_mut().find(|p| p.barrier.id == id) {
+                            if let Some(p) = inflight.pending.iter_mut().find(|p| p.barrier.id == id) {
                                 p.acked[task] = true;
                                 let (_, subtask, _) = attempt.tasks[task];
                                 if let Err(e) = self.store_states(p, subtask, states) {
-                                    self.fail_checkpoint(&mut pending, id, &e.to_string(), &mut consecutive_failures);
+                                    self.fail_checkpoint(inflight, id, &e.to_string(), &mut consecutive_failures);
                                 }
                             }
                         }
@@ -220,21 +230,17 @@ impl Master {
                             let why = format!("declined by {}: {reason}", attempt.tasks[task].2);
                             if finished {
                                 let mut uncounted = 0;
-                                self.fail_checkpoint(&mut pending, id, &why, &mut uncounted);
+                                self.fail_checkpoint(inflight, id, &why, &mut uncounted);
                             } else {
-                                self.fail_checkpoint(&mut pending, id, &why, &mut consecutive_failures);
+                                self.fail_checkpoint(inflight, id, &why, &mut consecutive_failures);
                             }
                         }
                         TaskEvent::Finished { task, states } => {
                             finished[task] = Some(states);
                             if finished.iter().all(|f| f.is_some()) {
-                                for p in pending.drain(..) {
-                                    if let Some(r) = p.reply {
-                                        let _ = r.send(Err(Error::SnapshotDeclined("the job finished first".into())));
-                                    }
-                                }
-                                if let Err(e) = self.final_checkpoint(&attempt, &mut finished) {
-                                    return (AttemptEnd::Failed(e), attempt);
+                                self.abandon(inflight, |_| Error::SnapshotDeclined("the job finished first".into()));
+                                if let Err(e) = self.final_checkpoint(attempt, inflight, &mut finished) {
+                                    return AttemptEnd::Failed(e);
                                 }
                                 attempt.broadcast(TaskControl::Complete(FINAL_CHECKPOINT));
                                 final_sent = true;
@@ -244,27 +250,25 @@ impl Master {
                 }
                 recv(self.uploads) -> up => {
                     if let Ok(up) = up {
-                        if let Some(p) = pending.iter_mut().find(|p| p.barrier.id == up.id) {
-                            p.uploads = p.uploads.saturating_sub(1);
-                            if let Err(e) = up.result {
-                                self.fail_checkpoint(&mut pending, up.id, &e.to_string(), &mut consecutive_failures);
-                            }
+                        let id = up.id;
+                        if let Some(e) = inflight.uploaded(up) {
+                            self.fail_checkpoint(inflight, id, &e.to_string(), &mut consecutive_failures);
                         }
                     }
                 }
                 recv(self.commands) -> cmd => {
                     match cmd {
                         Ok(Command::Cancel) | Err(_) => {
-                            for p in pending.drain(..) {
-                                self.abandon(p, "the job was cancelled");
-                            }
-                            return (AttemptEnd::Cancelled, attempt);
+                            self.abandon(inflight, |id| {
+                                Error::Checkpoint(format!("checkpoint {id} abandoned: the job was cancelled"))
+                            });
+                            return AttemptEnd::Cancelled;
                         }
                         Ok(Command::Checkpoint { reply }) => {
                             match &plan.storage {
                                 Some(storage) if finished.iter().all(|f| f.is_none()) && stopping.is_none() => {
                                     let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
-                                    self.trigger(&attempt, &mut pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, Some(reply));
+                                    self.trigger(attempt, &mut inflight.pending, storage.clone(), dir, SnapshotKind::Checkpoint, false, Some(reply));
                                 }
                                 Some(_) => { let _ = reply.send(Err(Error::SnapshotDeclined("the job is finishing; no checkpoint can be taken".into()))); }
                                 None => { let _ = reply.send(Err(Error::config("state.checkpoints.dir", "checkpointing is not configured"))); }
@@ -278,7 +282,7 @@ impl Master {
                                     Ok(storage) => {
                                         let id = self.next_id;
                                         let dir = format!("savepoint-{}-{id}", &plan.job_id[..plan.job_id.len().min(6)]);
-                                        self.trigger(&attempt, &mut pending, storage, dir, SnapshotKind::Savepoint, stop, Some(reply));
+                                        self.trigger(attempt, &mut inflight.pending, storage, dir, SnapshotKind::Savepoint, stop, Some(reply));
                                     }
                                     Err(e) => { let _ = reply.send(Err(e)); }
                                 }
@@ -289,13 +293,14 @@ impl Master {
                 default(tick) => {}
             }
             // Completions, in id order.
-            while let Some(i) = pending
+            while let Some(i) = inflight
+                .pending
                 .iter()
                 .position(|p| p.uploads == 0 && p.acked.iter().all(|a| *a))
             {
-                let p = pending.remove(i);
+                let p = inflight.pending.remove(i);
                 let (id, kind) = (p.barrier.id, p.barrier.kind);
-                match self.complete(p) {
+                match self.complete(p, inflight) {
                     Ok((path, stop)) => {
                         consecutive_failures = 0;
                         last_completion = Instant::now();
@@ -320,27 +325,26 @@ impl Master {
             }
             // Timeouts.
             let now = Instant::now();
-            let expired: Vec<CheckpointId> = pending
+            let expired: Vec<CheckpointId> = inflight
+                .pending
                 .iter()
                 .filter(|p| now.duration_since(p.started) > cfg.timeout)
                 .map(|p| p.barrier.id)
                 .collect();
             for id in expired {
-                self.fail_checkpoint(&mut pending, id, "timed out", &mut consecutive_failures);
+                self.fail_checkpoint(inflight, id, "timed out", &mut consecutive_failures);
             }
             if consecutive_failures > cfg.tolerable_failures {
-                return (
-                    AttemptEnd::Failed(Error::Checkpoint(format!(
-                        "{consecutive_failures} consecutive checkpoints failed, more than the {} tolerated",
-                        cfg.tolerable_failures
-                    ))),
-                    attempt,
-                );
+                return AttemptEnd::Failed(Error::Checkpoint(format!(
+                    "{consecutive_failures} consecutive checkpoints failed, more than the {} tolerated",
+                    cfg.tolerable_failures
+                )));
             }
             // Periodic trigger.
             if let (Some(interval), Some(storage)) = (cfg.interval, &plan.storage) {
                 let running = finished.iter().all(|f| f.is_none()) && stopping.is_none();
-                let checkpoints = pending
+                let checkpoints = inflight
+                    .pending
                     .iter()
                     .filter(|p| p.barrier.kind == SnapshotKind::Checkpoint)
                     .count();
@@ -352,8 +356,8 @@ impl Master {
                     last_trigger = now;
                     let dir = format!("{}/chk-{}", plan.job_id, self.next_id);
                     self.trigger(
-                        &attempt,
-                        &mut pending,
+                        attempt,
+                        &mut inflight.pending,
                         storage.clone(),
                         dir,
                         SnapshotKind::Checkpoint,
