@@ -780,6 +780,11 @@ impl RemoteDeployer for ClusterDeployer {
                         }),
                         TaskControl::Complete(id) => Kind::Complete(id),
                         TaskControl::Stop => Kind::Stop(true),
+                        TaskControl::Target { id, storage, dir } => Kind::Target(proto::Target {
+                            checkpoint_id: id,
+                            storage: storage.to_string(),
+                            dir: dir.to_string(),
+                        }),
                     };
                     if let Some(tx) = &tx {
                         send(

@@ -8,9 +8,10 @@
 //! compiles the same plan itself (every worker runs the same binary; no code is shipped) and
 //! starts its tasks; channels between tasks in the same taskmanager stay in-process, the
 //! others go over [`net`]. The job master is the engine's own ([`flink_rs_core::executor`]): it
-//! triggers checkpoints, collects the snapshots the taskmanagers send, writes them to
-//! checkpoint storage, and on a task failure or a lost taskmanager redeploys every task from
-//! the latest completed checkpoint on the slots available.
+//! triggers checkpoints, collects the handles of the state files the taskmanagers write to
+//! checkpoint storage themselves ([`snapshot_writer`]), writes `_metadata`, and on a task
+//! failure or a lost taskmanager redeploys every task from the latest completed checkpoint
+//! on the slots available.
 
 pub mod client;
 mod client_error;
@@ -19,6 +20,7 @@ mod error;
 pub mod jobmanager;
 pub(crate) mod net;
 mod rest;
+pub(crate) mod snapshot_writer;
 pub mod taskmanager;
 
 /// The generated gRPC types and services (`proto/cluster.proto`).

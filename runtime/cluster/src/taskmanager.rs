@@ -17,11 +17,14 @@ use super::ClusterError;
 use super::config::{ClusterConfig, execution_config};
 use super::net::{self, DataServer};
 use super::proto::{self, from_task_manager, to_task_manager};
+use flink_rs_core::checkpoint::writer::StateLayout;
 use flink_rs_core::checkpoint::{Barrier, CheckpointStorage, SnapshotKind, load_checkpoint};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::TaskMetrics;
 use flink_rs_core::executor::{Attempt, Hosting, chains, deploy_share, task_list};
-use flink_rs_core::task::{TaskControl, TaskEvent};
+use flink_rs_core::task::{SnapshotData, TaskControl, TaskEvent};
+
+use super::snapshot_writer::{SnapshotWriter, Targets, handles_from_proto, handles_to_proto};
 
 /// What a taskmanager is configured with.
 #[derive(Debug, Clone)]
@@ -98,6 +101,8 @@ fn hostname() -> String {
 /// A taskmanager's share of one attempt.
 struct Share {
     attempt: Attempt,
+    /// Where its snapshots go, as the jobmanager says.
+    targets: Arc<Targets>,
     /// Stops the attempt's outgoing data connections.
     net_cancel: Arc<AtomicBool>,
     metrics: Vec<(u32, Arc<TaskMetrics>)>,
@@ -302,6 +307,15 @@ fn control(shares: &Shares, c: proto::Control) {
         }),
         Some(Kind::Complete(id)) => TaskControl::Complete(id),
         Some(Kind::Stop(_)) => TaskControl::Stop,
+        Some(Kind::Target(t)) => {
+            // For this taskmanager's snapshot writer, not for the task.
+            if let Ok(m) = shares.lock()
+                && let Some(s) = m.get(&c.attempt)
+            {
+                s.targets.set(t.checkpoint_id, t.storage, t.dir);
+            }
+            return;
+        }
         None => return,
     };
     if let Ok(m) = shares.lock() {
@@ -392,11 +406,52 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
     let out = out.clone();
     let counters: HashMap<u32, Arc<TaskMetrics>> =
         metrics.iter().map(|(i, m)| (*i, m.clone())).collect();
+    let targets = Arc::new(Targets::default());
+    let mut writer = SnapshotWriter::new(
+        StateLayout::of(&graph),
+        targets.clone(),
+        graph.config.checkpoint.storage_options.clone(),
+    );
+    let subtasks: Vec<usize> = attempt.tasks.iter().map(|(_, s, _)| *s).collect();
     std::thread::Builder::new()
         .name("task-events".into())
         .spawn(move || {
             // Ends when every task of the share has exited (their senders are gone).
             for ev in events.iter() {
+                let ev = match ev {
+                    TaskEvent::Snapshot {
+                        task,
+                        id,
+                        states: SnapshotData::States(states),
+                    } => {
+                        // Written here; the event goes when the files are stored.
+                        let out = out.clone();
+                        let subtask = subtasks.get(task).copied().unwrap_or(0);
+                        writer.write(id, subtask, states, move |r| {
+                            let ev = match r {
+                                Ok(handles) => TaskEvent::Snapshot {
+                                    task,
+                                    id,
+                                    states: SnapshotData::Written(handles),
+                                },
+                                Err(e) => TaskEvent::Declined {
+                                    task,
+                                    id,
+                                    reason: format!("writing its state: {e}"),
+                                    finished: false,
+                                },
+                            };
+                            match encode_event(attempt_id, ev, &HashMap::new()) {
+                                Ok(msg) => {
+                                    let _ = out.send(msg);
+                                }
+                                Err(e) => tracing::error!(error = %e, "cannot encode a task event"),
+                            }
+                        });
+                        continue;
+                    }
+                    ev => ev,
+                };
                 match encode_event(attempt_id, ev, &counters) {
                     Ok(msg) => {
                         if out.send(msg).is_err() {
@@ -410,6 +465,7 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
         .map_err(|e| Error::io("spawn event forwarder", "", e))?;
     Ok(Share {
         attempt,
+        targets,
         net_cancel,
         metrics,
     })
@@ -431,9 +487,17 @@ fn encode_event(
     let (task, event) = match ev {
         TaskEvent::Snapshot { task, id, states } => (
             task,
-            Event::Snapshot(proto::Snapshot {
-                checkpoint_id: id,
-                states: states_bytes(&states)?,
+            Event::Snapshot(match states {
+                SnapshotData::States(states) => proto::Snapshot {
+                    checkpoint_id: id,
+                    states: states_bytes(&states)?,
+                    handles: Vec::new(),
+                },
+                SnapshotData::Written(handles) => proto::Snapshot {
+                    checkpoint_id: id,
+                    states: Vec::new(),
+                    handles: handles_to_proto(handles),
+                },
             }),
         ),
         TaskEvent::Declined {
@@ -500,7 +564,11 @@ pub(crate) fn decode_event(ev: proto::TaskEvent, task_name: &str) -> Result<Task
         Some(Event::Snapshot(s)) => TaskEvent::Snapshot {
             task,
             id: s.checkpoint_id,
-            states: states(&s.states)?,
+            states: if s.states.is_empty() {
+                SnapshotData::Written(handles_from_proto(s.handles, task_name)?)
+            } else {
+                SnapshotData::States(states(&s.states)?)
+            },
         },
         Some(Event::Declined(d)) => TaskEvent::Declined {
             task,

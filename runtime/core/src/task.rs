@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
+use crate::checkpoint::writer::StateHandles;
 use crate::checkpoint::{
     Barrier, CheckpointId, CheckpointingMode, FINAL_CHECKPOINT, OperatorSnapshot,
 };
@@ -36,10 +37,18 @@ pub struct Chain {
 }
 
 /// What the job master tells a task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum TaskControl {
     /// Sources only: snapshot the position and send this barrier.
     Trigger(Barrier),
+    /// Where the state files of snapshot `id` go: directory `dir` of the storage at URL
+    /// `storage`. Sent, before the trigger, to the tasks that write their own snapshots
+    /// (those on taskmanagers); the tasks of the embedded executor ignore it.
+    Target {
+        id: CheckpointId,
+        storage: Arc<str>,
+        dir: Arc<str>,
+    },
     /// A checkpoint completed: commit what was pre-committed for it.
     Complete(CheckpointId),
     /// Stop-with-savepoint completed: end the task.
@@ -49,13 +58,21 @@ pub enum TaskControl {
 /// The state of a task's operators, by graph node.
 pub type TaskStates = Vec<(NodeId, OperatorSnapshot)>;
 
+/// A task's snapshot as it reaches the job master.
+pub enum SnapshotData {
+    /// The operators' states, for the master to write (tasks of the embedded executor).
+    States(TaskStates),
+    /// Written to checkpoint storage where the task runs (a taskmanager): handles only.
+    Written(StateHandles),
+}
+
 /// What a task tells the job master.
 pub enum TaskEvent {
     /// The task took its snapshot for checkpoint `id` (the barrier has passed it).
     Snapshot {
         task: usize,
         id: CheckpointId,
-        states: TaskStates,
+        states: SnapshotData,
     },
     /// The task could not take part in checkpoint `id`.
     Declined {
@@ -118,7 +135,7 @@ impl TaskLink {
             Ok(states) => self.send(TaskEvent::Snapshot {
                 task: self.index,
                 id: barrier.id,
-                states,
+                states: SnapshotData::States(states),
             }),
             Err(e) => self.send(TaskEvent::Declined {
                 task: self.index,
@@ -141,6 +158,7 @@ impl TaskLink {
                 Ok(TaskControl::Trigger(b)) => on_trigger(chain, b)?,
                 Ok(TaskControl::Complete(id)) => chain.notify_complete(id)?,
                 Ok(TaskControl::Stop) => return Ok(true),
+                Ok(TaskControl::Target { .. }) => {}
                 Err(TryRecvError::Empty) => return Ok(false),
                 Err(TryRecvError::Disconnected) => return Ok(true),
             }
@@ -170,6 +188,7 @@ impl TaskLink {
                     }
                 }
                 Ok(TaskControl::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(TaskControl::Target { .. }) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     if self.cancelled() {
                         return Ok(());

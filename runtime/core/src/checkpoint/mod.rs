@@ -4,9 +4,10 @@
 //! to snapshot its position and send a [`Barrier`] in order with its data. A task with several
 //! input channels aligns the barrier (exactly-once: a channel that delivered the barrier is held
 //! back until every channel has) or only counts it (at-least-once), snapshots the keyed and
-//! operator state of its chain, forwards the barrier and goes on processing; the master writes
-//! the state files to object storage off the task threads and, once every task has answered,
-//! writes `_metadata` last: only then is the checkpoint complete, and only then do sinks
+//! operator state of its chain, forwards the barrier and goes on processing; where the task
+//! runs, its state files are written to object storage off the task thread ([`writer`]: the
+//! embedded executor's master, or the taskmanager, which sends the jobmanager only their
+//! handles), and once every task has answered, the master writes `_metadata` last: only then is the checkpoint complete, and only then do sinks
 //! publish what they pre-committed on that barrier (two-phase commit).
 //!
 //! Layout: `{state.checkpoints.dir}/{job-id}/chk-{n}/{operator-uid}-{subtask}.state` plus
@@ -16,6 +17,7 @@
 pub mod format;
 pub mod restore;
 pub mod storage;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -9,27 +9,27 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::checkpoint::format::{
-    METADATA_FORMAT, OperatorMetadata, SubtaskMetadata, encode_state_file,
-};
+use crate::checkpoint::format::{METADATA_FORMAT, OperatorMetadata, SubtaskMetadata};
 use crate::checkpoint::restore::{self, checkpoint_ids};
+use crate::checkpoint::writer::StateHandles;
 use crate::checkpoint::{
     Barrier, CheckpointId, CheckpointMetadata, CheckpointStorage, FORMAT_VERSION, SnapshotKind,
 };
 use crate::error::{Error, Result};
 use crate::graph::NodeId;
-use crate::key::key_group_range;
 use crate::operator::now_millis;
 use crate::task::{TaskControl, TaskStates};
+
+use std::sync::Arc;
 
 use super::deploy::*;
 use super::job::*;
 use super::master::*;
 
-/// The result of writing one state file.
+/// The result of writing one task's snapshot.
 pub(super) struct Upload {
     pub(super) id: CheckpointId,
-    pub(super) result: Result<()>,
+    pub(super) result: Result<StateHandles>,
 }
 
 /// A checkpoint or savepoint in flight.
@@ -40,9 +40,19 @@ pub(super) struct Pending {
     /// Directory of the checkpoint within `storage`.
     pub(super) dir: String,
     pub(super) acked: Vec<bool>,
+    /// Task snapshots this master is still writing.
     pub(super) uploads: usize,
     pub(super) subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
     pub(super) reply: Option<Sender<Result<String>>>,
+}
+
+impl Pending {
+    /// Records the handles of a task's written snapshot.
+    pub(super) fn add(&mut self, handles: StateHandles) {
+        for (node, meta) in handles {
+            self.subtasks.entry(node).or_default().push(meta);
+        }
+    }
 }
 
 /// How long the end of an attempt waits for the state files of checkpoints it gave up, so
@@ -69,11 +79,18 @@ impl InFlight {
         }
     }
 
-    /// An upload returned. Its error when its checkpoint is still pending (to fail it).
+    /// A task's snapshot is written: its handles go to the checkpoint. The error when its
+    /// checkpoint is still pending (to fail it).
     pub(super) fn uploaded(&mut self, up: Upload) -> Option<Error> {
         if let Some(p) = self.pending.iter_mut().find(|p| p.barrier.id == up.id) {
             p.uploads = p.uploads.saturating_sub(1);
-            return up.result.err();
+            return match up.result {
+                Ok(handles) => {
+                    p.add(handles);
+                    None
+                }
+                Err(e) => Some(e),
+            };
         }
         if let Some(i) = self.dropped.iter().position(|p| p.barrier.id == up.id) {
             self.dropped[i].uploads = self.dropped[i].uploads.saturating_sub(1);
@@ -172,6 +189,7 @@ impl Master {
         let id = self.next_id;
         self.next_id += 1;
         let barrier = Barrier { id, kind, stop };
+        let target: (Arc<str>, Arc<str>) = (storage.url().into(), dir.as_str().into());
         pending.push(Pending {
             barrier,
             started: Instant::now(),
@@ -183,6 +201,14 @@ impl Master {
             reply,
         });
         self.shared.stats(|s| s.triggered += 1);
+        if self.plan.remote.is_some() {
+            // Taskmanagers write their tasks' snapshots themselves: where, first.
+            attempt.broadcast(TaskControl::Target {
+                id,
+                storage: target.0,
+                dir: target.1,
+            });
+        }
         for t in &attempt.sources {
             attempt.controls[*t].send(TaskControl::Trigger(barrier));
         }
@@ -199,44 +225,15 @@ impl Master {
         CheckpointStorage::open(dir, &cfg.storage_options)
     }
 
-    /// Encodes a task's states and starts their uploads.
-    pub(super) fn store_states(
-        &self,
-        p: &mut Pending,
-        subtask: usize,
-        states: TaskStates,
-    ) -> Result<()> {
-        let graph = &self.plan.graph;
-        for (node, snap) in states {
-            let n = &graph.nodes[node];
-            let kgs = key_group_range(graph.config.max_parallelism, n.parallelism, subtask);
-            let mut meta = SubtaskMetadata {
-                subtask,
-                key_groups: [kgs.start, kgs.end],
-                file: None,
-                size: 0,
-                crc32: 0,
-                operator_state: None,
-            };
-            if !snap.is_empty() {
-                meta.operator_state = Some(snap.operator.is_some());
-                let file = encode_state_file(snap);
-                let name = format!("{}-{subtask}.state", n.uid());
-                meta.size = file.size;
-                meta.crc32 = file.crc32;
-                let bytes = file.chunks;
-                meta.file = Some(name.clone());
-                p.uploads += 1;
-                let tx = self.upload_tx.clone();
-                let id = p.barrier.id;
-                p.storage
-                    .put_async(format!("{}/{name}", p.dir), bytes, move |result| {
-                        let _ = tx.send(Upload { id, result });
-                    });
-            }
-            p.subtasks.entry(node).or_default().push(meta);
-        }
-        Ok(())
+    /// Starts writing a task's snapshot; its handles come back as an [`Upload`].
+    pub(super) fn store_states(&self, p: &mut Pending, subtask: usize, states: TaskStates) {
+        p.uploads += 1;
+        let tx = self.upload_tx.clone();
+        let id = p.barrier.id;
+        self.layout
+            .write(subtask, states, &p.storage, &p.dir, move |result| {
+                let _ = tx.send(Upload { id, result });
+            });
     }
 
     pub(super) fn metadata(
@@ -405,17 +402,17 @@ impl Master {
             reply: None,
         };
         let upload_tx = std::mem::replace(&mut self.upload_tx, tx);
-        let mut result = Ok(());
         for (task, states) in finished.iter_mut().enumerate() {
             let (_, subtask, _) = attempt.tasks[task];
             if let Some(states) = states.take() {
-                result = result.and(self.store_states(&mut p, subtask, states));
+                self.store_states(&mut p, subtask, states);
             }
         }
+        let mut result = Ok(());
         for _ in 0..p.uploads {
             match rx.recv() {
+                Ok(Upload { result: Ok(h), .. }) => p.add(h),
                 Ok(Upload { result: Err(e), .. }) => result = result.and(Err(e)),
-                Ok(_) => {}
                 Err(_) => break,
             }
         }

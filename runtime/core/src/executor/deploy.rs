@@ -94,7 +94,7 @@ pub struct Attempt {
 impl Attempt {
     pub(super) fn broadcast(&self, c: TaskControl) {
         for tx in &self.controls {
-            tx.send(c);
+            tx.send(c.clone());
         }
     }
 

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::checkpoint::writer::StateLayout;
 use crate::checkpoint::{
     CheckpointId, FINAL_CHECKPOINT, RestartTracker, RestoredCheckpoint, SnapshotKind, find_latest,
 };
 use crate::error::{Error, Result};
-use crate::task::{Chain, TaskControl, TaskEvent, TaskStates};
+use crate::task::{Chain, SnapshotData, TaskControl, TaskEvent, TaskStates};
 
 use super::coordinator::*;
 use super::deploy::*;
@@ -31,6 +32,8 @@ pub(super) struct Master {
     pub(super) commands: Receiver<Command>,
     pub(super) uploads: Receiver<Upload>,
     pub(super) upload_tx: Sender<Upload>,
+    /// How this master names and places the state files it writes.
+    pub(super) layout: StateLayout,
     pub(super) next_id: CheckpointId,
     /// The first checkpoint id of this execution: a checkpoint of the job with a lower id
     /// was taken before what it started from (a previous run), so a failover never goes
@@ -220,9 +223,12 @@ impl Master {
                         TaskEvent::Snapshot { task, id, states } => {
                             if let Some(p) = inflight.pending.iter_mut().find(|p| p.barrier.id == id) {
                                 p.acked[task] = true;
-                                let (_, subtask, _) = attempt.tasks[task];
-                                if let Err(e) = self.store_states(p, subtask, states) {
-                                    self.fail_checkpoint(inflight, id, &e.to_string(), &mut consecutive_failures);
+                                match states {
+                                    SnapshotData::States(states) => {
+                                        let (_, subtask, _) = attempt.tasks[task];
+                                        self.store_states(p, subtask, states);
+                                    }
+                                    SnapshotData::Written(handles) => p.add(handles),
                                 }
                             }
                         }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::unbounded;
 
 use crate::checkpoint::restore::{self, checkpoint_ids};
+use crate::checkpoint::writer::StateLayout;
 use crate::checkpoint::{CheckpointStorage, FINAL_CHECKPOINT, RestoreFrom, load_checkpoint};
 use crate::error::{Error, Result};
 use crate::graph::JobGraph;
@@ -115,6 +116,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
         shared.stats(|s| s.restored = Some(r.url.clone()));
     }
     let (upload_tx, upload_rx) = unbounded();
+    let layout = StateLayout::of(&plan.graph);
     let first = if plan.remote.is_none() {
         let a = deploy(&plan, restored.as_deref(), &shared)?;
         shared.set_status(JobStatus::Running, None);
@@ -134,6 +136,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                 commands: cmd_rx,
                 uploads: upload_rx,
                 upload_tx,
+                layout,
                 next_id,
                 first_id: next_id,
                 initial: restored,

@@ -1,0 +1,205 @@
+//! Writing one task's snapshot to checkpoint storage: a state file per operator that has
+//! state, uploaded in the background, and back the handles (file, size, checksum, key-group
+//! range) that `_metadata` records. Where the task runs writes: the embedded executor's job
+//! master for its own tasks, a taskmanager for the tasks it hosts, so that state never
+//! travels to the jobmanager.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::CheckpointStorage;
+use super::format::{SubtaskMetadata, encode_state_file};
+use crate::error::{Error, Result};
+use crate::graph::{JobGraph, NodeId};
+use crate::key::key_group_range;
+use crate::task::TaskStates;
+
+/// What `_metadata` records of one task's snapshot: per operator, its instance's handle.
+pub type StateHandles = Vec<(NodeId, SubtaskMetadata)>;
+
+/// What naming and placing state files needs of a job's operators.
+#[derive(Debug, Clone)]
+pub struct StateLayout {
+    /// By node: the operator's uid and parallelism.
+    operators: HashMap<NodeId, (String, usize)>,
+    max_parallelism: u16,
+}
+
+impl StateLayout {
+    pub fn of(graph: &JobGraph) -> Self {
+        StateLayout {
+            operators: graph
+                .nodes
+                .iter()
+                .map(|n| (n.id, (n.uid(), n.parallelism)))
+                .collect(),
+            max_parallelism: graph.config.max_parallelism,
+        }
+    }
+
+    /// Writes the snapshot of instance `subtask` under `dir` of `storage` (file
+    /// `{uid}-{subtask}.state` per operator with state) and calls `done` with the handles
+    /// once every file is stored, or with the first error.
+    pub fn write(
+        &self,
+        subtask: usize,
+        states: TaskStates,
+        storage: &CheckpointStorage,
+        dir: &str,
+        done: impl FnOnce(Result<StateHandles>) + Send + 'static,
+    ) {
+        let mut handles = Vec::with_capacity(states.len());
+        let mut files = Vec::new();
+        for (node, snap) in states {
+            let Some((uid, parallelism)) = self.operators.get(&node) else {
+                done(Err(Error::Checkpoint(format!(
+                    "a snapshot names operator {node}, which the job does not have"
+                ))));
+                return;
+            };
+            let kgs = key_group_range(self.max_parallelism, *parallelism, subtask);
+            let mut meta = SubtaskMetadata {
+                subtask,
+                key_groups: [kgs.start, kgs.end],
+                file: None,
+                size: 0,
+                crc32: 0,
+                operator_state: None,
+            };
+            if !snap.is_empty() {
+                meta.operator_state = Some(snap.operator.is_some());
+                let file = encode_state_file(snap);
+                let name = format!("{uid}-{subtask}.state");
+                meta.size = file.size;
+                meta.crc32 = file.crc32;
+                meta.file = Some(name.clone());
+                files.push((format!("{dir}/{name}"), file.chunks));
+            }
+            handles.push((node, meta));
+        }
+        if files.is_empty() {
+            done(Ok(handles));
+            return;
+        }
+        let join = Arc::new(Mutex::new(Join {
+            left: files.len(),
+            result: Ok(handles),
+            done: Some(Box::new(done)),
+        }));
+        for (path, chunks) in files {
+            let join = join.clone();
+            storage.put_async(path, chunks, move |r| {
+                if let Ok(mut j) = join.lock() {
+                    j.uploaded(r)
+                }
+            });
+        }
+    }
+}
+
+type Done = Box<dyn FnOnce(Result<StateHandles>) + Send>;
+
+/// The uploads of one snapshot: `done` runs when the last returns.
+struct Join {
+    left: usize,
+    result: Result<StateHandles>,
+    done: Option<Done>,
+}
+
+impl Join {
+    fn uploaded(&mut self, r: Result<()>) {
+        if let Err(e) = r
+            && self.result.is_ok()
+        {
+            self.result = Err(e);
+        }
+        self.left -= 1;
+        if self.left == 0
+            && let Some(done) = self.done.take()
+        {
+            done(std::mem::replace(&mut self.result, Ok(Vec::new())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crossbeam_channel::bounded;
+
+    use super::*;
+    use crate::checkpoint::OperatorSnapshot;
+    use crate::checkpoint::format::decode_state_file_checked;
+
+    fn layout() -> StateLayout {
+        StateLayout {
+            operators: HashMap::from([(0, ("src".to_string(), 2)), (1, ("agg".to_string(), 2))]),
+            max_parallelism: 128,
+        }
+    }
+
+    #[test]
+    fn every_file_is_stored_before_the_handles_come_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = CheckpointStorage::open(&dir.path().to_string_lossy(), &BTreeMap::new())
+            .expect("storage");
+        let states = vec![
+            (
+                0,
+                OperatorSnapshot {
+                    keyed: Vec::new(),
+                    operator: Some(b"offset 42".to_vec()),
+                },
+            ),
+            (
+                1,
+                OperatorSnapshot {
+                    keyed: vec![(64, b"a".to_vec()), (70, b"bc".to_vec())],
+                    operator: None,
+                },
+            ),
+        ];
+        let (tx, rx) = bounded(1);
+        layout().write(1, states, &storage, "job/chk-3", move |r| {
+            let _ = tx.send(r);
+        });
+        let handles = rx.recv().expect("done").expect("written");
+        assert_eq!(handles.len(), 2);
+        let (node, agg) = &handles[1];
+        assert_eq!(*node, 1);
+        assert_eq!(agg.key_groups, [64, 128]);
+        assert_eq!(agg.operator_state, Some(false));
+        assert_eq!(agg.file.as_deref(), Some("agg-1.state"));
+        let bytes = std::fs::read(dir.path().join("job/chk-3/agg-1.state")).expect("file");
+        assert_eq!(bytes.len() as u64, agg.size);
+        assert_eq!(crc32fast::hash(&bytes), agg.crc32);
+        let file = decode_state_file_checked(bytes.into(), "agg-1.state", true).expect("decodes");
+        assert_eq!(file.keyed.len(), 2);
+        assert_eq!(handles[0].1.operator_state, Some(true));
+    }
+
+    #[test]
+    fn an_unknown_operator_and_a_failed_upload_are_errors() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let storage = CheckpointStorage::open(&dir.path().to_string_lossy(), &BTreeMap::new())
+            .expect("storage");
+        let snap = || OperatorSnapshot {
+            keyed: vec![(0, b"x".to_vec())],
+            operator: None,
+        };
+        let (tx, rx) = bounded(2);
+        let t = tx.clone();
+        layout().write(0, vec![(9, snap())], &storage, "d", move |r| {
+            let _ = t.send(r);
+        });
+        let e = rx.recv().expect("done").expect_err("unknown operator");
+        assert!(e.to_string().contains("operator 9"), "{e}");
+        // A file where the checkpoint directory should be: the upload cannot succeed.
+        std::fs::write(dir.path().join("blocked"), b"").expect("write");
+        layout().write(0, vec![(1, snap())], &storage, "blocked", move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().expect("done").expect_err("the upload fails");
+    }
+}
