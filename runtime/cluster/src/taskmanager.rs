@@ -471,8 +471,12 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
     })
 }
 
-fn states_bytes(states: &flink_rs_core::task::TaskStates) -> Result<Vec<u8>> {
-    bincode::serialize(states).map_err(|e| Error::State {
+/// The states as bytes, deferred keyed state encoded first.
+fn states_bytes(mut states: flink_rs_core::task::TaskStates) -> Result<Vec<u8>> {
+    for (_, snap) in &mut states {
+        snap.resolve()?;
+    }
+    bincode::serialize(&states).map_err(|e| Error::State {
         state: "task snapshot".into(),
         message: e.to_string(),
     })
@@ -490,7 +494,7 @@ fn encode_event(
             Event::Snapshot(match states {
                 SnapshotData::States(states) => proto::Snapshot {
                     checkpoint_id: id,
-                    states: states_bytes(&states)?,
+                    states: states_bytes(states)?,
                     handles: Vec::new(),
                 },
                 SnapshotData::Written(handles) => proto::Snapshot {
@@ -516,7 +520,7 @@ fn encode_event(
         TaskEvent::Finished { task, states } => (
             task,
             Event::Finished(proto::Finished {
-                states: states_bytes(&states)?,
+                states: states_bytes(states)?,
             }),
         ),
         TaskEvent::Exited {

@@ -301,6 +301,7 @@ impl Chain {
                     OperatorSnapshot {
                         keyed: Vec::new(),
                         operator: Some(pos),
+                        deferred: None,
                     },
                 )),
                 Err(e) if required => return Err(e),

@@ -273,6 +273,7 @@ mod tests {
         let snap = OperatorSnapshot {
             keyed: vec![(3, b"abc".to_vec()), (7, vec![])],
             operator: Some(b"pos".to_vec()),
+            deferred: None,
         };
         let enc = encode_state_file(snap);
         let bytes = enc.to_vec();

@@ -73,12 +73,63 @@ pub struct OperatorSnapshot {
     pub keyed: Vec<(KeyGroup, Vec<u8>)>,
     /// Non-keyed state of this instance (source positions, pending sink commits).
     pub operator: Option<Vec<u8>>,
+    /// Keyed state still to be encoded from a consistent view of the store (the disk
+    /// backend's asynchronous part); [`OperatorSnapshot::resolve`] adds it to `keyed`, off
+    /// the task thread.
+    #[serde(skip)]
+    pub deferred: Option<DeferredKeyed>,
 }
 
 impl OperatorSnapshot {
     /// True when there is nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.keyed.is_empty() && self.operator.is_none()
+        self.keyed.is_empty() && self.operator.is_none() && self.deferred.is_none()
+    }
+
+    /// Encodes the deferred keyed state, if any, into `keyed`.
+    pub fn resolve(&mut self) -> crate::error::Result<()> {
+        if let Some(d) = self.deferred.take() {
+            let mut more = d.run()?;
+            self.keyed.append(&mut more);
+            self.keyed.sort_by_key(|(kg, _)| *kg);
+        }
+        Ok(())
+    }
+}
+
+type Encode = Box<dyn FnOnce() -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> + Send>;
+
+/// An encoding of keyed state that runs later, once (see [`OperatorSnapshot::deferred`]).
+#[derive(Clone)]
+pub struct DeferredKeyed(std::sync::Arc<std::sync::Mutex<Option<Encode>>>);
+
+impl DeferredKeyed {
+    pub fn new(
+        f: impl FnOnce() -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> + Send + 'static,
+    ) -> Self {
+        DeferredKeyed(std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(
+            f,
+        )))))
+    }
+
+    fn run(self) -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> {
+        let f = self
+            .0
+            .lock()
+            .map_err(|_| crate::error::Error::Checkpoint("a snapshot's encoding panicked".into()))?
+            .take();
+        match f {
+            Some(f) => f(),
+            None => Err(crate::error::Error::Checkpoint(
+                "a snapshot's keyed state was encoded twice".into(),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for DeferredKeyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeferredKeyed")
     }
 }
 

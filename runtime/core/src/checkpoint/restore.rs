@@ -316,6 +316,7 @@ mod tests {
                     .map(|kg| (kg, format!("kg-{kg}").into_bytes()))
                     .collect(),
                 operator: (subtask == 1).then(|| b"position".to_vec()),
+                deferred: None,
             };
             let has_operator = snap.operator.is_some();
             let file = encode_state_file(snap);

@@ -39,8 +39,46 @@ impl StateLayout {
 
     /// Writes the snapshot of instance `subtask` under `dir` of `storage` (file
     /// `{uid}-{subtask}.state` per operator with state) and calls `done` with the handles
-    /// once every file is stored, or with the first error.
+    /// once every file is stored, or with the first error. Keyed state whose encoding was
+    /// deferred (the asynchronous part of a disk-backend snapshot) is encoded on a thread
+    /// of its own first, so the caller is not held up by it.
     pub fn write(
+        &self,
+        subtask: usize,
+        states: TaskStates,
+        storage: &CheckpointStorage,
+        dir: &str,
+        done: impl FnOnce(Result<StateHandles>) + Send + 'static,
+    ) {
+        if states.iter().all(|(_, s)| s.deferred.is_none()) {
+            return self.write_encoded(subtask, states, storage, dir, done);
+        }
+        let (layout, storage, dir) = (self.clone(), storage.clone(), dir.to_string());
+        // Shared with the thread: `done` runs once, there or here when it cannot start.
+        let done = Arc::new(Mutex::new(Some(done)));
+        let on_thread = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-encode".into())
+            .spawn(move || {
+                let Some(done) = on_thread.lock().ok().and_then(|mut d| d.take()) else {
+                    return;
+                };
+                let mut states = states;
+                for (_, snap) in &mut states {
+                    if let Err(e) = snap.resolve() {
+                        return done(Err(e));
+                    }
+                }
+                layout.write_encoded(subtask, states, &storage, &dir, done);
+            });
+        if let Err(e) = spawned
+            && let Some(done) = done.lock().ok().and_then(|mut d| d.take())
+        {
+            done(Err(Error::io("start a snapshot encoding thread", "", e)));
+        }
+    }
+
+    fn write_encoded(
         &self,
         subtask: usize,
         states: TaskStates,
@@ -150,6 +188,7 @@ mod tests {
                 OperatorSnapshot {
                     keyed: Vec::new(),
                     operator: Some(b"offset 42".to_vec()),
+                    deferred: None,
                 },
             ),
             (
@@ -157,6 +196,7 @@ mod tests {
                 OperatorSnapshot {
                     keyed: vec![(64, b"a".to_vec()), (70, b"bc".to_vec())],
                     operator: None,
+                    deferred: None,
                 },
             ),
         ];
@@ -187,6 +227,7 @@ mod tests {
         let snap = || OperatorSnapshot {
             keyed: vec![(0, b"x".to_vec())],
             operator: None,
+            deferred: None,
         };
         let (tx, rx) = bounded(2);
         let t = tx.clone();

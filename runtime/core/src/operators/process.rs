@@ -185,14 +185,7 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
         &mut self,
         _checkpoint: crate::checkpoint::CheckpointId,
     ) -> Result<crate::checkpoint::OperatorSnapshot> {
-        Ok(crate::checkpoint::OperatorSnapshot {
-            keyed: crate::state::snapshot_keyed(
-                self.store.as_mut(),
-                &self.timers,
-                self.max_parallelism,
-            )?,
-            operator: None,
-        })
+        crate::state::snapshot_keyed_state(self.store.as_mut(), &self.timers, self.max_parallelism)
     }
 
     fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {

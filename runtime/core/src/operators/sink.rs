@@ -54,6 +54,7 @@ impl Operator for SinkOperator {
         Ok(OperatorSnapshot {
             keyed: Vec::new(),
             operator: self.writer.pre_commit(checkpoint)?,
+            deferred: None,
         })
     }
 

@@ -30,7 +30,10 @@ use bytes::Bytes;
 use super::codec::put_bytes;
 use super::timer_spill::TimerSpill;
 use super::values_format::{Visit, check_key_group, read_key_group};
-use super::{Cell, CellCodec, FastMap, KeyedStore, Namespace, StateBackend, StateId, TimerService};
+use super::{
+    Cell, CellCodec, FastMap, KeyGroupView, KeyedStore, Namespace, StateBackend, StateId,
+    TimerService,
+};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
 
@@ -714,50 +717,25 @@ impl KeyedStore for DiskStore {
         if !self.key_groups.contains(&kg) {
             return Ok(());
         }
-        // Per state: name, count (patched), then the values; states come in id order since
-        // the id follows the key group in every disk key.
-        let states_at = out.len();
-        out.extend_from_slice(&0u32.to_le_bytes());
-        let mut states = 0u32;
-        let mut current: Option<(u16, usize, u64)> = None;
-        let read_err =
-            |e: fjall::Error| Error::state("disk state backend", format!("reading state: {e}"));
-        for item in self.ks().prefix(kg.to_be_bytes()) {
-            let (k, v) = item.into_inner().map_err(read_err)?;
-            if k.len() < 4 + 16 {
-                return Err(Error::state(
-                    "disk state backend",
-                    "a stored key is too short",
-                ));
-            }
-            let state = u16::from_be_bytes([k[2], k[3]]);
-            if current.is_none_or(|(s, _, _)| s != state) {
-                if let Some((_, at, n)) = current {
-                    out[at..at + 8].copy_from_slice(&n.to_le_bytes());
-                }
-                let name = self.names.get(usize::from(state)).ok_or_else(|| {
-                    Error::state(
-                        "disk state backend",
-                        format!("a stored value of unknown state {state}"),
-                    )
-                })?;
-                put_bytes(out, name.as_bytes());
-                current = Some((state, out.len(), 0));
-                out.extend_from_slice(&0u64.to_le_bytes());
-                states += 1;
-            }
-            // Key (bincode) and namespace (two i64 LE) are stored as the snapshot writes them.
-            out.extend_from_slice(&k[4..]);
-            put_bytes(out, &v);
-            if let Some((_, _, n)) = current.as_mut() {
-                *n += 1;
-            }
-        }
-        if let Some((_, at, n)) = current {
-            out[at..at + 8].copy_from_slice(&n.to_le_bytes());
-        }
-        out[states_at..states_at + 4].copy_from_slice(&states.to_le_bytes());
-        Ok(())
+        write_key_group(
+            &self.shared.db().snapshot(),
+            self.ks(),
+            &self.names,
+            kg,
+            out,
+        )
+    }
+
+    fn snapshot_view(&mut self) -> Result<Option<Box<dyn KeyGroupView>>> {
+        self.check()?;
+        self.flush()?;
+        Ok(Some(Box::new(DiskView {
+            snapshot: self.shared.db().snapshot(),
+            ks: self.ks().clone(),
+            names: self.names.clone(),
+            key_groups: self.key_groups.clone(),
+            _shared: self.shared.clone(),
+        })))
     }
 
     fn restore_key_groups(&mut self, groups: Vec<(KeyGroup, Bytes)>) -> Result<()> {
@@ -804,6 +782,84 @@ impl KeyedStore for DiskStore {
         }
         batch.commit().map_err(write_err)
     }
+}
+
+/// The state of this instance: what the store held when it was taken, read from a
+/// consistent view of the LSM tree while the task goes on changing it (the asynchronous
+/// part of a checkpoint).
+struct DiskView {
+    snapshot: fjall::Snapshot,
+    ks: fjall::Keyspace,
+    names: Vec<String>,
+    key_groups: Range<KeyGroup>,
+    /// Keeps the database (and its directory) while the view is read.
+    _shared: Arc<Shared>,
+}
+
+impl KeyGroupView for DiskView {
+    fn key_groups(&self) -> Range<KeyGroup> {
+        self.key_groups.clone()
+    }
+
+    fn write_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()> {
+        write_key_group(&self.snapshot, &self.ks, &self.names, kg, out)
+    }
+}
+
+/// Writes key group `kg` of keyspace `ks` as of `snapshot` in the heap backend's format
+/// (see `values_format`).
+fn write_key_group(
+    snapshot: &fjall::Snapshot,
+    ks: &fjall::Keyspace,
+    names: &[String],
+    kg: KeyGroup,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    use fjall::Readable;
+    // Per state: name, count (patched), then the values; states come in id order since
+    // the id follows the key group in every disk key.
+    let states_at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut states = 0u32;
+    let mut current: Option<(u16, usize, u64)> = None;
+    let read_err =
+        |e: fjall::Error| Error::state("disk state backend", format!("reading state: {e}"));
+    for item in snapshot.prefix(ks, kg.to_be_bytes()) {
+        let (k, v) = item.into_inner().map_err(read_err)?;
+        if k.len() < 4 + 16 {
+            return Err(Error::state(
+                "disk state backend",
+                "a stored key is too short",
+            ));
+        }
+        let state = u16::from_be_bytes([k[2], k[3]]);
+        if current.is_none_or(|(s, _, _)| s != state) {
+            if let Some((_, at, n)) = current {
+                out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+            }
+            let name = names.get(usize::from(state)).ok_or_else(|| {
+                Error::state(
+                    "disk state backend",
+                    format!("a stored value of unknown state {state}"),
+                )
+            })?;
+            put_bytes(out, name.as_bytes());
+            current = Some((state, out.len(), 0));
+            out.extend_from_slice(&0u64.to_le_bytes());
+            states += 1;
+        }
+        // Key (bincode) and namespace (two i64 LE) are stored as the snapshot writes them.
+        out.extend_from_slice(&k[4..]);
+        put_bytes(out, &v);
+        if let Some((_, _, n)) = current.as_mut() {
+            *n += 1;
+        }
+    }
+    if let Some((_, at, n)) = current {
+        out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+    }
+    out[states_at..states_at + 4].copy_from_slice(&states.to_le_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -999,6 +1055,43 @@ mod tests {
         back.restore_key_groups(groups)?;
         assert_eq!(contents(back.as_mut())?, expected);
         Ok(())
+    }
+
+    #[test]
+    fn a_deferred_snapshot_is_the_state_at_the_barrier_whatever_changes_after() -> Result<()> {
+        use crate::state::{TimeDomain, snapshot_keyed, snapshot_keyed_state};
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        // A small budget: values and timers live mostly on disk.
+        let disk = backend(1 << 20, dir.path());
+        let mut s = disk.create_store(0..MAX_P, MAX_P)?;
+        let mut timers = s.timer_service()?;
+        fill(s.as_mut(), 30_000);
+        for k in 0..100_000 {
+            let key = Key::Int(k % 30_000);
+            timers.register(TimeDomain::EventTime, k, key, Namespace::VOID);
+        }
+        let expected = snapshot_keyed(s.as_mut(), &timers, MAX_P)?;
+        let mut snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P)?;
+        assert!(snap.keyed.is_empty() && snap.deferred.is_some(), "deferred");
+        // After the barrier: values overwritten, removed and added (evicting to disk),
+        // timers fired and registered.
+        let count = s.register("count", codec::<i64>());
+        for k in 0..40_000 {
+            bump(s.as_mut(), count, k);
+        }
+        for k in (0..30_000).step_by(7) {
+            let key = Key::Int(k);
+            s.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+        }
+        while timers.pop_due(TimeDomain::EventTime, 60_000).is_some() {}
+        for k in 0..1_000 {
+            timers.register(TimeDomain::EventTime, -k, Key::Int(k), Namespace::VOID);
+        }
+        assert!(disk.evicted_values() > 0);
+        snap.resolve()?;
+        assert_eq!(snap.keyed.len(), expected.len());
+        assert!(snap.keyed == expected, "the deferred snapshot differs");
+        s.check()
     }
 
     #[test]

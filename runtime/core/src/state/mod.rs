@@ -29,7 +29,7 @@ pub use handles::{
 pub use memory::{
     FastHasher, FastMap, LAZY_RESTORE_MIN_BYTES, MemoryStateBackend, MemoryStore, restore_progress,
 };
-pub use snapshot::{restore_keyed, snapshot_keyed};
+pub use snapshot::{restore_keyed, snapshot_keyed, snapshot_keyed_state};
 pub use timers::{TimeDomain, TimerService};
 
 use std::sync::Arc;
@@ -150,4 +150,19 @@ pub trait KeyedStore: Send {
     fn key_group_len(&self, _kg: KeyGroup) -> usize {
         0
     }
+    /// Called on the task thread at a snapshot: a consistent view of the state as it is now,
+    /// which another thread can encode while this store goes on changing (the asynchronous
+    /// part of a checkpoint). `None` when the backend has no such view: then the snapshot
+    /// is encoded on the task thread ([`snapshot_key_group`](Self::snapshot_key_group)).
+    fn snapshot_view(&mut self) -> Result<Option<Box<dyn KeyGroupView>>> {
+        Ok(None)
+    }
+}
+
+/// A store's state as of a snapshot, readable off the task thread.
+pub trait KeyGroupView: Send {
+    /// The key groups it holds.
+    fn key_groups(&self) -> Range<KeyGroup>;
+    /// Encodes every value of key group `kg` as [`KeyedStore::snapshot_key_group`] does.
+    fn write_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()>;
 }

@@ -174,15 +174,44 @@ impl TimerSpill {
     /// Calls `f` with every spilled timer, in order.
     pub(crate) fn for_each(&self, f: &mut dyn FnMut(&Timer)) -> Result<()> {
         self.check()?;
-        for item in self.ks().range(self.low.as_slice()..) {
-            let k = item
-                .key()
-                .map_err(|e| Error::state("timers", format!("reading spilled timers: {e}")))?;
-            let t = decode(&k).map_err(|e| Error::state("timers", e))?;
-            f(&t);
-        }
-        Ok(())
+        visit(self.ks().range(self.low.as_slice()..), f)
     }
+
+    /// The spilled timers as of now, readable while this queue goes on changing.
+    pub(crate) fn view(&self) -> Result<SpillView> {
+        self.check()?;
+        Ok(SpillView {
+            snapshot: self.db.snapshot(),
+            ks: self.ks().clone(),
+            low: self.low.clone(),
+        })
+    }
+}
+
+/// Spilled timers as of [`TimerSpill::view`].
+pub(crate) struct SpillView {
+    snapshot: fjall::Snapshot,
+    ks: fjall::Keyspace,
+    low: Vec<u8>,
+}
+
+impl SpillView {
+    /// Calls `f` with every timer of the view, in order.
+    pub(crate) fn for_each(&self, f: &mut dyn FnMut(&Timer)) -> Result<()> {
+        use fjall::Readable;
+        visit(self.snapshot.range(&self.ks, self.low.as_slice()..), f)
+    }
+}
+
+fn visit(items: fjall::Iter, f: &mut dyn FnMut(&Timer)) -> Result<()> {
+    for item in items {
+        let k = item
+            .key()
+            .map_err(|e| Error::state("timers", format!("reading spilled timers: {e}")))?;
+        let t = decode(&k).map_err(|e| Error::state("timers", e))?;
+        f(&t);
+    }
+    Ok(())
 }
 
 impl Drop for TimerSpill {

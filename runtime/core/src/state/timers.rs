@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use super::Namespace;
-use super::timer_spill::TimerSpill;
+use super::timer_spill::{SpillView, TimerSpill};
 use crate::element::Timestamp;
 use crate::error::Result;
 use crate::key::Key;
@@ -170,6 +170,22 @@ impl TimerService {
         Ok(())
     }
 
+    /// The pending timers as of now, readable off the task thread: the timers in memory
+    /// copied, the spilled ones through a snapshot of their LSM keyspace.
+    pub fn view(&self) -> Result<TimerView> {
+        let mut view = TimerView::default();
+        for (domain, q) in [
+            (TimeDomain::EventTime, &self.event),
+            (TimeDomain::ProcessingTime, &self.processing),
+        ] {
+            view.head.extend(q.head.iter().map(|t| (domain, t.clone())));
+            if let Some(tail) = &q.tail {
+                view.tails.push((domain, tail.view()?));
+            }
+        }
+        Ok(view)
+    }
+
     /// Calls `f` with every pending timer and its domain (for snapshots).
     pub fn for_each(&self, f: &mut dyn FnMut(TimeDomain, &Timer)) -> Result<()> {
         for (domain, q) in [
@@ -182,6 +198,26 @@ impl TimerService {
             if let Some(tail) = &q.tail {
                 tail.for_each(&mut |t| f(domain, t))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// The pending timers of a [`TimerService`] as of [`TimerService::view`].
+#[derive(Default)]
+pub struct TimerView {
+    head: Vec<(TimeDomain, Timer)>,
+    tails: Vec<(TimeDomain, SpillView)>,
+}
+
+impl TimerView {
+    /// Calls `f` with every timer of the view and its domain.
+    pub fn for_each(&self, f: &mut dyn FnMut(TimeDomain, &Timer)) -> Result<()> {
+        for (domain, t) in &self.head {
+            f(*domain, t);
+        }
+        for (domain, tail) in &self.tails {
+            tail.for_each(&mut |t| f(*domain, t))?;
         }
         Ok(())
     }

@@ -434,14 +434,7 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
         &mut self,
         _checkpoint: crate::checkpoint::CheckpointId,
     ) -> Result<crate::checkpoint::OperatorSnapshot> {
-        Ok(crate::checkpoint::OperatorSnapshot {
-            keyed: crate::state::snapshot_keyed(
-                self.store.as_mut(),
-                &self.timers,
-                self.max_parallelism,
-            )?,
-            operator: None,
-        })
+        crate::state::snapshot_keyed_state(self.store.as_mut(), &self.timers, self.max_parallelism)
     }
 
     fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {

@@ -338,6 +338,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
         Ok(OperatorSnapshot {
             keyed,
             operator: None,
+            deferred: None,
         })
     }
 

@@ -343,6 +343,7 @@ impl StreamOperator for TopNAtEndOperator {
         Ok(OperatorSnapshot {
             keyed,
             operator: None,
+            deferred: None,
         })
     }
 

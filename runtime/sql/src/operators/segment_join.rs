@@ -419,6 +419,7 @@ impl Operator for IntervalJoinOperator {
         Ok(OperatorSnapshot {
             keyed,
             operator: None,
+            deferred: None,
         })
     }
 
