@@ -521,6 +521,9 @@ pub struct StateBenchResult {
     pub checkpoint_bytes: u64,
     /// From trigger to `_metadata` written.
     pub checkpoint_seconds: f64,
+    /// How long taking the snapshot held the task (the synchronous part; the rest is
+    /// written while the task goes on).
+    pub checkpoint_sync_seconds: f64,
     /// From the injected failure to the first record processed by the restored job.
     pub recovery_seconds: f64,
     /// From the injected failure until all restored state is decoded (large restores decode
@@ -674,6 +677,7 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         keys,
         checkpoint_bytes: cp.state_size,
         checkpoint_seconds: cp.duration.as_secs_f64(),
+        checkpoint_sync_seconds: cp.sync_duration.as_secs_f64(),
         recovery_seconds: recovery.as_secs_f64(),
         state_restored_seconds: restored.as_secs_f64(),
         fail_after_seconds: opts.fail_after.as_secs_f64(),

@@ -423,6 +423,7 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
                         task,
                         id,
                         states: SnapshotData::States(states),
+                        sync,
                     } => {
                         // Written here; the event goes when the files are stored.
                         let out = out.clone();
@@ -433,6 +434,7 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
                                     task,
                                     id,
                                     states: SnapshotData::Written(handles),
+                                    sync,
                                 },
                                 Err(e) => TaskEvent::Declined {
                                     task,
@@ -489,18 +491,25 @@ fn encode_event(
 ) -> Result<proto::FromTaskManager> {
     use proto::task_event::Event;
     let (task, event) = match ev {
-        TaskEvent::Snapshot { task, id, states } => (
+        TaskEvent::Snapshot {
+            task,
+            id,
+            states,
+            sync,
+        } => (
             task,
             Event::Snapshot(match states {
                 SnapshotData::States(states) => proto::Snapshot {
                     checkpoint_id: id,
                     states: states_bytes(states)?,
                     handles: Vec::new(),
+                    sync_micros: sync.as_micros() as u64,
                 },
                 SnapshotData::Written(handles) => proto::Snapshot {
                     checkpoint_id: id,
                     states: Vec::new(),
                     handles: handles_to_proto(handles),
+                    sync_micros: sync.as_micros() as u64,
                 },
             }),
         ),
@@ -573,6 +582,7 @@ pub(crate) fn decode_event(ev: proto::TaskEvent, task_name: &str) -> Result<Task
             } else {
                 SnapshotData::States(states(&s.states)?)
             },
+            sync: Duration::from_micros(s.sync_micros),
         },
         Some(Event::Declined(d)) => TaskEvent::Declined {
             task,

@@ -73,6 +73,8 @@ pub enum TaskEvent {
         task: usize,
         id: CheckpointId,
         states: SnapshotData,
+        /// How long taking it held the task (the synchronous part).
+        sync: Duration,
     },
     /// The task could not take part in checkpoint `id`.
     Declined {
@@ -126,8 +128,9 @@ impl TaskLink {
         chain.emitter.barrier(barrier)?;
         let t0 = Instant::now();
         let snap = chain.snapshot(barrier.id, source);
+        let sync = t0.elapsed();
         tracing::debug!(
-            ms = t0.elapsed().as_millis() as u64,
+            ms = sync.as_millis() as u64,
             checkpoint = barrier.id,
             "snapshot taken"
         );
@@ -136,6 +139,7 @@ impl TaskLink {
                 task: self.index,
                 id: barrier.id,
                 states: SnapshotData::States(states),
+                sync,
             }),
             Err(e) => self.send(TaskEvent::Declined {
                 task: self.index,

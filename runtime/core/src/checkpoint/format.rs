@@ -93,6 +93,78 @@ pub fn encode_state_file(s: OperatorSnapshot) -> EncodedFile {
     }
 }
 
+/// A state file written to a local file (see [`spool_state_file`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SpooledFile {
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// Encodes one operator instance's snapshot as a state file at local `path`, encoding its
+/// deferred keyed state one key group at a time straight into the file: a snapshot larger
+/// than memory never has to be held whole. The same bytes as [`encode_state_file`].
+pub fn spool_state_file(path: &std::path::Path, mut s: OperatorSnapshot) -> Result<SpooledFile> {
+    use std::io::{Seek, SeekFrom, Write};
+    let io = |e: std::io::Error| Error::io("write a state file", path.display().to_string(), e);
+    let file = std::fs::File::create(path).map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    // Header and key-group count are patched in at the end.
+    w.write_all(&[0u8; HEADER + 4]).map_err(io)?;
+    let mut rest = crc32fast::Hasher::new();
+    let mut len = 4u64;
+    let mut groups = 0u32;
+    let mut put = |w: &mut std::io::BufWriter<std::fs::File>, bytes: &[u8]| {
+        rest.update(bytes);
+        len += bytes.len() as u64;
+        w.write_all(bytes).map_err(io)
+    };
+    let mut group = |w: &mut std::io::BufWriter<std::fs::File>, kg: KeyGroup, blob: &[u8]| {
+        let mut small = [0u8; 10];
+        small[..2].copy_from_slice(&kg.to_le_bytes());
+        small[2..].copy_from_slice(&(blob.len() as u64).to_le_bytes());
+        put(w, &small)?;
+        put(w, blob)?;
+        groups += 1;
+        Ok::<(), Error>(())
+    };
+    for (kg, blob) in std::mem::take(&mut s.keyed) {
+        group(&mut w, kg, &blob)?;
+    }
+    if let Some(d) = s.deferred.take() {
+        d.run(&mut |kg, blob| group(&mut w, kg, &blob))?;
+    }
+    match &s.operator {
+        Some(b) => {
+            let mut small = [1u8; 9];
+            small[1..].copy_from_slice(&(b.len() as u64).to_le_bytes());
+            put(&mut w, &small)?;
+            put(&mut w, b)?;
+        }
+        None => put(&mut w, &[0u8])?,
+    }
+    let count = groups.to_le_bytes();
+    let mut payload = crc32fast::Hasher::new();
+    payload.update(&count);
+    payload.combine(&rest);
+    let mut header = Vec::with_capacity(HEADER + 4);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&payload.clone().finalize().to_le_bytes());
+    let mut whole = crc32fast::Hasher::new();
+    whole.update(&header);
+    whole.combine(&payload);
+    header.extend_from_slice(&count);
+    let mut file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    file.write_all(&header).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    Ok(SpooledFile {
+        size: HEADER as u64 + len,
+        crc32: whole.finalize(),
+    })
+}
+
 /// A decoded state file; blobs share the file's buffer.
 #[derive(Debug, Clone, Default)]
 pub struct StateFile {
@@ -275,7 +347,35 @@ mod tests {
             operator: Some(b"pos".to_vec()),
             deferred: None,
         };
+        let spooled = tempfile::NamedTempFile::new().expect("temp file");
+        let on_disk = spool_state_file(spooled.path(), snap.clone()).expect("spooled");
         let enc = encode_state_file(snap);
+        let bytes = std::fs::read(spooled.path()).expect("read back");
+        assert_eq!(
+            bytes,
+            enc.to_vec(),
+            "spooled and in-memory files are the same bytes"
+        );
+        assert_eq!((on_disk.size, on_disk.crc32), (enc.size, enc.crc32));
+        // The same state, its key groups encoded as the file is written.
+        let deferred = OperatorSnapshot {
+            keyed: Vec::new(),
+            operator: Some(b"pos".to_vec()),
+            deferred: Some(super::super::DeferredKeyed::new(
+                std::env::temp_dir(),
+                |emit| {
+                    emit(3, b"abc".to_vec())?;
+                    emit(7, Vec::new())
+                },
+            )),
+        };
+        spool_state_file(spooled.path(), deferred).expect("spooled");
+        let streamed = std::fs::read(spooled.path()).expect("read back");
+        assert_eq!(
+            streamed,
+            enc.to_vec(),
+            "a deferred encoding writes the same bytes"
+        );
         let bytes = enc.to_vec();
         assert_eq!(enc.size, bytes.len() as u64);
         assert_eq!(enc.crc32, crc32fast::hash(&bytes));

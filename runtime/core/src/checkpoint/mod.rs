@@ -86,40 +86,59 @@ impl OperatorSnapshot {
         self.keyed.is_empty() && self.operator.is_none() && self.deferred.is_none()
     }
 
-    /// Encodes the deferred keyed state, if any, into `keyed`.
+    /// Encodes the deferred keyed state, if any, into `keyed` (in memory: the state-file
+    /// writer streams it to a file instead, see [`format::spool_state_file`]).
     pub fn resolve(&mut self) -> crate::error::Result<()> {
         if let Some(d) = self.deferred.take() {
-            let mut more = d.run()?;
-            self.keyed.append(&mut more);
+            d.run(&mut |kg, blob| {
+                self.keyed.push((kg, blob));
+                Ok(())
+            })?;
             self.keyed.sort_by_key(|(kg, _)| *kg);
         }
         Ok(())
     }
 }
 
-type Encode = Box<dyn FnOnce() -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> + Send>;
+/// Where a deferred encoding hands each key group's blob.
+pub type EmitKeyGroup<'a> = dyn FnMut(KeyGroup, Vec<u8>) -> crate::error::Result<()> + 'a;
 
-/// An encoding of keyed state that runs later, once (see [`OperatorSnapshot::deferred`]).
+type Encode = Box<dyn FnOnce(&mut EmitKeyGroup<'_>) -> crate::error::Result<()> + Send>;
+
+/// An encoding of keyed state that runs later, once, one key group at a time (see
+/// [`OperatorSnapshot::deferred`]).
 #[derive(Clone)]
-pub struct DeferredKeyed(std::sync::Arc<std::sync::Mutex<Option<Encode>>>);
+pub struct DeferredKeyed {
+    encode: std::sync::Arc<std::sync::Mutex<Option<Encode>>>,
+    /// A local directory for the state file while it is written and uploaded.
+    spool: std::path::PathBuf,
+}
 
 impl DeferredKeyed {
     pub fn new(
-        f: impl FnOnce() -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> + Send + 'static,
+        spool: std::path::PathBuf,
+        f: impl FnOnce(&mut EmitKeyGroup<'_>) -> crate::error::Result<()> + Send + 'static,
     ) -> Self {
-        DeferredKeyed(std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(
-            f,
-        )))))
+        DeferredKeyed {
+            encode: std::sync::Arc::new(std::sync::Mutex::new(Some(Box::new(f)))),
+            spool,
+        }
     }
 
-    fn run(self) -> crate::error::Result<Vec<(KeyGroup, Vec<u8>)>> {
+    /// The local directory to write the state file in.
+    pub fn spool_dir(&self) -> &std::path::Path {
+        &self.spool
+    }
+
+    /// Encodes, handing `emit` each key group's blob in key-group order.
+    pub fn run(self, emit: &mut EmitKeyGroup<'_>) -> crate::error::Result<()> {
         let f = self
-            .0
+            .encode
             .lock()
             .map_err(|_| crate::error::Error::Checkpoint("a snapshot's encoding panicked".into()))?
             .take();
         match f {
-            Some(f) => f(),
+            Some(f) => f(emit),
             None => Err(crate::error::Error::Checkpoint(
                 "a snapshot's keyed state was encoded twice".into(),
             )),

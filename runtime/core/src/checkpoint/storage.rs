@@ -195,6 +195,52 @@ impl CheckpointStorage {
         }
     }
 
+    /// Uploads local file `local` as object `rel` in the background (in parts, so it is never
+    /// read into memory whole) and calls `done` with the outcome.
+    pub fn put_file_async(
+        &self,
+        rel: String,
+        local: std::path::PathBuf,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        const PART: usize = 16 << 20;
+        let store = self.store.clone();
+        let path = self.path(&rel);
+        let upload = async move {
+            use std::io::Read;
+            let io =
+                |e: std::io::Error| Error::io("read a state file", local.display().to_string(), e);
+            let mut file = std::fs::File::open(&local).map_err(io)?;
+            let upload = store.put_multipart(&path).await.map_err(os_err(&rel))?;
+            let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+            let mut buf = vec![0u8; PART];
+            loop {
+                // At most two parts in flight: memory stays a few parts whatever the size.
+                if let Err(e) = w.wait_for_capacity(2).await {
+                    let _ = w.abort().await;
+                    return Err(os_err(&rel)(e));
+                }
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = w.abort().await;
+                        return Err(io(e));
+                    }
+                };
+                w.write(&buf[..n]);
+            }
+            w.finish().await.map_err(os_err(&rel))?;
+            Ok(())
+        };
+        match runtime() {
+            Ok(rt) => {
+                rt.spawn(async move { done(upload.await) });
+            }
+            Err(e) => done(Err(e)),
+        }
+    }
+
     /// Reads an object; `None` when it does not exist.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = self.path(rel);

@@ -5,10 +5,14 @@
 //! travels to the jobmanager.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::CheckpointStorage;
-use super::format::{SubtaskMetadata, encode_state_file};
+use bytes::Bytes;
+
+use super::format::{SpooledFile, SubtaskMetadata, encode_state_file, spool_state_file};
+use super::{CheckpointStorage, OperatorSnapshot};
 use crate::error::{Error, Result};
 use crate::graph::{JobGraph, NodeId};
 use crate::key::key_group_range;
@@ -41,7 +45,8 @@ impl StateLayout {
     /// `{uid}-{subtask}.state` per operator with state) and calls `done` with the handles
     /// once every file is stored, or with the first error. Keyed state whose encoding was
     /// deferred (the asynchronous part of a disk-backend snapshot) is encoded on a thread
-    /// of its own first, so the caller is not held up by it.
+    /// of its own, so the caller is not held up by it, into a local file that is uploaded
+    /// in parts, so the snapshot is never held in memory whole.
     pub fn write(
         &self,
         subtask: usize,
@@ -63,12 +68,6 @@ impl StateLayout {
                 let Some(done) = on_thread.lock().ok().and_then(|mut d| d.take()) else {
                     return;
                 };
-                let mut states = states;
-                for (_, snap) in &mut states {
-                    if let Err(e) = snap.resolve() {
-                        return done(Err(e));
-                    }
-                }
                 layout.write_encoded(subtask, states, &storage, &dir, done);
             });
         if let Err(e) = spawned
@@ -106,12 +105,29 @@ impl StateLayout {
             };
             if !snap.is_empty() {
                 meta.operator_state = Some(snap.operator.is_some());
-                let file = encode_state_file(snap);
                 let name = format!("{uid}-{subtask}.state");
-                meta.size = file.size;
-                meta.crc32 = file.crc32;
-                meta.file = Some(name.clone());
-                files.push((format!("{dir}/{name}"), file.chunks));
+                let rel = format!("{dir}/{name}");
+                meta.file = Some(name);
+                match snap.deferred.as_ref().map(|d| d.spool_dir().to_path_buf()) {
+                    // Encoded into a local file as it is read, then uploaded from there.
+                    Some(spool) => match spool_to_file(&spool, snap) {
+                        Ok((local, f)) => {
+                            meta.size = f.size;
+                            meta.crc32 = f.crc32;
+                            files.push((rel, Payload::Spooled(local)));
+                        }
+                        Err(e) => {
+                            done(Err(e));
+                            return;
+                        }
+                    },
+                    None => {
+                        let file = encode_state_file(snap);
+                        meta.size = file.size;
+                        meta.crc32 = file.crc32;
+                        files.push((rel, Payload::Memory(file.chunks)));
+                    }
+                }
             }
             handles.push((node, meta));
         }
@@ -124,13 +140,47 @@ impl StateLayout {
             result: Ok(handles),
             done: Some(Box::new(done)),
         }));
-        for (path, chunks) in files {
+        for (path, payload) in files {
             let join = join.clone();
-            storage.put_async(path, chunks, move |r| {
+            let uploaded = move |r| {
                 if let Ok(mut j) = join.lock() {
                     j.uploaded(r)
                 }
-            });
+            };
+            match payload {
+                Payload::Memory(chunks) => storage.put_async(path, chunks, uploaded),
+                Payload::Spooled(local) => {
+                    let file = local.clone();
+                    storage.put_file_async(path, local, move |r| {
+                        let _ = std::fs::remove_file(&file);
+                        uploaded(r)
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// A state file to upload: in memory, or written to a local file.
+enum Payload {
+    Memory(Vec<Bytes>),
+    Spooled(PathBuf),
+}
+
+/// Writes `snap` as a state file in local directory `spool` (a name of its own).
+fn spool_to_file(spool: &Path, snap: OperatorSnapshot) -> Result<(PathBuf, SpooledFile)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(spool)
+        .map_err(|e| Error::io("create directory", spool.display().to_string(), e))?;
+    let local = spool.join(format!(
+        "snapshot-{}.state",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    match spool_state_file(&local, snap) {
+        Ok(f) => Ok((local, f)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&local);
+            Err(e)
         }
     }
 }
@@ -217,6 +267,44 @@ mod tests {
         let file = decode_state_file_checked(bytes.into(), "agg-1.state", true).expect("decodes");
         assert_eq!(file.keyed.len(), 2);
         assert_eq!(handles[0].1.operator_state, Some(true));
+    }
+
+    #[test]
+    fn a_deferred_snapshot_is_spooled_uploaded_in_parts_and_the_spool_file_removed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spool = tempfile::tempdir().expect("spool dir");
+        let storage = CheckpointStorage::open(&dir.path().to_string_lossy(), &BTreeMap::new())
+            .expect("storage");
+        // 40 MiB over three key groups: more than one 16 MiB part.
+        let blob = |kg: u16| vec![kg as u8; 14 << 20];
+        let deferred = crate::checkpoint::DeferredKeyed::new(spool.path().join("s"), move |emit| {
+            for kg in [64, 65, 100] {
+                emit(kg, blob(kg))?;
+            }
+            Ok(())
+        });
+        let snap = OperatorSnapshot {
+            keyed: Vec::new(),
+            operator: None,
+            deferred: Some(deferred),
+        };
+        let (tx, rx) = bounded(1);
+        layout().write(1, vec![(1, snap)], &storage, "job/chk-9", move |r| {
+            let _ = tx.send(r);
+        });
+        let handles = rx.recv().expect("done").expect("written");
+        let meta = &handles[0].1;
+        let bytes = std::fs::read(dir.path().join("job/chk-9/agg-1.state")).expect("file");
+        assert_eq!(bytes.len() as u64, meta.size);
+        assert_eq!(crc32fast::hash(&bytes), meta.crc32);
+        let file = decode_state_file_checked(bytes.into(), "agg-1.state", true).expect("decodes");
+        let kgs: Vec<u16> = file.keyed.iter().map(|(kg, _)| *kg).collect();
+        assert_eq!(kgs, [64, 65, 100]);
+        assert!(file.keyed.iter().all(|(kg, b)| b[..] == blob(*kg)[..]));
+        let left = std::fs::read_dir(spool.path().join("s"))
+            .expect("spool")
+            .count();
+        assert_eq!(left, 0, "the spool file stays");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub(super) struct Pending {
     pub(super) uploads: usize,
     pub(super) subtasks: HashMap<NodeId, Vec<SubtaskMetadata>>,
     pub(super) reply: Option<Sender<Result<String>>>,
+    /// The longest synchronous part of a task's snapshot so far.
+    pub(super) sync: Duration,
 }
 
 impl Pending {
@@ -199,6 +201,7 @@ impl Master {
             uploads: 0,
             subtasks: HashMap::new(),
             reply,
+            sync: Duration::ZERO,
         });
         self.shared.stats(|s| s.triggered += 1);
         if self.plan.remote.is_some() {
@@ -308,6 +311,7 @@ impl Master {
             timestamp_ms: meta.timestamp_ms,
             duration: p.started.elapsed(),
             state_size: size,
+            sync_duration: p.sync,
         };
         tracing::info!(checkpoint = id, path = %path, bytes = size, ms = done.duration.as_millis() as u64, "checkpoint complete");
         self.shared.stats(|s| {
@@ -400,6 +404,7 @@ impl Master {
             uploads: 0,
             subtasks: HashMap::new(),
             reply: None,
+            sync: Duration::ZERO,
         };
         let upload_tx = std::mem::replace(&mut self.upload_tx, tx);
         for (task, states) in finished.iter_mut().enumerate() {

@@ -48,6 +48,8 @@ pub struct CompletedCheckpoint {
     pub duration: Duration,
     /// Bytes of state files.
     pub state_size: u64,
+    /// The longest a task was held taking its snapshot (Flink's sync duration).
+    pub sync_duration: Duration,
 }
 
 /// Checkpointing and recovery counters of a job.

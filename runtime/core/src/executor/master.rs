@@ -220,9 +220,10 @@ impl Master {
                                 return AttemptEnd::Cancelled;
                             }
                         }
-                        TaskEvent::Snapshot { task, id, states } => {
+                        TaskEvent::Snapshot { task, id, states, sync } => {
                             if let Some(p) = inflight.pending.iter_mut().find(|p| p.barrier.id == id) {
                                 p.acked[task] = true;
+                                p.sync = p.sync.max(sync);
                                 match states {
                                     SnapshotData::States(states) => {
                                         let (_, subtask, _) = attempt.tasks[task];

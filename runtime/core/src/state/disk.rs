@@ -241,8 +241,19 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Where snapshots' state files are written before upload (next to the database, and
+    /// named like it, so that a process that dies leaves nothing `remove_abandoned` misses).
+    fn spool_dir(&self) -> PathBuf {
+        let mut name = self.dir.as_os_str().to_owned();
+        name.push("-spool");
+        PathBuf::from(name)
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.spool_dir());
         // fjall removes a keyspace's files when its last handle goes, and this directory
         // only once the database is closed (every handle dropped): removed here first, the
         // closing keyspaces would warn that their files are gone.
@@ -726,16 +737,17 @@ impl KeyedStore for DiskStore {
         )
     }
 
-    fn snapshot_view(&mut self) -> Result<Option<Box<dyn KeyGroupView>>> {
+    fn snapshot_view(&mut self) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
         self.check()?;
         self.flush()?;
-        Ok(Some(Box::new(DiskView {
+        let view = DiskView {
             snapshot: self.shared.db().snapshot(),
             ks: self.ks().clone(),
             names: self.names.clone(),
             key_groups: self.key_groups.clone(),
             _shared: self.shared.clone(),
-        })))
+        };
+        Ok(Some((Box::new(view), self.shared.spool_dir())))
     }
 
     fn restore_key_groups(&mut self, groups: Vec<(KeyGroup, Bytes)>) -> Result<()> {

@@ -18,6 +18,7 @@ mod values_format;
 
 use std::any::Any;
 use std::ops::Range;
+use std::path::PathBuf;
 
 pub use codec::{CellCodec, SerdeCodec, StateValue, codec};
 pub use config::{StateBackendConfig, StateBackendKind, parse_memory_size};
@@ -154,7 +155,9 @@ pub trait KeyedStore: Send {
     /// which another thread can encode while this store goes on changing (the asynchronous
     /// part of a checkpoint). `None` when the backend has no such view: then the snapshot
     /// is encoded on the task thread ([`snapshot_key_group`](Self::snapshot_key_group)).
-    fn snapshot_view(&mut self) -> Result<Option<Box<dyn KeyGroupView>>> {
+    /// With the view comes a local directory where the snapshot's state file is written
+    /// before it is uploaded (so that it never has to fit in memory).
+    fn snapshot_view(&mut self) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
         Ok(None)
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::codec::ByteReader;
 use super::timers::Timer;
 use super::{KeyedStore, Namespace, TimeDomain, TimerService};
-use crate::checkpoint::{DeferredKeyed, OperatorSnapshot};
+use crate::checkpoint::{DeferredKeyed, EmitKeyGroup, OperatorSnapshot};
 use crate::element::Timestamp;
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
@@ -29,12 +29,18 @@ pub fn snapshot_keyed(
     let by_kg = timers_by_key_group(&mut |f| timers.for_each(f), max_parallelism)?;
     store.prepare_snapshot()?;
     let groups = store.key_groups();
+    let mut out = Vec::new();
     encode(
         groups,
         by_kg,
         &mut |kg| store.key_group_len(kg),
         &mut |kg, out| store.snapshot_key_group(kg, out),
-    )
+        &mut |kg, blob| {
+            out.push((kg, blob));
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 /// An operator instance's keyed state and timers for a checkpoint. When the store offers a
@@ -46,7 +52,7 @@ pub fn snapshot_keyed_state(
     timers: &TimerService,
     max_parallelism: u16,
 ) -> Result<OperatorSnapshot> {
-    let Some(view) = store.snapshot_view()? else {
+    let Some((view, spool)) = store.snapshot_view()? else {
         return Ok(OperatorSnapshot {
             keyed: snapshot_keyed(store, timers, max_parallelism)?,
             ..Default::default()
@@ -54,19 +60,26 @@ pub fn snapshot_keyed_state(
     };
     let timers = timers.view()?;
     Ok(OperatorSnapshot {
-        deferred: Some(DeferredKeyed::new(move || {
+        deferred: Some(DeferredKeyed::new(spool, move |emit| {
             let by_kg = timers_by_key_group(&mut |f| timers.for_each(f), max_parallelism)?;
-            encode(view.key_groups(), by_kg, &mut |_| 0, &mut |kg, out| {
-                view.write_key_group(kg, out)
-            })
+            encode(
+                view.key_groups(),
+                by_kg,
+                &mut |_| 0,
+                &mut |kg, out| view.write_key_group(kg, out),
+                emit,
+            )
         })),
         ..Default::default()
     })
 }
 
+/// What is called with each timer and its domain.
+type VisitTimer<'a> = dyn FnMut(TimeDomain, &Timer) + 'a;
+
 /// Every timer, grouped by the key group of its key.
 fn timers_by_key_group(
-    for_each: &mut dyn FnMut(&mut dyn FnMut(TimeDomain, &Timer)) -> Result<()>,
+    for_each: &mut dyn FnMut(&mut VisitTimer<'_>) -> Result<()>,
     max_parallelism: u16,
 ) -> Result<BTreeMap<KeyGroup, Vec<TimerEntry>>> {
     let mut by_kg: BTreeMap<KeyGroup, Vec<TimerEntry>> = BTreeMap::new();
@@ -79,14 +92,15 @@ fn timers_by_key_group(
     Ok(by_kg)
 }
 
-/// One blob per key group of `groups` that has values or timers.
+/// One blob per key group of `groups` that has values or timers, handed to `emit` in
+/// key-group order.
 fn encode(
     groups: Range<KeyGroup>,
     mut by_kg: BTreeMap<KeyGroup, Vec<TimerEntry>>,
     len: &mut dyn FnMut(KeyGroup) -> usize,
     write: &mut dyn FnMut(KeyGroup, &mut Vec<u8>) -> Result<()>,
-) -> Result<Vec<(KeyGroup, Vec<u8>)>> {
-    let mut out = Vec::new();
+    emit: &mut EmitKeyGroup<'_>,
+) -> Result<()> {
     for kg in groups.clone() {
         let t = by_kg.remove(&kg).unwrap_or_default();
         let n = len(kg);
@@ -102,14 +116,14 @@ fn encode(
         }
         blob[..8].copy_from_slice(&len.to_le_bytes());
         bincode::serialize_into(&mut blob, &t).map_err(|e| Error::state("timers", e))?;
-        out.push((kg, blob));
+        emit(kg, blob)?;
     }
     if let Some(kg) = by_kg.keys().next() {
         return Err(Error::Checkpoint(format!(
             "a timer's key belongs to key group {kg}, outside this instance's {groups:?}"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Loads key groups written by [`snapshot_keyed`] into `store` and `timers`.
