@@ -26,9 +26,13 @@ pub fn snapshot_keyed(
     timers: &TimerService,
     max_parallelism: u16,
 ) -> Result<Vec<(KeyGroup, Vec<u8>)>> {
-    let by_kg = timers_by_key_group(&mut |f| timers.for_each(f), max_parallelism)?;
-    store.prepare_snapshot()?;
     let groups = store.key_groups();
+    let by_kg = timers_by_key_group(
+        &mut |f| timers.for_each(f),
+        &(0..max_parallelism),
+        max_parallelism,
+    )?;
+    store.prepare_snapshot()?;
     let mut out = Vec::new();
     encode(
         groups,
@@ -61,33 +65,89 @@ pub fn snapshot_keyed_state(
     let timers = timers.view()?;
     Ok(OperatorSnapshot {
         deferred: Some(DeferredKeyed::new(spool, move |emit| {
-            let by_kg = timers_by_key_group(&mut |f| timers.for_each(f), max_parallelism)?;
-            encode(
-                view.key_groups(),
-                by_kg,
-                &mut |_| 0,
-                &mut |kg, out| view.write_key_group(kg, out),
-                emit,
-            )
+            let mut for_each = |f: &mut VisitTimer<'_>| timers.for_each(f);
+            let groups = view.key_groups();
+            for batch in timer_batches(&mut for_each, groups, max_parallelism, TIMERS_AT_ONCE)? {
+                let by_kg = timers_by_key_group(&mut for_each, &batch, max_parallelism)?;
+                encode(
+                    batch,
+                    by_kg,
+                    &mut |_| 0,
+                    &mut |kg, out| view.write_key_group(kg, out),
+                    emit,
+                )?;
+            }
+            Ok(())
         })),
         ..Default::default()
     })
 }
 
+/// Timers a deferred snapshot groups in memory at once (about 64 bytes each).
+#[cfg(not(test))]
+const TIMERS_AT_ONCE: usize = 1 << 20;
+/// Small in tests, so that snapshots of a few thousand timers take several passes.
+#[cfg(test)]
+const TIMERS_AT_ONCE: usize = 10_000;
+
+/// Consecutive ranges of `groups` holding at most `at_once` timers each (or one key group):
+/// a deferred snapshot reads the timers once per range, so that it never holds more than a
+/// range's worth (millions of keys with a timer each would otherwise all be in memory).
+fn timer_batches(
+    for_each: &mut dyn FnMut(&mut VisitTimer<'_>) -> Result<()>,
+    groups: Range<KeyGroup>,
+    max_parallelism: u16,
+    at_once: usize,
+) -> Result<Vec<Range<KeyGroup>>> {
+    let mut counts = vec![0usize; usize::from(max_parallelism)];
+    for_each(&mut |_, (_, key, _)| {
+        if let Some(c) = counts.get_mut(usize::from(key.key_group(max_parallelism))) {
+            *c += 1;
+        }
+    })?;
+    if let Some(kg) =
+        (0..max_parallelism).find(|kg| !groups.contains(kg) && counts[usize::from(*kg)] > 0)
+    {
+        return Err(Error::Checkpoint(format!(
+            "a timer's key belongs to key group {kg}, outside this instance's {groups:?}"
+        )));
+    }
+    let mut batches = Vec::new();
+    let (mut start, mut held) = (groups.start, 0usize);
+    for kg in groups.clone() {
+        let n = counts[usize::from(kg)];
+        if kg > start && held + n > at_once {
+            batches.push(start..kg);
+            (start, held) = (kg, 0);
+        }
+        held += n;
+    }
+    if start < groups.end {
+        batches.push(start..groups.end);
+    }
+    Ok(batches)
+}
+
 /// What is called with each timer and its domain.
 type VisitTimer<'a> = dyn FnMut(TimeDomain, &Timer) + 'a;
 
-/// Every timer, grouped by the key group of its key.
+/// The timers whose key is in key groups `only`, grouped by key group.
 fn timers_by_key_group(
     for_each: &mut dyn FnMut(&mut VisitTimer<'_>) -> Result<()>,
+    only: &Range<KeyGroup>,
     max_parallelism: u16,
 ) -> Result<BTreeMap<KeyGroup, Vec<TimerEntry>>> {
     let mut by_kg: BTreeMap<KeyGroup, Vec<TimerEntry>> = BTreeMap::new();
     for_each(&mut |domain, (ts, key, ns)| {
-        by_kg
-            .entry(key.key_group(max_parallelism))
-            .or_default()
-            .push((domain == TimeDomain::EventTime, *ts, key.clone(), *ns));
+        let kg = key.key_group(max_parallelism);
+        if only.contains(&kg) {
+            by_kg.entry(kg).or_default().push((
+                domain == TimeDomain::EventTime,
+                *ts,
+                key.clone(),
+                *ns,
+            ));
+        }
     })?;
     Ok(by_kg)
 }
@@ -154,4 +214,43 @@ pub fn restore_keyed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+
+    #[test]
+    fn timer_batches_cover_the_key_groups_holding_a_bounded_number_each() -> Result<()> {
+        let timers: Vec<Timer> = (0..5_000)
+            .map(|i| (i, Key::Int(i % 700), Namespace::VOID))
+            .collect();
+        let mut for_each = |f: &mut VisitTimer<'_>| {
+            for t in &timers {
+                f(TimeDomain::EventTime, t);
+            }
+            Ok(())
+        };
+        let batches = timer_batches(&mut for_each, 0..128, 128, 1_000)?;
+        assert!(batches.len() >= 5, "{batches:?}");
+        assert_eq!(batches.first().map(|b| b.start), Some(0));
+        assert_eq!(batches.last().map(|b| b.end), Some(128));
+        let mut seen = 0;
+        for pair in batches.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start, "{batches:?}");
+        }
+        for b in &batches {
+            let held: usize = timers_by_key_group(&mut for_each, b, 128)?
+                .values()
+                .map(Vec::len)
+                .sum();
+            assert!(held <= 1_000 || b.len() == 1, "{b:?} holds {held}");
+            seen += held;
+        }
+        assert_eq!(seen, timers.len());
+        let e = timer_batches(&mut for_each, 0..64, 128, 1_000).expect_err("outside");
+        assert!(e.to_string().contains("outside this instance"), "{e}");
+        Ok(())
+    }
 }
