@@ -5,12 +5,6 @@
 //! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
 //! `taskmanager` (the processes of a standalone cluster), and `job` (the REST API's client).
 
-/// mimalloc instead of glibc's allocator: with a task thread per slot, checkpoint writer
-/// threads and the LSM engine's workers all allocating, glibc's per-thread arenas kept
-/// freed memory (a disk-backend job that checkpoints held 3.5× the RSS of one that did not).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
