@@ -57,8 +57,8 @@ impl Pending {
     }
 }
 
-/// How long the end of an attempt waits for the state files of checkpoints it gave up, so
-/// that none lands after their directory is deleted.
+/// How long the end of a job waits for the state files of checkpoints it gave up, so that
+/// none lands after their directory is deleted.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An attempt's checkpoints: those in flight, and those given up (failed or abandoned)
@@ -112,7 +112,7 @@ impl InFlight {
             .any(|p| p.barrier.id == id)
     }
 
-    /// At the end of an attempt (nothing pending any more): waits for the uploads of the
+    /// At the end of a job (nothing pending any more): waits for the uploads of the
     /// checkpoints given up, then deletes what is left of them.
     pub(super) fn settle(&mut self, uploads: &Receiver<Upload>) {
         let give_up = Instant::now() + SETTLE_TIMEOUT;

@@ -43,6 +43,9 @@ pub(super) struct Master {
     pub(super) initial: Option<Arc<RestoredCheckpoint>>,
     /// Chains of failed tasks, freed after the next attempt is deployed.
     pub(super) graveyard: Vec<Chain>,
+    /// Checkpoints of a failed attempt whose state files were still being written: the
+    /// next attempt deletes them as their uploads return, so a restart does not wait.
+    pub(super) given_up: InFlight,
 }
 
 impl Master {
@@ -73,6 +76,7 @@ impl Master {
             attempt.teardown();
             attempt = loop {
                 let Some(delay) = tracker.on_failure() else {
+                    self.given_up.settle(&self.uploads);
                     return Err(error);
                 };
                 self.shared.stats(|s| s.restarts = tracker.restarts());
@@ -171,12 +175,16 @@ impl Master {
     }
 
     pub(super) fn run_attempt(&mut self, attempt: Attempt) -> (AttemptEnd, Attempt) {
-        let mut inflight = InFlight::default();
+        let mut inflight = std::mem::take(&mut self.given_up);
         let end = self.attempt_loop(&attempt, &mut inflight);
         self.abandon(&mut inflight, |id| {
             Error::Checkpoint(format!("checkpoint {id} abandoned: the attempt ended"))
         });
-        inflight.settle(&self.uploads);
+        match end {
+            // Another attempt follows (or the job fails for good: `run` settles then).
+            AttemptEnd::Failed(_) => self.given_up = inflight,
+            _ => inflight.settle(&self.uploads),
+        }
         (end, attempt)
     }
 
@@ -428,6 +436,22 @@ mod tests {
         v.dedup();
         assert_eq!(v, (0..3_000).collect::<Vec<_>>());
         assert!(seen < 2 * 3_000, "replayed from the start: {seen} rows");
+        // Checkpoints in flight at the failure were deleted, by the next attempt or at the
+        // end: every directory left is a complete checkpoint.
+        for job in std::fs::read_dir(dir.path())
+            .expect("checkpoint dir")
+            .flatten()
+        {
+            for chk in std::fs::read_dir(job.path()).expect("job dir").flatten() {
+                let name = chk.file_name().to_string_lossy().to_string();
+                if name.starts_with("chk-") {
+                    assert!(
+                        chk.path().join("_metadata").exists(),
+                        "incomplete {name} left"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::checkpoint::{CheckpointStorage, FINAL_CHECKPOINT, RestoreFrom, load_c
 use crate::error::{Error, Result};
 use crate::graph::JobGraph;
 
+use coordinator::InFlight;
 use master::*;
 
 /// Starts a job in this process. Problems with the graph, its configuration or the
@@ -141,6 +142,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                 first_id: next_id,
                 initial: restored,
                 graveyard: Vec::new(),
+                given_up: InFlight::default(),
             };
             let result = match first {
                 Some(a) => m.run(a),
