@@ -17,7 +17,7 @@ use super::ClusterError;
 use super::config::{ClusterConfig, execution_config};
 use super::net::{self, DataServer};
 use super::proto::{self, from_task_manager, to_task_manager};
-use flink_rs_core::checkpoint::writer::StateLayout;
+use flink_rs_core::checkpoint::writer::{StateHandles, StateLayout};
 use flink_rs_core::checkpoint::{Barrier, CheckpointStorage, SnapshotKind, load_checkpoint};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::TaskMetrics;
@@ -427,8 +427,7 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
                     } => {
                         // Written here; the event goes when the files are stored.
                         let out = out.clone();
-                        let subtask = subtasks.get(task).copied().unwrap_or(0);
-                        writer.write(id, subtask, states, move |r| {
+                        let report = move |r: Result<StateHandles>| {
                             let ev = match r {
                                 Ok(handles) => TaskEvent::Snapshot {
                                     task,
@@ -449,7 +448,13 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
                                 }
                                 Err(e) => tracing::error!(error = %e, "cannot encode a task event"),
                             }
-                        });
+                        };
+                        match subtasks.get(task) {
+                            Some(&subtask) => writer.write(id, subtask, states, report),
+                            None => report(Err(Error::Checkpoint(format!(
+                                "task {task} is not part of this attempt"
+                            )))),
+                        }
                         continue;
                     }
                     ev => ev,

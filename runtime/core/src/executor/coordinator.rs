@@ -4,6 +4,7 @@
 //! the checkpoint, and retires old ones.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,8 +20,6 @@ use crate::error::{Error, Result};
 use crate::graph::NodeId;
 use crate::operator::now_millis;
 use crate::task::{TaskControl, TaskStates};
-
-use std::sync::Arc;
 
 use super::deploy::*;
 use super::job::*;
