@@ -119,6 +119,9 @@ enum Command {
         /// The disk backend's memory budget (`taskmanager.memory.managed.size`, e.g. 256m).
         #[arg(long)]
         managed_memory: Option<String>,
+        /// Incremental checkpoints (`execution.checkpointing.incremental`; disk backend).
+        #[arg(long)]
+        incremental: bool,
         /// Nexmark queries: run on a standalone cluster of 1 jobmanager and this many
         /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
         #[arg(long)]
@@ -359,6 +362,7 @@ fn main() -> anyhow::Result<()> {
             fail_after_ms,
             state_backend,
             managed_memory,
+            incremental,
             cluster,
         } => {
             let kind =
@@ -383,7 +387,11 @@ fn main() -> anyhow::Result<()> {
                     })
                     .transpose()?,
                 local_dir: None,
+                incremental,
             };
+            state_backend
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--incremental: {e}"))?;
             let opts = BenchOptions {
                 checkpoint_interval: checkpoint_interval.map(std::time::Duration::from_millis),
                 checkpoint_dir,

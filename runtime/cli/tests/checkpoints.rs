@@ -148,13 +148,16 @@ impl ProcessFunction for Totals {
 enum Backend {
     Heap,
     Disk,
+    /// The disk backend with incremental checkpoints (configured as a user would:
+    /// `state.backend.type: disk`, `execution.checkpointing.incremental: true`).
+    DiskIncremental,
 }
 
 impl Backend {
     fn other(self) -> Backend {
         match self {
             Backend::Heap => Backend::Disk,
-            Backend::Disk => Backend::Heap,
+            Backend::Disk | Backend::DiskIncremental => Backend::Heap,
         }
     }
 }
@@ -188,6 +191,7 @@ impl JobSpec {
             disk: Arc::new(DiskStateBackend::new(DiskOptions {
                 managed_memory: 16 << 10,
                 local_dir: None,
+                incremental: false,
             })),
             rate: None,
             parallelism,
@@ -220,8 +224,15 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
         Backend::Disk => {
             env.set_state_backend(spec.disk.clone());
         }
+        Backend::DiskIncremental => {}
     }
+    let incremental = spec.backend == Backend::DiskIncremental;
     env.configure(|c| {
+        if incremental {
+            c.state_backend.kind = flink_rs::state::StateBackendKind::Disk;
+            c.state_backend.managed_memory = Some(16 << 10);
+            c.state_backend.incremental = true;
+        }
         c.checkpoint.interval = spec.checkpoint_interval;
         c.checkpoint.mode = spec.mode;
         c.checkpoint.dir = spec.checkpoint_dir.clone();
@@ -381,8 +392,7 @@ fn exactly_once_output_survives_twenty_failures(backend: Backend) -> Result<()> 
         cp.path(),
         out.path(),
     )?;
-    let stats_job = job.checkpoint_stats();
-    let _ = stats_job;
+    let stats = job.checkpoint_stats_handle();
     let outcome = job.wait()?;
     assert_eq!(outcome, JobOutcome::Finished);
     let fired = inject.fired.load(Ordering::SeqCst);
@@ -396,11 +406,65 @@ fn exactly_once_output_survives_twenty_failures(backend: Backend) -> Result<()> 
     assert!(t == ref_t, "keyed totals differ from the failure-free run");
     assert!(leftovers(&out.path().join("windows")).is_empty());
     assert!(leftovers(&out.path().join("totals")).is_empty());
+    let stats = stats();
+    eprintln!(
+        "{} checkpoints completed, {} of them incremental, {} restarts",
+        stats.completed, stats.incremental, stats.restarts
+    );
+    if backend == Backend::DiskIncremental {
+        assert!(
+            stats.incremental * 2 > stats.completed,
+            "most checkpoints build on an earlier one"
+        );
+        shared_files_are_those_retained_checkpoints_use(cp.path())?;
+    } else {
+        assert_eq!(stats.incremental, 0);
+    }
     if backend == Backend::Disk {
         let evicted = disk.evicted_values();
         assert!(evicted > 10_000, "only {evicted} values went to disk");
         eprintln!("disk backend: {evicted} values evicted over the run");
     }
+    Ok(())
+}
+
+/// After a job with incremental checkpoints: its shared state files are exactly those its
+/// retained checkpoints refer to (none missing, none left behind).
+fn shared_files_are_those_retained_checkpoints_use(root: &Path) -> Result<()> {
+    let jobs: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(|e| Error::io("list", root.display().to_string(), e))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(jobs.len(), 1, "one job directory: {jobs:?}");
+    let job = &jobs[0];
+    let mut referenced = std::collections::BTreeSet::new();
+    let mut retained = 0;
+    for dir in std::fs::read_dir(job)
+        .map_err(|e| Error::io("list", job.display().to_string(), e))?
+        .flatten()
+    {
+        let meta = dir.path().join("_metadata");
+        if !dir.file_name().to_string_lossy().starts_with("chk-") {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&meta).map_err(|e| Error::io("read", meta.display().to_string(), e))?;
+        let m = flink_rs::checkpoint::CheckpointMetadata::parse(&bytes, "test")?;
+        retained += 1;
+        referenced.extend(m.shared_files().map(|f| f.path.clone()));
+    }
+    assert_eq!(retained, 2, "state.checkpoints.num-retained");
+    let mut present = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(job.join("shared")) {
+        for e in entries.flatten() {
+            present.insert(format!("shared/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    assert_eq!(
+        present, referenced,
+        "shared files vs what retained checkpoints use"
+    );
     Ok(())
 }
 
@@ -923,7 +987,8 @@ fn a_failure_after_an_intermediate_savepoint_repeats_nothing() -> Result<()> {
     Ok(())
 }
 
-/// One `#[test]` per backend for each test function taking a [`Backend`].
+/// One `#[test]` per backend (and the disk backend with incremental checkpoints) for each
+/// test function taking a [`Backend`].
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod heap {
@@ -936,6 +1001,12 @@ macro_rules! on_both_backends {
             $(#[test]
             fn $name() -> super::Result<()> {
                 super::$name(super::Backend::Disk)
+            })*
+        }
+        mod disk_incremental {
+            $(#[test]
+            fn $name() -> super::Result<()> {
+                super::$name(super::Backend::DiskIncremental)
             })*
         }
     };

@@ -777,6 +777,7 @@ impl RemoteDeployer for ClusterDeployer {
                             checkpoint_id: b.id,
                             kind: u32::from(b.kind == SnapshotKind::Savepoint),
                             stop: b.stop,
+                            base: b.base.unwrap_or(0),
                         }),
                         TaskControl::Complete(id) => Kind::Complete(id),
                         TaskControl::Stop => Kind::Stop(true),

@@ -140,6 +140,8 @@ impl FrameEncoder {
                     SnapshotKind::Savepoint => 1,
                 });
                 bytes.push(u8::from(b.stop));
+                // Checkpoint ids start at 1: 0 is "no base".
+                bytes.extend_from_slice(&b.base.unwrap_or(0).to_le_bytes());
                 BARRIER
             }
             StreamElement::EndOfInput => END,
@@ -202,10 +204,14 @@ impl FrameDecoder {
                     Some(1) => SnapshotKind::Savepoint,
                     _ => return Err(net("barrier frame with an unknown kind")),
                 };
+                let base = payload.get(10..18).ok_or_else(short)?;
+                let mut base8 = [0u8; 8];
+                base8.copy_from_slice(base);
                 StreamElement::Barrier(Barrier {
                     id: u64::from_le_bytes(b),
                     kind: snapshot,
                     stop: *payload.get(9).ok_or_else(short)? != 0,
+                    base: Some(u64::from_le_bytes(base8)).filter(|b| *b != 0),
                 })
             }
             END => StreamElement::EndOfInput,
@@ -510,6 +516,13 @@ mod tests {
                 id: 7,
                 kind: SnapshotKind::Savepoint,
                 stop: true,
+                base: None,
+            }),
+            StreamElement::Barrier(Barrier {
+                id: 9,
+                kind: SnapshotKind::Checkpoint,
+                stop: false,
+                base: Some(8),
             }),
             StreamElement::EndOfInput,
         ];

@@ -278,7 +278,8 @@ fn completed(c: &CompletedCheckpoint) -> api::CompletedCheckpoint {
         is_savepoint: c.kind == SnapshotKind::Savepoint,
         external_path: c.path.clone(),
         latest_ack_timestamp: c.timestamp_ms,
-        state_size: c.state_size,
+        state_size: c.full_size,
+        checkpointed_size: c.state_size,
         end_to_end_duration: c.duration.as_millis() as u64,
     }
 }

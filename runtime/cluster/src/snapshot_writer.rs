@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use flink_rs_core::checkpoint::format::SubtaskMetadata;
+use flink_rs_core::checkpoint::format::{SharedFile, SubtaskMetadata};
 use flink_rs_core::checkpoint::writer::{StateHandles, StateLayout};
 use flink_rs_core::checkpoint::{CheckpointId, CheckpointStorage};
 use flink_rs_core::error::{Error, Result};
@@ -106,7 +106,7 @@ impl SnapshotWriter {
                 }
             },
         };
-        self.layout.write(subtask, states, &storage, &dir, done);
+        self.layout.write(id, subtask, states, &storage, &dir, done);
     }
 }
 
@@ -114,15 +114,21 @@ impl SnapshotWriter {
 pub(crate) fn handles_to_proto(handles: StateHandles) -> Vec<proto::StateHandle> {
     handles
         .into_iter()
-        .map(|(node, m)| proto::StateHandle {
-            node: node as u32,
-            subtask: m.subtask as u32,
-            key_group_start: u32::from(m.key_groups[0]),
-            key_group_end: u32::from(m.key_groups[1]),
-            file: m.file.unwrap_or_default(),
-            size: m.size,
-            crc32: m.crc32,
-            operator_state: m.operator_state.unwrap_or(false),
+        .map(|(node, m)| {
+            // A taskmanager's handle names one file: in the snapshot's directory, or shared.
+            let shared = m.chain.first().map(|f| f.path.clone());
+            proto::StateHandle {
+                node: node as u32,
+                subtask: m.subtask as u32,
+                key_group_start: u32::from(m.key_groups[0]),
+                key_group_end: u32::from(m.key_groups[1]),
+                shared: shared.is_some(),
+                file: shared.or(m.file).unwrap_or_default(),
+                size: m.size,
+                crc32: m.crc32,
+                operator_state: m.operator_state.unwrap_or(false),
+                base: m.base.unwrap_or(0),
+            }
         })
         .collect()
 }
@@ -143,15 +149,29 @@ pub(crate) fn handles_from_proto(
                 })
             };
             let file = (!h.file.is_empty()).then_some(h.file);
+            let operator_state = file.as_ref().map(|_| h.operator_state);
+            let (file, chain) = match file {
+                Some(path) if h.shared => (
+                    None,
+                    vec![SharedFile {
+                        path,
+                        size: h.size,
+                        crc32: h.crc32,
+                    }],
+                ),
+                other => (other, Vec::new()),
+            };
             Ok((
                 h.node as usize,
                 SubtaskMetadata {
                     subtask: h.subtask as usize,
                     key_groups: [kg(h.key_group_start)?, kg(h.key_group_end)?],
-                    operator_state: file.as_ref().map(|_| h.operator_state),
+                    operator_state,
                     file,
                     size: h.size,
                     crc32: h.crc32,
+                    base: Some(h.base).filter(|b| *b != 0),
+                    chain,
                 },
             ))
         })
@@ -199,6 +219,7 @@ mod tests {
                     size: 99,
                     crc32: 7,
                     operator_state: Some(false),
+                    ..Default::default()
                 },
             ),
             (
@@ -210,6 +231,24 @@ mod tests {
                     size: 0,
                     crc32: 0,
                     operator_state: None,
+                    ..Default::default()
+                },
+            ),
+            (
+                5,
+                SubtaskMetadata {
+                    subtask: 1,
+                    key_groups: [64, 128],
+                    file: None,
+                    size: 12,
+                    crc32: 5,
+                    operator_state: Some(false),
+                    base: Some(6),
+                    chain: vec![SharedFile {
+                        path: "shared/w-1-7.state".into(),
+                        size: 12,
+                        crc32: 5,
+                    }],
                 },
             ),
         ];

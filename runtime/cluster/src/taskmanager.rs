@@ -304,6 +304,7 @@ fn control(shares: &Shares, c: proto::Control) {
                 SnapshotKind::Checkpoint
             },
             stop: t.stop,
+            base: Some(t.base).filter(|b| *b != 0),
         }),
         Some(Kind::Complete(id)) => TaskControl::Complete(id),
         Some(Kind::Stop(_)) => TaskControl::Stop,

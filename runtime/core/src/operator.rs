@@ -97,7 +97,10 @@ pub trait Operator: Send {
 
     /// A checkpoint barrier passed: return this instance's state as of now. Called on the
     /// task thread between elements; the returned bytes are uploaded off it.
-    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+    fn snapshot_state(
+        &mut self,
+        _barrier: &crate::checkpoint::Barrier,
+    ) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot::default())
     }
 

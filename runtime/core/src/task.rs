@@ -127,7 +127,7 @@ impl TaskLink {
         // this thread touches another element, so it is exactly the state at the barrier.
         chain.emitter.barrier(barrier)?;
         let t0 = Instant::now();
-        let snap = chain.snapshot(barrier.id, source);
+        let snap = chain.snapshot(&barrier, source);
         let sync = t0.elapsed();
         tracing::debug!(
             ms = sync.as_millis() as u64,
@@ -172,7 +172,7 @@ impl TaskLink {
     /// After the input ended: report the final state and wait until the master says the
     /// job's final checkpoint is complete (then commit) or stops the job.
     fn finish(&self, chain: &mut Chain, source: SourceState<'_>) -> Result<()> {
-        let states = chain.snapshot(FINAL_CHECKPOINT, source)?;
+        let states = chain.snapshot(&Barrier::checkpoint(FINAL_CHECKPOINT), source)?;
         self.send(TaskEvent::Finished {
             task: self.index,
             states,
@@ -296,7 +296,7 @@ impl Chain {
     }
 
     /// The state of every operator (and of the source reader, first) for checkpoint `id`.
-    fn snapshot(&mut self, id: CheckpointId, source: SourceState<'_>) -> Result<TaskStates> {
+    fn snapshot(&mut self, barrier: &Barrier, source: SourceState<'_>) -> Result<TaskStates> {
         let mut states = Vec::with_capacity(self.ops.len() + 1);
         if let Some((node, reader, required)) = source {
             match reader.snapshot() {
@@ -306,6 +306,7 @@ impl Chain {
                         keyed: Vec::new(),
                         operator: Some(pos),
                         deferred: None,
+                        ..Default::default()
                     },
                 )),
                 Err(e) if required => return Err(e),
@@ -313,7 +314,7 @@ impl Chain {
             }
         }
         for (op, node) in self.ops.iter_mut().zip(&self.node_ids) {
-            states.push((*node, op.snapshot_state(id)?));
+            states.push((*node, op.snapshot_state(barrier)?));
         }
         Ok(states)
     }

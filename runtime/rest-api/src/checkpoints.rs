@@ -42,8 +42,12 @@ pub struct CompletedCheckpoint {
     pub external_path: String,
     /// Milliseconds since the epoch.
     pub latest_ack_timestamp: i64,
-    /// Bytes.
+    /// Bytes of state the checkpoint is made of (Flink's full state size).
     pub state_size: u64,
+    /// Bytes it wrote: less than `state_size` for an incremental checkpoint, which refers
+    /// to files written before (Flink's `checkpointed_size`).
+    #[serde(default)]
+    pub checkpointed_size: u64,
     /// Milliseconds from trigger to completion.
     pub end_to_end_duration: u64,
 }

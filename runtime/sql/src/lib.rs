@@ -179,6 +179,13 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
                 bad("expected hashmap or disk (rocksdb and forst are accepted as disk)")
             })?
         }
+        "execution.checkpointing.incremental" | "state.backend.incremental" => {
+            cfg.state_backend.incremental = match value.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("expected true or false")),
+            }
+        }
         "taskmanager.memory.managed.size" => {
             let bytes = parse_memory_size(value)
                 .ok_or_else(|| bad("expected a memory size such as '256m' or '1g'"))?;

@@ -290,7 +290,7 @@ pub struct OperatorMetadata {
 }
 
 /// One operator instance's state file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SubtaskMetadata {
     pub subtask: usize,
     /// Key groups `[start, end)` the instance owned.
@@ -304,6 +304,60 @@ pub struct SubtaskMetadata {
     /// every file is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operator_state: Option<bool>,
+    /// Incremental checkpoints: the checkpoint whose state the instance's own (last) file
+    /// adds to; absent when that file is whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<CheckpointId>,
+    /// Incremental checkpoints: the files that together hold the instance's state, oldest
+    /// first: a whole snapshot, then the changes of each later checkpoint (see
+    /// [`crate::state::merge_key_group_chain`]). Shared by the checkpoints that refer to
+    /// them, under the job's directory; `file` is then `None`, and `size` is what this
+    /// checkpoint added (its last file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<SharedFile>,
+}
+
+/// A state file shared by incremental checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SharedFile {
+    /// Relative to the job's directory: `shared/{uid}-{subtask}-{checkpoint}.state`.
+    pub path: String,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+impl SubtaskMetadata {
+    /// Whether the instance left any state.
+    pub fn has_state(&self) -> bool {
+        self.file.is_some() || !self.chain.is_empty()
+    }
+
+    /// Bytes of every file the instance's state is made of (its full size).
+    pub fn full_size(&self) -> u64 {
+        if self.chain.is_empty() {
+            self.size
+        } else {
+            self.chain.iter().map(|f| f.size).sum()
+        }
+    }
+}
+
+/// The directory, relative to a job's directory, of the files incremental checkpoints
+/// share.
+pub const SHARED_DIR: &str = "shared";
+
+/// The name of a shared state file: `{uid}-{subtask}-{checkpoint}.state`.
+pub fn shared_file_name(uid: &str, subtask: usize, checkpoint: CheckpointId) -> String {
+    format!("{uid}-{subtask}-{checkpoint}.state")
+}
+
+/// The checkpoint that wrote shared file `name` (see [`shared_file_name`]).
+pub fn shared_file_checkpoint(name: &str) -> Option<CheckpointId> {
+    name.strip_suffix(".state")?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl CheckpointMetadata {
@@ -326,13 +380,32 @@ impl CheckpointMetadata {
         Ok(m)
     }
 
-    /// Total bytes of state files.
+    /// Bytes of state files this checkpoint wrote (with incremental checkpoints, what it
+    /// added; Flink's "checkpointed data size").
     pub fn state_size(&self) -> u64 {
         self.operators
             .iter()
             .flat_map(|o| &o.subtasks)
             .map(|s| s.size)
             .sum()
+    }
+
+    /// Bytes of every state file this checkpoint is made of, shared ones included (Flink's
+    /// "full checkpoint data size").
+    pub fn full_size(&self) -> u64 {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.subtasks)
+            .map(SubtaskMetadata::full_size)
+            .sum()
+    }
+
+    /// The shared files this checkpoint refers to.
+    pub fn shared_files(&self) -> impl Iterator<Item = &SharedFile> {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.subtasks)
+            .flat_map(|s| &s.chain)
     }
 }
 
@@ -346,6 +419,7 @@ mod tests {
             keyed: vec![(3, b"abc".to_vec()), (7, vec![])],
             operator: Some(b"pos".to_vec()),
             deferred: None,
+            ..Default::default()
         };
         let spooled = tempfile::NamedTempFile::new().expect("temp file");
         let on_disk = spool_state_file(spooled.path(), snap.clone()).expect("spooled");
@@ -368,6 +442,7 @@ mod tests {
                     emit(7, Vec::new())
                 },
             )),
+            ..Default::default()
         };
         spool_state_file(spooled.path(), deferred).expect("spooled");
         let streamed = std::fs::read(spooled.path()).expect("read back");

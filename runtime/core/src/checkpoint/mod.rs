@@ -53,6 +53,22 @@ pub struct Barrier {
     pub kind: SnapshotKind,
     /// Stop-with-savepoint: sources stop after sending this barrier.
     pub stop: bool,
+    /// Incremental checkpoints: the newest complete checkpoint, which a store that took
+    /// part in it may write only its changes since (a store that did not writes all of its
+    /// state). `None`: every store writes all of its state (savepoints, full checkpoints).
+    pub base: Option<CheckpointId>,
+}
+
+impl Barrier {
+    /// A full checkpoint's barrier.
+    pub fn checkpoint(id: CheckpointId) -> Self {
+        Barrier {
+            id,
+            kind: SnapshotKind::Checkpoint,
+            stop: false,
+            base: None,
+        }
+    }
 }
 
 /// Barrier handling on multi-input tasks (`execution.checkpointing.mode`).
@@ -78,6 +94,14 @@ pub struct OperatorSnapshot {
     /// the task thread.
     #[serde(skip)]
     pub deferred: Option<DeferredKeyed>,
+    /// Incremental checkpoints: the keyed state holds only what changed since this
+    /// checkpoint (see [`crate::state::merge_key_group_chain`]).
+    #[serde(default)]
+    pub base: Option<CheckpointId>,
+    /// Incremental checkpoints: the state file goes to the job's shared directory, where
+    /// later checkpoints may refer to it.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl OperatorSnapshot {

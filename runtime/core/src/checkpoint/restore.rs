@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use super::format::{CheckpointMetadata, StateFile, SubtaskMetadata, decode_state_file_checked};
 use super::{CheckpointId, CheckpointStorage, RestoredState};
 use crate::error::{Error, Result};
@@ -24,11 +26,13 @@ pub struct RestoredCheckpoint {
     pub metadata: CheckpointMetadata,
     storage: CheckpointStorage,
     dir: String,
+    /// Incremental checkpoints: where the shared files are (the job's directory).
+    shared: Option<(CheckpointStorage, String)>,
     files: Arc<FileCache>,
 }
 
-/// State files read so far, by (operator uid, old subtask).
-type FileCache = Mutex<HashMap<(String, usize), Arc<StateFile>>>;
+/// State files read so far, by path (`shared/…` for shared files).
+type FileCache = Mutex<HashMap<String, Arc<StateFile>>>;
 
 impl std::fmt::Debug for RestoredCheckpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +78,11 @@ impl RestoredCheckpoint {
             if !overlaps && st.operator_state == Some(false) {
                 continue;
             }
-            let Some(file) = self.file(uid, st)? else {
+            if st.chain.len() > 1 {
+                self.merge_chain(st, &mine, overlaps, &mut state)?;
+                continue;
+            }
+            let Some(file) = self.file(st)? else {
                 continue;
             };
             if overlaps {
@@ -92,30 +100,82 @@ impl RestoredCheckpoint {
         Ok(Some(state))
     }
 
-    /// The state file of old instance `st` of `uid`, read and verified on first use.
-    fn file(&self, uid: &str, st: &SubtaskMetadata) -> Result<Option<Arc<StateFile>>> {
+    /// Old instance `st`'s state from its chain of incremental snapshots: each key group
+    /// this instance owns merged from the whole snapshot and the changes after it, and the
+    /// operator state of the newest.
+    fn merge_chain(
+        &self,
+        st: &SubtaskMetadata,
+        mine: &std::ops::Range<u16>,
+        overlaps: bool,
+        state: &mut RestoredState,
+    ) -> Result<()> {
+        let mut files = Vec::with_capacity(st.chain.len());
+        for f in &st.chain {
+            files.push(self.read(&f.path, true, f.size, f.crc32)?);
+        }
+        let blob = |f: &StateFile, kg: u16| -> Option<Bytes> {
+            f.keyed
+                .binary_search_by_key(&kg, |(k, _)| *k)
+                .ok()
+                .map(|i| f.keyed[i].1.clone())
+        };
+        if overlaps {
+            let [s, e] = st.key_groups;
+            for kg in s.max(mine.start)..e.min(mine.end) {
+                let whole = blob(&files[0], kg);
+                let changes: Vec<Bytes> = files[1..].iter().filter_map(|f| blob(f, kg)).collect();
+                if changes.is_empty() {
+                    state.keyed.extend(whole.map(|b| (kg, b)));
+                    continue;
+                }
+                let changes: Vec<&[u8]> = changes.iter().map(|b| &b[..]).collect();
+                let merged = crate::state::merge_key_group_chain(whole.as_deref(), &changes)
+                    .map_err(|e| {
+                        Error::SnapshotCorrupt(format!(
+                            "{}: key group {kg} of instance {}: {e}",
+                            self.url, st.subtask
+                        ))
+                    })?;
+                state.keyed.extend(merged.map(|m| (kg, Bytes::from(m))));
+            }
+        }
+        if let Some(b) = files.last().and_then(|f| f.operator.clone()) {
+            state.operator.push((st.subtask, b));
+        }
+        Ok(())
+    }
+
+    /// The state file of old instance `st`, read and verified on first use.
+    fn file(&self, st: &SubtaskMetadata) -> Result<Option<Arc<StateFile>>> {
+        if let Some(f) = st.chain.first() {
+            return self.read(&f.path, true, f.size, f.crc32).map(Some);
+        }
         let Some(name) = &st.file else {
             return Ok(None);
         };
-        let key = (uid.to_string(), st.subtask);
+        self.read(name, false, st.size, st.crc32).map(Some)
+    }
+
+    /// State file `name` (in the checkpoint's directory, or `shared` ones in the job's),
+    /// read and verified on first use.
+    fn read(&self, name: &str, shared: bool, size: u64, crc: u32) -> Result<Arc<StateFile>> {
+        let (storage, path) = self.path_of(name, shared)?;
         // Held while reading: instances restoring in parallel read each file once.
         let mut files = self
             .files
             .lock()
             .map_err(|_| Error::Checkpoint(format!("{}: a restore panicked", self.url)))?;
-        if let Some(f) = files.get(&key) {
-            return Ok(Some(f.clone()));
+        if let Some(f) = files.get(&path) {
+            return Ok(f.clone());
         }
         let url = &self.url;
         let t0 = std::time::Instant::now();
-        let bytes = self
-            .storage
-            .get_large(&join(&self.dir, name))?
-            .ok_or_else(|| {
-                Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
-            })?;
-        if bytes.len() as u64 != st.size || crc32fast::hash(&bytes) != st.crc32 {
-            return Err(mismatch(url, name, bytes.len() as u64, st.size));
+        let bytes = storage.get_large(&path)?.ok_or_else(|| {
+            Error::SnapshotCorrupt(format!("{url}: state file {name} is missing"))
+        })?;
+        if bytes.len() as u64 != size || crc32fast::hash(&bytes) != crc {
+            return Err(mismatch(url, name, bytes.len() as u64, size));
         }
         let t1 = std::time::Instant::now();
         // The whole-file checksum above covers the payload's own: not computed twice.
@@ -130,9 +190,29 @@ impl RestoredCheckpoint {
             decode_ms = t1.elapsed().as_millis() as u64,
             "state file read"
         );
-        files.insert(key, file.clone());
-        Ok(Some(file))
+        files.insert(path, file.clone());
+        Ok(file)
     }
+
+    /// Where file `name` is: the storage and the path within it.
+    fn path_of(&self, name: &str, shared: bool) -> Result<(&CheckpointStorage, String)> {
+        if !shared {
+            return Ok((&self.storage, join(&self.dir, name)));
+        }
+        match &self.shared {
+            Some((storage, job_dir)) => Ok((storage, join(job_dir, name))),
+            None => Err(Error::SnapshotCorrupt(format!(
+                "{}: names shared state file {name} but has no job directory around it",
+                self.url
+            ))),
+        }
+    }
+}
+
+/// The URL one level up from `url` (`s3://b/cp/job/chk-7` → `s3://b/cp/job`).
+fn parent_url(url: &str) -> Option<&str> {
+    let (parent, _) = url.trim_end_matches('/').rsplit_once('/')?;
+    (!parent.ends_with(':') && !parent.ends_with("//") && !parent.is_empty()).then_some(parent)
 }
 
 /// A state file that is not the one `_metadata` describes.
@@ -165,6 +245,34 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
         ))
     })?;
     let metadata = CheckpointMetadata::parse(&meta_bytes, &url)?;
+    // Incremental checkpoints refer to files in the job's directory, one level up.
+    let shared = if metadata.shared_files().next().is_none() {
+        None
+    } else if let Some((job_dir, _)) = dir.rsplit_once('/') {
+        Some((storage.clone(), job_dir.to_string()))
+    } else {
+        let parent = parent_url(storage.url()).ok_or_else(|| {
+            Error::SnapshotCorrupt(format!(
+                "{url} is an incremental checkpoint, whose shared files are in its job's directory, but it has no parent directory"
+            ))
+        })?;
+        Some((storage.open_other(parent)?, String::new()))
+    };
+    for f in metadata.shared_files() {
+        let (s, job_dir) = shared.as_ref().ok_or_else(|| {
+            Error::SnapshotCorrupt(format!("{url}: shared files without a job directory"))
+        })?;
+        match s.size(&join(job_dir, &f.path))? {
+            None => {
+                return Err(Error::SnapshotCorrupt(format!(
+                    "{url}: shared state file {} is missing",
+                    f.path
+                )));
+            }
+            Some(size) if size != f.size => return Err(mismatch(&url, &f.path, size, f.size)),
+            Some(_) => {}
+        }
+    }
     for op in &metadata.operators {
         for st in &op.subtasks {
             let Some(name) = &st.file else { continue };
@@ -184,6 +292,7 @@ pub fn load_checkpoint(storage: &CheckpointStorage, dir: &str) -> Result<Restore
         metadata,
         storage: storage.clone(),
         dir: dir.to_string(),
+        shared,
         files: Arc::default(),
     })
 }
@@ -316,7 +425,7 @@ mod tests {
                     .map(|kg| (kg, format!("kg-{kg}").into_bytes()))
                     .collect(),
                 operator: (subtask == 1).then(|| b"position".to_vec()),
-                deferred: None,
+                ..Default::default()
             };
             let has_operator = snap.operator.is_some();
             let file = encode_state_file(snap);
@@ -331,6 +440,7 @@ mod tests {
                 size: file.size,
                 crc32: file.crc32,
                 operator_state: Some(has_operator),
+                ..Default::default()
             });
         }
         let meta = CheckpointMetadata {

@@ -321,6 +321,33 @@ impl CheckpointStorage {
         }
     }
 
+    /// Names of the objects directly in `rel` (not in its subdirectories).
+    pub fn list_files(&self, rel: &str) -> Result<Vec<String>> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move { store.list_with_delimiter(Some(&path)).await });
+        match r {
+            Ok(l) => Ok(l
+                .objects
+                .iter()
+                .filter_map(|o| o.location.filename().map(|s| s.to_string()))
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(os_err(rel)(e)),
+        }
+    }
+
+    /// Deletes object `rel` (nothing when it is not there).
+    pub fn delete(&self, rel: &str) -> Result<()> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let r = runtime()?.block_on(async move { store.delete(&path).await });
+        match r {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(os_err(rel)(e)),
+        }
+    }
+
     /// Deletes every object below `rel`.
     pub fn delete_dir(&self, rel: &str) -> Result<()> {
         let path = self.path(rel);
@@ -373,6 +400,12 @@ mod tests {
         s.delete_dir("job/chk-1")?;
         assert_eq!(s.list_dirs("job")?, ["chk-2"]);
         assert!(s.list_dirs("nothing")?.is_empty());
+        s.put("job/shared/x-0-1.state", Bytes::from_static(b"x"))?;
+        assert_eq!(s.list_files("job/shared")?, ["x-0-1.state"]);
+        assert!(s.list_files("job")?.is_empty(), "directories are not files");
+        s.delete("job/shared/x-0-1.state")?;
+        s.delete("job/shared/x-0-1.state")?;
+        assert!(s.list_files("job/shared")?.is_empty());
         Ok(())
     }
 

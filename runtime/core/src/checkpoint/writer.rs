@@ -11,8 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::format::{SpooledFile, SubtaskMetadata, encode_state_file, spool_state_file};
-use super::{CheckpointStorage, OperatorSnapshot};
+use super::format::{
+    SHARED_DIR, SharedFile, SpooledFile, SubtaskMetadata, encode_state_file, shared_file_name,
+    spool_state_file,
+};
+use super::{CheckpointId, CheckpointStorage, OperatorSnapshot};
 use crate::error::{Error, Result};
 use crate::graph::{JobGraph, NodeId};
 use crate::key::key_group_range;
@@ -41,14 +44,17 @@ impl StateLayout {
         }
     }
 
-    /// Writes the snapshot of instance `subtask` under `dir` of `storage` (file
-    /// `{uid}-{subtask}.state` per operator with state) and calls `done` with the handles
+    /// Writes the snapshot `id` of instance `subtask` under `dir` of `storage` (file
+    /// `{uid}-{subtask}.state` per operator with state; with incremental checkpoints, a
+    /// state that later checkpoints may build on goes to the shared directory next to
+    /// `dir` instead, as `{uid}-{subtask}-{id}.state`) and calls `done` with the handles
     /// once every file is stored, or with the first error. Keyed state whose encoding was
     /// deferred (the asynchronous part of a disk-backend snapshot) is encoded on a thread
     /// of its own, so the caller is not held up by it, into a local file that is uploaded
     /// in parts, so the snapshot is never held in memory whole.
     pub fn write(
         &self,
+        id: CheckpointId,
         subtask: usize,
         states: TaskStates,
         storage: &CheckpointStorage,
@@ -56,7 +62,7 @@ impl StateLayout {
         done: impl FnOnce(Result<StateHandles>) + Send + 'static,
     ) {
         if states.iter().all(|(_, s)| s.deferred.is_none()) {
-            return self.write_encoded(subtask, states, storage, dir, done);
+            return self.write_encoded(id, subtask, states, storage, dir, done);
         }
         let (layout, storage, dir) = (self.clone(), storage.clone(), dir.to_string());
         // Shared with the thread: `done` runs once, there or here when it cannot start.
@@ -68,7 +74,7 @@ impl StateLayout {
                 let Some(done) = on_thread.lock().ok().and_then(|mut d| d.take()) else {
                     return;
                 };
-                layout.write_encoded(subtask, states, &storage, &dir, done);
+                layout.write_encoded(id, subtask, states, &storage, &dir, done);
             });
         if let Err(e) = spawned
             && let Some(done) = done.lock().ok().and_then(|mut d| d.take())
@@ -79,6 +85,7 @@ impl StateLayout {
 
     fn write_encoded(
         &self,
+        id: CheckpointId,
         subtask: usize,
         states: TaskStates,
         storage: &CheckpointStorage,
@@ -102,12 +109,31 @@ impl StateLayout {
                 size: 0,
                 crc32: 0,
                 operator_state: None,
+                ..Default::default()
             };
             if !snap.is_empty() {
                 meta.operator_state = Some(snap.operator.is_some());
-                let name = format!("{uid}-{subtask}.state");
-                let rel = format!("{dir}/{name}");
-                meta.file = Some(name);
+                let shared = snap.shared;
+                meta.base = snap.base;
+                let rel = if shared {
+                    let name = shared_file_name(uid, subtask, id);
+                    let job_dir = dir.rsplit_once('/').map_or("", |(parent, _)| parent);
+                    meta.chain = vec![SharedFile {
+                        path: format!("{SHARED_DIR}/{name}"),
+                        size: 0,
+                        crc32: 0,
+                    }];
+                    if job_dir.is_empty() {
+                        format!("{SHARED_DIR}/{name}")
+                    } else {
+                        format!("{job_dir}/{SHARED_DIR}/{name}")
+                    }
+                } else {
+                    let name = format!("{uid}-{subtask}.state");
+                    let rel = format!("{dir}/{name}");
+                    meta.file = Some(name);
+                    rel
+                };
                 match snap.deferred.as_ref().map(|d| d.spool_dir().to_path_buf()) {
                     // Encoded into a local file as it is read, then uploaded from there.
                     Some(spool) => match spool_to_file(&spool, snap) {
@@ -127,6 +153,9 @@ impl StateLayout {
                         meta.crc32 = file.crc32;
                         files.push((rel, Payload::Memory(file.chunks)));
                     }
+                }
+                if let Some(f) = meta.chain.first_mut() {
+                    (f.size, f.crc32) = (meta.size, meta.crc32);
                 }
             }
             handles.push((node, meta));
@@ -239,6 +268,7 @@ mod tests {
                     keyed: Vec::new(),
                     operator: Some(b"offset 42".to_vec()),
                     deferred: None,
+                    ..Default::default()
                 },
             ),
             (
@@ -247,11 +277,12 @@ mod tests {
                     keyed: vec![(64, b"a".to_vec()), (70, b"bc".to_vec())],
                     operator: None,
                     deferred: None,
+                    ..Default::default()
                 },
             ),
         ];
         let (tx, rx) = bounded(1);
-        layout().write(1, states, &storage, "job/chk-3", move |r| {
+        layout().write(3, 1, states, &storage, "job/chk-3", move |r| {
             let _ = tx.send(r);
         });
         let handles = rx.recv().expect("done").expect("written");
@@ -287,9 +318,10 @@ mod tests {
             keyed: Vec::new(),
             operator: None,
             deferred: Some(deferred),
+            ..Default::default()
         };
         let (tx, rx) = bounded(1);
-        layout().write(1, vec![(1, snap)], &storage, "job/chk-9", move |r| {
+        layout().write(9, 1, vec![(1, snap)], &storage, "job/chk-9", move |r| {
             let _ = tx.send(r);
         });
         let handles = rx.recv().expect("done").expect("written");
@@ -316,17 +348,18 @@ mod tests {
             keyed: vec![(0, b"x".to_vec())],
             operator: None,
             deferred: None,
+            ..Default::default()
         };
         let (tx, rx) = bounded(2);
         let t = tx.clone();
-        layout().write(0, vec![(9, snap())], &storage, "d", move |r| {
+        layout().write(1, 0, vec![(9, snap())], &storage, "d", move |r| {
             let _ = t.send(r);
         });
         let e = rx.recv().expect("done").expect_err("unknown operator");
         assert!(e.to_string().contains("operator 9"), "{e}");
         // A file where the checkpoint directory should be: the upload cannot succeed.
         std::fs::write(dir.path().join("blocked"), b"").expect("write");
-        layout().write(0, vec![(1, snap())], &storage, "blocked", move |r| {
+        layout().write(1, 0, vec![(1, snap())], &storage, "blocked", move |r| {
             let _ = tx.send(r);
         });
         rx.recv().expect("done").expect_err("the upload fails");

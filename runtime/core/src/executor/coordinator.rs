@@ -3,14 +3,16 @@
 //! state, writes state files and `_metadata` to checkpoint storage, completes or abandons
 //! the checkpoint, and retires old ones.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::checkpoint::format::{METADATA_FORMAT, OperatorMetadata, SubtaskMetadata};
+use crate::checkpoint::format::{
+    METADATA_FORMAT, OperatorMetadata, SHARED_DIR, SubtaskMetadata, shared_file_checkpoint,
+};
 use crate::checkpoint::restore::{self, checkpoint_ids};
 use crate::checkpoint::writer::StateHandles;
 use crate::checkpoint::{
@@ -139,12 +141,19 @@ impl InFlight {
 /// by a process that died) that are not `in_flight`. Only complete checkpoints count as
 /// retained, as in Flink. When storage cannot tell whether a checkpoint is complete,
 /// nothing is deleted.
+///
+/// Then the files that incremental checkpoints share (`{job}/shared/`) go when nothing
+/// refers to them any more: no retained checkpoint (as their `_metadata` says, so this
+/// holds across a jobmanager's restart), no checkpoint in flight (`in_flight`, and files
+/// written after `newest`), and nothing in `protected` (the files of the bases that
+/// checkpoints in flight build on).
 fn retire(
     storage: &CheckpointStorage,
     job: &str,
     newest: CheckpointId,
     keep: usize,
     in_flight: impl Fn(CheckpointId) -> bool,
+    protected: &HashSet<String>,
 ) {
     let ids = match checkpoint_ids(storage, job) {
         Ok(ids) => ids,
@@ -154,12 +163,25 @@ fn retire(
         }
     };
     let mut kept = 0;
-    for id in ids.into_iter().filter(|i| *i <= newest && !in_flight(*i)) {
+    let mut referenced: HashSet<String> = protected.clone();
+    // Whether every checkpoint that may refer to a shared file was read.
+    let mut all_read = true;
+    for id in ids {
         let dir = format!("{job}/chk-{id}");
+        if id > newest || in_flight(id) {
+            // Newer or still in flight: any _metadata it has refers to what it needs.
+            match storage.get(&format!("{dir}/_metadata")) {
+                Ok(Some(m)) => note_shared(&m, &dir, &mut referenced, &mut all_read),
+                Ok(None) => {}
+                Err(_) => all_read = false,
+            }
+            continue;
+        }
         if kept < keep {
             match storage.get(&format!("{dir}/_metadata")) {
-                Ok(Some(_)) => {
+                Ok(Some(m)) => {
                     kept += 1;
+                    note_shared(&m, &dir, &mut referenced, &mut all_read);
                     continue;
                 }
                 Ok(None) => {}
@@ -171,6 +193,39 @@ fn retire(
         }
         if let Err(e) = storage.delete_dir(&dir) {
             tracing::warn!(checkpoint = id, error = %e, "cannot delete old checkpoint");
+        }
+    }
+    if !all_read {
+        return;
+    }
+    let shared = format!("{job}/{SHARED_DIR}");
+    let files = match storage.list_files(&shared) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the shared state files");
+            return;
+        }
+    };
+    for name in files {
+        let path = format!("{SHARED_DIR}/{name}");
+        let written_by = shared_file_checkpoint(&name);
+        let settled = written_by.is_some_and(|id| id <= newest && !in_flight(id));
+        if settled && !referenced.contains(&path) {
+            if let Err(e) = storage.delete(&format!("{shared}/{name}")) {
+                tracing::warn!(file = %path, error = %e, "cannot delete a shared state file");
+            }
+        }
+    }
+}
+
+/// Adds the shared files `_metadata` bytes `m` refer to; clears `all_read` when they
+/// cannot be parsed (then no shared file may be deleted).
+fn note_shared(m: &[u8], dir: &str, referenced: &mut HashSet<String>, all_read: &mut bool) {
+    match CheckpointMetadata::parse(m, dir) {
+        Ok(meta) => referenced.extend(meta.shared_files().map(|f| f.path.clone())),
+        Err(e) => {
+            tracing::warn!(checkpoint = %dir, error = %e, "unreadable _metadata; keeping every shared state file");
+            *all_read = false;
         }
     }
 }
@@ -189,7 +244,20 @@ impl Master {
     ) {
         let id = self.next_id;
         self.next_id += 1;
-        let barrier = Barrier { id, kind, stop };
+        // Incremental: stores that took part in the newest complete checkpoint write only
+        // their changes since.
+        let base = match kind {
+            SnapshotKind::Checkpoint if self.plan.graph.config.state_backend.incremental => {
+                self.completed.keys().next_back().copied()
+            }
+            _ => None,
+        };
+        let barrier = Barrier {
+            id,
+            kind,
+            stop,
+            base,
+        };
         let target: (Arc<str>, Arc<str>) = (storage.url().into(), dir.as_str().into());
         pending.push(Pending {
             barrier,
@@ -233,7 +301,7 @@ impl Master {
         let tx = self.upload_tx.clone();
         let id = p.barrier.id;
         self.layout
-            .write(subtask, states, &p.storage, &p.dir, move |result| {
+            .write(id, subtask, states, &p.storage, &p.dir, move |result| {
                 let _ = tx.send(Upload { id, result });
             });
     }
@@ -273,9 +341,56 @@ impl Master {
         }
     }
 
+    /// Incremental checkpoints: completes the handles of instances that wrote only their
+    /// changes with the files of their base, so `_metadata` names every file of each.
+    fn chain_to_bases(&self, subtasks: &mut HashMap<NodeId, Vec<SubtaskMetadata>>) -> Result<()> {
+        let graph = &self.plan.graph;
+        for (node, subs) in subtasks.iter_mut() {
+            let uid = graph.nodes.get(*node).map(|n| n.uid()).unwrap_or_default();
+            for st in subs.iter_mut() {
+                let Some(base) = st.base else { continue };
+                let earlier = self
+                    .completed
+                    .get(&base)
+                    .and_then(|m| m.operators.iter().find(|o| o.uid == uid))
+                    .and_then(|o| {
+                        o.subtasks
+                            .iter()
+                            .find(|b| b.subtask == st.subtask && b.key_groups == st.key_groups)
+                    })
+                    .ok_or_else(|| {
+                        Error::Checkpoint(format!(
+                            "operator {uid} instance {} wrote its changes since checkpoint {base}, which this jobmanager does not hold",
+                            st.subtask
+                        ))
+                    })?;
+                if earlier.chain.is_empty() {
+                    return Err(Error::Checkpoint(format!(
+                        "operator {uid} instance {} wrote its changes since checkpoint {base}, where it has no whole snapshot",
+                        st.subtask
+                    )));
+                }
+                let mut chain = earlier.chain.clone();
+                chain.append(&mut st.chain);
+                st.chain = chain;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `_metadata` (the completion marker) and retires old checkpoints.
-    pub(super) fn complete(&mut self, p: Pending, inflight: &InFlight) -> Result<(String, bool)> {
+    pub(super) fn complete(
+        &mut self,
+        mut p: Pending,
+        inflight: &InFlight,
+    ) -> Result<(String, bool)> {
         let id = p.barrier.id;
+        if let Err(e) = self.chain_to_bases(&mut p.subtasks) {
+            if let Some(reply) = p.reply.take() {
+                let _ = reply.send(Err(Error::Checkpoint(e.to_string())));
+            }
+            return Err(e);
+        }
         let meta = self.metadata(id, p.barrier.kind, false, p.subtasks);
         let size = meta.state_size();
         let json = serde_json::to_vec_pretty(&meta)
@@ -303,6 +418,15 @@ impl Master {
                 return Err(e);
             }
         }
+        if p.barrier.kind == SnapshotKind::Checkpoint
+            && self.plan.graph.config.state_backend.incremental
+        {
+            self.completed.insert(id, Arc::new(meta.clone()));
+            let keep = self.plan.graph.config.checkpoint.retained.max(1) + 2;
+            while self.completed.len() > keep {
+                self.completed.pop_first();
+            }
+        }
         let done = CompletedCheckpoint {
             id,
             kind: p.barrier.kind,
@@ -310,11 +434,14 @@ impl Master {
             timestamp_ms: meta.timestamp_ms,
             duration: p.started.elapsed(),
             state_size: size,
+            full_size: meta.full_size(),
             sync_duration: p.sync,
         };
         tracing::info!(checkpoint = id, path = %path, bytes = size, ms = done.duration.as_millis() as u64, "checkpoint complete");
+        let incremental = done.full_size > done.state_size;
         self.shared.stats(|s| {
             s.completed += 1;
+            s.incremental += u64::from(incremental);
             s.latest = Some(done.clone());
             s.history.push(done);
             if s.history.len() > 16 {
@@ -335,9 +462,22 @@ impl Master {
     pub(super) fn retire(&self, newest: CheckpointId, inflight: &InFlight) {
         if let Some(storage) = &self.plan.storage {
             let keep = self.plan.graph.config.checkpoint.retained.max(1);
-            retire(storage, &self.plan.job_id, newest, keep, |id| {
-                inflight.holds(id)
-            });
+            // The files of the bases that checkpoints in flight build on.
+            let protected: HashSet<String> = inflight
+                .pending
+                .iter()
+                .filter_map(|p| p.barrier.base)
+                .filter_map(|b| self.completed.get(&b))
+                .flat_map(|m| m.shared_files().map(|f| f.path.clone()))
+                .collect();
+            retire(
+                storage,
+                &self.plan.job_id,
+                newest,
+                keep,
+                |id| inflight.holds(id),
+                &protected,
+            );
         }
     }
 
@@ -391,11 +531,7 @@ impl Master {
         let dir = format!("{}/chk-{id}", self.plan.job_id);
         let (tx, rx) = unbounded();
         let mut p = Pending {
-            barrier: Barrier {
-                id,
-                kind: SnapshotKind::Checkpoint,
-                stop: false,
-            },
+            barrier: Barrier::checkpoint(id),
             started: Instant::now(),
             storage: storage.clone(),
             dir: dir.clone(),
@@ -456,7 +592,14 @@ mod tests {
         )
         .expect("storage");
         // 5 is still in flight; 4 just completed.
-        super::retire(&storage, "job", 4, 2, |id| id == 5);
+        super::retire(
+            &storage,
+            "job",
+            4,
+            2,
+            |id| id == 5,
+            &std::collections::HashSet::new(),
+        );
         let mut left: Vec<String> = std::fs::read_dir(dir.path().join("job"))
             .expect("job dir")
             .filter_map(|e| e.ok())

@@ -46,8 +46,10 @@ pub struct CompletedCheckpoint {
     pub timestamp_ms: i64,
     /// From trigger to `_metadata` written.
     pub duration: Duration,
-    /// Bytes of state files.
+    /// Bytes of state files it wrote (with incremental checkpoints, what it added).
     pub state_size: u64,
+    /// Bytes of every state file it is made of, shared ones included.
+    pub full_size: u64,
     /// The longest a task was held taking its snapshot (Flink's sync duration).
     pub sync_duration: Duration,
 }
@@ -58,6 +60,9 @@ pub struct CheckpointStats {
     pub triggered: u64,
     pub completed: u64,
     pub failed: u64,
+    /// Completed checkpoints that wrote only what changed since an earlier one (incremental
+    /// checkpoints).
+    pub incremental: u64,
     /// Times the job was restarted after a failure.
     pub restarts: u32,
     /// The checkpoint the job (last) restored from.

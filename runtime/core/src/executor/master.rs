@@ -46,6 +46,10 @@ pub(super) struct Master {
     /// Checkpoints of a failed attempt whose state files were still being written: the
     /// next attempt deletes them as their uploads return, so a restart does not wait.
     pub(super) given_up: InFlight,
+    /// Incremental checkpoints: the metadata of the checkpoints this master completed that
+    /// later ones may build on (the newest few).
+    pub(super) completed:
+        std::collections::BTreeMap<CheckpointId, Arc<crate::checkpoint::CheckpointMetadata>>,
 }
 
 impl Master {

@@ -45,6 +45,7 @@ pub fn execute(graph: JobGraph) -> Result<JobHandle> {
 /// this returns at once with the job `Created`.
 pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) -> Result<JobHandle> {
     validate(&graph)?;
+    graph.config.state_backend.validate()?;
     let cfg = graph.config.clone();
     let job_id = cfg.job_id.clone().unwrap_or_else(random_job_id);
     let storage = match (&cfg.checkpoint.dir, cfg.checkpoint.interval) {
@@ -143,6 +144,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                 initial: restored,
                 graveyard: Vec::new(),
                 given_up: InFlight::default(),
+                completed: Default::default(),
             };
             let result = match first {
                 Some(a) => m.run(a),

@@ -183,9 +183,14 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
 
     fn snapshot_state(
         &mut self,
-        _checkpoint: crate::checkpoint::CheckpointId,
+        barrier: &crate::checkpoint::Barrier,
     ) -> Result<crate::checkpoint::OperatorSnapshot> {
-        crate::state::snapshot_keyed_state(self.store.as_mut(), &self.timers, self.max_parallelism)
+        crate::state::snapshot_keyed_state(
+            self.store.as_mut(),
+            &self.timers,
+            self.max_parallelism,
+            barrier,
+        )
     }
 
     fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {

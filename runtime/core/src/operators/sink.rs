@@ -50,11 +50,12 @@ impl Operator for SinkOperator {
         self.writer.finish()
     }
 
-    fn snapshot_state(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+    fn snapshot_state(&mut self, barrier: &crate::checkpoint::Barrier) -> Result<OperatorSnapshot> {
         Ok(OperatorSnapshot {
             keyed: Vec::new(),
-            operator: self.writer.pre_commit(checkpoint)?,
+            operator: self.writer.pre_commit(barrier.id)?,
             deferred: None,
+            ..Default::default()
         })
     }
 

@@ -115,6 +115,11 @@ impl<'a> ByteReader<'a> {
         Ok(self.u64()? as i64)
     }
 
+    /// What is left to read.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     /// A `u32` length followed by that many bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8]> {
         let n = self.u32()? as usize;

@@ -27,13 +27,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::changes::{ChangeLog, Increment, TIMER_MARK, VALUE_MARK, decode_timer_mark, marks_of};
 use super::codec::put_bytes;
 use super::timer_spill::TimerSpill;
+use super::timers::Timer;
 use super::values_format::{Visit, check_key_group, read_key_group};
 use super::{
     Cell, CellCodec, FastMap, KeyGroupView, KeyedStore, Namespace, StateBackend, StateId,
-    TimerService,
+    TimeDomain, TimerService,
 };
+use crate::checkpoint::{Barrier, CheckpointId};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
 
@@ -58,6 +61,9 @@ pub struct DiskOptions {
     /// directory when empty). Each backend makes its own directory there and removes it when
     /// dropped; directories of processes that no longer run are removed at start.
     pub local_dir: Option<PathBuf>,
+    /// Keep track of what changes between checkpoints, so that a checkpoint can hold only
+    /// that (`execution.checkpointing.incremental`; see `changes`).
+    pub incremental: bool,
 }
 
 impl Default for DiskOptions {
@@ -65,6 +71,7 @@ impl Default for DiskOptions {
         DiskOptions {
             managed_memory: DEFAULT_MANAGED_MEMORY,
             local_dir: None,
+            incremental: false,
         }
     }
 }
@@ -138,7 +145,7 @@ impl StateBackend for DiskStateBackend {
     fn create_store(
         &self,
         key_groups: Range<KeyGroup>,
-        _max_parallelism: u16,
+        max_parallelism: u16,
     ) -> Result<Box<dyn KeyedStore>> {
         let shared = self.shared()?;
         let id = shared.next_keyspace.fetch_add(1, Ordering::Relaxed);
@@ -147,10 +154,21 @@ impl StateBackend for DiskStateBackend {
             .db()
             .keyspace(&format!("store-{id}"), || keyspace_options(memtable))
             .map_err(|e| Error::state("disk state backend", e))?;
+        let changes = if self.options.incremental {
+            Some(ChangeLog::new(
+                shared.db().clone(),
+                id,
+                max_parallelism,
+                memtable,
+            )?)
+        } else {
+            None
+        };
         Ok(Box::new(DiskStore {
             shared,
             id,
             ks: Some(ks),
+            changes,
             key_groups,
             names: Vec::new(),
             codecs: Vec::new(),
@@ -333,6 +351,8 @@ pub struct DiskStore {
     own_bytes: usize,
     /// The first I/O or decoding error, reported by `check` and snapshots.
     error: Option<Error>,
+    /// What changed since the last checkpoints (incremental checkpoints only).
+    changes: Option<ChangeLog>,
 }
 
 fn disk_key(kg: KeyGroup, state: StateId, key: &Key, ns: Namespace) -> Vec<u8> {
@@ -444,6 +464,7 @@ impl DiskStore {
             for (state, table) in self.cache.iter_mut().enumerate() {
                 let codec = &self.codecs[state];
                 let avg = &mut self.avg_size[state];
+                let changes = self.changes.as_ref();
                 table.retain(|(key, ns), e| {
                     if freed >= goal || error.is_some() {
                         return true;
@@ -459,7 +480,11 @@ impl DiskStore {
                             return true;
                         }
                         *avg = (*avg * 7 + estimate(key, value.len())) / 8;
-                        batch.insert(&ks, disk_key(e.kg, state, key, *ns), value);
+                        let k = disk_key(e.kg, state, key, *ns);
+                        if let Some(c) = changes {
+                            c.mark_value(&k);
+                        }
+                        batch.insert(&ks, k, value);
                     }
                     freed += e.size as usize;
                     evicted += 1;
@@ -499,7 +524,11 @@ impl DiskStore {
                 let size = estimate(key, value.len());
                 grown += i64::from(size) - i64::from(e.size);
                 e.size = size;
-                batch.insert(&ks, disk_key(e.kg, state, key, *ns), value);
+                let k = disk_key(e.kg, state, key, *ns);
+                if let Some(c) = &self.changes {
+                    c.mark_value(&k);
+                }
+                batch.insert(&ks, k, value);
                 e.dirty = false;
                 e.on_disk = true;
             }
@@ -667,7 +696,11 @@ impl KeyedStore for DiskStore {
             None => (self.read(state, kg, key, ns)?.0, true),
         };
         if on_disk {
-            if let Err(e) = self.ks().remove(disk_key(kg, state, key, ns)) {
+            let k = disk_key(kg, state, key, ns);
+            if let Some(c) = &self.changes {
+                c.mark_value(&k);
+            }
+            if let Err(e) = self.ks().remove(k) {
                 self.fail(Error::state(
                     &self.names[state],
                     format!("removing state: {e}"),
@@ -713,6 +746,7 @@ impl KeyedStore for DiskStore {
             open("event")?,
             open("processing")?,
             limit,
+            self.changes.clone(),
         ))
     }
 
@@ -737,14 +771,23 @@ impl KeyedStore for DiskStore {
         )
     }
 
-    fn snapshot_view(&mut self) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
+    fn snapshot_view(
+        &mut self,
+        barrier: &Barrier,
+    ) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
         self.check()?;
         self.flush()?;
+        // After the flush (its marks are in the epoch sealed now), before the view.
+        let increment = match &self.changes {
+            Some(c) => Some(c.seal(barrier)?),
+            None => None,
+        };
         let view = DiskView {
             snapshot: self.shared.db().snapshot(),
             ks: self.ks().clone(),
             names: self.names.clone(),
             key_groups: self.key_groups.clone(),
+            increment,
             _shared: self.shared.clone(),
         };
         Ok(Some((Box::new(view), self.shared.spool_dir())))
@@ -804,6 +847,8 @@ struct DiskView {
     ks: fjall::Keyspace,
     names: Vec<String>,
     key_groups: Range<KeyGroup>,
+    /// With incremental checkpoints: what the snapshot holds.
+    increment: Option<Increment>,
     /// Keeps the database (and its directory) while the view is read.
     _shared: Arc<Shared>,
 }
@@ -815,6 +860,119 @@ impl KeyGroupView for DiskView {
 
     fn write_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()> {
         write_key_group(&self.snapshot, &self.ks, &self.names, kg, out)
+    }
+
+    fn base(&self) -> Option<CheckpointId> {
+        self.increment.as_ref().and_then(|i| i.base)
+    }
+
+    fn shared(&self) -> bool {
+        self.increment.as_ref().is_some_and(|i| i.shared)
+    }
+
+    fn write_changes(
+        &self,
+        kg: KeyGroup,
+        values: &mut Vec<u8>,
+        removed: &mut Vec<u8>,
+        timers: &mut Vec<(TimeDomain, Timer)>,
+    ) -> Result<()> {
+        use fjall::Readable;
+        let epochs = self.increment.as_ref().map_or(&[][..], |i| &i.epochs[..]);
+        let marks = marks_of(&self.snapshot, epochs, kg)?;
+        let (mut present, mut absent) = (
+            GroupWriter::new(values, &self.names),
+            GroupWriter::new(removed, &self.names),
+        );
+        let mut key = Vec::with_capacity(64);
+        for mark in &marks {
+            match mark.first() {
+                Some(&VALUE_MARK) if mark.len() >= 3 + 16 => {
+                    let state = u16::from_be_bytes([mark[1], mark[2]]);
+                    key.clear();
+                    key.extend_from_slice(&kg.to_be_bytes());
+                    key.extend_from_slice(&mark[1..]);
+                    let got = self.snapshot.get(&self.ks, &key).map_err(|e| {
+                        Error::state("disk state backend", format!("reading state: {e}"))
+                    })?;
+                    match got {
+                        Some(v) => present.add(state, &mark[3..], &v)?,
+                        None => absent.add(state, &mark[3..], &[])?,
+                    }
+                }
+                Some(&TIMER_MARK) => timers.push(decode_timer_mark(mark)?),
+                _ => {
+                    return Err(Error::state(
+                        "disk state backend",
+                        "a change mark is damaged",
+                    ));
+                }
+            }
+        }
+        present.finish();
+        absent.finish();
+        Ok(())
+    }
+}
+
+/// Writes one key group's values in the heap backend's format (see `values_format`), given
+/// in order of state.
+struct GroupWriter<'a> {
+    out: &'a mut Vec<u8>,
+    names: &'a [String],
+    states_at: usize,
+    states: u32,
+    /// The state being written, where its count goes, and its count so far.
+    current: Option<(u16, usize, u64)>,
+}
+
+impl<'a> GroupWriter<'a> {
+    fn new(out: &'a mut Vec<u8>, names: &'a [String]) -> Self {
+        let states_at = out.len();
+        out.extend_from_slice(&0u32.to_le_bytes());
+        GroupWriter {
+            out,
+            names,
+            states_at,
+            states: 0,
+            current: None,
+        }
+    }
+
+    /// Adds a value: `key_ns` is the key (bincode) and namespace (two i64 LE) as the store
+    /// keeps them.
+    fn add(&mut self, state: u16, key_ns: &[u8], value: &[u8]) -> Result<()> {
+        if self.current.is_none_or(|(s, _, _)| s != state) {
+            self.end_state();
+            let name = self.names.get(usize::from(state)).ok_or_else(|| {
+                Error::state(
+                    "disk state backend",
+                    format!("a stored value of unknown state {state}"),
+                )
+            })?;
+            put_bytes(self.out, name.as_bytes());
+            self.current = Some((state, self.out.len(), 0));
+            self.out.extend_from_slice(&0u64.to_le_bytes());
+            self.states += 1;
+        }
+        self.out.extend_from_slice(key_ns);
+        put_bytes(self.out, value);
+        if let Some((_, _, n)) = self.current.as_mut() {
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    fn end_state(&mut self) {
+        if let Some((_, at, n)) = self.current.take() {
+            self.out[at..at + 8].copy_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    fn finish(mut self) {
+        self.end_state();
+        let at = self.states_at;
+        self.out[at..at + 4].copy_from_slice(&self.states.to_le_bytes());
     }
 }
 
@@ -828,12 +986,8 @@ fn write_key_group(
     out: &mut Vec<u8>,
 ) -> Result<()> {
     use fjall::Readable;
-    // Per state: name, count (patched), then the values; states come in id order since
-    // the id follows the key group in every disk key.
-    let states_at = out.len();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let mut states = 0u32;
-    let mut current: Option<(u16, usize, u64)> = None;
+    // States come in id order since the id follows the key group in every disk key.
+    let mut w = GroupWriter::new(out, names);
     let read_err =
         |e: fjall::Error| Error::state("disk state backend", format!("reading state: {e}"));
     for item in snapshot.prefix(ks, kg.to_be_bytes()) {
@@ -844,33 +998,10 @@ fn write_key_group(
                 "a stored key is too short",
             ));
         }
-        let state = u16::from_be_bytes([k[2], k[3]]);
-        if current.is_none_or(|(s, _, _)| s != state) {
-            if let Some((_, at, n)) = current {
-                out[at..at + 8].copy_from_slice(&n.to_le_bytes());
-            }
-            let name = names.get(usize::from(state)).ok_or_else(|| {
-                Error::state(
-                    "disk state backend",
-                    format!("a stored value of unknown state {state}"),
-                )
-            })?;
-            put_bytes(out, name.as_bytes());
-            current = Some((state, out.len(), 0));
-            out.extend_from_slice(&0u64.to_le_bytes());
-            states += 1;
-        }
         // Key (bincode) and namespace (two i64 LE) are stored as the snapshot writes them.
-        out.extend_from_slice(&k[4..]);
-        put_bytes(out, &v);
-        if let Some((_, _, n)) = current.as_mut() {
-            *n += 1;
-        }
+        w.add(u16::from_be_bytes([k[2], k[3]]), &k[4..], &v)?;
     }
-    if let Some((_, at, n)) = current {
-        out[at..at + 8].copy_from_slice(&n.to_le_bytes());
-    }
-    out[states_at..states_at + 4].copy_from_slice(&states.to_le_bytes());
+    w.finish();
     Ok(())
 }
 
@@ -886,6 +1017,7 @@ mod tests {
         DiskStateBackend::new(DiskOptions {
             managed_memory: budget,
             local_dir: Some(dir.to_path_buf()),
+            incremental: false,
         })
     }
 
@@ -1083,7 +1215,7 @@ mod tests {
             timers.register(TimeDomain::EventTime, k, key, Namespace::VOID);
         }
         let expected = snapshot_keyed(s.as_mut(), &timers, MAX_P)?;
-        let mut snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P)?;
+        let mut snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P, &Barrier::checkpoint(1))?;
         assert!(snap.keyed.is_empty() && snap.deferred.is_some(), "deferred");
         // After the barrier: values overwritten, removed and added (evicting to disk),
         // timers fired and registered.
@@ -1103,6 +1235,133 @@ mod tests {
         snap.resolve()?;
         assert_eq!(snap.keyed.len(), expected.len());
         assert!(snap.keyed == expected, "the deferred snapshot differs");
+        s.check()
+    }
+
+    /// The decoded values and timers of a snapshot's key groups.
+    fn decoded(
+        blobs: Vec<(KeyGroup, Bytes)>,
+    ) -> Result<(Vec<StoredValue>, Vec<(bool, crate::state::Timer)>)> {
+        let mut h = MemoryStateBackend::default().create_store(0..MAX_P, MAX_P)?;
+        h.register("count", codec::<i64>());
+        h.register("name", codec::<String>());
+        let mut t = TimerService::default();
+        crate::state::restore_keyed(h.as_mut(), &mut t, &blobs)?;
+        let mut timers = Vec::new();
+        t.for_each(&mut |d, timer| timers.push((d == TimeDomain::EventTime, timer.clone())))?;
+        timers.sort();
+        Ok((contents(h.as_mut())?, timers))
+    }
+
+    #[test]
+    fn incremental_snapshots_hold_what_changed_and_merge_into_the_whole_state() -> Result<()> {
+        use crate::checkpoint::{OperatorSnapshot, SnapshotKind};
+        use crate::state::{merge_key_group_chain, snapshot_keyed_state};
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        // A small budget: values and timers live mostly on disk.
+        let disk = DiskStateBackend::new(DiskOptions {
+            managed_memory: 1 << 20,
+            local_dir: Some(dir.path().to_path_buf()),
+            incremental: true,
+        });
+        let mut s = disk.create_store(0..MAX_P, MAX_P)?;
+        let mut timers = s.timer_service()?;
+        let barrier = |id, base| Barrier {
+            base,
+            ..Barrier::checkpoint(id)
+        };
+        let resolve = |mut snap: OperatorSnapshot| -> Result<Vec<(KeyGroup, Bytes)>> {
+            snap.resolve()?;
+            Ok(snap
+                .keyed
+                .into_iter()
+                .map(|(kg, b)| (kg, Bytes::from(b)))
+                .collect())
+        };
+        let bytes = |blobs: &[(KeyGroup, Bytes)]| blobs.iter().map(|(_, b)| b.len()).sum::<usize>();
+        fill(s.as_mut(), 30_000);
+        for k in 0..60_000 {
+            timers.register(
+                TimeDomain::EventTime,
+                k,
+                Key::Int(k % 30_000),
+                Namespace::VOID,
+            );
+        }
+        let snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P, &barrier(1, None))?;
+        assert!(snap.shared && snap.base.is_none(), "the first one is whole");
+        let whole = resolve(snap)?;
+
+        // Changes: values bumped, removed and added (evicting to disk), timers fired,
+        // registered and deleted.
+        let count = s.register("count", codec::<i64>());
+        for k in (0..30_000).step_by(100) {
+            bump(s.as_mut(), count, k);
+        }
+        for k in (0..30_000).step_by(1_000) {
+            let key = Key::Int(k);
+            s.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+        }
+        while timers.pop_due(TimeDomain::EventTime, 500).is_some() {}
+        timers.register(TimeDomain::EventTime, 100_000, Key::Int(7), Namespace::VOID);
+        timers.register(TimeDomain::ProcessingTime, 5, Key::Int(8), Namespace::VOID);
+        let snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P, &barrier(2, Some(1)))?;
+        assert_eq!(snap.base, Some(1));
+        let second = resolve(snap)?;
+        for k in (0..30_000).step_by(300) {
+            bump(s.as_mut(), count, k);
+        }
+        for k in 40_000..40_100 {
+            bump(s.as_mut(), count, k);
+        }
+        timers.delete(TimeDomain::EventTime, 100_000, Key::Int(7), Namespace::VOID);
+        let snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P, &barrier(3, Some(2)))?;
+        assert_eq!(snap.base, Some(2));
+        let third = resolve(snap)?;
+        assert!(disk.evicted_values() > 0);
+        assert!(
+            bytes(&second) * 20 < bytes(&whole) && bytes(&third) * 20 < bytes(&whole),
+            "changes of about 1 % of the keys: {} and {} bytes, the whole state {}",
+            bytes(&second),
+            bytes(&third),
+            bytes(&whole)
+        );
+
+        // The state as it is now, whole: a savepoint (which seals no epoch).
+        let snap = snapshot_keyed_state(
+            s.as_mut(),
+            &timers,
+            MAX_P,
+            &Barrier {
+                kind: SnapshotKind::Savepoint,
+                ..barrier(4, Some(3))
+            },
+        )?;
+        assert!(snap.base.is_none() && !snap.shared, "savepoints are whole");
+        let reference = resolve(snap)?;
+        let find = |blobs: &[(KeyGroup, Bytes)], kg: KeyGroup| {
+            blobs.iter().find(|(k, _)| *k == kg).map(|(_, b)| b.clone())
+        };
+        let mut merged = Vec::new();
+        for kg in 0..MAX_P {
+            let changes: Vec<Bytes> = [&second, &third]
+                .iter()
+                .filter_map(|c| find(c, kg))
+                .collect();
+            let changes: Vec<&[u8]> = changes.iter().map(|b| &b[..]).collect();
+            if let Some(m) = merge_key_group_chain(find(&whole, kg).as_deref(), &changes)? {
+                merged.push((kg, Bytes::from(m)));
+            }
+        }
+        let (got, want) = (decoded(merged)?, decoded(reference)?);
+        assert_eq!(got.0.len(), want.0.len(), "values");
+        assert_eq!(got.1.len(), want.1.len(), "timers");
+        assert!(got == want, "the merged chain differs from the whole state");
+
+        // A base this store did not take part in (a restart): whole again. The changes
+        // of the savepoint's time are in it, not lost.
+        let snap = snapshot_keyed_state(s.as_mut(), &timers, MAX_P, &barrier(5, Some(99)))?;
+        assert!(snap.base.is_none() && snap.shared);
         s.check()
     }
 

@@ -6,6 +6,7 @@
 //! unit checkpoints will store and rescaling will move), and a store only holds the key groups
 //! of its subtask.
 
+mod changes;
 mod codec;
 mod config;
 mod disk;
@@ -30,8 +31,8 @@ pub use handles::{
 pub use memory::{
     FastHasher, FastMap, LAZY_RESTORE_MIN_BYTES, MemoryStateBackend, MemoryStore, restore_progress,
 };
-pub use snapshot::{restore_keyed, snapshot_keyed, snapshot_keyed_state};
-pub use timers::{TimeDomain, TimerService};
+pub use snapshot::{merge_key_group_chain, restore_keyed, snapshot_keyed, snapshot_keyed_state};
+pub use timers::{TimeDomain, Timer, TimerService};
 
 use std::sync::Arc;
 
@@ -156,8 +157,13 @@ pub trait KeyedStore: Send {
     /// part of a checkpoint). `None` when the backend has no such view: then the snapshot
     /// is encoded on the task thread ([`snapshot_key_group`](Self::snapshot_key_group)).
     /// With the view comes a local directory where the snapshot's state file is written
-    /// before it is uploaded (so that it never has to fit in memory).
-    fn snapshot_view(&mut self) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
+    /// before it is uploaded (so that it never has to fit in memory). `barrier` says which
+    /// snapshot this is (with incremental checkpoints, the view may hold only what changed
+    /// since its base).
+    fn snapshot_view(
+        &mut self,
+        _barrier: &crate::checkpoint::Barrier,
+    ) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
         Ok(None)
     }
 }
@@ -168,4 +174,28 @@ pub trait KeyGroupView: Send {
     fn key_groups(&self) -> Range<KeyGroup>;
     /// Encodes every value of key group `kg` as [`KeyedStore::snapshot_key_group`] does.
     fn write_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()>;
+    /// Incremental checkpoints: the checkpoint whose snapshot this one adds to (then only
+    /// [`write_changes`](Self::write_changes) is called); `None` when it is whole.
+    fn base(&self) -> Option<crate::checkpoint::CheckpointId> {
+        None
+    }
+    /// Incremental checkpoints: whether later snapshots may build on this one.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Incremental checkpoints: what changed in key group `kg` since the base: the values
+    /// set (`values`, encoded as [`write_key_group`](Self::write_key_group) does), the
+    /// values removed (`removed`, the same with empty values), and the timers whose
+    /// presence may have changed.
+    fn write_changes(
+        &self,
+        _kg: KeyGroup,
+        _values: &mut Vec<u8>,
+        _removed: &mut Vec<u8>,
+        _timers: &mut Vec<(TimeDomain, Timer)>,
+    ) -> Result<()> {
+        Err(crate::error::Error::Checkpoint(
+            "this state backend writes whole snapshots only".into(),
+        ))
+    }
 }

@@ -9,10 +9,11 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::codec::ByteReader;
-use super::timers::Timer;
-use super::{KeyedStore, Namespace, TimeDomain, TimerService};
-use crate::checkpoint::{DeferredKeyed, EmitKeyGroup, OperatorSnapshot};
+use super::codec::{ByteReader, put_bytes};
+use super::timers::{Timer, TimerView};
+use super::values_format::for_each_raw;
+use super::{KeyGroupView, KeyedStore, Namespace, TimeDomain, TimerService};
+use crate::checkpoint::{Barrier, DeferredKeyed, EmitKeyGroup, OperatorSnapshot};
 use crate::element::Timestamp;
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup};
@@ -47,23 +48,43 @@ pub fn snapshot_keyed(
     Ok(out)
 }
 
-/// An operator instance's keyed state and timers for a checkpoint. When the store offers a
-/// consistent view (the disk backend), the task thread only takes the view (writing its
-/// cache out and pinning an LSM snapshot: milliseconds) and the encoding is deferred to the
-/// thread that writes the state file; otherwise it is encoded now.
+/// An operator instance's keyed state and timers for the snapshot of `barrier`. When the
+/// store offers a consistent view (the disk backend), the task thread only takes the view
+/// (writing its cache out and pinning an LSM snapshot: milliseconds) and the encoding is
+/// deferred to the thread that writes the state file; otherwise it is encoded now. With
+/// incremental checkpoints the view may hold only what changed since a base checkpoint
+/// (see [`merge_key_group_chain`] for the format).
 pub fn snapshot_keyed_state(
     store: &mut dyn KeyedStore,
     timers: &TimerService,
     max_parallelism: u16,
+    barrier: &Barrier,
 ) -> Result<OperatorSnapshot> {
-    let Some((view, spool)) = store.snapshot_view()? else {
+    let Some((view, spool)) = store.snapshot_view(barrier)? else {
         return Ok(OperatorSnapshot {
             keyed: snapshot_keyed(store, timers, max_parallelism)?,
             ..Default::default()
         });
     };
     let timers = timers.view()?;
+    let (base, shared) = (view.base(), view.shared());
+    if base.is_some() {
+        return Ok(OperatorSnapshot {
+            deferred: Some(DeferredKeyed::new(spool, move |emit| {
+                for kg in view.key_groups() {
+                    if let Some(blob) = changes_of(view.as_ref(), &timers, kg)? {
+                        emit(kg, blob)?;
+                    }
+                }
+                Ok(())
+            })),
+            base,
+            shared,
+            ..Default::default()
+        });
+    }
     Ok(OperatorSnapshot {
+        shared,
         deferred: Some(DeferredKeyed::new(spool, move |emit| {
             let mut for_each = |f: &mut VisitTimer<'_>| timers.for_each(f);
             let groups = view.key_groups();
@@ -81,6 +102,103 @@ pub fn snapshot_keyed_state(
         })),
         ..Default::default()
     })
+}
+
+/// What changed in key group `kg` since the view's base, as a blob of changes (`None`:
+/// nothing did).
+fn changes_of(
+    view: &dyn KeyGroupView,
+    timers: &TimerView,
+    kg: KeyGroup,
+) -> Result<Option<Vec<u8>>> {
+    let mut blob = Vec::with_capacity(256);
+    blob.extend_from_slice(&[0u8; 8]);
+    let (mut removed, mut marks) = (Vec::new(), Vec::new());
+    view.write_changes(kg, &mut blob, &mut removed, &mut marks)?;
+    let none = [0u8; 4];
+    if blob[8..] == none && removed == none && marks.is_empty() {
+        return Ok(None);
+    }
+    let len = (blob.len() - 8) as u64;
+    blob[..8].copy_from_slice(&len.to_le_bytes());
+    blob.extend_from_slice(&(removed.len() as u64).to_le_bytes());
+    blob.extend_from_slice(&removed);
+    let (mut present, mut absent): (Vec<TimerEntry>, Vec<TimerEntry>) = (Vec::new(), Vec::new());
+    for (domain, (ts, key, ns)) in marks {
+        let entry = (domain == TimeDomain::EventTime, ts, key, ns);
+        let there = timers.contains(domain, &(entry.1, entry.2.clone(), entry.3))?;
+        if there {
+            present.push(entry);
+        } else {
+            absent.push(entry);
+        }
+    }
+    bincode::serialize_into(&mut blob, &(present, absent))
+        .map_err(|e| Error::state("timers", e))?;
+    Ok(Some(blob))
+}
+
+/// One key group's state, whole, from a chain of snapshots of it: `whole`, the key group's
+/// blob in a whole snapshot (`None`: it was empty then), and `changes`, the blobs of
+/// changes of each later snapshot in order (key groups that did not change have none).
+///
+/// A blob of changes: the values set since the previous snapshot (`u64` length, then the
+/// backend's encoding), the values removed (the same, with empty values), then the timers
+/// present and the timers absent among those that were registered, deleted or fired since
+/// (bincode pair of lists). Values are merged by state name and encoded key and namespace,
+/// without decoding, so the result is the blob a whole snapshot would have written (up to
+/// the order of states). `None` when nothing is left.
+pub fn merge_key_group_chain(whole: Option<&[u8]>, changes: &[&[u8]]) -> Result<Option<Vec<u8>>> {
+    type Values<'a> = BTreeMap<&'a [u8], BTreeMap<&'a [u8], &'a [u8]>>;
+    let mut values: Values<'_> = BTreeMap::new();
+    let mut timers: std::collections::BTreeSet<TimerEntry> = Default::default();
+    if let Some(w) = whole {
+        let mut r = ByteReader::new(w, "keyed state");
+        let len = r.u64()? as usize;
+        for_each_raw(r.take(len)?, &mut |name, k, v| {
+            values.entry(name).or_default().insert(k, v);
+        })?;
+        let t: Vec<TimerEntry> = r.value()?;
+        timers.extend(t);
+    }
+    for c in changes {
+        let mut r = ByteReader::new(c, "keyed state changes");
+        let len = r.u64()? as usize;
+        for_each_raw(r.take(len)?, &mut |name, k, v| {
+            values.entry(name).or_default().insert(k, v);
+        })?;
+        let len = r.u64()? as usize;
+        for_each_raw(r.take(len)?, &mut |name, k, _| {
+            if let Some(m) = values.get_mut(name) {
+                m.remove(k);
+            }
+        })?;
+        let (present, absent): (Vec<TimerEntry>, Vec<TimerEntry>) = r.value()?;
+        for t in absent {
+            timers.remove(&t);
+        }
+        timers.extend(present);
+    }
+    values.retain(|_, m| !m.is_empty());
+    if values.is_empty() && timers.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+    for (name, m) in &values {
+        put_bytes(&mut out, name);
+        out.extend_from_slice(&(m.len() as u64).to_le_bytes());
+        for (k, v) in m {
+            out.extend_from_slice(k);
+            put_bytes(&mut out, v);
+        }
+    }
+    let len = (out.len() - 8) as u64;
+    out[..8].copy_from_slice(&len.to_le_bytes());
+    let timers: Vec<TimerEntry> = timers.into_iter().collect();
+    bincode::serialize_into(&mut out, &timers).map_err(|e| Error::state("timers", e))?;
+    Ok(Some(out))
 }
 
 /// Timers a deferred snapshot groups in memory at once (about 64 bytes each).

@@ -201,6 +201,18 @@ impl SpillView {
         use fjall::Readable;
         visit(self.snapshot.range(&self.ks, self.low.as_slice()..), f)
     }
+
+    /// Whether the view holds `timer`.
+    pub(crate) fn contains(&self, timer: &Timer) -> Result<bool> {
+        use fjall::Readable;
+        let key = encode(timer);
+        if key < self.low {
+            return Ok(false);
+        }
+        self.snapshot
+            .contains_key(&self.ks, key)
+            .map_err(|e| Error::state("timers", format!("reading spilled timers: {e}")))
+    }
 }
 
 fn visit(items: fjall::Iter, f: &mut dyn FnMut(&Timer)) -> Result<()> {
@@ -324,7 +336,7 @@ fn get_key(b: &[u8]) -> std::result::Result<(Key, &[u8]), String> {
     }
 }
 
-fn encode((ts, key, ns): &Timer) -> Vec<u8> {
+pub(crate) fn encode((ts, key, ns): &Timer) -> Vec<u8> {
     let mut out = Vec::with_capacity(40);
     put_i64(&mut out, *ts);
     put_key(&mut out, key);
@@ -333,7 +345,7 @@ fn encode((ts, key, ns): &Timer) -> Vec<u8> {
     out
 }
 
-fn decode(b: &[u8]) -> std::result::Result<Timer, String> {
+pub(crate) fn decode(b: &[u8]) -> std::result::Result<Timer, String> {
     let (ts, rest) = get_i64(b)?;
     let (key, rest) = get_key(rest)?;
     let (start, rest) = get_i64(rest)?;

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use super::Namespace;
+use super::changes::ChangeLog;
 use super::timer_spill::{SpillView, TimerSpill};
 use crate::element::Timestamp;
 use crate::error::Result;
@@ -22,7 +23,8 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
-pub(crate) type Timer = (Timestamp, Key, Namespace);
+/// A timer: when it fires, and the key and namespace it fires for.
+pub type Timer = (Timestamp, Key, Namespace);
 
 /// Fewest timers held in memory per domain before the latest half of them spills (when the
 /// queue can spill; the disk backend sets the limit from its budget): about 4 MiB.
@@ -94,6 +96,8 @@ impl TimerQueue {
 pub struct TimerService {
     event: TimerQueue,
     processing: TimerQueue,
+    /// Incremental checkpoints: where changed timers are marked.
+    changes: Option<ChangeLog>,
 }
 
 impl std::fmt::Debug for TimerService {
@@ -109,9 +113,15 @@ impl TimerService {
     /// Timers whose queues keep their earliest `limit` (at least [`MIN_IN_MEMORY_TIMERS`])
     /// in memory and spill the rest to `event` and `processing` (made by the disk backend's
     /// stores).
-    pub(crate) fn spilling(event: TimerSpill, processing: TimerSpill, limit: usize) -> Self {
+    pub(crate) fn spilling(
+        event: TimerSpill,
+        processing: TimerSpill,
+        limit: usize,
+        changes: Option<ChangeLog>,
+    ) -> Self {
         let limit = limit.max(MIN_IN_MEMORY_TIMERS);
         TimerService {
+            changes,
             event: TimerQueue {
                 head: BTreeSet::new(),
                 tail: Some(event),
@@ -134,12 +144,20 @@ impl TimerService {
 
     /// Registers a timer (a no-op when it exists).
     pub fn register(&mut self, domain: TimeDomain, ts: Timestamp, key: Key, ns: Namespace) {
-        self.queue(domain).insert((ts, key, ns));
+        let timer = (ts, key, ns);
+        if let Some(c) = &self.changes {
+            c.mark_timer(domain, &timer);
+        }
+        self.queue(domain).insert(timer);
     }
 
     /// Deletes a timer (a no-op when it does not exist).
     pub fn delete(&mut self, domain: TimeDomain, ts: Timestamp, key: Key, ns: Namespace) {
-        self.queue(domain).remove(&(ts, key, ns));
+        let timer = (ts, key, ns);
+        if let Some(c) = &self.changes {
+            c.mark_timer(domain, &timer);
+        }
+        self.queue(domain).remove(&timer);
     }
 
     /// Removes and returns the earliest timer due at `time`, if any.
@@ -148,7 +166,11 @@ impl TimerService {
         domain: TimeDomain,
         time: Timestamp,
     ) -> Option<(Timestamp, Key, Namespace)> {
-        self.queue(domain).pop_due(time)
+        let timer = self.queue(domain).pop_due(time)?;
+        if let Some(c) = &self.changes {
+            c.mark_timer(domain, &timer);
+        }
+        Some(timer)
     }
 
     /// Number of pending timers in a domain.
@@ -162,6 +184,9 @@ impl TimerService {
     /// An error met by a spilled part (reading or writing disk), kept since registering and
     /// firing cannot fail; keyed operators call this with the store's check.
     pub fn check(&self) -> Result<()> {
+        if let Some(c) = &self.changes {
+            c.check()?;
+        }
         for q in [&self.event, &self.processing] {
             if let Some(tail) = &q.tail {
                 tail.check()?;
@@ -178,7 +203,7 @@ impl TimerService {
             (TimeDomain::EventTime, &self.event),
             (TimeDomain::ProcessingTime, &self.processing),
         ] {
-            view.head.extend(q.head.iter().map(|t| (domain, t.clone())));
+            view.heads.push((domain, q.head.clone()));
             if let Some(tail) = &q.tail {
                 view.tails.push((domain, tail.view()?));
             }
@@ -206,20 +231,37 @@ impl TimerService {
 /// The pending timers of a [`TimerService`] as of [`TimerService::view`].
 #[derive(Default)]
 pub struct TimerView {
-    head: Vec<(TimeDomain, Timer)>,
+    heads: Vec<(TimeDomain, BTreeSet<Timer>)>,
     tails: Vec<(TimeDomain, SpillView)>,
 }
 
 impl TimerView {
     /// Calls `f` with every timer of the view and its domain.
     pub fn for_each(&self, f: &mut dyn FnMut(TimeDomain, &Timer)) -> Result<()> {
-        for (domain, t) in &self.head {
-            f(*domain, t);
+        for (domain, head) in &self.heads {
+            for t in head {
+                f(*domain, t);
+            }
         }
         for (domain, tail) in &self.tails {
             tail.for_each(&mut |t| f(*domain, t))?;
         }
         Ok(())
+    }
+
+    /// Whether the view holds `timer` in `domain`.
+    pub(crate) fn contains(&self, domain: TimeDomain, timer: &Timer) -> Result<bool> {
+        for (d, head) in &self.heads {
+            if *d == domain && head.contains(timer) {
+                return Ok(true);
+            }
+        }
+        for (d, tail) in &self.tails {
+            if *d == domain && tail.contains(timer)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -268,6 +310,7 @@ mod tests {
         let backend = crate::state::DiskStateBackend::new(crate::state::DiskOptions {
             managed_memory: 16 << 20,
             local_dir: Some(dir.path().to_path_buf()),
+            incremental: false,
         });
         let store = crate::state::StateBackend::create_store(&backend, 0..128, 128)?;
         let mut spilling = store.timer_service()?;

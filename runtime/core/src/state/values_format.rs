@@ -59,6 +59,29 @@ pub(super) fn read_key_group<'a>(
     Ok(())
 }
 
+/// Walks one key group's blob without decoding anything, calling `f` with each value's
+/// state name, key and namespace (as encoded) and value: for merging snapshots.
+pub(super) fn for_each_raw<'a>(
+    bytes: &'a [u8],
+    f: &mut dyn FnMut(&'a [u8], &'a [u8], &'a [u8]),
+) -> Result<()> {
+    let mut r = ByteReader::new(bytes, "keyed state");
+    let states = r.u32()?;
+    for _ in 0..states {
+        let name = r.bytes()?;
+        let values = r.u64()?;
+        for _ in 0..values {
+            let before = r.rest();
+            let _: Key = r.value()?;
+            r.take(16)?;
+            let key_ns = &before[..before.len() - r.rest().len()];
+            let value = r.bytes()?;
+            f(name, key_ns, value);
+        }
+    }
+    Ok(())
+}
+
 /// Checks that the first value of the blob's first state decodes with that state's codec,
 /// and with `every_state` the first value of every state (which walks the whole blob). The
 /// bytes themselves are covered by the checkpoint's checksum; this catches a snapshot whose

@@ -26,7 +26,7 @@ use arrow::datatypes::SchemaRef;
 
 use super::assigner::window_start;
 use super::{AggregateFunction, RowRef, Window, WindowKind, Windows};
-use crate::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
+use crate::checkpoint::{Barrier, OperatorSnapshot, RestoredState};
 use crate::element::{MIN_WATERMARK, Timestamp};
 use crate::error::{Error, Result};
 use crate::key::{Key, KeyGroup, KeySelector};
@@ -309,7 +309,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
         out.emit_watermark(watermark)
     }
 
-    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+    fn snapshot_state(&mut self, _barrier: &Barrier) -> Result<OperatorSnapshot> {
         let mp = self.max_parallelism;
         let mut groups: BTreeMap<KeyGroup, GroupSlices<A::Acc>> =
             self.key_groups.clone().map(|kg| (kg, Vec::new())).collect();
@@ -339,6 +339,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
             keyed,
             operator: None,
             deferred: None,
+            ..Default::default()
         })
     }
 
@@ -545,7 +546,10 @@ mod tests {
                 Step::Restore(n) => {
                     let mut keyed = Vec::new();
                     for op in &mut ops {
-                        keyed.extend(op.snapshot_state(1)?.keyed);
+                        keyed.extend(
+                            op.snapshot_state(&crate::checkpoint::Barrier::checkpoint(1))?
+                                .keyed,
+                        );
                     }
                     ops = (0..n)
                         .map(|i| {

@@ -461,12 +461,17 @@ mod tests {
         op.process_batch(0, row()?, &mut out)?;
         op.process_batch(0, row()?, &mut out)?;
         assert_eq!(out.0.len(), 3, "+I, then -U and +U");
-        let held = op.snapshot_state(1)?.keyed.len();
+        let held = op
+            .snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?
+            .keyed
+            .len();
         assert!(held > 0);
         std::thread::sleep(std::time::Duration::from_millis(120));
         op.on_processing_time(flink_rs_core::operator::now_millis(), &mut out)?;
         assert_eq!(
-            op.snapshot_state(2)?.keyed.len(),
+            op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(2))?
+                .keyed
+                .len(),
             0,
             "the idle group is gone"
         );

@@ -268,7 +268,7 @@ mod tests {
     }
 
     fn state_bytes(op: &mut dyn Operator) -> Result<usize> {
-        let snap = op.snapshot_state(1)?;
+        let snap = op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
         Ok(snap.keyed.iter().map(|(_, b)| b.len()).sum())
     }
 

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 
-use flink_rs_core::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
+use flink_rs_core::checkpoint::{Barrier, OperatorSnapshot, RestoredState};
 use flink_rs_core::element::{MAX_WATERMARK, Timestamp};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::key::{Key, KeyGroup, KeySelector};
@@ -323,7 +323,7 @@ impl StreamOperator for TopNAtEndOperator {
         out.emit_watermark(watermark)
     }
 
-    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+    fn snapshot_state(&mut self, _barrier: &Barrier) -> Result<OperatorSnapshot> {
         let mut groups: std::collections::BTreeMap<KeyGroup, Vec<(&Key, &Vec<Row>)>> =
             Default::default();
         for (k, rows) in &self.kept {
@@ -344,6 +344,7 @@ impl StreamOperator for TopNAtEndOperator {
             keyed,
             operator: None,
             deferred: None,
+            ..Default::default()
         })
     }
 
@@ -448,7 +449,8 @@ mod top_n_tests {
             let mut v = 0;
             for _ in 0..30 {
                 if g.next(6) == 0 {
-                    let snap = op.snapshot_state(1)?;
+                    let snap =
+                        op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
                     op = new(&f)?;
                     op.restore_state(RestoredState {
                         keyed: snap

@@ -34,7 +34,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
 use crate::operators::join_condition::PairPredicate;
-use flink_rs_core::checkpoint::{CheckpointId, OperatorSnapshot, RestoredState};
+use flink_rs_core::checkpoint::{Barrier, OperatorSnapshot, RestoredState};
 use flink_rs_core::element::{MIN_WATERMARK, Timestamp};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::key::{Key, KeyColumns, KeyGroup, KeySelector};
@@ -371,7 +371,7 @@ impl Operator for IntervalJoinOperator {
         out.emit_watermark(watermark)
     }
 
-    fn snapshot_state(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot> {
+    fn snapshot_state(&mut self, _barrier: &Barrier) -> Result<OperatorSnapshot> {
         let mp = self.max_parallelism;
         let mut groups: BTreeMap<KeyGroup, [Vec<u8>; 2]> = BTreeMap::new();
         for side in 0..2 {
@@ -420,6 +420,7 @@ impl Operator for IntervalJoinOperator {
             keyed,
             operator: None,
             deferred: None,
+            ..Default::default()
         })
     }
 
@@ -599,7 +600,8 @@ mod tests {
                     columnar.process_watermark(w, &mut got)?;
                 }
                 Step::Restore => {
-                    let snap = columnar.snapshot_state(1)?;
+                    let snap = columnar
+                        .snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
                     columnar = IntervalJoinOperator::new(s.clone(), &ctx);
                     columnar.restore_state(RestoredState {
                         checkpoint_id: 1,
@@ -676,7 +678,7 @@ mod tests {
         // they hold every row.
         let mut op = IntervalJoinOperator::new(s.clone(), &OperatorContext::single("join"));
         op.process_batch(0, batch(&rows)?, &mut Rows::default())?;
-        let snap = op.snapshot_state(1)?;
+        let snap = op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
         let mut held = 0;
         for subtask in 0..2 {
             let ctx = OperatorContext {
