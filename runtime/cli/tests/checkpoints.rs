@@ -600,11 +600,13 @@ fn stop_with_savepoint_then_resume_at_one_and_four(backend: Backend) -> Result<(
 
 /// A process that dies (here: is cancelled, which commits nothing beyond its last completed
 /// checkpoint, as a crash would) and a new one with the same job id and `latest` continue the
-/// job from storage by themselves.
+/// job from storage by themselves; with `by_path`, the new one is given the latest
+/// checkpoint's URL instead (`--fromSavepoint` with a checkpoint, as Flink allows).
 fn resume_latest_in(
     backend: Backend,
     cp_url: &str,
     options: BTreeMap<String, String>,
+    by_path: bool,
 ) -> Result<()> {
     let rows = 300_000;
     let (ref_w, ref_t) = reference(rows)?;
@@ -630,6 +632,19 @@ fn resume_latest_in(
 
     spec.rate = None;
     spec.restore = Some(RestoreFrom::Latest);
+    if by_path {
+        let storage = flink_rs::checkpoint::CheckpointStorage::open(cp_url, &spec.storage_options)?;
+        let latest = flink_rs::checkpoint::find_latest(&storage, &job_id)?
+            .ok_or_else(|| Error::User("no checkpoint to resume from".into()))?;
+        if backend == Backend::DiskIncremental {
+            assert!(
+                latest.metadata.full_size() > latest.metadata.state_size(),
+                "{} is incremental",
+                latest.url
+            );
+        }
+        spec.restore = Some(RestoreFrom::Path(latest.url.clone()));
+    }
     let job = start_job(&spec, out.path(), Injector::none())?;
     let restored = job.checkpoint_stats().restored;
     assert_eq!(job.wait()?, JobOutcome::Finished);
@@ -657,6 +672,7 @@ fn new_process_resumes_from_latest_checkpoint_in_a_directory(backend: Backend) -
         backend,
         &format!("file://{}", cp.path().display()),
         BTreeMap::new(),
+        false,
     )
 }
 
@@ -819,7 +835,9 @@ impl Drop for S3Server {
 fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
     let s3 = S3Server::start("checkpoints")?;
     let url = format!("s3://{}/flink", s3.bucket);
-    resume_latest_in(Backend::Disk, &url, s3.options())?;
+    // Incremental checkpoints, restored from the newest one's URL: its shared files are
+    // found in the job's directory above it.
+    resume_latest_in(Backend::DiskIncremental, &url, s3.options(), true)?;
     // The checkpoints really are in the bucket, in the documented layout.
     let storage = flink_rs::checkpoint::CheckpointStorage::open(&url, &s3.options())?;
     let jobs = storage.list_dirs("")?;
@@ -829,8 +847,21 @@ fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
         .find(|j| j.starts_with("resume-"))
         .cloned()
         .unwrap_or_default();
-    let chks = storage.list_dirs(&job)?;
-    assert!(!chks.is_empty() && chks.len() <= 2, "retained: {chks:?}");
+    let dirs = storage.list_dirs(&job)?;
+    let chks: Vec<&String> = dirs.iter().filter(|d| d.starts_with("chk-")).collect();
+    assert!(!chks.is_empty() && chks.len() <= 2, "retained: {dirs:?}");
+    // Shared files: exactly those the retained checkpoints refer to.
+    let mut referenced = std::collections::BTreeSet::new();
+    for chk in &chks {
+        let c = flink_rs::checkpoint::load_checkpoint(&storage, &format!("{job}/{chk}"))?;
+        referenced.extend(c.metadata.shared_files().map(|f| f.path.clone()));
+    }
+    let shared: std::collections::BTreeSet<String> = storage
+        .list_files(&format!("{job}/shared"))?
+        .into_iter()
+        .map(|f| format!("shared/{f}"))
+        .collect();
+    assert_eq!(shared, referenced, "shared files in the bucket");
     let latest = flink_rs::checkpoint::find_latest(&storage, &job)?;
     assert!(latest.is_some_and(|c| c.metadata.finished));
     Ok(())
