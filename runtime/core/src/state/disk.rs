@@ -1238,10 +1238,11 @@ mod tests {
         s.check()
     }
 
+    /// Decoded values, and timers with whether they are event-time ones.
+    type Decoded = (Vec<StoredValue>, Vec<(bool, crate::state::Timer)>);
+
     /// The decoded values and timers of a snapshot's key groups.
-    fn decoded(
-        blobs: Vec<(KeyGroup, Bytes)>,
-    ) -> Result<(Vec<StoredValue>, Vec<(bool, crate::state::Timer)>)> {
+    fn decoded(blobs: Vec<(KeyGroup, Bytes)>) -> Result<Decoded> {
         let mut h = MemoryStateBackend::default().create_store(0..MAX_P, MAX_P)?;
         h.register("count", codec::<i64>());
         h.register("name", codec::<String>());
