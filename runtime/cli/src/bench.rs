@@ -524,6 +524,17 @@ pub struct StateBenchResult {
     /// How long taking the snapshot held the task (the synchronous part; the rest is
     /// written while the task goes on).
     pub checkpoint_sync_seconds: f64,
+    /// Keys whose state changed between the first checkpoint and the second (after the
+    /// first, updates go to 1 % of the keys).
+    pub keys_changed: u64,
+    /// Bytes the second checkpoint wrote: the whole state again, or (incremental
+    /// checkpoints) about what changed.
+    pub second_checkpoint_bytes: u64,
+    /// Bytes of state the second checkpoint is made of (files shared with the first
+    /// included).
+    pub second_checkpoint_full_bytes: u64,
+    pub second_checkpoint_seconds: f64,
+    pub second_checkpoint_sync_seconds: f64,
     /// From the injected failure to the first record processed by the restored job.
     pub recovery_seconds: f64,
     /// From the injected failure until all restored state is decoded (large restores decode
@@ -534,6 +545,8 @@ pub struct StateBenchResult {
     pub peak_rss_bytes: u64,
     /// The keyed-state backend (`hashmap` or `disk`).
     pub state_backend: String,
+    /// Incremental checkpoints (`execution.checkpointing.incremental`).
+    pub incremental: bool,
 }
 
 /// Keeps a counter and a `value_bytes` long text per key (a typical small record); fails once
@@ -586,13 +599,16 @@ impl ProcessFunction for BigState {
     }
 }
 
-/// Builds about `state_bytes` of keyed state, checkpoints it, fails the job and measures
-/// how long it takes to process again (restore included). Parallelism 1.
+/// Builds about `state_bytes` of keyed state, checkpoints it, updates 1 % of the keys and
+/// checkpoints again, fails the job and measures how long it takes to process again
+/// (restore of the second checkpoint included). Parallelism 1.
 pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBenchResult> {
     use std::sync::atomic::Ordering;
     const VALUE: usize = 104;
     // Per key in a checkpoint: key (12) + namespace (16) + length (4) + value (1 + 8 + 8 + VALUE).
     let keys = (state_bytes / (VALUE as u64 + 49)).max(1);
+    // After every key has state, updates go to the first 1 % of them only.
+    let hot = (keys / 100).max(1);
     let scratch = tempdir_for("state-bench")?;
     let mut config = ExecutionConfig::default();
     config.checkpoint.dir = Some(
@@ -619,7 +635,10 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
     env.from_source(gen_, None)
         .with_column(Field::new("key", DataType::Int64, false), move |b| {
             let ids = int_column(b, "id")?;
-            let k: Int64Array = ids.iter().map(|i| i % keys as i64).collect();
+            let k: Int64Array = ids
+                .iter()
+                .map(|&i| if i < keys as i64 { i } else { i % hot as i64 })
+                .collect();
             Ok(Arc::new(k))
         })
         .key_by("key")
@@ -647,6 +666,14 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         .checkpoint_stats()
         .latest
         .ok_or_else(|| Error::Checkpoint("no checkpoint completed".into()))?;
+    // Long enough for every hot key to be updated (the source runs at millions a second).
+    std::thread::sleep(Duration::from_secs(1));
+    job.trigger_checkpoint()?;
+    let second = job
+        .checkpoint_stats()
+        .latest
+        .filter(|c| c.id > cp.id)
+        .ok_or_else(|| Error::Checkpoint("no second checkpoint completed".into()))?;
     std::thread::sleep(opts.fail_after);
     fail.store(true, Ordering::SeqCst);
     let (failed, recovery) = loop {
@@ -678,11 +705,17 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
         checkpoint_bytes: cp.state_size,
         checkpoint_seconds: cp.duration.as_secs_f64(),
         checkpoint_sync_seconds: cp.sync_duration.as_secs_f64(),
+        keys_changed: hot,
+        second_checkpoint_bytes: second.state_size,
+        second_checkpoint_full_bytes: second.full_size,
+        second_checkpoint_seconds: second.duration.as_secs_f64(),
+        second_checkpoint_sync_seconds: second.sync_duration.as_secs_f64(),
         recovery_seconds: recovery.as_secs_f64(),
         state_restored_seconds: restored.as_secs_f64(),
         fail_after_seconds: opts.fail_after.as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
         state_backend: opts.state_backend.kind.name().to_string(),
+        incremental: opts.state_backend.incremental,
     })
 }
 

@@ -601,7 +601,8 @@ fn stop_with_savepoint_then_resume_at_one_and_four(backend: Backend) -> Result<(
 /// A process that dies (here: is cancelled, which commits nothing beyond its last completed
 /// checkpoint, as a crash would) and a new one with the same job id and `latest` continue the
 /// job from storage by themselves; with `by_path`, the new one is given the latest
-/// checkpoint's URL instead (`--fromSavepoint` with a checkpoint, as Flink allows).
+/// checkpoint's URL instead (`--fromSavepoint` with a checkpoint, as Flink allows) and
+/// runs at parallelism 3.
 fn resume_latest_in(
     backend: Backend,
     cp_url: &str,
@@ -644,6 +645,9 @@ fn resume_latest_in(
             );
         }
         spec.restore = Some(RestoreFrom::Path(latest.url.clone()));
+        // At another parallelism: instances merge the chains of the old ones whose key
+        // groups they take.
+        spec.parallelism = 3;
     }
     let job = start_job(&spec, out.path(), Injector::none())?;
     let restored = job.checkpoint_stats().restored;

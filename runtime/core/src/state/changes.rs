@@ -49,8 +49,9 @@ struct Inner {
     name: String,
     max_parallelism: u16,
     memtable: u64,
-    /// The epoch marks go to now.
-    open: fjall::Keyspace,
+    /// The epoch marks go to now; made by the first mark after a seal, so that making it
+    /// is not part of a snapshot's synchronous part.
+    open: Option<fjall::Keyspace>,
     next_epoch: u64,
     /// Epochs sealed by checkpoints' snapshots, by checkpoint id.
     sealed: BTreeMap<CheckpointId, fjall::Keyspace>,
@@ -86,15 +87,13 @@ impl ChangeLog {
         max_parallelism: u16,
         memtable: u64,
     ) -> Result<Self> {
-        let name = format!("changes-{store}-");
-        let open = open_epoch(&db, &name, 0, memtable)?;
         Ok(ChangeLog(Arc::new(Mutex::new(Inner {
             db,
-            name,
+            name: format!("changes-{store}-"),
             max_parallelism,
             memtable,
-            open,
-            next_epoch: 1,
+            open: None,
+            next_epoch: 0,
             sealed: BTreeMap::new(),
             buffered: Vec::new(),
             taken: BTreeMap::new(),
@@ -106,26 +105,39 @@ impl ChangeLog {
         self.0.lock().ok().map(|mut g| f(&mut g))
     }
 
+    /// Calls `f` to mark something, unless no snapshot was taken yet: changes before the
+    /// first snapshot are in it, and no later one can build on an earlier (so filling and
+    /// restoring a store cost nothing here).
+    fn mark(&self, f: impl FnOnce(u16) -> Vec<u8>) {
+        self.with(|i| {
+            if !i.taken.is_empty() {
+                let mark = f(i.max_parallelism);
+                i.buffer(mark);
+            }
+        });
+    }
+
     /// Marks the value at `disk_key` (the store's key: `kg · state · key · namespace`).
     pub(crate) fn mark_value(&self, disk_key: &[u8]) {
-        let mut mark = Vec::with_capacity(disk_key.len() + 1);
-        mark.extend_from_slice(&disk_key[..2]);
-        mark.push(VALUE_MARK);
-        mark.extend_from_slice(&disk_key[2..]);
-        self.with(|i| i.buffer(mark));
+        self.mark(|_| {
+            let mut mark = Vec::with_capacity(disk_key.len() + 1);
+            mark.extend_from_slice(&disk_key[..2]);
+            mark.push(VALUE_MARK);
+            mark.extend_from_slice(&disk_key[2..]);
+            mark
+        });
     }
 
     /// Marks a timer.
     pub(crate) fn mark_timer(&self, domain: TimeDomain, timer: &Timer) {
-        let Some(mp) = self.with(|i| i.max_parallelism) else {
-            return;
-        };
-        let mut mark = Vec::with_capacity(48);
-        mark.extend_from_slice(&timer.1.key_group(mp).to_be_bytes());
-        mark.push(TIMER_MARK);
-        mark.push(u8::from(domain == TimeDomain::ProcessingTime));
-        mark.extend_from_slice(&timer_spill::encode(timer));
-        self.with(|i| i.buffer(mark));
+        self.mark(|mp| {
+            let mut mark = Vec::with_capacity(48);
+            mark.extend_from_slice(&timer.1.key_group(mp).to_be_bytes());
+            mark.push(TIMER_MARK);
+            mark.push(u8::from(domain == TimeDomain::ProcessingTime));
+            mark.extend_from_slice(&timer_spill::encode(timer));
+            mark
+        });
     }
 
     /// The first error met writing marks.
@@ -155,10 +167,10 @@ impl ChangeLog {
                 shared: false,
             });
         }
-        let next = open_epoch(&g.db, &g.name, g.next_epoch, g.memtable)?;
-        g.next_epoch += 1;
-        let sealed = std::mem::replace(&mut g.open, next);
-        g.sealed.insert(barrier.id, sealed);
+        // An epoch in which nothing was marked has no keyspace.
+        if let Some(sealed) = g.open.take() {
+            g.sealed.insert(barrier.id, sealed);
+        }
         let base = barrier
             .base
             .filter(|b| *b < barrier.id && g.taken.get(b).is_some_and(|n| *n < MAX_CHAIN));
@@ -200,6 +212,20 @@ impl ChangeLog {
 
 impl Inner {
     fn buffer(&mut self, mark: Vec<u8>) {
+        if self.open.is_none() {
+            match open_epoch(&self.db, &self.name, self.next_epoch, self.memtable) {
+                Ok(ks) => {
+                    self.open = Some(ks);
+                    self.next_epoch += 1;
+                }
+                Err(e) => {
+                    if self.error.is_none() {
+                        self.error = Some(e.to_string());
+                    }
+                    return;
+                }
+            }
+        }
         self.buffered.push(mark);
         if self.buffered.len() >= BUFFERED_MARKS {
             self.flush();
@@ -207,12 +233,15 @@ impl Inner {
     }
 
     fn flush(&mut self) {
+        let Some(open) = &self.open else {
+            return;
+        };
         if self.buffered.is_empty() {
             return;
         }
         let mut batch = self.db.batch();
         for mark in self.buffered.drain(..) {
-            batch.insert(&self.open, mark, []);
+            batch.insert(open, mark, []);
         }
         if let Err(e) = batch.commit()
             && self.error.is_none()
@@ -237,8 +266,8 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let open = self.open.clone();
-        for ks in std::mem::take(&mut self.sealed).into_values().chain([open]) {
+        let open = self.open.take();
+        for ks in std::mem::take(&mut self.sealed).into_values().chain(open) {
             if let Err(e) = self.db.delete_keyspace(ks) {
                 tracing::warn!(error = %e, "could not delete a change epoch");
             }
