@@ -575,6 +575,120 @@ mod tests {
     use crate::checkpoint::{CheckpointStorage, SnapshotKind};
     use crate::testing::SequenceSource;
 
+    /// `_metadata` of checkpoint `id` whose one instance is made of shared files `chain`.
+    fn incremental_metadata(id: u64, chain: &[&str]) -> Vec<u8> {
+        use crate::checkpoint::format::{OperatorMetadata, SharedFile, SubtaskMetadata};
+        let meta = crate::checkpoint::CheckpointMetadata {
+            format: super::METADATA_FORMAT.into(),
+            version: super::FORMAT_VERSION,
+            job_id: "job".into(),
+            checkpoint_id: id,
+            kind: SnapshotKind::Checkpoint,
+            timestamp_ms: 0,
+            max_parallelism: 128,
+            finished: false,
+            operators: vec![OperatorMetadata {
+                uid: "a".into(),
+                name: "a".into(),
+                parallelism: 1,
+                subtasks: vec![SubtaskMetadata {
+                    key_groups: [0, 128],
+                    chain: chain
+                        .iter()
+                        .map(|f| SharedFile {
+                            path: format!("shared/{f}"),
+                            size: 1,
+                            crc32: 0,
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+            }],
+        };
+        serde_json::to_vec(&meta).expect("json")
+    }
+
+    #[test]
+    fn shared_files_go_when_no_retained_or_pending_checkpoint_needs_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let job = dir.path().join("job");
+        for (id, chain) in [
+            (1, vec!["a-0-1.state"]),
+            (2, vec!["a-0-1.state", "a-0-2.state"]),
+            (3, vec!["a-0-1.state", "a-0-2.state", "a-0-3.state"]),
+            (4, vec!["a-0-4.state"]),
+        ] {
+            let d = job.join(format!("chk-{id}"));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("_metadata"), incremental_metadata(id, &chain)).expect("write");
+        }
+        std::fs::create_dir_all(job.join("shared")).expect("mkdir");
+        // 1–4 as their checkpoints name them; 5 written by a checkpoint that failed; 6 by
+        // one in flight; 7 by one after the newest.
+        for n in 1..=7 {
+            std::fs::write(job.join(format!("shared/a-0-{n}.state")), b"x").expect("write");
+        }
+        let storage = CheckpointStorage::open(
+            &dir.path().to_string_lossy(),
+            &std::collections::BTreeMap::new(),
+        )
+        .expect("storage");
+        // 4 just completed (a whole one); two are retained. Nothing in memory says what
+        // refers to what: a jobmanager that just restarted retires the same way.
+        let protected = std::collections::HashSet::new();
+        super::retire(&storage, "job", 5, 2, |id| id == 6, &protected);
+        let shared = |storage: &CheckpointStorage| {
+            let mut f = storage.list_files("job/shared").expect("list");
+            f.sort();
+            f
+        };
+        assert_eq!(
+            shared(&storage),
+            [
+                "a-0-1.state",
+                "a-0-2.state",
+                "a-0-3.state",
+                "a-0-4.state",
+                "a-0-6.state",
+                "a-0-7.state"
+            ],
+            "chk-3 (retained) needs 1–3, chk-4 needs 4; 5 is nobody's"
+        );
+        // A checkpoint in flight builds on chk-3 while a whole chk-8 completes: chk-3 is
+        // retired, its files stay for the one in flight.
+        let d = job.join("chk-8");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(
+            d.join("_metadata"),
+            incremental_metadata(8, &["a-0-8.state"]),
+        )
+        .expect("write");
+        std::fs::write(job.join("shared/a-0-8.state"), b"x").expect("write");
+        let protected: std::collections::HashSet<String> = [
+            "shared/a-0-1.state",
+            "shared/a-0-2.state",
+            "shared/a-0-3.state",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        super::retire(&storage, "job", 8, 2, |_| false, &protected);
+        assert!(!job.join("chk-3").exists(), "chk-3 retired");
+        assert_eq!(
+            shared(&storage),
+            [
+                "a-0-1.state",
+                "a-0-2.state",
+                "a-0-3.state",
+                "a-0-4.state",
+                "a-0-8.state"
+            ]
+        );
+        // Once nothing builds on them, they go.
+        super::retire(&storage, "job", 8, 2, |_| false, &Default::default());
+        assert_eq!(shared(&storage), ["a-0-4.state", "a-0-8.state"]);
+    }
+
     #[test]
     fn only_complete_checkpoints_count_as_retained_and_incomplete_ones_go() {
         let dir = tempfile::tempdir().expect("temp dir");
