@@ -169,6 +169,7 @@ impl StateBackend for DiskStateBackend {
             id,
             ks: Some(ks),
             changes,
+            lazy: None,
             key_groups,
             names: Vec::new(),
             codecs: Vec::new(),
@@ -353,6 +354,55 @@ pub struct DiskStore {
     error: Option<Error>,
     /// What changed since the last checkpoints (incremental checkpoints only).
     changes: Option<ChangeLog>,
+    /// A restore still being written into the LSM (`None` once it is all there).
+    lazy: Option<Box<LazyRestore>>,
+}
+
+/// Restores of at least this many bytes are written into the LSM in the background while
+/// the task runs; smaller ones before it starts.
+const LAZY_RESTORE_MIN_BYTES: usize = 1 << 20;
+
+/// A restore in progress: a background worker writes the restored key groups into the LSM
+/// in order; a task touching a key group first takes what the worker finished, then writes
+/// the group itself if the worker has not started it, or waits for the worker if it has
+/// (so a restored task processes again before all of its state is on disk).
+struct LazyRestore {
+    /// By key group (from the store's first): restored, not yet in the LSM.
+    pending: Vec<bool>,
+    left: usize,
+    /// Groups the worker has not taken yet.
+    queue: Arc<Mutex<std::collections::VecDeque<(KeyGroup, Bytes)>>>,
+    done: crossbeam_channel::Receiver<(KeyGroup, Result<()>)>,
+    started: std::time::Instant,
+}
+
+/// Writes one restored key group's values into keyspace `ks` (in batches of about 8 MiB).
+fn write_restored(
+    db: &fjall::Database,
+    ks: &fjall::Keyspace,
+    names: &[String],
+    kg: KeyGroup,
+    bytes: &[u8],
+) -> Result<()> {
+    let write_err =
+        |e: fjall::Error| Error::state("disk state backend", format!("writing state: {e}"));
+    let mut batch = db.batch();
+    let mut batched = 0usize;
+    read_key_group(bytes, names, &mut |visit| {
+        let Visit::Value { id, key, ns, value } = visit else {
+            return Ok(());
+        };
+        batched += value.len() + 32;
+        batch.insert(ks, disk_key(kg, id, &key, ns), value);
+        if batched >= 8 << 20 {
+            std::mem::replace(&mut batch, db.batch())
+                .commit()
+                .map_err(write_err)?;
+            batched = 0;
+        }
+        Ok(())
+    })?;
+    batch.commit().map_err(write_err)
 }
 
 fn disk_key(kg: KeyGroup, state: StateId, key: &Key, ns: Namespace) -> Vec<u8> {
@@ -552,6 +602,7 @@ impl DiskStore {
         key: &Key,
         ns: Namespace,
     ) -> Option<&mut Entry> {
+        self.ready(kg);
         self.make_room();
         let lookup = (key.clone(), ns);
         if !self.cache[state].contains_key(&lookup) {
@@ -585,6 +636,12 @@ impl DiskStore {
 
 impl Drop for DiskStore {
     fn drop(&mut self) {
+        if let Some(lazy) = self.lazy.take() {
+            // Stop the restore worker after the group it is writing.
+            if let Ok(mut q) = lazy.queue.lock() {
+                q.clear();
+            }
+        }
         let own = self.own_bytes;
         self.unaccount(own);
         if let Some(ks) = self.ks.take() {
@@ -635,6 +692,7 @@ impl KeyedStore for DiskStore {
         ns: Namespace,
         init: &mut dyn FnMut() -> Cell,
     ) -> &mut Cell {
+        self.ready(kg);
         self.make_room();
         let lookup = (key.clone(), ns);
         if !self.cache[state].contains_key(&lookup) {
@@ -663,6 +721,7 @@ impl KeyedStore for DiskStore {
     }
 
     fn put(&mut self, state: StateId, kg: KeyGroup, key: Key, ns: Namespace, value: Cell) {
+        self.ready(kg);
         self.make_room();
         match self.cache[state].entry((key, ns)) {
             MapEntry::Occupied(o) => {
@@ -688,6 +747,7 @@ impl KeyedStore for DiskStore {
     }
 
     fn remove(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<Cell> {
+        self.ready(kg);
         let (cell, on_disk) = match self.cache[state].remove(&(key.clone(), ns)) {
             Some(e) => {
                 self.unaccount(e.size as usize);
@@ -711,6 +771,7 @@ impl KeyedStore for DiskStore {
     }
 
     fn len(&mut self) -> usize {
+        self.ready_all();
         if let Err(e) = self.flush() {
             self.fail(e);
             return 0;
@@ -751,8 +812,14 @@ impl KeyedStore for DiskStore {
     }
 
     fn prepare_snapshot(&mut self) -> Result<()> {
+        self.ready_all();
         self.check()?;
         self.flush()
+    }
+
+    fn finish_restore(&mut self) -> Result<()> {
+        self.ready_all();
+        self.check()
     }
 
     fn snapshot_key_group(&self, kg: KeyGroup, out: &mut Vec<u8>) -> Result<()> {
@@ -775,6 +842,7 @@ impl KeyedStore for DiskStore {
         &mut self,
         barrier: &Barrier,
     ) -> Result<Option<(Box<dyn KeyGroupView>, PathBuf)>> {
+        self.ready_all();
         self.check()?;
         self.flush()?;
         // After the flush (its marks are in the epoch sealed now), before the view.
@@ -797,18 +865,29 @@ impl KeyedStore for DiskStore {
         let Some(ks) = self.ks.clone() else {
             return Ok(());
         };
-        let write_err =
-            |e: fjall::Error| Error::state("disk state backend", format!("writing state: {e}"));
-        let mut batch = self.shared.db().batch();
-        let mut batched = 0usize;
-        for (kg, bytes) in groups {
-            if !self.key_groups.contains(&kg) {
+        for (kg, _) in &groups {
+            if !self.key_groups.contains(kg) {
                 return Err(Error::Checkpoint(format!(
                     "key group {kg} restored into a store for key groups {:?}",
                     self.key_groups
                 )));
             }
-            check_key_group(&self.names, &self.codecs, &bytes, true)?;
+        }
+        // One restore at a time: what an earlier one left pending goes in first.
+        self.ready_all();
+        // A type mismatch between the snapshot and the job's states shows here, before
+        // the task starts.
+        for (i, (_, bytes)) in groups.iter().enumerate() {
+            check_key_group(&self.names, &self.codecs, bytes, i == 0)?;
+        }
+        let total: usize = groups.iter().map(|(_, b)| b.len()).sum();
+        let nothing_cached = self.cache.iter().all(|t| t.is_empty());
+        if total >= LAZY_RESTORE_MIN_BYTES && nothing_cached {
+            self.restore_lazily(groups);
+            return Ok(());
+        }
+        for (kg, bytes) in groups {
+            // A restored value replaces a cached one.
             let DiskStore {
                 shared,
                 names,
@@ -817,25 +896,143 @@ impl KeyedStore for DiskStore {
                 ..
             } = self;
             read_key_group(&bytes, names, &mut |visit| {
-                let Visit::Value { id, key, ns, value } = visit else {
-                    return Ok(());
-                };
-                // A restored value replaces a cached one.
-                if let Some(e) = cache[id].remove(&(key.clone(), ns)) {
+                if let Visit::Value { id, key, ns, .. } = visit
+                    && let Some(e) = cache[id].remove(&(key, ns))
+                {
                     release(own_bytes, shared, e.size as usize);
-                }
-                batched += value.len() + 32;
-                batch.insert(&ks, disk_key(kg, id, &key, ns), value);
-                if batched >= 8 << 20 {
-                    std::mem::replace(&mut batch, shared.db().batch())
-                        .commit()
-                        .map_err(write_err)?;
-                    batched = 0;
                 }
                 Ok(())
             })?;
+            write_restored(self.shared.db(), &ks, &self.names, kg, &bytes)?;
         }
-        batch.commit().map_err(write_err)
+        Ok(())
+    }
+}
+
+impl DiskStore {
+    /// Leaves `groups` to a background worker and to the first accesses (see
+    /// [`LazyRestore`]).
+    fn restore_lazily(&mut self, groups: Vec<(KeyGroup, Bytes)>) {
+        let Some(ks) = self.ks.clone() else {
+            return;
+        };
+        let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
+        let mut pending = vec![false; n];
+        let mut queue = std::collections::VecDeque::with_capacity(groups.len());
+        for (kg, bytes) in groups {
+            pending[usize::from(kg - self.key_groups.start)] = true;
+            queue.push_back((kg, bytes));
+        }
+        let left = queue.len();
+        if left == 0 {
+            return;
+        }
+        let queue = Arc::new(Mutex::new(queue));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (shared, names, worker_queue) =
+            (self.shared.clone(), self.names.clone(), queue.clone());
+        super::restore_progress::started();
+        let spawned = std::thread::Builder::new()
+            .name("restore-state".into())
+            .spawn(move || {
+                loop {
+                    let next = worker_queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some((kg, bytes)) = next else { break };
+                    let r = write_restored(shared.db(), &ks, &names, kg, &bytes);
+                    if tx.send((kg, r)).is_err() {
+                        break;
+                    }
+                }
+                super::restore_progress::finished();
+            });
+        if let Err(e) = spawned {
+            super::restore_progress::finished();
+            // No worker: every group is written by the task when first touched.
+            tracing::warn!(error = %e, "no state restore worker; restoring on access");
+        }
+        self.lazy = Some(Box::new(LazyRestore {
+            pending,
+            left,
+            queue,
+            done: rx,
+            started: std::time::Instant::now(),
+        }));
+    }
+
+    /// Makes sure key group `kg` is in the LSM (the cheap check on every access).
+    #[inline]
+    fn ready(&mut self, kg: KeyGroup) {
+        if self.lazy.is_some() {
+            self.ready_slow(kg);
+        }
+    }
+
+    #[cold]
+    fn ready_slow(&mut self, kg: KeyGroup) {
+        let Some(mut lazy) = self.lazy.take() else {
+            return;
+        };
+        let slot = usize::from(kg.saturating_sub(self.key_groups.start));
+        let finished = |lazy: &mut LazyRestore, store: &mut DiskStore, k: KeyGroup, r| {
+            let s = usize::from(k - store.key_groups.start);
+            if std::mem::take(&mut lazy.pending[s]) {
+                lazy.left -= 1;
+            }
+            if let Err(e) = r {
+                store.fail(e);
+            }
+        };
+        while let Ok((k, r)) = lazy.done.try_recv() {
+            finished(&mut lazy, self, k, r);
+        }
+        if lazy.pending.get(slot).copied().unwrap_or(false) {
+            let queued = lazy.queue.lock().ok().and_then(|mut q| {
+                let at = q.iter().position(|(k, _)| *k == kg)?;
+                q.remove(at)
+            });
+            match (queued, self.ks.clone()) {
+                (Some((_, bytes)), Some(ks)) => {
+                    let r = write_restored(self.shared.db(), &ks, &self.names, kg, &bytes);
+                    finished(&mut lazy, self, kg, r);
+                }
+                // The worker is writing it: wait for it (and take what comes before).
+                _ => {
+                    while lazy.pending[slot] {
+                        match lazy.done.recv() {
+                            Ok((k, r)) => finished(&mut lazy, self, k, r),
+                            Err(_) => {
+                                lazy.pending[slot] = false;
+                                lazy.left -= 1;
+                                self.fail(Error::Checkpoint(
+                                    "the state restore worker stopped early".into(),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if lazy.left == 0 {
+            tracing::info!(
+                key_groups = lazy.pending.len(),
+                ms = lazy.started.elapsed().as_millis() as u64,
+                "keyed state restored"
+            );
+        } else {
+            self.lazy = Some(lazy);
+        }
+    }
+
+    /// Waits until every restored key group is in the LSM.
+    fn ready_all(&mut self) {
+        while let Some(kg) = self.lazy.as_ref().and_then(|l| {
+            l.pending
+                .iter()
+                .position(|p| *p)
+                .map(|s| self.key_groups.start + s as KeyGroup)
+        }) {
+            self.ready_slow(kg);
+        }
     }
 }
 
@@ -1199,6 +1396,47 @@ mod tests {
         back.restore_key_groups(groups)?;
         assert_eq!(contents(back.as_mut())?, expected);
         Ok(())
+    }
+
+    #[test]
+    fn a_large_restore_goes_on_in_the_background_and_every_access_sees_its_group() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let heap = MemoryStateBackend::with_background_restore_min_bytes(usize::MAX);
+        let mut from_heap = heap.create_store(0..MAX_P, MAX_P)?;
+        fill(from_heap.as_mut(), 80_000);
+        let groups = snapshot_all(from_heap.as_mut())?;
+        let total: usize = groups.iter().map(|(_, b)| b.len()).sum();
+        assert!(
+            total >= LAZY_RESTORE_MIN_BYTES,
+            "{total} bytes: restored lazily"
+        );
+        let disk = backend(1 << 20, dir.path());
+        let mut s = disk.create_store(0..MAX_P, MAX_P)?;
+        let count = s.register("count", codec::<i64>());
+        s.register("name", codec::<String>());
+        s.restore_key_groups(groups)?;
+        // At once: reads, read-modify-writes and removals of keys all over the key groups,
+        // while the worker may still be writing others.
+        for k in (0..80_000).step_by(997) {
+            assert_eq!(count_of(s.as_mut(), count, k), Some(k * 3), "key {k}");
+        }
+        for k in (0..80_000).step_by(13) {
+            bump(s.as_mut(), count, k);
+        }
+        for k in (0..80_000).step_by(101) {
+            let key = Key::Int(k);
+            s.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+        }
+        // The same changes on the heap give the same state.
+        for k in (0..80_000).step_by(13) {
+            bump(from_heap.as_mut(), count, k);
+        }
+        for k in (0..80_000).step_by(101) {
+            let key = Key::Int(k);
+            from_heap.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+        }
+        assert_eq!(contents(s.as_mut())?, contents(from_heap.as_mut())?);
+        s.check()
     }
 
     #[test]

@@ -484,11 +484,11 @@ pub mod restore_progress {
     static ACTIVE: AtomicUsize = AtomicUsize::new(0);
     static LAST_FINISHED: Mutex<Option<Instant>> = Mutex::new(None);
 
-    pub(super) fn started() {
+    pub(crate) fn started() {
         ACTIVE.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub(super) fn finished() {
+    pub(crate) fn finished() {
         if let Ok(mut t) = LAST_FINISHED.lock() {
             *t = Some(Instant::now());
         }
