@@ -192,6 +192,8 @@ impl JobSpec {
                 managed_memory: 16 << 10,
                 local_dir: None,
                 incremental: false,
+                // Every restore of the suite's disk runs goes on in the background.
+                lazy_restore_min_bytes: 0,
             })),
             rate: None,
             parallelism,

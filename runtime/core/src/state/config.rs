@@ -94,6 +94,7 @@ impl StateBackendConfig {
                 managed_memory: self.managed_memory.unwrap_or(DEFAULT_MANAGED_MEMORY),
                 local_dir: self.local_dir.clone(),
                 incremental: self.incremental,
+                ..Default::default()
             })),
         }
     }

@@ -64,6 +64,9 @@ pub struct DiskOptions {
     /// Keep track of what changes between checkpoints, so that a checkpoint can hold only
     /// that (`execution.checkpointing.incremental`; see `changes`).
     pub incremental: bool,
+    /// Restores of at least this many bytes are written into the LSM in the background
+    /// while the task runs (see [`LAZY_RESTORE_MIN_BYTES`], the default).
+    pub lazy_restore_min_bytes: usize,
 }
 
 impl Default for DiskOptions {
@@ -72,6 +75,7 @@ impl Default for DiskOptions {
             managed_memory: DEFAULT_MANAGED_MEMORY,
             local_dir: None,
             incremental: false,
+            lazy_restore_min_bytes: LAZY_RESTORE_MIN_BYTES,
         }
     }
 }
@@ -170,6 +174,7 @@ impl StateBackend for DiskStateBackend {
             ks: Some(ks),
             changes,
             lazy: None,
+            lazy_min_bytes: self.options.lazy_restore_min_bytes,
             key_groups,
             names: Vec::new(),
             codecs: Vec::new(),
@@ -356,11 +361,12 @@ pub struct DiskStore {
     changes: Option<ChangeLog>,
     /// A restore still being written into the LSM (`None` once it is all there).
     lazy: Option<Box<LazyRestore>>,
+    lazy_min_bytes: usize,
 }
 
 /// Restores of at least this many bytes are written into the LSM in the background while
 /// the task runs; smaller ones before it starts.
-const LAZY_RESTORE_MIN_BYTES: usize = 1 << 20;
+pub const LAZY_RESTORE_MIN_BYTES: usize = 1 << 20;
 
 /// A restore in progress: a background worker writes the restored key groups into the LSM
 /// in order; a task touching a key group first takes what the worker finished, then writes
@@ -882,7 +888,7 @@ impl KeyedStore for DiskStore {
         }
         let total: usize = groups.iter().map(|(_, b)| b.len()).sum();
         let nothing_cached = self.cache.iter().all(|t| t.is_empty());
-        if total >= LAZY_RESTORE_MIN_BYTES && nothing_cached {
+        if total >= self.lazy_min_bytes && nothing_cached {
             self.restore_lazily(groups);
             return Ok(());
         }
@@ -1215,6 +1221,7 @@ mod tests {
             managed_memory: budget,
             local_dir: Some(dir.to_path_buf()),
             incremental: false,
+            ..Default::default()
         })
     }
 
@@ -1502,6 +1509,7 @@ mod tests {
             managed_memory: 1 << 20,
             local_dir: Some(dir.path().to_path_buf()),
             incremental: true,
+            ..Default::default()
         });
         let mut s = disk.create_store(0..MAX_P, MAX_P)?;
         let mut timers = s.timer_service()?;

@@ -311,6 +311,7 @@ mod tests {
             managed_memory: 16 << 20,
             local_dir: Some(dir.path().to_path_buf()),
             incremental: false,
+            ..Default::default()
         });
         let store = crate::state::StateBackend::create_store(&backend, 0..128, 128)?;
         let mut spilling = store.timer_service()?;
