@@ -369,11 +369,30 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
     let mut cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();
     let out = tmp.path().join("out");
+    // Disk backend, incremental checkpoints: the new jobmanager restores from a chain of
+    // shared files and then retires them from what storage says alone.
+    let settings: Vec<(String, String)> = [
+        ("state.backend.type", "disk"),
+        ("execution.checkpointing.incremental", "true"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let id = c
-        .submit(&common::job(&out.display().to_string(), ROWS, RATE), &[])
+        .submit(
+            &common::job(&out.display().to_string(), ROWS, RATE),
+            &settings,
+        )
         .expect("submit");
-    common::wait_until("two checkpoints", Duration::from_secs(60), || {
-        completed_checkpoints(&c, &id) >= 2
+    common::wait_until("an incremental checkpoint", Duration::from_secs(60), || {
+        c.get(&format!("/jobs/{id}/checkpoints"))
+            .ok()
+            .and_then(|v| {
+                v["latest"]["completed"]["checkpointed_size"]
+                    .as_u64()
+                    .zip(v["latest"]["completed"]["state_size"].as_u64())
+            })
+            .is_some_and(|(written, whole)| written < whole)
     });
     let rpc_port = cluster.rpc.rsplit(':').next().expect("port").to_string();
     let rest_port = cluster.rest.rsplit(':').next().expect("port").to_string();
@@ -403,6 +422,23 @@ fn sigkilled_jobmanager_restarts_and_recovers_its_job_from_storage() {
     );
     assert_eq!(s["state"], "FINISHED");
     assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
+    // Shared files left: exactly those the retained checkpoints refer to.
+    let job_dir = tmp.path().join("checkpoints").join(&id);
+    let mut referenced = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(&job_dir).expect("job dir").flatten() {
+        if e.file_name().to_string_lossy().starts_with("chk-") {
+            let bytes = std::fs::read(e.path().join("_metadata")).expect("_metadata");
+            let m = flink_rs::checkpoint::CheckpointMetadata::parse(&bytes, "test").expect("parse");
+            referenced.extend(m.shared_files().map(|f| f.path.clone()));
+        }
+    }
+    let present: std::collections::BTreeSet<String> = std::fs::read_dir(job_dir.join("shared"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| format!("shared/{}", e.file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(present, referenced);
 }
 
 /// Application mode (what the Kubernetes operator runs): the jobmanager starts the job
