@@ -149,47 +149,84 @@ fn changes_of(
 /// without decoding, so the result is the blob a whole snapshot would have written (up to
 /// the order of states). `None` when nothing is left.
 pub fn merge_key_group_chain(whole: Option<&[u8]>, changes: &[&[u8]]) -> Result<Option<Vec<u8>>> {
-    type Values<'a> = BTreeMap<&'a [u8], BTreeMap<&'a [u8], &'a [u8]>>;
-    let mut values: Values<'_> = BTreeMap::new();
     let mut timers: std::collections::BTreeSet<TimerEntry> = Default::default();
+    // Each state's values: the whole snapshot's, then each snapshot of changes' sets and
+    // removals, all as runs of (encoded key and namespace, value).
+    let mut whole_values: &[u8] = &[];
     if let Some(w) = whole {
         let mut r = ByteReader::new(w, "keyed state");
         let len = r.u64()? as usize;
-        for_each_raw(r.take(len)?, &mut |name, k, v| {
-            values.entry(name).or_default().insert(k, v);
-        })?;
+        whole_values = r.take(len)?;
         let t: Vec<TimerEntry> = r.value()?;
         timers.extend(t);
     }
+    let mut deltas = Vec::with_capacity(changes.len());
     for c in changes {
         let mut r = ByteReader::new(c, "keyed state changes");
         let len = r.u64()? as usize;
-        for_each_raw(r.take(len)?, &mut |name, k, v| {
-            values.entry(name).or_default().insert(k, v);
-        })?;
+        let set = r.take(len)?;
         let len = r.u64()? as usize;
-        for_each_raw(r.take(len)?, &mut |name, k, _| {
-            if let Some(m) = values.get_mut(name) {
-                m.remove(k);
-            }
-        })?;
+        let removed = r.take(len)?;
         let (present, absent): (Vec<TimerEntry>, Vec<TimerEntry>) = r.value()?;
         for t in absent {
             timers.remove(&t);
         }
         timers.extend(present);
+        deltas.push((runs_of(set)?, runs_of(removed)?));
     }
-    values.retain(|_, m| !m.is_empty());
+    let mut values = runs_of(whole_values)?;
+    let sorted = |runs: &Runs<'_>| runs.values().all(|r| r.windows(2).all(|w| w[0].0 < w[1].0));
+    if sorted(&values) && deltas.iter().all(|(s, r)| sorted(s) && sorted(r)) {
+        // Snapshots of the disk backend list a state's values in key order: merged in one
+        // pass per snapshot of changes.
+        for (set, removed) in &deltas {
+            for name in set.keys() {
+                values.entry(name).or_default();
+            }
+            for (name, base) in values.iter_mut() {
+                let none = Vec::new();
+                let ups = set.get(name).unwrap_or(&none);
+                let rem = removed.get(name).unwrap_or(&none);
+                if !ups.is_empty() || !rem.is_empty() {
+                    *base = merge_runs(std::mem::take(base), ups, rem);
+                }
+            }
+        }
+    } else {
+        // Any other order: through ordered maps.
+        let mut maps: BTreeMap<&[u8], BTreeMap<&[u8], &[u8]>> = values
+            .into_iter()
+            .map(|(n, run)| (n, run.into_iter().collect()))
+            .collect();
+        for (set, removed) in &deltas {
+            for (name, run) in set {
+                maps.entry(name).or_default().extend(run.iter().copied());
+            }
+            for (name, run) in removed {
+                if let Some(m) = maps.get_mut(name) {
+                    for (k, _) in run {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+        values = maps
+            .into_iter()
+            .map(|(n, m)| (n, m.into_iter().collect()))
+            .collect();
+    }
+    values.retain(|_, run| !run.is_empty());
     if values.is_empty() && timers.is_empty() {
         return Ok(None);
     }
-    let mut out = Vec::with_capacity(1024);
+    let size = whole.map_or(0, <[u8]>::len) + changes.iter().map(|c| c.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size + 64);
     out.extend_from_slice(&[0u8; 8]);
     out.extend_from_slice(&(values.len() as u32).to_le_bytes());
-    for (name, m) in &values {
+    for (name, run) in &values {
         put_bytes(&mut out, name);
-        out.extend_from_slice(&(m.len() as u64).to_le_bytes());
-        for (k, v) in m {
+        out.extend_from_slice(&(run.len() as u64).to_le_bytes());
+        for (k, v) in run {
             out.extend_from_slice(k);
             put_bytes(&mut out, v);
         }
@@ -199,6 +236,68 @@ pub fn merge_key_group_chain(whole: Option<&[u8]>, changes: &[&[u8]]) -> Result<
     let timers: Vec<TimerEntry> = timers.into_iter().collect();
     bincode::serialize_into(&mut out, &timers).map_err(|e| Error::state("timers", e))?;
     Ok(Some(out))
+}
+
+/// Values of one key group by state name, each a run of (encoded key and namespace, value)
+/// in the order the blob lists them.
+type Runs<'a> = BTreeMap<&'a [u8], Vec<(&'a [u8], &'a [u8])>>;
+
+fn runs_of(values: &[u8]) -> Result<Runs<'_>> {
+    let mut runs: Runs<'_> = BTreeMap::new();
+    if values.is_empty() {
+        return Ok(runs);
+    }
+    for_each_raw(values, &mut |name, k, v| {
+        runs.entry(name).or_default().push((k, v));
+    })?;
+    Ok(runs)
+}
+
+/// `base` (sorted by key) with `set` (sorted) put in and `removed` (sorted) taken out.
+fn merge_runs<'a>(
+    base: Vec<(&'a [u8], &'a [u8])>,
+    set: &[(&'a [u8], &'a [u8])],
+    removed: &[(&'a [u8], &'a [u8])],
+) -> Vec<(&'a [u8], &'a [u8])> {
+    use std::cmp::Ordering;
+    let mut out = Vec::with_capacity(base.len() + set.len());
+    let (mut i, mut j, mut l) = (0, 0, 0);
+    loop {
+        let next = match (base.get(i), set.get(j)) {
+            (None, None) => break,
+            (Some(b), None) => {
+                i += 1;
+                *b
+            }
+            (None, Some(u)) => {
+                j += 1;
+                *u
+            }
+            (Some(b), Some(u)) => match b.0.cmp(u.0) {
+                Ordering::Less => {
+                    i += 1;
+                    *b
+                }
+                Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                    *u
+                }
+                Ordering::Greater => {
+                    j += 1;
+                    *u
+                }
+            },
+        };
+        while removed.get(l).is_some_and(|r| r.0 < next.0) {
+            l += 1;
+        }
+        if removed.get(l).is_some_and(|r| r.0 == next.0) {
+            continue;
+        }
+        out.push(next);
+    }
+    out
 }
 
 /// Timers a deferred snapshot groups in memory at once (about 64 bytes each).
@@ -338,6 +437,112 @@ pub fn restore_keyed(
 mod tests {
     use super::*;
     use crate::key::Key;
+
+    /// A values blob of one state `a`, entries in the order given: (key, value).
+    fn values(entries: &[(i64, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&1u32.to_le_bytes());
+        put_bytes(&mut out, b"a");
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (k, v) in entries {
+            bincode::serialize_into(&mut out, &Key::Int(*k)).expect("key");
+            out.extend_from_slice(&[0u8; 16]);
+            put_bytes(&mut out, v.as_bytes());
+        }
+        out
+    }
+
+    fn framed(parts: &[&[u8]], timers: impl serde::Serialize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            out.extend_from_slice(p);
+        }
+        bincode::serialize_into(&mut out, &timers).expect("timers");
+        out
+    }
+
+    /// The merged blob's values of state `a` as (key, value), sorted by key.
+    fn merged_values(blob: &[u8]) -> Vec<(i64, String)> {
+        let mut r = ByteReader::new(blob, "test");
+        let len = r.u64().expect("len") as usize;
+        let mut got = Vec::new();
+        super::for_each_raw(r.take(len).expect("values"), &mut |_, k, v| {
+            let key: Key = bincode::deserialize(k).expect("key");
+            let Key::Int(k) = key else {
+                panic!("not an int key")
+            };
+            got.push((k, String::from_utf8_lossy(v).into_owned()));
+        })
+        .expect("walk");
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn a_chain_merges_to_the_last_values_in_key_order_or_not() {
+        let key_bytes = |k: i64| bincode::serialize(&Key::Int(k)).expect("key");
+        let none: (Vec<TimerEntry>, Vec<TimerEntry>) = (Vec::new(), Vec::new());
+        for sorted in [true, false] {
+            let order = |mut e: Vec<(i64, &'static str)>| {
+                e.sort_by_key(|(k, _)| key_bytes(*k));
+                if !sorted {
+                    e.reverse();
+                }
+                e
+            };
+            let whole = framed(
+                &[&values(&order(vec![
+                    (1, "w1"),
+                    (2, "w2"),
+                    (3, "w3"),
+                    (300, "w300"),
+                ]))],
+                Vec::<TimerEntry>::new(),
+            );
+            // Changes: 2 set, 3 removed, 9 added, 7 removed without being there.
+            let first = framed(
+                &[
+                    &values(&order(vec![(2, "c2"), (9, "c9")])),
+                    &values(&order(vec![(3, ""), (7, "")])),
+                ],
+                &none,
+            );
+            // Then: 9 removed, 3 back, 1 set.
+            let second = framed(
+                &[
+                    &values(&order(vec![(3, "d3"), (1, "d1")])),
+                    &values(&order(vec![(9, "")])),
+                ],
+                &none,
+            );
+            let merged = merge_key_group_chain(Some(&whole), &[&first, &second])
+                .expect("merge")
+                .expect("not empty");
+            let want: Vec<(i64, String)> = [(1, "d1"), (2, "c2"), (3, "d3"), (300, "w300")]
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string()))
+                .collect();
+            assert_eq!(merged_values(&merged), want, "sorted runs: {sorted}");
+            // Without a whole snapshot (empty then), and with everything removed.
+            let only = merge_key_group_chain(None, &[&first])
+                .expect("merge")
+                .expect("some");
+            assert_eq!(merged_values(&only).len(), 2);
+            let gone = framed(
+                &[
+                    &values(&[]),
+                    &values(&order(vec![(1, ""), (2, ""), (3, ""), (300, "")])),
+                ],
+                &none,
+            );
+            assert!(
+                merge_key_group_chain(Some(&whole), &[&gone])
+                    .expect("merge")
+                    .is_none()
+            );
+        }
+    }
 
     #[test]
     fn timer_batches_cover_the_key_groups_holding_a_bounded_number_each() -> Result<()> {
