@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::background::{BackgroundRestore, Load};
 use super::changes::{ChangeLog, Increment, TIMER_MARK, VALUE_MARK, decode_timer_mark, marks_of};
 use super::codec::put_bytes;
 use super::timer_spill::TimerSpill;
@@ -360,27 +361,13 @@ pub struct DiskStore {
     /// What changed since the last checkpoints (incremental checkpoints only).
     changes: Option<ChangeLog>,
     /// A restore still being written into the LSM (`None` once it is all there).
-    lazy: Option<Box<LazyRestore>>,
+    lazy: Option<Box<BackgroundRestore<Result<()>>>>,
     lazy_min_bytes: usize,
 }
 
 /// Restores of at least this many bytes are written into the LSM in the background while
 /// the task runs; smaller ones before it starts.
 pub const LAZY_RESTORE_MIN_BYTES: usize = 1 << 20;
-
-/// A restore in progress: a background worker writes the restored key groups into the LSM
-/// in order; a task touching a key group first takes what the worker finished, then writes
-/// the group itself if the worker has not started it, or waits for the worker if it has
-/// (so a restored task processes again before all of its state is on disk).
-struct LazyRestore {
-    /// By key group (from the store's first): restored, not yet in the LSM.
-    pending: Vec<bool>,
-    left: usize,
-    /// Groups the worker has not taken yet.
-    queue: Arc<Mutex<std::collections::VecDeque<(KeyGroup, Bytes)>>>,
-    done: crossbeam_channel::Receiver<(KeyGroup, Result<()>)>,
-    started: std::time::Instant,
-}
 
 /// Writes one restored key group's values into keyspace `ks` (in batches of about 8 MiB).
 fn write_restored(
@@ -643,10 +630,7 @@ impl DiskStore {
 impl Drop for DiskStore {
     fn drop(&mut self) {
         if let Some(lazy) = self.lazy.take() {
-            // Stop the restore worker after the group it is writing.
-            if let Ok(mut q) = lazy.queue.lock() {
-                q.clear();
-            }
+            lazy.stop();
         }
         let own = self.own_bytes;
         self.unaccount(own);
@@ -917,127 +901,54 @@ impl KeyedStore for DiskStore {
 
 impl DiskStore {
     /// Leaves `groups` to a background worker and to the first accesses (see
-    /// [`LazyRestore`]).
+    /// `background`).
     fn restore_lazily(&mut self, groups: Vec<(KeyGroup, Bytes)>) {
         let Some(ks) = self.ks.clone() else {
             return;
         };
         let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
-        let mut pending = vec![false; n];
-        let mut queue = std::collections::VecDeque::with_capacity(groups.len());
-        for (kg, bytes) in groups {
-            pending[usize::from(kg - self.key_groups.start)] = true;
-            queue.push_back((kg, bytes));
-        }
-        let left = queue.len();
-        if left == 0 {
-            return;
-        }
-        let queue = Arc::new(Mutex::new(queue));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let (shared, names, worker_queue) =
-            (self.shared.clone(), self.names.clone(), queue.clone());
-        super::restore_progress::started();
-        let spawned = std::thread::Builder::new()
-            .name("restore-state".into())
-            .spawn(move || {
-                loop {
-                    let next = worker_queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some((kg, bytes)) = next else { break };
-                    let r = write_restored(shared.db(), &ks, &names, kg, &bytes);
-                    if tx.send((kg, r)).is_err() {
-                        break;
-                    }
-                }
-                super::restore_progress::finished();
-            });
-        if let Err(e) = spawned {
-            super::restore_progress::finished();
-            // No worker: every group is written by the task when first touched.
-            tracing::warn!(error = %e, "no state restore worker; restoring on access");
-        }
-        self.lazy = Some(Box::new(LazyRestore {
-            pending,
-            left,
-            queue,
-            done: rx,
-            started: std::time::Instant::now(),
-        }));
+        let start = self.key_groups.start;
+        let groups = groups
+            .into_iter()
+            .map(|(kg, b)| (usize::from(kg - start), b))
+            .collect();
+        let (shared, names) = (self.shared.clone(), self.names.clone());
+        let load: Arc<Load<Result<()>>> = Arc::new(move |slot, bytes: &Bytes| {
+            let kg = start + slot as KeyGroup;
+            write_restored(shared.db(), &ks, &names, kg, bytes)
+        });
+        self.lazy = BackgroundRestore::start(n, groups, load).map(Box::new);
     }
 
     /// Makes sure key group `kg` is in the LSM (the cheap check on every access).
     #[inline]
     fn ready(&mut self, kg: KeyGroup) {
         if self.lazy.is_some() {
-            self.ready_slow(kg);
+            self.ready_slow(usize::from(kg.saturating_sub(self.key_groups.start)));
         }
     }
 
     #[cold]
-    fn ready_slow(&mut self, kg: KeyGroup) {
+    fn ready_slow(&mut self, slot: usize) {
         let Some(mut lazy) = self.lazy.take() else {
             return;
         };
-        let slot = usize::from(kg.saturating_sub(self.key_groups.start));
-        let finished = |lazy: &mut LazyRestore, store: &mut DiskStore, k: KeyGroup, r| {
-            let s = usize::from(k - store.key_groups.start);
-            if std::mem::take(&mut lazy.pending[s]) {
-                lazy.left -= 1;
-            }
-            if let Err(e) = r {
-                store.fail(e);
-            }
-        };
-        while let Ok((k, r)) = lazy.done.try_recv() {
-            finished(&mut lazy, self, k, r);
-        }
-        if lazy.pending.get(slot).copied().unwrap_or(false) {
-            let queued = lazy.queue.lock().ok().and_then(|mut q| {
-                let at = q.iter().position(|(k, _)| *k == kg)?;
-                q.remove(at)
-            });
-            match (queued, self.ks.clone()) {
-                (Some((_, bytes)), Some(ks)) => {
-                    let r = write_restored(self.shared.db(), &ks, &self.names, kg, &bytes);
-                    finished(&mut lazy, self, kg, r);
-                }
-                // The worker is writing it: wait for it (and take what comes before).
-                _ => {
-                    while lazy.pending[slot] {
-                        match lazy.done.recv() {
-                            Ok((k, r)) => finished(&mut lazy, self, k, r),
-                            Err(_) => {
-                                lazy.pending[slot] = false;
-                                lazy.left -= 1;
-                                self.fail(Error::Checkpoint(
-                                    "the state restore worker stopped early".into(),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if lazy.left == 0 {
-            tracing::info!(
-                key_groups = lazy.pending.len(),
-                ms = lazy.started.elapsed().as_millis() as u64,
-                "keyed state restored"
-            );
-        } else {
+        let done = lazy.ready(slot, &mut |_, r| match r {
+            Some(Ok(())) => {}
+            Some(Err(e)) => self.fail(e),
+            None => self.fail(Error::Checkpoint(
+                "the state restore worker stopped early".into(),
+            )),
+        });
+        if !done {
             self.lazy = Some(lazy);
         }
     }
 
     /// Waits until every restored key group is in the LSM.
     fn ready_all(&mut self) {
-        while let Some(kg) = self.lazy.as_ref().and_then(|l| {
-            l.pending
-                .iter()
-                .position(|p| *p)
-                .map(|s| self.key_groups.start + s as KeyGroup)
-        }) {
-            self.ready_slow(kg);
+        while let Some(slot) = self.lazy.as_ref().and_then(|l| l.first_pending()) {
+            self.ready_slow(slot);
         }
     }
 }

@@ -2,15 +2,13 @@
 //! group, values kept as live Rust objects, so reads and updates never serialize.
 
 use std::collections::HashMap;
-use std::collections::VecDeque;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use crossbeam_channel::Receiver;
 
+use super::background::{BackgroundRestore, Load};
 use super::codec::{put_bytes, put_value};
 use super::values_format::{Visit, check_key_group, read_key_group};
 use super::{Cell, CellCodec, KeyedStore, Namespace, StateBackend, StateId};
@@ -100,7 +98,7 @@ pub struct MemoryStore {
     /// `tables[state][kg - key_groups.start]`
     tables: Vec<Vec<Table>>,
     /// Key groups restored but not decoded yet (`None` once everything is in `tables`).
-    lazy: Option<Box<LazyRestore>>,
+    lazy: Option<Box<BackgroundRestore<Result<Vec<Table>>>>>,
     /// A key group that failed to decode in the background: reported by
     /// [`KeyedStore::check`] so the task fails instead of running without that state.
     error: Option<Error>,
@@ -110,19 +108,6 @@ pub struct MemoryStore {
 /// Restores of at least this many bytes decode in the background while the task runs;
 /// smaller ones are decoded before it starts.
 pub const LAZY_RESTORE_MIN_BYTES: usize = 256 * 1024;
-
-/// A restore in progress. Each key group's blob stays in `pending` until its tables are
-/// installed: a background worker decodes the groups in order, and a task touching a group
-/// first installs what the worker finished, then decodes the group itself if the worker has
-/// not started it, or waits for the worker if it has.
-struct LazyRestore {
-    pending: Vec<Option<Bytes>>,
-    left: usize,
-    /// Groups the worker has not taken yet.
-    queue: Arc<Mutex<VecDeque<(usize, Bytes)>>>,
-    done: Receiver<(usize, Result<Vec<Table>>)>,
-    started: Instant,
-}
 
 impl MemoryStore {
     /// An empty store for `key_groups`.
@@ -172,67 +157,22 @@ impl MemoryStore {
         let Some(mut lazy) = self.lazy.take() else {
             return;
         };
-        // What the worker finished so far.
-        while let Ok((s, r)) = lazy.done.try_recv() {
-            if lazy.pending[s].take().is_some() {
-                lazy.left -= 1;
+        let done = lazy.ready(slot, &mut |s, r| match r {
+            Some(r) => self.install(s, r),
+            None => {
+                self.error.get_or_insert_with(|| {
+                    Error::Checkpoint("the state restore worker stopped early".into())
+                });
             }
-            self.install(s, r);
-        }
-        if lazy.pending[slot].is_some() {
-            let queued = lazy.queue.lock().ok().and_then(|mut q| {
-                let at = q.iter().position(|(s, _)| *s == slot)?;
-                q.remove(at)
-            });
-            match queued {
-                Some((_, bytes)) => {
-                    let r = decode_key_group(&self.names, &self.codecs, &bytes);
-                    lazy.pending[slot] = None;
-                    lazy.left -= 1;
-                    self.install(slot, r);
-                }
-                // The worker is decoding it: wait for it (and install what comes before).
-                None => {
-                    while lazy.pending[slot].is_some() {
-                        match lazy.done.recv() {
-                            Ok((s, r)) => {
-                                if lazy.pending[s].take().is_some() {
-                                    lazy.left -= 1;
-                                }
-                                self.install(s, r);
-                            }
-                            Err(_) => {
-                                lazy.pending[slot] = None;
-                                lazy.left -= 1;
-                                self.error.get_or_insert_with(|| {
-                                    Error::Checkpoint(
-                                        "the state restore worker stopped early".into(),
-                                    )
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if lazy.left == 0 {
-            tracing::info!(
-                key_groups = lazy.pending.len(),
-                ms = lazy.started.elapsed().as_millis() as u64,
-                "keyed state restored"
-            );
-        } else {
+        });
+        if !done {
             self.lazy = Some(lazy);
         }
     }
 
     /// Decodes every key group still pending.
     fn ready_all(&mut self) {
-        while let Some(slot) = self
-            .lazy
-            .as_ref()
-            .and_then(|l| l.pending.iter().position(Option::is_some))
-        {
+        while let Some(slot) = self.lazy.as_ref().and_then(|l| l.first_pending()) {
             self.ready_slow(slot);
         }
     }
@@ -341,7 +281,7 @@ impl KeyedStore for MemoryStore {
         }
         let slot = usize::from(kg - self.key_groups.start);
         // A group nobody touched since the restore is still exactly its restored encoding.
-        if let Some(bytes) = self.lazy.as_ref().and_then(|l| l.pending[slot].as_ref()) {
+        if let Some(bytes) = self.lazy.as_ref().and_then(|l| l.pending(slot)) {
             out.extend_from_slice(bytes);
             return Ok(());
         }
@@ -375,7 +315,7 @@ impl KeyedStore for MemoryStore {
             return 0;
         }
         let slot = usize::from(kg - self.key_groups.start);
-        if let Some(bytes) = self.lazy.as_ref().and_then(|l| l.pending[slot].as_ref()) {
+        if let Some(bytes) = self.lazy.as_ref().and_then(|l| l.pending(slot)) {
             return bytes.len() / 256 + 1;
         }
         self.tables.iter().map(|t| t[slot].len()).sum()
@@ -418,58 +358,22 @@ impl MemoryStore {
     /// kernel clearing fresh pages for them), work that now overlaps with processing.
     fn restore_lazily(&mut self, groups: Vec<(KeyGroup, Bytes)>) {
         let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
-        let mut pending: Vec<Option<Bytes>> = vec![None; n];
-        let mut queue = VecDeque::with_capacity(groups.len());
-        for (kg, bytes) in groups {
-            let slot = usize::from(kg - self.key_groups.start);
-            pending[slot] = Some(bytes.clone());
-            queue.push_back((slot, bytes));
-        }
-        let left = queue.len();
-        if left == 0 {
-            return;
-        }
-        let queue = Arc::new(Mutex::new(queue));
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let names = self.names.clone();
-        let codecs = self.codecs.clone();
-        let worker_queue = queue.clone();
-        restore_progress::started();
-        let spawned = std::thread::Builder::new()
-            .name("restore-state".into())
-            .spawn(move || {
-                loop {
-                    let next = worker_queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some((slot, bytes)) = next else { break };
-                    let r = decode_key_group(&names, &codecs, &bytes);
-                    if tx.send((slot, r)).is_err() {
-                        break;
-                    }
-                }
-                restore_progress::finished();
-            });
-        if let Err(e) = spawned {
-            restore_progress::finished();
-            // No worker: every group is decoded by the task when first touched.
-            tracing::warn!(error = %e, "no state restore worker; decoding on access");
-        }
-        self.lazy = Some(Box::new(LazyRestore {
-            pending,
-            left,
-            queue,
-            done: rx,
-            started: Instant::now(),
-        }));
+        let start = self.key_groups.start;
+        let groups = groups
+            .into_iter()
+            .map(|(kg, b)| (usize::from(kg - start), b))
+            .collect();
+        let (names, codecs) = (self.names.clone(), self.codecs.clone());
+        let load: Arc<Load<Result<Vec<Table>>>> =
+            Arc::new(move |_, bytes: &Bytes| decode_key_group(&names, &codecs, bytes));
+        self.lazy = BackgroundRestore::start(n, groups, load).map(Box::new);
     }
 }
 
 impl Drop for MemoryStore {
     fn drop(&mut self) {
         if let Some(lazy) = self.lazy.take() {
-            // Stop the worker after the group it is decoding.
-            if let Ok(mut q) = lazy.queue.lock() {
-                q.clear();
-            }
+            lazy.stop();
         }
     }
 }
@@ -532,6 +436,7 @@ fn decode_key_group(
 mod tests {
     use super::*;
     use crate::state::codec;
+    use std::time::Instant;
 
     const MAX_P: u16 = 128;
 

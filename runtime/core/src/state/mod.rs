@@ -6,6 +6,7 @@
 //! unit checkpoints will store and rescaling will move), and a store only holds the key groups
 //! of its subtask.
 
+mod background;
 mod changes;
 mod codec;
 mod config;
