@@ -13,9 +13,10 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use super::restore_progress;
+use crate::key::KeyGroup;
 
-/// Loads a key group's blob (by its slot, the key group less the store's first).
-pub(super) type Load<R> = dyn Fn(usize, &Bytes) -> R + Send + Sync;
+/// Loads a key group's blob.
+pub(super) type Load<R> = dyn Fn(KeyGroup, &Bytes) -> R + Send + Sync;
 
 /// A background restore in progress.
 pub(super) struct BackgroundRestore<R> {
@@ -26,20 +27,24 @@ pub(super) struct BackgroundRestore<R> {
     pub(super) queue: Arc<Mutex<VecDeque<(usize, Bytes)>>>,
     done: Receiver<(usize, R)>,
     load: Arc<Load<R>>,
+    /// The store's first key group (slot 0).
+    first: KeyGroup,
     started: Instant,
 }
 
 impl<R: Send + 'static> BackgroundRestore<R> {
-    /// Starts loading `groups` (slot, blob) of a store with `slots` key groups; `None` when
-    /// there is nothing to load.
+    /// Starts loading `groups` into a store of `key_groups` (slot: the key group less
+    /// the first); `None` when there is nothing to load.
     pub(super) fn start(
-        slots: usize,
-        groups: Vec<(usize, Bytes)>,
+        key_groups: std::ops::Range<KeyGroup>,
+        groups: Vec<(KeyGroup, Bytes)>,
         load: Arc<Load<R>>,
     ) -> Option<Self> {
-        let mut pending: Vec<Option<Bytes>> = vec![None; slots.max(1)];
+        let first = key_groups.start;
+        let mut pending: Vec<Option<Bytes>> = vec![None; key_groups.len().max(1)];
         let mut queue = VecDeque::with_capacity(groups.len());
-        for (slot, bytes) in groups {
+        for (kg, bytes) in groups {
+            let slot = usize::from(kg - first);
             pending[slot] = Some(bytes.clone());
             queue.push_back((slot, bytes));
         }
@@ -57,7 +62,8 @@ impl<R: Send + 'static> BackgroundRestore<R> {
                 loop {
                     let next = worker_queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some((slot, bytes)) = next else { break };
-                    if tx.send((slot, worker_load(slot, &bytes))).is_err() {
+                    let kg = first + slot as KeyGroup;
+                    if tx.send((slot, worker_load(kg, &bytes))).is_err() {
                         break;
                     }
                 }
@@ -74,6 +80,7 @@ impl<R: Send + 'static> BackgroundRestore<R> {
             queue,
             done: rx,
             load,
+            first,
             started: Instant::now(),
         })
     }
@@ -101,7 +108,7 @@ impl<R: Send + 'static> BackgroundRestore<R> {
             });
             match queued {
                 Some((_, bytes)) => {
-                    let r = (self.load)(slot, &bytes);
+                    let r = (self.load)(self.first + slot as KeyGroup, &bytes);
                     self.finished(slot, Some(r), install);
                 }
                 // The worker is loading it: wait for it (and take what comes before).

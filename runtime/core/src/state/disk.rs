@@ -906,18 +906,10 @@ impl DiskStore {
         let Some(ks) = self.ks.clone() else {
             return;
         };
-        let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
-        let start = self.key_groups.start;
-        let groups = groups
-            .into_iter()
-            .map(|(kg, b)| (usize::from(kg - start), b))
-            .collect();
         let (shared, names) = (self.shared.clone(), self.names.clone());
-        let load: Arc<Load<Result<()>>> = Arc::new(move |slot, bytes: &Bytes| {
-            let kg = start + slot as KeyGroup;
-            write_restored(shared.db(), &ks, &names, kg, bytes)
-        });
-        self.lazy = BackgroundRestore::start(n, groups, load).map(Box::new);
+        let load: Arc<Load<Result<()>>> =
+            Arc::new(move |kg, bytes: &Bytes| write_restored(shared.db(), &ks, &names, kg, bytes));
+        self.lazy = BackgroundRestore::start(self.key_groups.clone(), groups, load).map(Box::new);
     }
 
     /// Makes sure key group `kg` is in the LSM (the cheap check on every access).

@@ -357,16 +357,10 @@ impl MemoryStore {
     /// at once. Large restores are dominated by building tables and values (and by the
     /// kernel clearing fresh pages for them), work that now overlaps with processing.
     fn restore_lazily(&mut self, groups: Vec<(KeyGroup, Bytes)>) {
-        let n = usize::from(self.key_groups.end - self.key_groups.start).max(1);
-        let start = self.key_groups.start;
-        let groups = groups
-            .into_iter()
-            .map(|(kg, b)| (usize::from(kg - start), b))
-            .collect();
         let (names, codecs) = (self.names.clone(), self.codecs.clone());
         let load: Arc<Load<Result<Vec<Table>>>> =
             Arc::new(move |_, bytes: &Bytes| decode_key_group(&names, &codecs, bytes));
-        self.lazy = BackgroundRestore::start(n, groups, load).map(Box::new);
+        self.lazy = BackgroundRestore::start(self.key_groups.clone(), groups, load).map(Box::new);
     }
 }
 
