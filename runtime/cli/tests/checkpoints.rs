@@ -8,7 +8,7 @@
 //! The fault-injection, savepoint and resume tests run on both keyed-state backends (the
 //! `heap` and `disk` modules at the end); the savepoint test also switches backends between
 //! the stop and the resume. The disk backend gets a 16 KiB budget, so values are evicted to
-//! disk and read back all through the run.
+//! disk and read back all through the run, and writes changed values out every KiB.
 
 mod common;
 
@@ -194,6 +194,8 @@ impl JobSpec {
                 incremental: false,
                 // Every restore of the suite's disk runs goes on in the background.
                 lazy_restore_min_bytes: 0,
+                // Changed values are written out every few records, between checkpoints.
+                max_dirty_bytes: Some(1 << 10),
             })),
             rate: None,
             parallelism,

@@ -68,6 +68,12 @@ pub struct DiskOptions {
     /// Restores of at least this many bytes are written into the LSM in the background
     /// while the task runs (see [`LAZY_RESTORE_MIN_BYTES`], the default).
     pub lazy_restore_min_bytes: usize,
+    /// Changed values a store keeps cached before it writes them all to disk (estimated
+    /// bytes; `None`: a quarter of the cache, 3/32 of the budget). What is still
+    /// changed at a checkpoint's barrier is written out in its synchronous part, so this
+    /// bounds the pause; below the size of the values a job keeps changing, it costs
+    /// throughput instead (every change is written again after each write-out).
+    pub max_dirty_bytes: Option<usize>,
 }
 
 impl Default for DiskOptions {
@@ -77,6 +83,7 @@ impl Default for DiskOptions {
             local_dir: None,
             incremental: false,
             lazy_restore_min_bytes: LAZY_RESTORE_MIN_BYTES,
+            max_dirty_bytes: None,
         }
     }
 }
@@ -152,6 +159,12 @@ impl StateBackend for DiskStateBackend {
         key_groups: Range<KeyGroup>,
         max_parallelism: u16,
     ) -> Result<Box<dyn KeyedStore>> {
+        Ok(Box::new(self.open_store(key_groups, max_parallelism)?))
+    }
+}
+
+impl DiskStateBackend {
+    fn open_store(&self, key_groups: Range<KeyGroup>, max_parallelism: u16) -> Result<DiskStore> {
         let shared = self.shared()?;
         let id = shared.next_keyspace.fetch_add(1, Ordering::Relaxed);
         let memtable = (self.options.managed_memory / 32).max(1 << 20);
@@ -169,13 +182,17 @@ impl StateBackend for DiskStateBackend {
         } else {
             None
         };
-        Ok(Box::new(DiskStore {
-            shared,
+        Ok(DiskStore {
             id,
             ks: Some(ks),
             changes,
             lazy: None,
             lazy_min_bytes: self.options.lazy_restore_min_bytes,
+            dirty_bytes: 0,
+            max_dirty_bytes: self
+                .options
+                .max_dirty_bytes
+                .unwrap_or((shared.cache_budget / 4).max(MIN_DIRTY_BYTES)),
             key_groups,
             names: Vec::new(),
             codecs: Vec::new(),
@@ -183,7 +200,8 @@ impl StateBackend for DiskStateBackend {
             avg_size: Vec::new(),
             own_bytes: 0,
             error: None,
-        }))
+            shared,
+        })
     }
 }
 
@@ -363,7 +381,14 @@ pub struct DiskStore {
     /// A restore still being written into the LSM (`None` once it is all there).
     lazy: Option<Box<BackgroundRestore<Result<()>>>>,
     lazy_min_bytes: usize,
+    /// Estimated bytes of the cached values changed since they were last written to disk.
+    dirty_bytes: usize,
+    /// When `dirty_bytes` passes this, they are all written out.
+    max_dirty_bytes: usize,
 }
+
+/// The least `max_dirty_bytes` a store gets by default, whatever its budget.
+const MIN_DIRTY_BYTES: usize = 64 << 10;
 
 /// Restores of at least this many bytes are written into the LSM in the background while
 /// the task runs; smaller ones before it starts.
@@ -407,6 +432,15 @@ fn disk_key(kg: KeyGroup, state: StateId, key: &Key, ns: Namespace) -> Vec<u8> {
     k.extend_from_slice(&ns.start.to_le_bytes());
     k.extend_from_slice(&ns.end.to_le_bytes());
     k
+}
+
+/// Marks a cached value changed, counting it in `dirty_bytes` the first time.
+#[inline]
+fn set_dirty(e: &mut Entry, dirty_bytes: &mut usize) {
+    if !e.dirty {
+        e.dirty = true;
+        *dirty_bytes += e.size as usize;
+    }
 }
 
 /// Takes `removed` bytes off a store's share (`own`) of the cache's account.
@@ -483,8 +517,15 @@ impl DiskStore {
 
     /// Makes room when the cache (all stores) is over budget: evicts this store's values
     /// until the total is 85 % of the budget or this store holds nothing.
+    /// Also writes the changed values out when they pass `max_dirty_bytes`.
     #[inline]
     fn make_room(&mut self) {
+        if self.dirty_bytes > self.max_dirty_bytes
+            && self.error.is_none()
+            && let Err(e) = self.flush()
+        {
+            self.fail(e);
+        }
         let total = self.shared.cached.load(Ordering::Relaxed);
         if total > self.shared.cache_budget && self.own_bytes > 0 {
             let goal = total - self.shared.cache_budget * 85 / 100;
@@ -508,6 +549,7 @@ impl DiskStore {
                 let codec = &self.codecs[state];
                 let avg = &mut self.avg_size[state];
                 let changes = self.changes.as_ref();
+                let dirty_bytes = &mut self.dirty_bytes;
                 table.retain(|(key, ns), e| {
                     if freed >= goal || error.is_some() {
                         return true;
@@ -528,6 +570,7 @@ impl DiskStore {
                             c.mark_value(&k);
                         }
                         batch.insert(&ks, k, value);
+                        *dirty_bytes = dirty_bytes.saturating_sub(e.size as usize);
                     }
                     freed += e.size as usize;
                     evicted += 1;
@@ -579,6 +622,7 @@ impl DiskStore {
         batch
             .commit()
             .map_err(|e| Error::state("disk state backend", format!("writing state: {e}")))?;
+        self.dirty_bytes = 0;
         if grown >= 0 {
             self.account(grown.min(i64::from(u32::MAX)) as u32);
         } else {
@@ -594,7 +638,7 @@ impl DiskStore {
         kg: KeyGroup,
         key: &Key,
         ns: Namespace,
-    ) -> Option<&mut Entry> {
+    ) -> Option<(&mut Entry, &mut usize)> {
         self.ready(kg);
         self.make_room();
         let lookup = (key.clone(), ns);
@@ -604,7 +648,8 @@ impl DiskStore {
             self.account(entry.size);
             self.cache[state].insert(lookup.clone(), entry);
         }
-        self.cache[state].get_mut(&lookup)
+        let e = self.cache[state].get_mut(&lookup)?;
+        Some((e, &mut self.dirty_bytes))
     }
 
     fn new_entry(
@@ -655,7 +700,7 @@ impl KeyedStore for DiskStore {
     }
 
     fn get(&mut self, state: StateId, kg: KeyGroup, key: &Key, ns: Namespace) -> Option<&Cell> {
-        let e = self.cached(state, kg, key, ns)?;
+        let (e, _) = self.cached(state, kg, key, ns)?;
         e.hot = true;
         Some(&e.cell)
     }
@@ -667,10 +712,10 @@ impl KeyedStore for DiskStore {
         key: &Key,
         ns: Namespace,
     ) -> Option<&mut Cell> {
-        let e = self.cached(state, kg, key, ns)?;
+        let (e, dirty_bytes) = self.cached(state, kg, key, ns)?;
         e.hot = true;
         // The caller may change it.
-        e.dirty = true;
+        set_dirty(e, dirty_bytes);
         Some(&mut e.cell)
     }
 
@@ -687,8 +732,8 @@ impl KeyedStore for DiskStore {
         let lookup = (key.clone(), ns);
         if !self.cache[state].contains_key(&lookup) {
             let entry = match self.read(state, kg, key, ns) {
-                Some((cell, size)) => self.new_entry(state, kg, cell, true, true, Some(size)),
-                None => self.new_entry(state, kg, init(), true, false, None),
+                Some((cell, size)) => self.new_entry(state, kg, cell, false, true, Some(size)),
+                None => self.new_entry(state, kg, init(), false, false, None),
             };
             self.account(entry.size);
             self.cache[state].insert(lookup.clone(), entry);
@@ -700,13 +745,13 @@ impl KeyedStore for DiskStore {
                 cell: init(),
                 kg,
                 size: 0,
-                dirty: true,
+                dirty: false,
                 on_disk: true,
                 hot: true,
             }),
         };
         e.hot = true;
-        e.dirty = true;
+        set_dirty(e, &mut self.dirty_bytes);
         &mut e.cell
     }
 
@@ -717,7 +762,7 @@ impl KeyedStore for DiskStore {
             MapEntry::Occupied(o) => {
                 let e = o.into_mut();
                 e.cell = value;
-                e.dirty = true;
+                set_dirty(e, &mut self.dirty_bytes);
                 e.hot = true;
             }
             MapEntry::Vacant(v) => {
@@ -731,6 +776,7 @@ impl KeyedStore for DiskStore {
                     on_disk: true,
                     hot: true,
                 });
+                self.dirty_bytes += size as usize;
                 self.account(size);
             }
         }
@@ -740,6 +786,9 @@ impl KeyedStore for DiskStore {
         self.ready(kg);
         let (cell, on_disk) = match self.cache[state].remove(&(key.clone(), ns)) {
             Some(e) => {
+                if e.dirty {
+                    self.dirty_bytes = self.dirty_bytes.saturating_sub(e.size as usize);
+                }
                 self.unaccount(e.size as usize);
                 (e.cell, e.on_disk)
             }
@@ -1177,6 +1226,52 @@ mod tests {
             "{} evicted",
             b.evicted_values()
         );
+        s.check()
+    }
+
+    #[test]
+    fn changed_values_are_written_out_before_they_pass_their_bound() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        // A budget that caches every value: only the bound on changed ones writes them out.
+        let b = DiskStateBackend::new(DiskOptions {
+            managed_memory: 64 << 20,
+            local_dir: Some(dir.path().to_path_buf()),
+            max_dirty_bytes: Some(32 << 10),
+            ..Default::default()
+        });
+        let mut s = b.open_store(0..MAX_P, MAX_P)?;
+        let count = s.register("count", codec::<i64>());
+        let mut most = 0;
+        for round in 0..2 {
+            for k in 0..20_000 {
+                bump(&mut s, count, k);
+                most = most.max(s.dirty_bytes);
+            }
+            assert_eq!(b.evicted_values(), 0, "round {round}: nothing evicted");
+        }
+        // At most one value past the bound.
+        assert!(most <= (32 << 10) + 256, "{most} changed bytes cached");
+        // The cache's values went to disk as they passed it: the LSM holds (nearly) all of them.
+        let on_disk = s.ks().len().map_err(|e| Error::state("test", e))?;
+        assert!(on_disk > 19_000, "{on_disk} values on disk");
+        assert_eq!(
+            s.dirty_bytes,
+            s.cache[count]
+                .values()
+                .filter(|e| e.dirty)
+                .map(|e| e.size as usize)
+                .sum::<usize>()
+        );
+        for k in (0..20_000).step_by(101) {
+            assert_eq!(count_of(&mut s, count, k), Some(2), "key {k}");
+        }
+        // Removing a changed value takes it off the count.
+        s.flush()?;
+        bump(&mut s, count, 7);
+        assert!(s.dirty_bytes > 0);
+        let key = Key::Int(7);
+        s.remove(count, key.key_group(MAX_P), &key, Namespace::VOID);
+        assert_eq!(s.dirty_bytes, 0);
         s.check()
     }
 
