@@ -1011,16 +1011,18 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
         out_i.display(),
         out_w.display()
     );
-    let run = |p: usize, restore: Option<&str>| {
+    let run_on = |p: usize, restore: Option<&str>, backend: &[(&str, &str)]| {
         let mut set = vec![("parallelism.default".to_string(), p.to_string())];
         if let Some(path) = restore {
             set.push(("execution.savepoint.path".into(), path.to_string()));
         }
+        set.extend(backend.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         compile(&script, ExecutionConfig::default(), &set)
             .map_err(|e| Error::User(e.to_string()))?
             .env
             .execute_async()
     };
+    let run = |p: usize, restore: Option<&str>| run_on(p, restore, &[]);
     let job = run(2, None)?;
     // Stop half way: once every source subtask has read half of its 30 000 rows.
     common::wait_until(
@@ -1070,6 +1072,59 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     assert!(
         lines(&out_w) == expected_window,
         "window join after the resume"
+    );
+    // On the disk backend the joins and window aggregates keep their state in the backend's
+    // stores, in another layout: the heap backend's savepoint is refused, naming why.
+    let refused = run_on(2, Some(&savepoint), DISK).and_then(|job| job.wait());
+    let message = match refused {
+        Err(e) => e.to_string(),
+        Ok(outcome) => format!("{outcome:?}"),
+    };
+    assert!(
+        (message.contains("in the layout `columnar-join`")
+            || message.contains("in the layout `sliced-window-aggregate`"))
+            && message.contains("with the layout `keyed-store`")
+            && message.contains("state.backend.type"),
+        "{message}"
+    );
+    // The same jobs on the disk backend stop with a savepoint and resume at another
+    // parallelism with the same results.
+    for d in [&out_i, &out_w] {
+        std::fs::remove_dir_all(d).map_err(|e| Error::io("rm", d, e))?;
+    }
+    let disk_sp = dir.path().join("disk-sp");
+    let job = run_on(2, None, DISK)?;
+    common::wait_until(
+        "a third of the input",
+        std::time::Duration::from_secs(60),
+        || {
+            let sources: Vec<u64> = job
+                .task_metrics()
+                .iter()
+                .filter(|(task, _, _)| task.starts_with("Source"))
+                .map(|(_, _, out)| *out)
+                .collect();
+            !sources.is_empty() && sources.iter().all(|n| *n >= 10_000)
+        },
+    );
+    let savepoint = job.stop_with_savepoint(Some(&disk_sp.display().to_string()))?;
+    assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
+    let before = lines(&out_i).len();
+    assert!(
+        before < expected_interval.len(),
+        "the stop on the disk backend should come before the end ({before} rows written)"
+    );
+    assert_eq!(
+        run_on(3, Some(&savepoint), DISK)?.wait()?,
+        JobOutcome::Finished
+    );
+    assert!(
+        lines(&out_i) == expected_interval,
+        "interval join on the disk backend after the resume"
+    );
+    assert!(
+        lines(&out_w) == expected_window,
+        "window join on the disk backend after the resume"
     );
     Ok(())
 }

@@ -64,7 +64,15 @@ pub struct Node {
     pub schema: SchemaRef,
     /// Stable id for state mapping (`None`: derived from position and name).
     pub uid: Option<String>,
+    /// How the operator lays out its state, when it is not the keyed store's layout
+    /// ([`DEFAULT_STATE_LAYOUT`]): recorded in checkpoints, so that a restore into an
+    /// operator that keeps its state otherwise is refused by name.
+    pub state_layout: Option<&'static str>,
 }
+
+/// The state layout of operators that keep keyed state in the state backend's stores (and of
+/// those without keyed state).
+pub const DEFAULT_STATE_LAYOUT: &str = "keyed-store";
 
 impl Node {
     /// The operator's stable id: the explicit uid, or `{id}-{name}` made file-name safe.
@@ -83,6 +91,11 @@ impl Node {
                 .collect();
             format!("{}-{}", self.id, slug.trim_matches('-'))
         })
+    }
+
+    /// How the operator lays out its state (see [`Node::state_layout`]).
+    pub fn state_layout(&self) -> &'static str {
+        self.state_layout.unwrap_or(DEFAULT_STATE_LAYOUT)
     }
 }
 

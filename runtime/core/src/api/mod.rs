@@ -139,6 +139,7 @@ impl StreamExecutionEnvironment {
             },
             schema: schema.clone(),
             uid: None,
+            state_layout: None,
         });
         drop(b);
         DataStream {
@@ -189,6 +190,14 @@ impl DataStream {
         self.time_column.as_deref()
     }
 
+    /// Whether the job's state backend keeps state beyond a memory budget on disk
+    /// ([`StateBackend::spills`]): operators that keep their own tables on the heap for speed
+    /// (the sliced window aggregate, the columnar interval join, the Top-N of a bounded
+    /// input) are then planned as the store-based operators whose results they equal.
+    pub fn backend_spills(&self) -> bool {
+        self.env.borrow_mut().backend().spills()
+    }
+
     /// Sets the parallelism of the operator that produces this stream.
     pub fn set_parallelism(self, parallelism: usize) -> Self {
         {
@@ -217,6 +226,15 @@ impl DataStream {
         self
     }
 
+    /// Declares that the operator producing this stream keeps its state in a layout of its
+    /// own (not the state backend's stores): checkpoints record it, and a restore into an
+    /// operator with another layout (the same SQL job planned for the other state backend,
+    /// say) fails naming both instead of misreading the state.
+    pub fn state_layout(self, layout: &'static str) -> Self {
+        self.env.borrow_mut().graph.nodes[self.node].state_layout = Some(layout);
+        self
+    }
+
     /// Names the operator that produces this stream (shown in plans and task names).
     pub fn name(self, name: &str) -> Self {
         self.env.borrow_mut().graph.nodes[self.node].name = name.to_string();
@@ -241,6 +259,7 @@ impl DataStream {
             kind: NodeKind::Operator(factory),
             schema: schema.clone(),
             uid: None,
+            state_layout: None,
         });
         for (s, partitioning, input) in inputs {
             let partitioning = match partitioning {
@@ -670,22 +689,24 @@ impl WindowedStream {
         };
         let out_schema = self.output_schema(f.bind(&input.schema)?)?;
         let (windows, key, schema) = (self.windows, self.keyed.key.clone(), out_schema.clone());
-        Ok(input.add_operator(
-            &[(input, Partitioning::Hash(self.keyed.key.clone()), 0)],
-            &format!("Window({:?})", self.windows.kind),
-            out_schema,
-            Some("window_time".to_string()),
-            Arc::new(move |ctx| {
-                Ok(Box::new(crate::window::SlicedWindowOperator::new(
-                    f.clone(),
-                    windows,
-                    key.clone(),
-                    time.clone(),
-                    schema.clone(),
-                    ctx,
-                )?) as Box<dyn Operator>)
-            }),
-        ))
+        Ok(input
+            .add_operator(
+                &[(input, Partitioning::Hash(self.keyed.key.clone()), 0)],
+                &format!("Window({:?})", self.windows.kind),
+                out_schema,
+                Some("window_time".to_string()),
+                Arc::new(move |ctx| {
+                    Ok(Box::new(crate::window::SlicedWindowOperator::new(
+                        f.clone(),
+                        windows,
+                        key.clone(),
+                        time.clone(),
+                        schema.clone(),
+                        ctx,
+                    )?) as Box<dyn Operator>)
+                }),
+            )
+            .state_layout(crate::window::SLICED_STATE_LAYOUT))
     }
 
     /// Counts rows per key and window (field `count`).

@@ -286,6 +286,11 @@ pub struct OperatorMetadata {
     pub uid: String,
     pub name: String,
     pub parallelism: usize,
+    /// How the operator laid its state out (`keyed-store` for the state backend's stores;
+    /// see [`crate::graph::Node::state_layout`]); absent in checkpoints written before it
+    /// was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_layout: Option<String>,
     pub subtasks: Vec<SubtaskMetadata>,
 }
 

@@ -456,6 +456,7 @@ mod tests {
                 uid: "op".into(),
                 name: "op".into(),
                 parallelism: 2,
+                state_layout: None,
                 subtasks,
             }],
         };

@@ -324,6 +324,7 @@ impl Master {
                     uid: n.uid(),
                     name: n.name.clone(),
                     parallelism: n.parallelism,
+                    state_layout: Some(n.state_layout().to_string()),
                     subtasks: subs,
                 })
             })
@@ -591,6 +592,7 @@ mod tests {
                 uid: "a".into(),
                 name: "a".into(),
                 parallelism: 1,
+                state_layout: None,
                 subtasks: vec![SubtaskMetadata {
                     key_groups: [0, 128],
                     chain: chain

@@ -13,4 +13,4 @@ pub use functions::{
     Reduce, RowRef, Sum, WindowLogic,
 };
 pub use operator::{WindowOperator, WindowSpec, window_output_schema};
-pub use sliced::{SlicedWindowOperator, slicing};
+pub use sliced::{SLICED_STATE_LAYOUT, SlicedWindowOperator, slicing};

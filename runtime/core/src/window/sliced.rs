@@ -38,6 +38,10 @@ use crate::watermark::timestamps;
 /// First byte of a key group's checkpointed state (the format's version).
 const STATE_VERSION: u8 = 1;
 
+/// The operator's state layout, as checkpoints record it (see
+/// [`DataStream::state_layout`](crate::api::DataStream::state_layout)).
+pub const SLICED_STATE_LAYOUT: &str = "sliced-window-aggregate";
+
 /// The slice width and alignment of `windows`, when they can be sliced (event-time
 /// tumbling, sliding and cumulative windows).
 pub fn slicing(windows: &Windows) -> Option<(i64, i64)> {

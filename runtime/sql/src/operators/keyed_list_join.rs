@@ -1,7 +1,8 @@
 //! A join keeping each side's rows in keyed list state, row by row, each with its own expiry
 //! timer: what the planner uses for outer joins (LEFT, RIGHT, FULL: a row's padding is due
-//! when it expires unmatched) and for regular joins with a state TTL. Inner joins otherwise
-//! go to the segment join ([`super::segment_join`]).
+//! when it expires unmatched), for regular joins with a state TTL, and for every join on a
+//! state backend that spills to disk (its lists live in the backend's stores). Inner joins
+//! otherwise go to the segment join ([`super::segment_join`]).
 //!
 //! Both inputs are keyed by the equi-join keys; each side keeps its rows in keyed list state
 //! and every arriving row is matched against the other side's rows of the same key. What

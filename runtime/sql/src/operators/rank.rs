@@ -229,6 +229,9 @@ impl ProcessFunction for RankFunction {
     }
 }
 
+/// [`TopNAtEndOperator`]'s state layout, as checkpoints record it.
+pub const TOP_N_AT_END_STATE_LAYOUT: &str = "top-n-at-end";
+
 /// Top-N of a bounded input (`ROW_NUMBER() … <= N`, no window), numbered at its end: the
 /// same rows as [`RankFunction`] with a limit and no window, without materializing every row.
 /// A row's ORDER BY values are read first and compared with its key's kept rows; only a row

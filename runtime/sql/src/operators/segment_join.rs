@@ -45,6 +45,9 @@ use flink_rs_core::state::FastMap;
 /// First byte of a key group's checkpointed state (the format's version).
 const STATE_VERSION: u8 = 1;
 
+/// The operator's state layout, as checkpoints record it.
+pub const STATE_LAYOUT: &str = "columnar-join";
+
 /// The join, as planned: shared by its parallel instances.
 #[derive(Debug, Clone)]
 pub struct IntervalJoinSpec {

@@ -431,9 +431,12 @@ impl Planner<'_> {
             .key_by(KeySelector::columns(lk.clone()))
             .connect(&right.key_by(KeySelector::columns(rk.clone())));
         // Inner joins keep their rows in columnar, time-ordered state (see `segment_join`);
-        // outer joins, and regular joins with a state TTL, in keyed list state.
+        // outer joins, regular joins with a state TTL, and every join on a backend that
+        // spills to disk (whose memory budget the columnar state would escape), in keyed
+        // list state.
+        let columnar = !left.backend_spills();
         let joined = match outer {
-            [false, false] if f.time.is_some() || f.idle_ttl.is_none() => {
+            [false, false] if columnar && (f.time.is_some() || f.idle_ttl.is_none()) => {
                 let fields = (left.schema().fields().iter().take(f.widths[0]))
                     .chain(right.schema().fields().iter().take(f.widths[1]))
                     .zip(rows_schema.fields())
@@ -449,14 +452,16 @@ impl Planner<'_> {
                     output: Arc::new(Schema::new(fields)),
                 });
                 let schema = spec.output.clone();
-                connected.transform(
-                    &name,
-                    schema,
-                    Arc::new(move |ctx: &OperatorContext| {
-                        Ok(Box::new(IntervalJoinOperator::new(spec.clone(), ctx))
-                            as Box<dyn flink_rs_core::operator::Operator>)
-                    }),
-                )
+                connected
+                    .transform(
+                        &name,
+                        schema,
+                        Arc::new(move |ctx: &OperatorContext| {
+                            Ok(Box::new(IntervalJoinOperator::new(spec.clone(), ctx))
+                                as Box<dyn flink_rs_core::operator::Operator>)
+                        }),
+                    )
+                    .state_layout(crate::operators::segment_join::STATE_LAYOUT)
             }
             _ => connected.process(rows_schema, f).name(&name),
         };

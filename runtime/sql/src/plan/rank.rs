@@ -195,22 +195,24 @@ impl Planner<'_> {
         let keyed = pre.key_by(KeySelector::columns(keys.clone()));
         let ranked = match (window_end, limit) {
             // Top-N at the end of a bounded input: rows that cannot enter the top N are never
-            // materialized.
-            (None, Some(n)) if !updating => {
+            // materialized (on the heap: on a backend that spills, in keyed state).
+            (None, Some(n)) if !updating && !pre.backend_spills() => {
                 let schema = rows_schema.clone();
-                keyed.transform(
-                    &name,
-                    rows_schema,
-                    Arc::new(move |ctx: &OperatorContext| {
-                        Ok(Box::new(TopNAtEndOperator::new(
-                            &f,
-                            n,
-                            KeySelector::columns(keys.clone()),
-                            schema.clone(),
-                            ctx,
-                        )?) as Box<dyn StreamOperator>)
-                    }),
-                )
+                keyed
+                    .transform(
+                        &name,
+                        rows_schema,
+                        Arc::new(move |ctx: &OperatorContext| {
+                            Ok(Box::new(TopNAtEndOperator::new(
+                                &f,
+                                n,
+                                KeySelector::columns(keys.clone()),
+                                schema.clone(),
+                                ctx,
+                            )?) as Box<dyn StreamOperator>)
+                        }),
+                    )
+                    .state_layout(crate::operators::rank::TOP_N_AT_END_STATE_LAYOUT)
             }
             _ => keyed.process(rows_schema, f).name(&name),
         };
