@@ -975,6 +975,19 @@ fn updating_top_n_changelog_ends_at_the_batch_result() -> Result<()> {
 /// Join state is checkpointed like any keyed state: an interval join and a window join, stopped
 /// with a savepoint mid-run at parallelism 2 and resumed from it at parallelism 4, commit
 /// exactly what DataFusion computes over the whole input.
+/// Waits until every source subtask of `job` has read `rows` rows.
+fn every_source_read(job: &JobHandle, rows: u64, what: &str) {
+    common::wait_until(what, std::time::Duration::from_secs(60), || {
+        let sources: Vec<u64> = job
+            .task_metrics()
+            .iter()
+            .filter(|(task, _, _)| task.starts_with("Source"))
+            .map(|(_, _, out)| *out)
+            .collect();
+        !sources.is_empty() && sources.iter().all(|n| *n >= rows)
+    });
+}
+
 #[test]
 fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     let interval = "SELECT a.auction, a.price, b.price FROM bids a JOIN bids b
@@ -1025,19 +1038,7 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     let run = |p: usize, restore: Option<&str>| run_on(p, restore, &[]);
     let job = run(2, None)?;
     // Stop half way: once every source subtask has read half of its 30 000 rows.
-    common::wait_until(
-        "half of the input",
-        std::time::Duration::from_secs(60),
-        || {
-            let sources: Vec<u64> = job
-                .task_metrics()
-                .iter()
-                .filter(|(task, _, _)| task.starts_with("Source"))
-                .map(|(_, _, out)| *out)
-                .collect();
-            !sources.is_empty() && sources.iter().all(|n| *n >= 15_000)
-        },
-    );
+    every_source_read(&job, 15_000, "half of the input");
     let savepoint = job.stop_with_savepoint(Some(&sp.display().to_string()))?;
     assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
     let lines = |d: &std::path::Path| -> Vec<String> {
@@ -1094,19 +1095,7 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     }
     let disk_sp = dir.path().join("disk-sp");
     let job = run_on(2, None, DISK)?;
-    common::wait_until(
-        "a third of the input",
-        std::time::Duration::from_secs(60),
-        || {
-            let sources: Vec<u64> = job
-                .task_metrics()
-                .iter()
-                .filter(|(task, _, _)| task.starts_with("Source"))
-                .map(|(_, _, out)| *out)
-                .collect();
-            !sources.is_empty() && sources.iter().all(|n| *n >= 10_000)
-        },
-    );
+    every_source_read(&job, 10_000, "a third of the input");
     let savepoint = job.stop_with_savepoint(Some(&disk_sp.display().to_string()))?;
     assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
     let before = lines(&out_i).len();

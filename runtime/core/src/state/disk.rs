@@ -644,7 +644,7 @@ impl DiskStore {
         let lookup = (key.clone(), ns);
         if !self.cache[state].contains_key(&lookup) {
             let (cell, size) = self.read(state, kg, key, ns)?;
-            let entry = self.new_entry(state, kg, cell, false, true, Some(size));
+            let entry = self.new_entry(state, kg, cell, true, Some(size));
             self.account(entry.size);
             self.cache[state].insert(lookup.clone(), entry);
         }
@@ -652,12 +652,12 @@ impl DiskStore {
         Some((e, &mut self.dirty_bytes))
     }
 
+    /// A clean cache entry (see `set_dirty`).
     fn new_entry(
         &self,
         state: StateId,
         kg: KeyGroup,
         cell: Cell,
-        dirty: bool,
         on_disk: bool,
         size: Option<u32>,
     ) -> Entry {
@@ -665,7 +665,8 @@ impl DiskStore {
             cell,
             kg,
             size: size.unwrap_or(self.avg_size[state]),
-            dirty,
+            // Made dirty (and counted) by whoever changes it.
+            dirty: false,
             on_disk,
             hot: true,
         }
@@ -732,8 +733,8 @@ impl KeyedStore for DiskStore {
         let lookup = (key.clone(), ns);
         if !self.cache[state].contains_key(&lookup) {
             let entry = match self.read(state, kg, key, ns) {
-                Some((cell, size)) => self.new_entry(state, kg, cell, false, true, Some(size)),
-                None => self.new_entry(state, kg, init(), false, false, None),
+                Some((cell, size)) => self.new_entry(state, kg, cell, true, Some(size)),
+                None => self.new_entry(state, kg, init(), false, None),
             };
             self.account(entry.size);
             self.cache[state].insert(lookup.clone(), entry);
