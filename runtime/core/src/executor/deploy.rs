@@ -166,7 +166,10 @@ pub(super) fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<
     }
     let uids: Vec<String> = graph.nodes.iter().map(|n| n.uid()).collect();
     for op in &r.metadata.operators {
-        let node = graph.nodes.iter().find(|n| n.uid() == op.uid);
+        let node = uids
+            .iter()
+            .position(|u| *u == op.uid)
+            .map(|i| &graph.nodes[i]);
         if let (Some(node), Some(found)) = (node, &op.state_layout)
             && node.state_layout() != found
         {
@@ -179,7 +182,7 @@ pub(super) fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<
                 layout_hint(found, node.state_layout())
             )));
         }
-        if !uids.contains(&op.uid) && !graph.config.allow_non_restored_state {
+        if node.is_none() && !graph.config.allow_non_restored_state {
             return Err(Error::SnapshotIncompatible(format!(
                 "{} has state for operator `{}` ({}) that the job does not have; set allowNonRestoredState to drop it (job operators: {})",
                 r.url,
@@ -197,9 +200,10 @@ fn layout_hint(found: &str, want: &str) -> &'static str {
     use crate::graph::DEFAULT_STATE_LAYOUT;
     if found == DEFAULT_STATE_LAYOUT || want == DEFAULT_STATE_LAYOUT {
         "window aggregates (SQL's, and the DataStream API's `sliced_aggregate`), SQL's inner \
-         interval, window and regular joins, and the Top-N of a bounded input keep their state on the heap in layouts of their own with \
-         `state.backend.type: hashmap` and in the state backend's stores with `disk`; resume \
-         with the state backend the snapshot was taken with"
+         interval, window and regular joins, and the Top-N of a bounded input keep their \
+         state on the heap in layouts of their own with `state.backend.type: hashmap` and in \
+         the state backend's stores with `disk`; resume with the state backend the snapshot \
+         was taken with"
     } else {
         "the operator was changed since the snapshot was taken; give the new operator \
          another uid (and allowNonRestoredState to drop the old state)"

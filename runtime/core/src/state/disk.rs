@@ -933,12 +933,16 @@ impl KeyedStore for DiskStore {
                 names,
                 cache,
                 own_bytes,
+                dirty_bytes,
                 ..
             } = self;
             read_key_group(&bytes, names, &mut |visit| {
                 if let Visit::Value { id, key, ns, .. } = visit
                     && let Some(e) = cache[id].remove(&(key, ns))
                 {
+                    if e.dirty {
+                        *dirty_bytes = dirty_bytes.saturating_sub(e.size as usize);
+                    }
                     release(own_bytes, shared, e.size as usize);
                 }
                 Ok(())

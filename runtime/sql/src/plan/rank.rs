@@ -195,7 +195,8 @@ impl Planner<'_> {
         let keyed = pre.key_by(KeySelector::columns(keys.clone()));
         let ranked = match (window_end, limit) {
             // Top-N at the end of a bounded input: rows that cannot enter the top N are never
-            // materialized (on the heap: on a backend that spills, in keyed state).
+            // materialized. Its rows live on the heap, so a backend that spills gets the rank
+            // function below, which keeps them in keyed state.
             (None, Some(n)) if !updating && !pre.backend_spills() => {
                 let schema = rows_schema.clone();
                 keyed
