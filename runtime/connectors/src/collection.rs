@@ -62,7 +62,10 @@ impl SourceReader for Reader {
         })
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    fn snapshot(
+        &mut self,
+        _checkpoint: flink_rs_core::checkpoint::CheckpointId,
+    ) -> Result<Vec<u8>> {
         self.ranges.snapshot()
     }
 }

@@ -136,7 +136,10 @@ impl SourceReader for BidReader {
         })
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    fn snapshot(
+        &mut self,
+        _checkpoint: flink_rs_core::checkpoint::CheckpointId,
+    ) -> Result<Vec<u8>> {
         self.ranges.snapshot()
     }
 }
@@ -350,7 +353,10 @@ impl SourceReader for DataGenReader {
         })
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    fn snapshot(
+        &mut self,
+        _checkpoint: flink_rs_core::checkpoint::CheckpointId,
+    ) -> Result<Vec<u8>> {
         self.ranges.snapshot()
     }
 }

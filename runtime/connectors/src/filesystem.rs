@@ -223,7 +223,7 @@ impl SourceReader for FileReader {
         }
     }
 
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<Vec<u8>> {
         let positions: Vec<FilePosition> = self
             .files
             .iter()

@@ -8,6 +8,7 @@ mod blackhole;
 mod collection;
 mod datagen;
 mod filesystem;
+mod kafka;
 mod nexmark;
 mod ranges;
 mod rate;
@@ -17,4 +18,12 @@ pub use collection::CollectionSource;
 pub use datagen::{BidGenerator, DataGen, FieldGen, bid_schema};
 pub use filesystem::{FileFormat, FileSink, FileSource};
 pub use flink_rs_core::api::{CollectSink, Collected, PrintSink};
+pub use kafka::{KafkaSink, KafkaSource};
 pub use nexmark::{NexmarkGenerator, STRING_FIELDS, UnreadFields, nexmark_schema};
+/// Kafka connector options and formats.
+pub mod kafka_options {
+    pub use crate::kafka::{
+        BoundedMode, DeliveryGuarantee, KafkaSinkOptions, KafkaSourceOptions, MetadataKey,
+        Partitioner, RecordFormat, Reset, StartupMode, Topics, owner,
+    };
+}

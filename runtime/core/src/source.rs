@@ -57,11 +57,18 @@ pub trait SourceReader: Send {
     /// Reads what is available.
     fn poll_next(&mut self) -> Result<SourcePoll>;
 
-    /// The reader's position (everything returned so far has been read), for a checkpoint.
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    /// The reader's position (everything returned so far has been read), for checkpoint
+    /// `checkpoint`.
+    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<Vec<u8>> {
         Err(Error::CheckpointUnsupported(
             "this source does not support checkpoints".into(),
         ))
+    }
+
+    /// Checkpoint `checkpoint` completed (with the positions this reader snapshotted for it):
+    /// a reader may tell the system it reads from (Kafka: commit the offsets to the group).
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -151,16 +151,29 @@ impl TaskLink {
         Ok(())
     }
 
-    /// Handles pending control messages; returns true when the task must stop.
+    /// Handles pending control messages; returns true when the task must stop. A source
+    /// task passes its reader, which checkpoint triggers snapshot and completions notify;
+    /// `stopped` is set when a trigger asks to stop with a savepoint.
     fn poll_control(
         &self,
         chain: &mut Chain,
-        mut on_trigger: impl FnMut(&mut Chain, Barrier) -> Result<()>,
+        mut source: Option<(NodeId, &mut (dyn SourceReader + 'static))>,
+        stopped: &mut bool,
     ) -> Result<bool> {
         loop {
             match self.control.try_recv() {
-                Ok(TaskControl::Trigger(b)) => on_trigger(chain, b)?,
-                Ok(TaskControl::Complete(id)) => chain.notify_complete(id)?,
+                Ok(TaskControl::Trigger(b)) => {
+                    if let Some((node, reader)) = source.as_mut() {
+                        *stopped |= b.stop;
+                        self.checkpoint(chain, b, Some((*node, &mut **reader, true)))?;
+                    }
+                }
+                Ok(TaskControl::Complete(id)) => {
+                    chain.notify_complete(id)?;
+                    if let Some((_, reader)) = source.as_mut() {
+                        reader.notify_checkpoint_complete(id)?;
+                    }
+                }
                 Ok(TaskControl::Stop) => return Ok(true),
                 Ok(TaskControl::Target { .. }) => {}
                 Err(TryRecvError::Empty) => return Ok(false),
@@ -171,8 +184,11 @@ impl TaskLink {
 
     /// After the input ended: report the final state and wait until the master says the
     /// job's final checkpoint is complete (then commit) or stops the job.
-    fn finish(&self, chain: &mut Chain, source: SourceState<'_>) -> Result<()> {
-        let states = chain.snapshot(&Barrier::checkpoint(FINAL_CHECKPOINT), source)?;
+    fn finish(&self, chain: &mut Chain, mut source: SourceState<'_>) -> Result<()> {
+        let states = chain.snapshot(
+            &Barrier::checkpoint(FINAL_CHECKPOINT),
+            source.as_mut().map(|(n, r, req)| (*n, &mut **r, *req)),
+        )?;
         self.send(TaskEvent::Finished {
             task: self.index,
             states,
@@ -187,6 +203,9 @@ impl TaskLink {
                 }),
                 Ok(TaskControl::Complete(id)) => {
                     chain.notify_complete(id)?;
+                    if let Some((_, reader, _)) = source.as_mut() {
+                        reader.notify_checkpoint_complete(id)?;
+                    }
                     if id == FINAL_CHECKPOINT {
                         return Ok(());
                     }
@@ -204,7 +223,7 @@ impl TaskLink {
 }
 
 /// A source task's reader (its position is part of the snapshot), or none.
-type SourceState<'a> = Option<(NodeId, &'a mut dyn SourceReader, bool)>;
+type SourceState<'a> = Option<(NodeId, &'a mut (dyn SourceReader + 'static), bool)>;
 
 /// The [`Output`] of operator i of a chain: operator i+1, or the emitter after the last.
 struct ChainOutput<'a> {
@@ -299,7 +318,7 @@ impl Chain {
     fn snapshot(&mut self, barrier: &Barrier, source: SourceState<'_>) -> Result<TaskStates> {
         let mut states = Vec::with_capacity(self.ops.len() + 1);
         if let Some((node, reader, required)) = source {
-            match reader.snapshot() {
+            match reader.snapshot(barrier.id) {
                 Ok(pos) => states.push((
                     node,
                     OperatorSnapshot {
@@ -354,10 +373,7 @@ pub fn run_source(
         if link.cancelled() {
             return Ok(());
         }
-        let stop = link.poll_control(chain, |chain, b| {
-            stopped |= b.stop;
-            link.checkpoint(chain, b, Some((source_node, reader.as_mut(), true)))
-        })?;
+        let stop = link.poll_control(chain, Some((source_node, reader.as_mut())), &mut stopped)?;
         if stop {
             return Ok(());
         }
@@ -517,7 +533,7 @@ pub fn run_input(
                 // queued: handle it first) or torn down (the failing task has reported why).
                 Err(RecvTimeoutError::Disconnected) => {
                     if !link.cancelled() {
-                        link.poll_control(chain, |_, _| Ok(()))?;
+                        link.poll_control(chain, None, &mut false)?;
                     }
                     return Err(Error::Cancelled);
                 }
@@ -562,7 +578,7 @@ pub fn run_input(
         if link.cancelled() {
             return Ok(());
         }
-        if link.poll_control(chain, |_, _| Ok(()))? {
+        if link.poll_control(chain, None, &mut false)? {
             return Ok(());
         }
         if last_tick.elapsed() >= TICK {

@@ -152,7 +152,7 @@ impl crate::source::SourceReader for SequenceReader {
         )?;
         Ok(crate::source::SourcePoll::Batch { split: 0, batch })
     }
-    fn snapshot(&mut self) -> Result<Vec<u8>> {
+    fn snapshot(&mut self, _checkpoint: crate::checkpoint::CheckpointId) -> Result<Vec<u8>> {
         Ok(self.next.to_le_bytes().to_vec())
     }
 }

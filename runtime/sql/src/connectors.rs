@@ -14,9 +14,9 @@ use flink_rs_core::api::{DataStream, StreamExecutionEnvironment};
 use flink_rs_core::watermark::WatermarkStrategy;
 
 /// Source connectors (for errors).
-pub const SOURCES: &str = "datagen, nexmark, bids, filesystem";
+pub const SOURCES: &str = "datagen, nexmark, bids, filesystem, kafka";
 /// Sink connectors (for errors).
-pub const SINKS: &str = "print, blackhole, filesystem";
+pub const SINKS: &str = "print, blackhole, filesystem, kafka, upsert-kafka";
 
 /// An error about option `key` (or the connector as a whole).
 pub struct OptionError {
@@ -24,7 +24,7 @@ pub struct OptionError {
     pub message: String,
 }
 
-fn err(key: &str, message: impl Into<String>) -> OptionError {
+pub(crate) fn err(key: &str, message: impl Into<String>) -> OptionError {
     OptionError {
         key: Some(key.to_string()),
         message: message.into(),
@@ -80,7 +80,26 @@ fn format(def: &TableDef) -> Result<FileFormat, OptionError> {
 
 /// Checks a table's options when it is declared (whether it will be read or written).
 pub fn validate(def: &TableDef) -> Result<(), OptionError> {
-    let allowed: &[&str] = match connector(def)? {
+    let name = connector(def)?;
+    if let Some(m) = def.metadata.first() {
+        if name != "kafka" && name != "upsert-kafka" {
+            return Err(err(
+                "connector",
+                format!(
+                    "column `{}` is a METADATA column, but the {name} connector has no metadata",
+                    m.column
+                ),
+            ));
+        }
+    }
+    if !def.primary_key.is_empty() && name == "kafka" {
+        return Err(err(
+            "connector",
+            "the kafka connector writes and reads append-only rows and takes no PRIMARY KEY; use upsert-kafka for a keyed changelog",
+        ));
+    }
+    let allowed: &[&str] = match name {
+        "kafka" | "upsert-kafka" => return crate::kafka::validate(def),
         "datagen" => {
             number::<u64>(def, "number-of-rows")?;
             number::<f64>(def, "rows-per-second")?;
@@ -345,6 +364,24 @@ pub fn source(
                 .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
             env.from_source(FileSource::new(path, format(def)?, schema), wm)
         }
+        "kafka" | "upsert-kafka" => {
+            let options = crate::kafka::source_options(def, schema)?;
+            let wm = match def.options.get("scan.watermark.idle-timeout") {
+                Some(v) => {
+                    let d = crate::parse_duration(v).ok_or_else(|| {
+                        err(
+                            "scan.watermark.idle-timeout",
+                            format!("expected a duration such as '10 s', not '{v}'"),
+                        )
+                    })?;
+                    wm.map(|w| if d.is_zero() { w } else { w.with_idleness(d) })
+                }
+                None => wm,
+            };
+            let source = flink_rs_connectors::KafkaSource::new(options)
+                .map_err(|e| err("connector", e.to_string()))?;
+            env.from_source(source, wm)
+        }
         "print" | "blackhole" => {
             return Err(err(
                 "connector",
@@ -369,7 +406,7 @@ pub fn source(
 pub fn accepts_updates(def: &TableDef) -> bool {
     matches!(
         def.options.get("connector").map(String::as_str),
-        Some("print" | "blackhole")
+        Some("print" | "blackhole" | "upsert-kafka")
     )
 }
 
@@ -383,6 +420,11 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
                 .get("path")
                 .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
             stream.sink(FileSink::new(path, format(def)?))
+        }
+        "kafka" | "upsert-kafka" => {
+            let sink = flink_rs_connectors::KafkaSink::new(crate::kafka::sink_options(def)?)
+                .map_err(|e| err("connector", e.to_string()))?;
+            stream.sink(sink)
         }
         "datagen" | "nexmark" | "bids" => {
             return Err(err(

@@ -26,6 +26,22 @@ pub struct TableDef {
     pub options: BTreeMap<String, String>,
     /// Byte offsets of option keys (for errors).
     pub option_at: BTreeMap<String, usize>,
+    /// Metadata columns (`col TYPE METADATA [FROM 'key'] [VIRTUAL]`), also in `columns`.
+    pub metadata: Vec<MetadataColumn>,
+    /// `PRIMARY KEY (…) NOT ENFORCED`: the key's columns.
+    pub primary_key: Vec<String>,
+}
+
+/// A column whose value is the connector's metadata rather than the record's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataColumn {
+    pub column: String,
+    /// The metadata key (`FROM 'key'`, else the column's name).
+    pub key: String,
+    /// `VIRTUAL`: read only, left out when the table is written.
+    pub is_virtual: bool,
+    /// Byte offset of the column definition (for errors).
+    pub at: usize,
 }
 
 struct Tokens<'a> {
@@ -214,6 +230,8 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
         watermark: None,
         options: BTreeMap::new(),
         option_at: BTreeMap::new(),
+        metadata: Vec::new(),
+        primary_key: Vec::new(),
     };
     let mut watermark_at = 0;
     if t.peek().is_some_and(|x| x.token == Token::LParen) {
@@ -228,7 +246,7 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
                 watermark_at = t.offset(first);
                 def.watermark = Some(parse_watermark(&t, &el)?);
             } else if first_word == "PRIMARY" || first_word == "CONSTRAINT" {
-                // Flink requires NOT ENFORCED; nothing to do for append-only jobs.
+                def.primary_key = parse_primary_key(st, &t, &el)?;
             } else if el
                 .get(1)
                 .and_then(word)
@@ -271,6 +289,40 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
                     ));
                 }
                 let dt = parse_type(&ttext).map_err(|m| st.error_at_offset(tat, m))?;
+                let is_word =
+                    |x: &TokenWithSpan, w: &str| word(x).is_some_and(|a| a.eq_ignore_ascii_case(w));
+                if let Some(m) = rest.iter().position(|x| is_word(x, "METADATA")) {
+                    let mut key = cname.to_string();
+                    let mut is_virtual = false;
+                    let mut i = m + 1;
+                    if rest.get(i).is_some_and(|x| is_word(x, "FROM")) {
+                        match rest.get(i + 1).map(|x| &x.token) {
+                            Some(Token::SingleQuotedString(k)) => key = k.clone(),
+                            _ => {
+                                return Err(st.error_at_offset(
+                                    t.offset(&rest[i]),
+                                    "expected a quoted metadata key after METADATA FROM, as in METADATA FROM 'timestamp'",
+                                ));
+                            }
+                        }
+                        i += 2;
+                    }
+                    if rest.get(i).is_some_and(|x| is_word(x, "VIRTUAL")) {
+                        is_virtual = true;
+                    }
+                    def.metadata.push(MetadataColumn {
+                        column: cname.to_string(),
+                        key,
+                        is_virtual,
+                        at: t.offset(first),
+                    });
+                }
+                if rest
+                    .windows(2)
+                    .any(|w| is_word(&w[0], "PRIMARY") && is_word(&w[1], "KEY"))
+                {
+                    def.primary_key = vec![cname.to_string()];
+                }
                 def.columns.push(Field::new(cname, dt, !not_null));
             }
             match t.next() {
@@ -332,6 +384,34 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
         }
     }
     Ok(def)
+}
+
+/// `[CONSTRAINT name] PRIMARY KEY (a, b) NOT ENFORCED`: the key's columns.
+fn parse_primary_key(
+    st: &Statement,
+    t: &Tokens<'_>,
+    el: &[TokenWithSpan],
+) -> Result<Vec<String>, SqlError> {
+    let at = el.first().map_or(0, |x| t.offset(x));
+    let open = el.iter().position(|x| x.token == Token::LParen);
+    let close = el.iter().position(|x| x.token == Token::RParen);
+    let (Some(open), Some(close)) = (open, close) else {
+        return Err(st.error_at_offset(at, "expected PRIMARY KEY (column, …) NOT ENFORCED"));
+    };
+    let cols: Vec<String> = el[open + 1..close]
+        .iter()
+        .filter_map(|x| word(x).map(str::to_string))
+        .collect();
+    let enforced = !el[close..]
+        .iter()
+        .any(|x| word(x).is_some_and(|w| w.eq_ignore_ascii_case("NOT")));
+    if cols.is_empty() || enforced {
+        return Err(st.error_at_offset(
+            at,
+            "expected PRIMARY KEY (column, …) NOT ENFORCED (Flink does not enforce keys; say so)",
+        ));
+    }
+    Ok(cols)
 }
 
 fn parse_watermark(t: &Tokens<'_>, el: &[TokenWithSpan]) -> Result<(String, i64), SqlError> {

@@ -10,6 +10,7 @@
 mod connectors;
 mod ddl;
 mod functions;
+mod kafka;
 mod operators;
 mod plan;
 mod script;
