@@ -416,6 +416,12 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
                 return Ok(());
             }
+            if workload.starts_with("kafka-") {
+                let result = flink_rs::bench::run_kafka(&workload, parallelism, events, &opts)
+                    .with_context(|| format!("benchmark `{workload}` failed"))?;
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
             if workload.starts_with("nexmark-")
                 || workload.ends_with("-sql")
                 || workload == "large-state"

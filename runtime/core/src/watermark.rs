@@ -160,6 +160,14 @@ impl SplitWatermarks {
     /// Records a batch read from `split`. Returns `Idle(false)` first when the reader was idle.
     pub fn on_batch(&mut self, split: usize, batch: &RecordBatch, now: Instant) -> Result<bool> {
         let ts = max_timestamp(batch, &self.strategy.timestamp_column)?;
+        // A reader can gain splits as it runs (Kafka partitions discovered): they start active.
+        while self.splits.len() <= split {
+            self.splits.push(SplitState {
+                max_ts: None,
+                last_activity: now,
+                finished: false,
+            });
+        }
         if let Some(s) = self.splits.get_mut(split) {
             if let Some(t) = ts {
                 s.max_ts = Some(s.max_ts.map_or(t, |m| m.max(t)));
@@ -183,12 +191,10 @@ impl SplitWatermarks {
         let delay = self.strategy.delay_ms();
         let mut min: Option<Timestamp> = None;
         let mut any_active = false;
-        let mut any_unfinished = false;
         for s in &self.splits {
             if s.finished {
                 continue;
             }
-            any_unfinished = true;
             let idle = self
                 .strategy
                 .idle_timeout
@@ -202,7 +208,9 @@ impl SplitWatermarks {
                 .map_or(MIN_WATERMARK, |m| m.saturating_sub(delay).saturating_sub(1));
             min = Some(min.map_or(wm, |x| x.min(wm)));
         }
-        if any_unfinished && !any_active {
+        // Every split idle, or every split finished while the reader goes on (a Kafka subtask
+        // that owns no partition): the reader holds no watermark back.
+        if !any_active {
             if !self.idle {
                 self.idle = true;
                 return WatermarkUpdate::Idle(true);
@@ -330,6 +338,25 @@ mod tests {
         // both quiet: the reader is idle.
         let much_later = later + Duration::from_millis(150);
         assert_eq!(t.poll(much_later), WatermarkUpdate::Idle(true));
+        Ok(())
+    }
+
+    #[test]
+    fn a_reader_whose_splits_all_finished_is_idle_until_a_new_split_brings_rows() -> Result<()> {
+        let mut t = SplitWatermarks::new(WatermarkStrategy::monotonous("ts"), 1);
+        let t0 = Instant::now();
+        t.on_split_finished(0);
+        assert_eq!(t.poll(t0), WatermarkUpdate::Idle(true));
+        assert_eq!(t.poll(t0), WatermarkUpdate::Nothing);
+        // A split it did not have at the start: active again, with that split's watermark.
+        assert!(t.on_batch(2, &batch(&[700]), t0)?, "was idle");
+        assert_eq!(
+            t.poll(t0),
+            WatermarkUpdate::Nothing,
+            "split 1 has read nothing yet"
+        );
+        t.on_split_finished(1);
+        assert_eq!(t.poll(t0), WatermarkUpdate::Watermark(699));
         Ok(())
     }
 

@@ -342,3 +342,123 @@ impl RowEncoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    fn ids(b: &RecordBatch) -> Vec<Option<i64>> {
+        b.column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn json_messages_decode_one_row_each_and_missing_fields_are_null() {
+        let d = RowDecoder::new(RecordFormat::json(), schema());
+        let msgs: [&[u8]; 3] = [
+            br#"{"id": 1, "name": "a"}"#,
+            br#"{"id": 2}"#,
+            br#"{"name": "c", "x": 9}"#,
+        ];
+        let out = d.decode(&msgs).expect("decodes");
+        assert_eq!(ids(&out.batch), vec![Some(1), Some(2), None]);
+        assert_eq!(out.kept, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_bad_message_is_named_by_its_index_or_skipped() {
+        let msgs: [&[u8]; 4] = [
+            br#"{"id": 1}"#,
+            b"not json",
+            br#"{"id": 3"#,
+            br#"{"id": 4}"#,
+        ];
+        let strict = RowDecoder::new(RecordFormat::json(), schema());
+        let e = strict.decode(&msgs).err().expect("fails");
+        assert_eq!(e.index, 1);
+        let lenient = RowDecoder::new(
+            RecordFormat::Json {
+                fail_on_missing_field: false,
+                ignore_parse_errors: true,
+            },
+            schema(),
+        );
+        let out = lenient.decode(&msgs).expect("skips");
+        assert_eq!(ids(&out.batch), vec![Some(1), Some(4)]);
+        assert_eq!(out.kept, vec![0, 3]);
+        // Two messages that only make one value together are not one row.
+        let split: [&[u8]; 2] = [br#"{"id": 1,"#, br#""name": "a"}"#];
+        assert_eq!(strict.decode(&split).err().map(|e| e.index), Some(0));
+        // Nor is a message holding two values.
+        let two: [&[u8]; 1] = [br#"{"id": 1} {"id": 2}"#];
+        assert!(
+            strict
+                .decode(&two)
+                .err()
+                .is_some_and(|e| e.message.contains("2 records"))
+        );
+    }
+
+    #[test]
+    fn fail_on_missing_field_names_the_field() {
+        let d = RowDecoder::new(
+            RecordFormat::Json {
+                fail_on_missing_field: true,
+                ignore_parse_errors: false,
+            },
+            schema(),
+        );
+        let msgs: [&[u8]; 2] = [br#"{"id": 1, "name": null}"#, br#"{"id": 2}"#];
+        let e = d.decode(&msgs).err().expect("fails");
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("`name` is missing"), "{}", e.message);
+    }
+
+    #[test]
+    fn csv_and_raw_round_trip_through_the_encoder() {
+        for format in [RecordFormat::csv(), RecordFormat::json()] {
+            let batch = RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(Int64Array::from(vec![Some(1), None])),
+                    Arc::new(StringArray::from(vec![Some("a,\nb"), Some("c")])),
+                ],
+            )
+            .expect("batch");
+            let payloads = RowEncoder::new(format.clone())
+                .encode(&batch)
+                .expect("encodes");
+            assert_eq!(payloads.len(), 2, "{format:?}");
+            let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            let back = RowDecoder::new(format.clone(), schema())
+                .decode(&refs)
+                .expect("decodes");
+            assert_eq!(back.batch, batch, "{format:?}");
+        }
+        let raw = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let msgs: [&[u8]; 2] = [b"one\ntwo", b""];
+        let out = RowDecoder::new(RecordFormat::Raw, raw.clone())
+            .decode(&msgs)
+            .expect("raw");
+        assert_eq!(out.batch.num_rows(), 2);
+        assert!(RecordFormat::Raw.check_schema(&schema(), "value").is_err());
+        let bad: [&[u8]; 1] = [&[0xff, 0xfe]];
+        assert!(
+            RowDecoder::new(RecordFormat::Raw, raw)
+                .decode(&bad)
+                .is_err()
+        );
+    }
+}

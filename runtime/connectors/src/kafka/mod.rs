@@ -17,6 +17,7 @@ mod options;
 mod partitions;
 mod sink;
 mod source;
+mod write_ahead;
 
 pub use format::RecordFormat;
 pub use options::{

@@ -33,7 +33,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
 
 use flink_rs_core::checkpoint::{CheckpointId, FINAL_CHECKPOINT, RestoredState};
 use flink_rs_core::error::{Error, Result};
@@ -41,27 +40,12 @@ use flink_rs_core::source::{Sink, SinkWriter};
 
 use super::format::RowEncoder;
 use super::options::{DeliveryGuarantee, KafkaSinkOptions, Partitioner};
+use super::write_ahead::{Msg, Pending, WriteAhead, marker_of, not_yet_committed};
 
 /// How long flushing, committing or reading metadata may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// The changelog column of an updating input.
 const OP_COLUMN: &str = "__op";
-
-/// One message to write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Msg {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    timestamp: Option<i64>,
-    partition: Option<i32>,
-}
-
-/// Messages pre-committed for a checkpoint, waiting for it to complete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Pending {
-    checkpoint: CheckpointId,
-    messages: Vec<Msg>,
-}
 
 /// Writes to a Kafka topic (Flink's `KafkaSink`).
 pub struct KafkaSink {
@@ -136,8 +120,7 @@ struct KafkaWriter {
     partitions: i32,
     next_partition: i32,
     /// Exactly-once: written since the last barrier, and pre-committed per checkpoint.
-    staged: Vec<Msg>,
-    pending: Vec<Pending>,
+    write_ahead: WriteAhead,
 }
 
 impl KafkaWriter {
@@ -299,13 +282,15 @@ impl KafkaWriter {
         Ok((producer, group, marker))
     }
 
-    /// Writes `pending` (in checkpoint order) in one transaction with its marker.
-    fn commit_pending(&self, subtask: usize, pending: &[Pending], only_above: bool) -> Result<()> {
+    /// Writes `pending` (in checkpoint order) in one transaction of writer `subtask`'s
+    /// producer, with its marker; a restored writer's `state` is first narrowed to what its
+    /// marker does not cover.
+    fn commit_pending(&self, subtask: usize, pending: Commit<'_>) -> Result<()> {
         let (producer, group, marker) = self.transactional(subtask)?;
-        let todo: Vec<&Pending> = pending
-            .iter()
-            .filter(|p| !only_above || marker_of(p.checkpoint) > marker)
-            .collect();
+        let todo = match pending {
+            Commit::Ready(p) => p,
+            Commit::Restored(state) => not_yet_committed(state, marker)?,
+        };
         let Some(last) = todo.last().map(|p| p.checkpoint) else {
             return Ok(());
         };
@@ -342,13 +327,12 @@ impl KafkaWriter {
     }
 }
 
-/// The marker offset of a checkpoint (the final one sorts after every other).
-fn marker_of(checkpoint: CheckpointId) -> i64 {
-    if checkpoint == FINAL_CHECKPOINT {
-        i64::MAX
-    } else {
-        i64::try_from(checkpoint).unwrap_or(i64::MAX)
-    }
+/// What [`KafkaWriter::commit_pending`] writes.
+enum Commit<'a> {
+    /// This writer's pending messages of completed checkpoints.
+    Ready(Vec<Pending>),
+    /// An old writer's stored pending messages.
+    Restored(&'a [u8]),
 }
 
 impl SinkWriter for KafkaWriter {
@@ -359,7 +343,7 @@ impl SinkWriter for KafkaWriter {
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
         let msgs = self.encode(&batch)?;
         if self.options.guarantee == DeliveryGuarantee::ExactlyOnce {
-            self.staged.extend(msgs);
+            self.write_ahead.stage(msgs);
             return Ok(());
         }
         for m in &msgs {
@@ -379,20 +363,14 @@ impl SinkWriter for KafkaWriter {
             if old_subtask % self.parallelism.max(1) != self.subtask {
                 continue;
             }
-            let pending: Vec<Pending> = bincode::deserialize(bytes)
-                .map_err(|e| Error::state("kafka sink pending messages", e))?;
-            self.commit_pending(*old_subtask, &pending, true)?;
+            self.commit_pending(*old_subtask, Commit::Restored(bytes))?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
         if self.options.guarantee == DeliveryGuarantee::ExactlyOnce {
-            let messages = std::mem::take(&mut self.staged);
-            self.pending.push(Pending {
-                checkpoint: FINAL_CHECKPOINT,
-                messages,
-            });
+            self.write_ahead.seal(FINAL_CHECKPOINT);
             return Ok(());
         }
         self.flush()
@@ -403,19 +381,11 @@ impl SinkWriter for KafkaWriter {
             DeliveryGuarantee::None => Ok(None),
             DeliveryGuarantee::AtLeastOnce => self.flush().map(|()| None),
             DeliveryGuarantee::ExactlyOnce => {
+                // The final checkpoint's messages were sealed when the input ended.
                 if checkpoint != FINAL_CHECKPOINT {
-                    let messages = std::mem::take(&mut self.staged);
-                    self.pending.push(Pending {
-                        checkpoint,
-                        messages,
-                    });
+                    self.write_ahead.seal(checkpoint);
                 }
-                if self.pending.iter().all(|p| p.messages.is_empty()) {
-                    return Ok(None);
-                }
-                bincode::serialize(&self.pending)
-                    .map(Some)
-                    .map_err(|e| Error::state("kafka sink pending messages", e))
+                self.write_ahead.state()
             }
         }
     }
@@ -424,14 +394,11 @@ impl SinkWriter for KafkaWriter {
         if self.options.guarantee != DeliveryGuarantee::ExactlyOnce {
             return Ok(());
         }
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.checkpoint <= checkpoint);
-        self.pending = later;
-        if ready.iter().all(|p| p.messages.is_empty()) {
+        let ready = self.write_ahead.take_ready(checkpoint);
+        if ready.is_empty() {
             return Ok(());
         }
-        self.commit_pending(self.subtask, &ready, false)
+        self.commit_pending(self.subtask, Commit::Ready(ready))
     }
 }
 
@@ -556,8 +523,7 @@ impl Sink for KafkaSink {
             op_col,
             partitions,
             next_partition: subtask as i32 % partitions,
-            staged: Vec::new(),
-            pending: Vec::new(),
+            write_ahead: WriteAhead::default(),
         }))
     }
 }

@@ -4,6 +4,10 @@
 //! Output is one JSON line: `workload`, `parallelism`, `events`, `seconds` (from just before
 //! the first record is generated to the job's end), `events_per_sec`, `peak_rss_bytes`.
 
+mod kafka;
+
+pub use kafka::run_kafka;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,98 +197,98 @@ impl Default for BenchOptions {
 pub const NEXMARK_QUERIES: &[(&str, &str)] = &[
     (
         "nexmark-q0",
-        include_str!("../../../examples/nexmark/q0.sql"),
+        include_str!("../../../../examples/nexmark/q0.sql"),
     ),
     (
         "nexmark-q1",
-        include_str!("../../../examples/nexmark/q1.sql"),
+        include_str!("../../../../examples/nexmark/q1.sql"),
     ),
     (
         "nexmark-q2",
-        include_str!("../../../examples/nexmark/q2.sql"),
+        include_str!("../../../../examples/nexmark/q2.sql"),
     ),
     (
         "nexmark-q3",
-        include_str!("../../../examples/nexmark/q3.sql"),
+        include_str!("../../../../examples/nexmark/q3.sql"),
     ),
     (
         "nexmark-q4",
-        include_str!("../../../examples/nexmark/q4.sql"),
+        include_str!("../../../../examples/nexmark/q4.sql"),
     ),
     (
         "nexmark-q5",
-        include_str!("../../../examples/nexmark/q5.sql"),
+        include_str!("../../../../examples/nexmark/q5.sql"),
     ),
     (
         "nexmark-q5-counts",
-        include_str!("../../../examples/nexmark/q5_counts.sql"),
+        include_str!("../../../../examples/nexmark/q5_counts.sql"),
     ),
     (
         "nexmark-q7",
-        include_str!("../../../examples/nexmark/q7.sql"),
+        include_str!("../../../../examples/nexmark/q7.sql"),
     ),
     (
         "nexmark-q8",
-        include_str!("../../../examples/nexmark/q8.sql"),
+        include_str!("../../../../examples/nexmark/q8.sql"),
     ),
     (
         "nexmark-q9",
-        include_str!("../../../examples/nexmark/q9.sql"),
+        include_str!("../../../../examples/nexmark/q9.sql"),
     ),
     (
         "nexmark-q11",
-        include_str!("../../../examples/nexmark/q11.sql"),
+        include_str!("../../../../examples/nexmark/q11.sql"),
     ),
     (
         "nexmark-q18",
-        include_str!("../../../examples/nexmark/q18.sql"),
+        include_str!("../../../../examples/nexmark/q18.sql"),
     ),
     (
         "nexmark-q19",
-        include_str!("../../../examples/nexmark/q19.sql"),
+        include_str!("../../../../examples/nexmark/q19.sql"),
     ),
     (
         "nexmark-q15",
-        include_str!("../../../examples/nexmark/q15.sql"),
+        include_str!("../../../../examples/nexmark/q15.sql"),
     ),
     (
         "nexmark-q16",
-        include_str!("../../../examples/nexmark/q16.sql"),
+        include_str!("../../../../examples/nexmark/q16.sql"),
     ),
     (
         "nexmark-q17",
-        include_str!("../../../examples/nexmark/q17.sql"),
+        include_str!("../../../../examples/nexmark/q17.sql"),
     ),
     (
         "nexmark-q20",
-        include_str!("../../../examples/nexmark/q20.sql"),
+        include_str!("../../../../examples/nexmark/q20.sql"),
     ),
     (
         "nexmark-q21",
-        include_str!("../../../examples/nexmark/q21.sql"),
+        include_str!("../../../../examples/nexmark/q21.sql"),
     ),
     (
         "nexmark-q22",
-        include_str!("../../../examples/nexmark/q22.sql"),
+        include_str!("../../../../examples/nexmark/q22.sql"),
     ),
 ];
 
-const NEXMARK_DDL: &str = include_str!("../../../examples/nexmark/ddl.sql");
+const NEXMARK_DDL: &str = include_str!("../../../../examples/nexmark/ddl.sql");
 
 /// W1 and W2 as SQL over the same bid stream (what a cluster can run), by name.
 pub const BID_SQL_WORKLOADS: &[(&str, &str)] = &[
     (
         "filter-sql",
-        include_str!("../../../examples/bench/w1_filter.sql"),
+        include_str!("../../../../examples/bench/w1_filter.sql"),
     ),
     (
         "tumble-count-sql",
-        include_str!("../../../examples/bench/w2_tumble_count.sql"),
+        include_str!("../../../../examples/bench/w2_tumble_count.sql"),
     ),
 ];
 
 /// The large-state workload: window state for half as many keys as events.
-const LARGE_STATE_SQL: &str = include_str!("../../../examples/bench/large_state.sql");
+const LARGE_STATE_SQL: &str = include_str!("../../../../examples/bench/large_state.sql");
 
 /// The script of a SQL workload over `events` events.
 fn sql_workload(name: &str, events: u64) -> Result<String> {
