@@ -792,3 +792,97 @@ fn the_exactly_once_sink_writes_each_record_once_through_twenty_injected_failure
         flink_rs::connectors::kafka_options::DeliveryGuarantee::ExactlyOnce,
     )
 }
+
+#[test]
+fn an_unreachable_broker_fails_the_job_naming_the_bootstrap_servers() -> Result<()> {
+    // Nothing listens on port 1; the request timeout is Kafka's option, shortened.
+    let script = "CREATE TABLE t (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+           'properties.bootstrap.servers' = '127.0.0.1:1',
+           'properties.default.api.timeout.ms' = '1500',
+           'scan.startup.mode' = 'earliest-offset', 'format' = 'json');
+         CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO out SELECT id FROM t;";
+    let started = Instant::now();
+    let outcome = run(script, &[]).and_then(|j| j.wait());
+    let message = match outcome {
+        Err(e) => e.to_string(),
+        Ok(o) => format!("{o:?}"),
+    };
+    assert!(
+        message.contains("bootstrap servers 127.0.0.1:1"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed after the timeout"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_idle_partition_does_not_hold_windows_back_and_new_topics_are_discovered() -> Result<()> {
+    let broker = Broker::start()?;
+    broker.create_topic("clicks-a", 2)?;
+    let at = |s: u64| format!(r#"{{"n": 1, "ts": "2024-01-01 00:00:{s:02}.000"}}"#);
+    // Only partition 0 has data; partition 1 stays empty.
+    let msgs: Vec<(i32, Option<String>, String)> = [1, 2, 6, 7, 8, 12]
+        .iter()
+        .map(|s| (0, None, at(*s)))
+        .collect();
+    broker.produce("clicks-a", &msgs)?;
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let out = dir.path().join("out");
+    let script = format!(
+        "SET 'execution.checkpointing.interval' = '100 ms';
+         CREATE TABLE clicks (n BIGINT, ts TIMESTAMP(3), topic STRING METADATA VIRTUAL,
+           WATERMARK FOR ts AS ts) WITH ('connector' = 'kafka',
+           'topic-pattern' = 'clicks-.*', 'properties.bootstrap.servers' = '{s}',
+           'scan.startup.mode' = 'earliest-offset', 'format' = 'json',
+           'scan.watermark.idle-timeout' = '300 ms',
+           'scan.topic-partition-discovery.interval' = '200 ms');
+         CREATE TABLE out (topic STRING, window_start TIMESTAMP(3), c BIGINT) WITH (
+           'connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');
+         INSERT INTO out SELECT topic, window_start, COUNT(*) FROM TABLE(
+           TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+           GROUP BY topic, window_start, window_end;",
+        s = broker.servers(),
+        out = out.display()
+    );
+    let job = run(&script, &[("parallelism.default", "1")])?;
+    // Windows [0 s, 5 s) and [5 s, 10 s) close on partition 0's watermark alone.
+    common::wait_until("two windows of clicks-a", Duration::from_secs(30), || {
+        common::committed(&out).len() >= 2
+    });
+    // A topic matching the pattern, created while the job runs, is found and read.
+    broker.create_topic("clicks-b", 1)?;
+    // (After the watermark passed 12 s: earlier rows of it would be late.) clicks-a stays
+    // idle: clicks-b's own rows move the watermark past its window.
+    broker.produce("clicks-b", &[(0, None, at(17)), (0, None, at(22))])?;
+    common::wait_until("a window of clicks-b", Duration::from_secs(30), || {
+        common::committed(&out)
+            .iter()
+            .any(|l| l.starts_with("clicks-b"))
+    });
+    job.cancel();
+    let _ = job.wait();
+    let lines = common::committed(&out);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("clicks-a,2024-01-01T00:00:00") && l.ends_with(",2")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("clicks-a,2024-01-01T00:00:05") && l.ends_with(",3")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("clicks-b,2024-01-01T00:00:15") && l.ends_with(",1")),
+        "{lines:?}"
+    );
+    Ok(())
+}

@@ -212,6 +212,19 @@ impl SplitWatermarks {
         // that owns no partition): the reader holds no watermark back.
         if !any_active {
             if !self.idle {
+                // As Flink's watermark valve does when its last input goes idle: the highest
+                // watermark a split reached goes out first (splits that went quiet together
+                // never had the minimum of the others to wait for).
+                let max = self
+                    .splits
+                    .iter()
+                    .filter_map(|s| s.max_ts)
+                    .map(|m| m.saturating_sub(delay).saturating_sub(1))
+                    .max();
+                if let Some(wm) = max.filter(|wm| *wm > self.emitted) {
+                    self.emitted = wm;
+                    return WatermarkUpdate::Watermark(wm);
+                }
                 self.idle = true;
                 return WatermarkUpdate::Idle(true);
             }
@@ -338,6 +351,22 @@ mod tests {
         // both quiet: the reader is idle.
         let much_later = later + Duration::from_millis(150);
         assert_eq!(t.poll(much_later), WatermarkUpdate::Idle(true));
+        Ok(())
+    }
+
+    #[test]
+    fn splits_going_quiet_together_let_the_highest_watermark_out_first() -> Result<()> {
+        let strat = WatermarkStrategy::monotonous("ts").with_idleness(Duration::from_millis(100));
+        let mut t = SplitWatermarks::new(strat, 2);
+        let t0 = Instant::now();
+        t.on_batch(0, &batch(&[1000, 1200]), t0)?;
+        // split 1 never read anything: the watermark waits for it...
+        assert_eq!(t.poll(t0), WatermarkUpdate::Nothing);
+        // ...until both are quiet: then split 0's watermark, then idleness.
+        let later = t0 + Duration::from_millis(150);
+        assert_eq!(t.poll(later), WatermarkUpdate::Watermark(1199));
+        assert_eq!(t.poll(later), WatermarkUpdate::Idle(true));
+        assert_eq!(t.poll(later), WatermarkUpdate::Nothing);
         Ok(())
     }
 
