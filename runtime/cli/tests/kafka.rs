@@ -209,6 +209,14 @@ impl Drop for Broker {
     }
 }
 
+/// How a job that should fail ended: its error, or the outcome it had instead.
+fn failure(job: Result<JobHandle>) -> String {
+    match job.and_then(|j| j.wait()) {
+        Err(e) => e.to_string(),
+        Ok(o) => format!("{o:?}"),
+    }
+}
+
 fn run(script: &str, settings: &[(&str, &str)]) -> Result<JobHandle> {
     let set: Vec<(String, String)> = settings
         .iter()
@@ -335,11 +343,7 @@ fn a_record_that_cannot_be_read_names_its_topic_partition_and_offset() -> Result
             s = broker.servers()
         )
     };
-    let failed = run(&script(false), &[]).and_then(|j| j.wait());
-    let message = match failed {
-        Err(e) => e.to_string(),
-        Ok(o) => format!("{o:?}"),
-    };
+    let message = failure(run(&script(false), &[]));
     assert!(
         message.contains("topic `raw_in`, partition 0, offset 3"),
         "the error names the record: {message}"
@@ -499,11 +503,7 @@ fn exactly_once_on_a_broker_without_transactions_fails_with_the_brokers_reason()
          INSERT INTO eo_out SELECT id FROM eo_in;",
         s = broker.servers()
     );
-    let outcome = run(&script, &[]).and_then(|j| j.wait());
-    let message = match outcome {
-        Err(e) => e.to_string(),
-        Ok(o) => format!("{o:?}"),
-    };
+    let message = failure(run(&script, &[]));
     assert!(message.contains("EndTxn"), "{message}");
     // Nothing became visible: the job's output was not committed.
     assert!(broker.read_all("eo_out", 1, 0)?.is_empty());
@@ -803,11 +803,7 @@ fn an_unreachable_broker_fails_the_job_naming_the_bootstrap_servers() -> Result<
          CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
          INSERT INTO out SELECT id FROM t;";
     let started = Instant::now();
-    let outcome = run(script, &[]).and_then(|j| j.wait());
-    let message = match outcome {
-        Err(e) => e.to_string(),
-        Ok(o) => format!("{o:?}"),
-    };
+    let message = failure(run(script, &[]));
     assert!(
         message.contains("bootstrap servers 127.0.0.1:1"),
         "{message}"

@@ -20,10 +20,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{BenchOptions, BenchResult, configure_checkpoints, timed_run};
-use crate::connectors::BlackholeSink;
+use super::{BenchOptions, BenchResult};
 use crate::error::{Error, Result};
-use crate::graph::ExecutionConfig;
 
 const PARTITIONS: i32 = 4;
 
@@ -194,28 +192,8 @@ pub fn run_kafka(
             s = b.servers
         )
     };
-    let mut config = ExecutionConfig::default();
-    let scratch = configure_checkpoints(&mut config, opts)?;
-    let job = crate::sql::compile(
-        &script,
-        config,
-        &[("parallelism.default".into(), parallelism.to_string())],
-    )
-    .map_err(|e| Error::User(e.to_string()))?;
-    let before = BlackholeSink::total_rows();
-    let (seconds, completed) = timed_run(&job.env, &scratch)?;
-    let output_rows = if name == "kafka-source" {
-        BlackholeSink::total_rows() - before
-    } else {
-        passing
-    };
-    Ok(BenchResult::new(
-        name,
-        parallelism,
-        events,
-        seconds,
-        output_rows,
-        opts,
-        completed,
-    ))
+    let source_only = name == "kafka-source";
+    super::run_script(name, &script, parallelism, events, opts, |blackhole| {
+        if source_only { blackhole } else { passing }
+    })
 }

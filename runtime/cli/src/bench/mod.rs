@@ -337,17 +337,32 @@ pub fn run_nexmark(
     opts: &BenchOptions,
 ) -> Result<BenchResult> {
     let script = sql_workload(name, events)?;
+    run_script(name, &script, parallelism, events, opts, |blackhole| {
+        blackhole
+    })
+}
+
+/// Runs a SQL script as workload `name`; `output_rows` turns the rows that reached
+/// blackhole sinks into the rows the workload wrote.
+fn run_script(
+    name: &str,
+    script: &str,
+    parallelism: usize,
+    events: u64,
+    opts: &BenchOptions,
+    output_rows: impl FnOnce(u64) -> u64,
+) -> Result<BenchResult> {
     let mut config = ExecutionConfig::default();
     let scratch = configure_checkpoints(&mut config, opts)?;
     let job = crate::sql::compile(
-        &script,
+        script,
         config,
         &[("parallelism.default".into(), parallelism.to_string())],
     )
     .map_err(|e| Error::User(e.to_string()))?;
     let before = BlackholeSink::total_rows();
     let (seconds, completed) = timed_run(&job.env, &scratch)?;
-    let output_rows = BlackholeSink::total_rows() - before;
+    let output_rows = output_rows(BlackholeSink::total_rows() - before);
     Ok(BenchResult::new(
         name,
         parallelism,

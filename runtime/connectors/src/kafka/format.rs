@@ -219,14 +219,7 @@ impl RowDecoder {
                     .with_batch_size(rows + 1)
                     .build_decoder()
                     .map_err(|e| e.to_string())?;
-                let mut at = 0;
-                while at < buf.len() {
-                    let n = d.decode(&buf[at..]).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        return Err("more records than messages".into());
-                    }
-                    at += n;
-                }
+                feed(buf, |b| d.decode(b))?;
                 if d.has_partial_record() {
                     return Err("the JSON value is incomplete".into());
                 }
@@ -237,14 +230,7 @@ impl RowDecoder {
                     .with_delimiter(*delimiter)
                     .with_batch_size(rows + 1)
                     .build_decoder();
-                let mut at = 0;
-                while at < buf.len() {
-                    let n = d.decode(&buf[at..]).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        return Err("more records than messages".into());
-                    }
-                    at += n;
-                }
+                feed(buf, |b| d.decode(b))?;
                 Ok(d.flush().map_err(|e| e.to_string())?.unwrap_or_else(empty))
             }
             RecordFormat::Raw => Err("raw messages are decoded one by one".into()),
@@ -272,6 +258,23 @@ impl RowDecoder {
             kept: (0..payloads.len()).collect(),
         })
     }
+}
+
+/// Hands `buf` to a streaming decoder until it has taken all of it (a decoder that takes
+/// nothing is full: the bytes held more records than messages).
+fn feed(
+    buf: &[u8],
+    mut decode: impl FnMut(&[u8]) -> std::result::Result<usize, arrow::error::ArrowError>,
+) -> std::result::Result<(), String> {
+    let mut at = 0;
+    while at < buf.len() {
+        let n = decode(&buf[at..]).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("more records than messages".into());
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 /// Encodes rows of one schema as message payloads (one per row).

@@ -405,8 +405,10 @@ impl Source for KafkaSource {
             }
         }
         let consumer = self.consumer()?;
+        // A topic the table no longer names (or matches) is not read any more.
         let mut positions: Vec<PartitionPosition> = restored
             .values()
+            .filter(|p| self.options.topics.matches(&p.topic))
             .filter(|p| owner(&p.topic, p.partition, parallelism) == subtask)
             .cloned()
             .collect();
