@@ -782,40 +782,18 @@ struct S3Server {
 
 impl S3Server {
     fn start(bucket: &str) -> Result<Self> {
-        use std::io::BufRead;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/s3-test-server");
-        let mut child = std::process::Command::new(&script)
-            .arg(std::process::id().to_string())
-            .arg(bucket)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io("start", &script, e))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::User("no stdout from the S3 server".into()))?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| Error::io("read", &script, e))?;
-        let port = line
-            .strip_prefix("READY ")
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse().ok());
-        match port {
-            Some(port) => Ok(S3Server {
-                child,
-                port,
-                bucket: bucket.into(),
-            }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(Error::User(format!(
-                    "the S3 test server did not start: {line:?}"
-                )))
-            }
-        }
+        let (child, ready) = common::start_test_server("s3-test-server", &[bucket])?;
+        // Dropped (and so stopped) below when it named no port.
+        let mut server = S3Server {
+            child,
+            port: 0,
+            bucket: bucket.into(),
+        };
+        server.port = ready
+            .first()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| Error::User(format!("the S3 test server said READY {ready:?}")))?;
+        Ok(server)
     }
 
     fn options(&self) -> BTreeMap<String, String> {

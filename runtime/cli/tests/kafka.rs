@@ -14,7 +14,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,36 +39,18 @@ type Read = (i32, i64, Option<String>, Option<String>);
 
 impl Broker {
     fn start() -> Result<Self> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka-test-server");
-        let mut child = std::process::Command::new(&script)
-            .arg(std::process::id().to_string())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io("start", &script, e))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::User("no stdout from the Kafka test server".into()))?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(|e| Error::io("read", &script, e))?;
-        match line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse::<u16>().ok())
-        {
-            Some(port) => Ok(Broker {
-                child: Some(child),
-                servers: format!("127.0.0.1:{port}"),
-            }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(Error::User(format!(
-                    "the Kafka test server did not start: {line:?}"
-                )))
-            }
-        }
+        let (child, ready) = common::start_test_server("kafka-test-server", &[])?;
+        // Dropped (and so stopped) below when it named no port.
+        let mut broker = Broker {
+            child: Some(child),
+            servers: String::new(),
+        };
+        let port: u16 = ready
+            .first()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| Error::User(format!("kafka-test-server said READY {ready:?}")))?;
+        broker.servers = format!("127.0.0.1:{port}");
+        Ok(broker)
     }
 
     /// A broker run elsewhere (the exactly-once test's Apache Kafka).
@@ -274,27 +255,21 @@ fn sql_reads_a_topic_with_metadata_and_writes_another() -> Result<()> {
         JobOutcome::Finished
     );
 
-    // What each message's position was, as the broker numbered them.
-    let mut offset_in_partition: HashMap<i32, i64> = HashMap::new();
+    // What each message's position was, as the broker numbered them (in order per partition).
+    let mut next_offset: HashMap<i32, i64> = HashMap::new();
     let mut expected: Vec<String> = Vec::new();
-    for (part, _, _) in &input {
-        let off = offset_in_partition.entry(*part).or_insert(0);
-        let id = input
-            .iter()
-            .filter(|(p, _, _)| p == part)
-            .nth(*off as usize);
-        if let Some((_, _, json)) = id {
-            let v: serde_json::Value =
-                serde_json::from_str(json).map_err(|e| Error::User(e.to_string()))?;
-            let (id, amount) = (
-                v["id"].as_u64().unwrap_or(0),
-                v["amount"].as_u64().unwrap_or(0),
-            );
-            if amount >= 50 {
-                expected.push(format!(
-                    r#"{{"id":{id},"amount":{amount},"part":{part},"off":{off},"topic":"orders"}}"#
-                ));
-            }
+    for (part, _, json) in &input {
+        let off = next_offset.entry(*part).or_insert(0);
+        let v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| Error::User(e.to_string()))?;
+        let (id, amount) = (
+            v["id"].as_u64().unwrap_or(0),
+            v["amount"].as_u64().unwrap_or(0),
+        );
+        if amount >= 50 {
+            expected.push(format!(
+                r#"{{"id":{id},"amount":{amount},"part":{part},"off":{off},"topic":"orders"}}"#
+            ));
         }
         *off += 1;
     }

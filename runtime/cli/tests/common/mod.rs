@@ -63,3 +63,42 @@ pub fn source_records(job: &flink_rs::executor::JobHandle) -> u64 {
         .map(|(_, _, out)| out)
         .sum()
 }
+
+/// Starts one of the project's test servers (`scripts/NAME ARGS…`, which installs what it
+/// needs and exits with this process) and waits for its first line: `READY <port> …`.
+/// Returns the process and the words after `READY`; the process is killed when it did not
+/// say that.
+pub fn start_test_server(
+    name: &str,
+    args: &[&str],
+) -> flink_rs::error::Result<(std::process::Child, Vec<String>)> {
+    use flink_rs::error::Error;
+    use std::io::BufRead;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../scripts")
+        .join(name);
+    let mut child = std::process::Command::new(&script)
+        .arg(std::process::id().to_string())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("start", &script, e))?;
+    let mut line = String::new();
+    let read = match child.stdout.take() {
+        Some(out) => std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(|e| Error::io("read", &script, e)),
+        None => Err(Error::User(format!("no output from {name}"))),
+    };
+    match read.map(|_| line.strip_prefix("READY ")) {
+        Ok(Some(rest)) => Ok((child, rest.split_whitespace().map(str::to_string).collect())),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(match other {
+                Err(e) => e,
+                _ => Error::User(format!("{name} did not start: {line:?}")),
+            })
+        }
+    }
+}

@@ -261,7 +261,12 @@ impl KafkaSource {
         })
     }
 
-    fn reader(&self, subtask: usize, positions: Vec<PartitionPosition>) -> Result<KafkaReader> {
+    fn reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        positions: Vec<PartitionPosition>,
+    ) -> Result<KafkaReader> {
         let consumer = self.consumer()?;
         let mut tpl = TopicPartitionList::new();
         for p in &positions {
@@ -285,7 +290,8 @@ impl KafkaSource {
             announced_empty: false,
             pending_commits: BTreeMap::new(),
             last_discovery: Instant::now(),
-            parallelism: 1,
+            last_split: std::cell::Cell::new(0),
+            parallelism,
         })
     }
 
@@ -385,9 +391,7 @@ impl Source for KafkaSource {
             .collect();
         let positions = self.fresh_positions(&consumer, &mine)?;
         drop(consumer);
-        let mut r = self.reader(subtask, positions)?;
-        r.parallelism = parallelism;
-        Ok(Box::new(r))
+        Ok(Box::new(self.reader(subtask, parallelism, positions)?))
     }
 
     fn restore_reader(
@@ -432,9 +436,7 @@ impl Source for KafkaSource {
             });
         }
         drop(consumer);
-        let mut r = self.reader(subtask, positions)?;
-        r.parallelism = parallelism;
-        Ok(Box::new(r))
+        Ok(Box::new(self.reader(subtask, parallelism, positions)?))
     }
 }
 
@@ -455,6 +457,9 @@ struct KafkaReader {
     /// Offsets to commit to the group when a checkpoint completes.
     pending_commits: BTreeMap<CheckpointId, Vec<PartitionPosition>>,
     last_discovery: Instant,
+    /// The split of the last record received (set while a received record borrows the
+    /// client).
+    last_split: std::cell::Cell<usize>,
 }
 
 impl KafkaReader {
@@ -462,6 +467,22 @@ impl KafkaReader {
         self.positions
             .iter()
             .position(|p| p.partition == partition && p.topic == topic)
+    }
+
+    /// [`Self::split_of`] for a received record: records come in runs from one partition,
+    /// so the previous record's split is tried first.
+    fn split_of_record(&self, topic: &str, partition: i32) -> Option<usize> {
+        let last = self.last_split.get();
+        let hit = self
+            .positions
+            .get(last)
+            .is_some_and(|p| p.partition == partition && p.topic == topic);
+        if hit {
+            return Some(last);
+        }
+        let split = self.split_of(topic, partition)?;
+        self.last_split.set(split);
+        Some(split)
     }
 
     /// Moves what the client has received into the per-split buffers.
@@ -475,7 +496,7 @@ impl KafkaReader {
                     return Err(self.source.client_error("reading", e));
                 }
                 Some(Ok(m)) => {
-                    let Some(split) = self.split_of(m.topic(), m.partition()) else {
+                    let Some(split) = self.split_of_record(m.topic(), m.partition()) else {
                         continue;
                     };
                     let (timestamp, timestamp_type) = match m.timestamp() {
