@@ -36,6 +36,7 @@
 
 pub use flink_rs_cluster as cluster;
 pub use flink_rs_connectors as connectors;
+pub use flink_rs_metrics as metrics;
 pub use flink_rs_core::{
     Error, Result, api, checkpoint, element, error, exchange, executor, graph, key, operator,
     operators, rows, source, state, task, watermark, window,
@@ -44,6 +45,7 @@ pub use flink_rs_rest_api as rest_api;
 pub use flink_rs_sql as sql;
 
 pub mod bench;
+pub mod progress;
 
 /// The names most jobs need.
 pub mod prelude {

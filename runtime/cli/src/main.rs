@@ -5,6 +5,8 @@
 //! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
 //! `taskmanager` (the processes of a standalone cluster), and `job` (the REST API's client).
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +43,9 @@ enum Command {
         /// none).
         #[arg(long)]
         from_checkpoint: Option<String>,
+        /// No progress line (it is drawn only when standard error is a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Prints the dataflow plan of a SQL script (operators, parallelism, exchanges).
     Explain {
@@ -261,6 +266,7 @@ fn main() -> anyhow::Result<()> {
             parallelism,
             set,
             from_checkpoint,
+            quiet,
         } => {
             let mut sets = settings(parallelism, &set)?;
             if let Some(cp) = from_checkpoint {
@@ -274,8 +280,33 @@ fn main() -> anyhow::Result<()> {
                     c.job_id = Some(flink_rs::executor::derived_job_id(&name));
                 }
             });
+            let job_name = job
+                .settings
+                .get("pipeline.name")
+                .cloned()
+                .unwrap_or_else(|| script.clone());
             let handle = job.env.execute_async().context("starting the job")?;
             eprintln!("job {} started", handle.job_id());
+            let metrics = flink_rs::metrics::local::collect(flink_rs::metrics::local::LocalJob {
+                job_id: handle.job_id().to_string(),
+                job_name,
+                start_ms: flink_rs::operator::now_millis(),
+                tasks: Box::new(handle.task_stats_handle()),
+                checkpoints: Box::new(handle.checkpoint_stats_handle()),
+                status: Box::new(handle.status_handle()),
+            });
+            // A process started by hand answers on loopback unless told otherwise.
+            let _reporter = flink_rs::metrics::Reporter::from_settings(
+                |k| job.settings.get(k).cloned(),
+                "127.0.0.1",
+                metrics,
+            )
+            .context("starting the metrics reporter")?;
+            if let Some(r) = &_reporter {
+                eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+            }
+            let _progress = (!quiet && std::io::stderr().is_terminal())
+                .then(|| flink_rs::progress::Progress::start(handle.task_stats_handle()));
             let cancel = handle.cancel_handle();
             std::thread::Builder::new()
                 .name("ctrl-c".into())
@@ -291,7 +322,9 @@ fn main() -> anyhow::Result<()> {
                     }
                 })
                 .context("starting the Ctrl-C handler")?;
-            let outcome = handle.wait().context("the job failed")?;
+            let outcome = handle.wait().context("the job failed");
+            drop(_progress);
+            let outcome = outcome?;
             eprintln!(
                 "job {}",
                 match outcome {

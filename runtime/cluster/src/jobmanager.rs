@@ -38,6 +38,7 @@ use flink_rs_core::checkpoint::restore::{self, checkpoint_ids};
 use flink_rs_core::checkpoint::{CheckpointStorage, SnapshotKind};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::TaskMetrics;
+use flink_rs_metrics::{Rates, Reporter, reporter};
 use flink_rs_core::executor::{
     ControlTx, DeployRequest, JobHandle, JobStatus, RemoteAttempt, RemoteDeployer, chains,
     execute_with,
@@ -132,6 +133,8 @@ pub struct JobManager {
     pub heartbeat_timeout: Duration,
     storage: Option<CheckpointStorage>,
     me: Weak<JobManager>,
+    /// Per-second rates of the tasks' counters (REST vertex throughput, backpressure).
+    rates: Rates,
 }
 
 /// Addresses the jobmanager serves on.
@@ -165,7 +168,13 @@ impl JobManager {
             operations: AtomicU64::new(1),
             storage,
             me: me.clone(),
+            rates: Rates::default(),
         }))
+    }
+
+    /// The rates of the tasks' counters, shared by the REST API and the metrics.
+    pub fn rates(&self) -> &Rates {
+        &self.rates
     }
 
     /// The configuration this jobmanager started with.
@@ -262,6 +271,11 @@ impl JobManager {
                             m.backpressured_ns
                                 .store(c.backpressured_ns, Ordering::Relaxed);
                             m.watermark.store(c.watermark, Ordering::Relaxed);
+                            m.idle_ns.store(c.idle_ns, Ordering::Relaxed);
+                            m.input_watermark
+                                .store(c.input_watermark, Ordering::Relaxed);
+                            m.bytes_in.store(c.bytes_in, Ordering::Relaxed);
+                            m.bytes_out.store(c.bytes_out, Ordering::Relaxed);
                         }
                     }
                 }
@@ -922,6 +936,26 @@ pub fn run(
                 tracing::error!(error = %e, "gRPC server stopped");
             }
         });
+        let _reporter = match config.get(reporter::PORT_KEY) {
+            Some(ports) => {
+                let host = config
+                    .get(reporter::HOST_KEY)
+                    .unwrap_or(config.get_or("rest.bind-address", "0.0.0.0"));
+                let weak = Arc::downgrade(&jm);
+                let collect: reporter::Collect = Arc::new(move || {
+                    weak.upgrade()
+                        .map(|jm| super::metrics::jobmanager_families(&jm))
+                        .unwrap_or_default()
+                });
+                let r = Reporter::start(ports, host, collect).map_err(|e| Error::Config {
+                    key: reporter::PORT_KEY.into(),
+                    message: e.to_string(),
+                })?;
+                eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+                Some(r)
+            }
+            None => None,
+        };
         let app = super::rest::router(jm.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(rest, app).await {

@@ -18,6 +18,7 @@ mod client_error;
 pub mod config;
 mod error;
 pub mod jobmanager;
+mod metrics;
 pub(crate) mod net;
 mod rest;
 pub(crate) mod snapshot_writer;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -24,6 +24,10 @@ use flink_rs_core::exchange::TaskMetrics;
 use flink_rs_core::executor::{Attempt, Hosting, chains, deploy_share, task_list};
 use flink_rs_core::task::{SnapshotData, TaskControl, TaskEvent};
 
+use flink_rs_core::executor::TaskStats;
+use flink_rs_metrics::scopes::{self, TaskScope};
+use flink_rs_metrics::{Families, Rates, Reporter, reporter};
+
 use super::snapshot_writer::{SnapshotWriter, Targets, handles_from_proto, handles_to_proto};
 
 /// What a taskmanager is configured with.
@@ -37,6 +41,10 @@ pub struct TaskManagerOptions {
     /// The host other taskmanagers reach this one at (`taskmanager.host`).
     pub advertised_host: String,
     pub memory_bytes: u64,
+    /// `metrics.reporter.prom.port` (a port or a range), when set.
+    pub metrics_port: Option<String>,
+    /// `metrics.reporter.prom.host`, by default `taskmanager.bind-host`.
+    pub metrics_host: String,
 }
 
 impl TaskManagerOptions {
@@ -62,6 +70,11 @@ impl TaskManagerOptions {
             ),
             advertised_host: host,
             memory_bytes: cfg.number("taskmanager.memory.process.bytes", 0)?,
+            metrics_port: cfg.get(reporter::PORT_KEY).map(str::to_string),
+            metrics_host: cfg
+                .get(reporter::HOST_KEY)
+                .unwrap_or(cfg.get_or("taskmanager.bind-host", "0.0.0.0"))
+                .to_string(),
         })
     }
 }
@@ -106,6 +119,9 @@ struct Share {
     /// Stops the attempt's outgoing data connections.
     net_cancel: Arc<AtomicBool>,
     metrics: Vec<(u32, Arc<TaskMetrics>)>,
+    job_id: String,
+    /// `pipeline.name`, else the job id.
+    job_name: String,
 }
 
 type Shares = Arc<Mutex<HashMap<u64, Share>>>;
@@ -125,6 +141,24 @@ pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
         .build()
         .map_err(|e| Error::io("start tokio runtime", "", e))?;
     let shares: Shares = Arc::default();
+    let _reporter = match &opts.metrics_port {
+        Some(ports) => {
+            let collect: reporter::Collect = {
+                let (shares, id, host) = (shares.clone(), id.clone(), opts.advertised_host.clone());
+                let rates = Arc::new(Rates::default());
+                Arc::new(move || metrics_of(&shares, &id, &host, &rates))
+            };
+            let r = Reporter::start(ports, &opts.metrics_host, collect).map_err(|e| {
+                Error::Config {
+                    key: reporter::PORT_KEY.into(),
+                    message: e.to_string(),
+                }
+            })?;
+            eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+            Some(r)
+        }
+        None => None,
+    };
     while !stop.load(Ordering::Relaxed) {
         let r = rt.block_on(session(&opts, &id, &data_address, &data, &shares));
         // Whatever ended the session, the tasks here belong to a job master we lost.
@@ -282,6 +316,10 @@ fn heartbeat_message(shares: &Shares) -> proto::FromTaskManager {
                     records_out: metrics.records_out.load(Ordering::Relaxed),
                     backpressured_ns: metrics.backpressured().as_nanos() as u64,
                     watermark: metrics.watermark.load(Ordering::Relaxed),
+                    idle_ns: metrics.idle_ns.load(Ordering::Relaxed),
+                    input_watermark: metrics.input_watermark.load(Ordering::Relaxed),
+                    bytes_in: metrics.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: metrics.bytes_out.load(Ordering::Relaxed),
                 });
             }
         }
@@ -476,7 +514,41 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
         targets,
         net_cancel,
         metrics,
+        job_id: d.job_id.clone(),
+        job_name: graph
+            .config
+            .pipeline_name
+            .clone()
+            .unwrap_or_else(|| d.job_id.clone()),
     })
+}
+
+/// What this taskmanager's Prometheus endpoint reports: its process and the tasks it runs.
+fn metrics_of(shares: &Shares, tm_id: &str, host: &str, rates: &Rates) -> Families {
+    let now = Instant::now();
+    let mut out = Families::default();
+    scopes::process(&mut out, rates, "taskmanager", now);
+    if let Ok(m) = shares.lock() {
+        for s in m.values() {
+            let tasks: Vec<(usize, TaskStats)> = s
+                .metrics
+                .iter()
+                .filter_map(|(i, m)| {
+                    let (vertex, _, name) = s.attempt.tasks.get(*i as usize)?;
+                    Some((*vertex, TaskStats::read(name, m)))
+                })
+                .collect();
+            let scope = TaskScope {
+                host,
+                tm_id,
+                job_id: &s.job_id,
+                job_name: &s.job_name,
+            };
+            scopes::tasks(&mut out, rates, now, &scope, &tasks);
+        }
+    }
+    rates.prune(now);
+    out
 }
 
 /// The states as bytes, deferred keyed state encoded first.
@@ -623,6 +695,8 @@ mod tests {
             data_bind: "127.0.0.1:0".into(),
             advertised_host: "127.0.0.1".into(),
             memory_bytes: 0,
+            metrics_port: None,
+            metrics_host: "127.0.0.1".into(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();

@@ -124,6 +124,15 @@ pub struct TaskMetrics {
     pub blocked_since_ms: AtomicI64,
     /// The last watermark the task emitted (`i64::MIN` before any).
     pub watermark: AtomicI64,
+    /// The watermark of the task's input, the minimum over its channels (`i64::MIN` before
+    /// any; sources have none).
+    pub input_watermark: AtomicI64,
+    /// Time the task waited for input with nothing to do, in nanoseconds (Flink's idle time).
+    pub idle_ns: AtomicU64,
+    /// Bytes of the batches into and out of the task: their Arrow buffers' size in memory
+    /// (Flink counts serialized bytes; for Arrow columns the two are close).
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
 }
 
 impl Default for TaskMetrics {
@@ -134,6 +143,10 @@ impl Default for TaskMetrics {
             backpressured_ns: AtomicU64::new(0),
             blocked_since_ms: AtomicI64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            input_watermark: AtomicI64::new(i64::MIN),
+            idle_ns: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         }
     }
 }
@@ -199,6 +212,9 @@ impl Emitter {
         self.metrics
             .records_out
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        self.metrics
+            .bytes_out
+            .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
         let n = self.edges.len();
         for i in 0..n {
             if self.edges[i].side_output.as_deref() != side {

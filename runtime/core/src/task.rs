@@ -393,9 +393,18 @@ pub fn run_source(
                 metrics
                     .records_in
                     .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                metrics
+                    .bytes_in
+                    .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
                 chain.push(0, batch)?;
             }
-            SourcePoll::Pending => std::thread::sleep(Duration::from_millis(1)),
+            SourcePoll::Pending => {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                metrics
+                    .idle_ns
+                    .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
             SourcePoll::SplitFinished(split) => {
                 if let Some(w) = watermarks.as_mut() {
                     w.on_split_finished(split);
@@ -522,7 +531,7 @@ pub fn run_input(
     loop {
         let next = match align.pop_ready() {
             Some(x) => Some(x),
-            None => match rx.recv_timeout(TICK) {
+            None => match recv_counting_idle(&rx, &metrics) {
                 Ok(Envelope { channel, elem }) => {
                     let c = channel as usize;
                     align.hold(c, elem).map(|e| (c, e))
@@ -545,15 +554,18 @@ pub fn run_input(
                     metrics
                         .records_in
                         .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    metrics
+                        .bytes_in
+                        .fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
                     chain.push(channel_inputs[ch], b)?;
                 }
                 StreamElement::Watermark(t) => {
                     combined.on_watermark(ch, t);
-                    apply(chain, combined.poll())?;
+                    apply(chain, combined.poll(), &metrics)?;
                 }
                 StreamElement::Idle(idle) => {
                     combined.on_idle(ch, idle);
-                    apply(chain, combined.poll())?;
+                    apply(chain, combined.poll(), &metrics)?;
                 }
                 StreamElement::Barrier(b) => {
                     align.on_barrier(ch, b);
@@ -564,7 +576,7 @@ pub fn run_input(
                 StreamElement::EndOfInput => {
                     align.live[ch] = false;
                     let all = combined.on_end(ch);
-                    apply(chain, combined.poll())?;
+                    apply(chain, combined.poll(), &metrics)?;
                     if let Some(b) = align.complete() {
                         link.checkpoint(chain, b, None)?;
                     }
@@ -588,11 +600,36 @@ pub fn run_input(
     }
 }
 
-fn apply(chain: &mut Chain, (idle, wm): (Option<bool>, Option<Timestamp>)) -> Result<()> {
+/// The next element from the input channels; time spent waiting for one counts as idle.
+/// An element already queued costs no clock reading.
+fn recv_counting_idle(
+    rx: &Receiver<Envelope>,
+    metrics: &TaskMetrics,
+) -> std::result::Result<Envelope, RecvTimeoutError> {
+    match rx.try_recv() {
+        Ok(e) => Ok(e),
+        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+        Err(TryRecvError::Empty) => {
+            let t = Instant::now();
+            let r = rx.recv_timeout(TICK);
+            metrics
+                .idle_ns
+                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            r
+        }
+    }
+}
+
+fn apply(
+    chain: &mut Chain,
+    (idle, wm): (Option<bool>, Option<Timestamp>),
+    metrics: &TaskMetrics,
+) -> Result<()> {
     if idle == Some(false) {
         chain.output().emit_idle(false)?;
     }
     if let Some(t) = wm {
+        metrics.input_watermark.store(t, Ordering::Relaxed);
         chain.watermark(t)?;
     }
     if idle == Some(true) {

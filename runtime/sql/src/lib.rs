@@ -36,6 +36,9 @@ pub struct SqlJob {
     pub inserts: usize,
     /// The nexmark string fields the job never reads (its generators skip them).
     pub unread_fields: Vec<String>,
+    /// Every configuration key the script SETs and the caller's overrides, the latter
+    /// winning: what the engine does not read (`metrics.reporter.prom.port`) its host does.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SqlJob {
@@ -257,10 +260,12 @@ pub fn compile(
     }
     // Configuration first: it shapes every operator.
     let mut cfg = base;
+    let mut settings = std::collections::BTreeMap::new();
     for st in &statements {
         if kind(st).starts_with("SET") {
             if let Some((k, v)) = parse_set(st)? {
                 apply_setting(&mut cfg, &k, &v).map_err(|m| st.error(m))?;
+                settings.insert(k, v);
             }
         }
     }
@@ -321,6 +326,7 @@ pub fn compile(
             column: 0,
             message: format!("--set {m}"),
         })?;
+        settings.insert(k.clone(), v.clone());
     }
     // Flink's default: a checkpointed job without a configured restart strategy restarts
     // with exponential delay (1 s growing by 1.5 up to 1 min) instead of failing.
@@ -427,6 +433,7 @@ pub fn compile(
         env,
         inserts,
         unread_fields,
+        settings,
     })
 }
 

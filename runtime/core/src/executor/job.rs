@@ -26,13 +26,52 @@ pub enum JobOutcome {
 /// What a task reports of itself ([`JobHandle::task_stats`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStats {
+    /// `{vertex name} ({subtask + 1}/{parallelism})`, see [`split_task_name`].
     pub task: String,
     pub records_in: u64,
     pub records_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     /// Time spent waiting on full output channels.
     pub backpressured: Duration,
+    /// Whether the task is waiting on a full output channel now.
+    pub blocked: bool,
+    /// Time spent waiting for input with nothing to do.
+    pub idle: Duration,
     /// The last watermark emitted (epoch ms), when one was.
     pub watermark: Option<i64>,
+    /// The watermark of the task's input (epoch ms), when one arrived.
+    pub input_watermark: Option<i64>,
+}
+
+impl TaskStats {
+    /// A snapshot of a task's counters.
+    pub fn read(task: &str, m: &TaskMetrics) -> TaskStats {
+        let wm = |w: i64| Some(w).filter(|w| *w != i64::MIN && *w != i64::MAX);
+        TaskStats {
+            task: task.to_string(),
+            records_in: m.records_in.load(Ordering::Relaxed),
+            records_out: m.records_out.load(Ordering::Relaxed),
+            bytes_in: m.bytes_in.load(Ordering::Relaxed),
+            bytes_out: m.bytes_out.load(Ordering::Relaxed),
+            backpressured: m.backpressured(),
+            blocked: m.blocked_since_ms.load(Ordering::Relaxed) > 0,
+            idle: Duration::from_nanos(m.idle_ns.load(Ordering::Relaxed)),
+            watermark: wm(m.watermark.load(Ordering::Relaxed)),
+            input_watermark: wm(m.input_watermark.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A task name's parts: `("Source: s -> Sink: t", 1, 2)` for `Source: s -> Sink: t (2/2)`
+/// (vertex name, subtask index from 0, parallelism).
+pub fn split_task_name(task: &str) -> Option<(&str, usize, usize)> {
+    let rest = task.strip_suffix(')')?;
+    let open = rest.rfind(" (")?;
+    let (n, p) = rest[open + 2..].split_once('/')?;
+    let n: usize = n.parse().ok()?;
+    let p: usize = p.parse().ok()?;
+    (n >= 1 && n <= p).then_some((&rest[..open], n - 1, p))
 }
 
 /// A checkpoint or savepoint that completed.
@@ -155,16 +194,7 @@ impl JobHandle {
         let Ok(m) = self.shared.metrics.lock() else {
             return Vec::new();
         };
-        m.iter()
-            .map(|(n, m)| TaskStats {
-                task: n.clone(),
-                records_in: m.records_in.load(Ordering::Relaxed),
-                records_out: m.records_out.load(Ordering::Relaxed),
-                backpressured: m.backpressured(),
-                watermark: Some(m.watermark.load(Ordering::Relaxed))
-                    .filter(|w| *w != i64::MIN && *w != i64::MAX),
-            })
-            .collect()
+        m.iter().map(|(n, m)| TaskStats::read(n, m)).collect()
     }
 
     /// Records in and out per task of the current attempt, as `(task name, in, out)`.
@@ -209,6 +239,32 @@ impl JobHandle {
                         .collect()
                 })
                 .unwrap_or_default()
+        }
+    }
+
+    /// A function that reads the per-task statistics, usable after `wait`.
+    pub fn task_stats_handle(&self) -> impl Fn() -> Vec<TaskStats> + Send + Sync + use<> {
+        let shared = self.shared.clone();
+        move || {
+            shared
+                .metrics
+                .lock()
+                .map(|m| m.iter().map(|(n, m)| TaskStats::read(n, m)).collect())
+                .unwrap_or_default()
+        }
+    }
+
+    /// A function that reads the job's state, usable after `wait`.
+    pub fn status_handle(
+        &self,
+    ) -> impl Fn() -> (JobStatus, Option<String>) + Send + Sync + use<> {
+        let shared = self.shared.clone();
+        move || {
+            shared
+                .status
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or((JobStatus::Failed, Some("status lock poisoned".into())))
         }
     }
 
@@ -307,6 +363,17 @@ pub(super) fn random_job_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn task_names_split_into_vertex_subtask_and_parallelism() {
+        assert_eq!(
+            split_task_name("Source: s -> Sink: t (2/2)"),
+            Some(("Source: s -> Sink: t", 1, 2))
+        );
+        assert_eq!(split_task_name("f(x) (1/4)"), Some(("f(x)", 0, 4)));
+        assert_eq!(split_task_name("no subtask"), None);
+        assert_eq!(split_task_name("bad (3/2)"), None);
+    }
+
     use super::*;
 
     #[test]
