@@ -36,11 +36,11 @@
 
 pub use flink_rs_cluster as cluster;
 pub use flink_rs_connectors as connectors;
-pub use flink_rs_metrics as metrics;
 pub use flink_rs_core::{
     Error, Result, api, checkpoint, element, error, exchange, executor, graph, key, operator,
     operators, rows, source, state, task, watermark, window,
 };
+pub use flink_rs_metrics as metrics;
 pub use flink_rs_rest_api as rest_api;
 pub use flink_rs_sql as sql;
 

@@ -303,7 +303,7 @@ fn main() -> anyhow::Result<()> {
             )
             .context("starting the metrics reporter")?;
             if let Some(r) = &_reporter {
-                eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+                eprintln!("{}", r.announcement());
             }
             let _progress = (!quiet && std::io::stderr().is_terminal())
                 .then(|| flink_rs::progress::Progress::start(handle.task_stats_handle()));

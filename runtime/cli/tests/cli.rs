@@ -217,3 +217,85 @@ fn killed_runs_resumed_with_latest_are_exactly_once() -> std::io::Result<()> {
     );
     Ok(())
 }
+
+/// `flink-rs run` with `metrics.reporter.prom.port` set answers Prometheus for its job,
+/// under Flink's names: the source's records and watermark advance between two scrapes at
+/// the rate the generator is held to.
+#[test]
+fn run_serves_prometheus_metrics_of_its_job() -> std::io::Result<()> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("job.sql");
+    std::fs::write(
+        &script,
+        "SET 'pipeline.name' = 'metered';
+CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
+      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
+      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
+CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
+  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;",
+    )?;
+    let mut child = flink_rs()
+        .args(["run", "--set", "metrics.reporter.prom.port=0"])
+        .arg(&script)
+        .env("FLINK_RS_EXIT_WITH_PARENT", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let err = child.stderr.take().expect("stderr");
+    let child = Kill(child);
+    let mut seen = String::new();
+    let mut addr = None;
+    for line in std::io::BufReader::new(err).lines() {
+        let line = line?;
+        seen.push_str(&line);
+        seen.push('\n');
+        addr = flink_rs::metrics::reporter::announced_address(&line);
+        if addr.is_some() {
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no reporter announced: {seen}"));
+    let source = |text: &str, name: &str| -> f64 {
+        common::samples(text, name)
+            .into_iter()
+            .filter(|(l, _)| l.contains("task_name=\"Source: bids"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let scrape = || common::scrape(&addr).expect("scrape");
+    common::wait_until(
+        "records to flow",
+        std::time::Duration::from_secs(30),
+        || source(&scrape(), "flink_taskmanager_job_task_numRecordsOut") > 0.0,
+    );
+    let first = scrape();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let second = scrape();
+    let out = "flink_taskmanager_job_task_numRecordsOut";
+    let wm = "flink_taskmanager_job_task_operator_currentOutputWatermark";
+    assert!(source(&second, out) > source(&first, out), "{second}");
+    assert!(
+        source(&second, wm) > source(&first, wm),
+        "{first}\n{second}"
+    );
+    let rate = source(&second, "flink_taskmanager_job_task_numRecordsOutPerSecond");
+    assert!((1_000.0..3_000.0).contains(&rate), "{rate}/s: {second}");
+    let running = common::samples(&second, "flink_jobmanager_job_RUNNINGState");
+    assert_eq!(running.len(), 1, "{second}");
+    assert!(running[0].0.contains("job_name=\"metered\""), "{second}");
+    assert_eq!(running[0].1, 1.0);
+    assert!(!common::samples(&second, "flink_taskmanager_Status_Process_CPU_Time").is_empty());
+    drop(child);
+    Ok(())
+}

@@ -132,6 +132,7 @@ impl Cluster {
         let args: Vec<String> = ["taskmanager", "--jobmanager", &self.rpc]
             .into_iter()
             .chain(flink_rs::cluster::TASKMANAGER_LOOPBACK_ARGS)
+            .chain(["--set", "metrics.reporter.prom.port=0"])
             .map(str::to_string)
             .collect();
         let p = spawn(&args, &self.dir.join(format!("tm-{}.log", self.started)));
@@ -149,6 +150,24 @@ impl Cluster {
                 .ok()
                 .is_some_and(|v| v["slots-total"].as_u64() == Some(n as u64))
         });
+    }
+
+    /// The Prometheus scrapes of the taskmanagers still answering, concatenated (each
+    /// announces its reporter's address in its log).
+    fn scrape_taskmanagers(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("tm-") && name.ends_with(".log") {
+                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let scraped = flink_rs::metrics::reporter::announced_address(&log)
+                    .map(|a| common::scrape(&a));
+                if let Some(Ok(text)) = scraped {
+                    out.push_str(&text);
+                }
+            }
+        }
+        out
     }
 
     fn logs(&self) -> String {
@@ -633,21 +652,51 @@ fn rest_api_contract_and_cli() {
     let (ok, path, err) = cli(&["savepoint", &id, "--dir", sp.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert!(Path::new(&path).join("_metadata").exists(), "{path}");
-    let metrics = c.raw("GET", "/metrics", None, "").expect("metrics");
-    let text = metrics.1.as_str().unwrap_or_default().to_string();
-    assert!(
-        text.contains("flinkrs_task_records_out_total{job_id=\""),
-        "{text}"
-    );
-    assert!(text.contains("flinkrs_checkpoints_total"), "{text}");
-    assert!(
-        text.contains("flinkrs_task_watermark_lag_seconds{job_id=\""),
-        "{text}"
+    // Prometheus: the jobmanager's REST port and its reporter have the job and cluster
+    // metrics, each taskmanager's reporter those of its tasks, under Flink's names.
+    let (code, jm_text) = c.raw("GET", "/metrics", None, "").expect("metrics");
+    let jm_text = jm_text.as_str().unwrap_or_default().to_string();
+    assert_eq!(code, 200, "{jm_text}");
+    let completed = common::samples(
+        &jm_text,
+        "flink_jobmanager_job_numberOfCompletedCheckpoints",
     );
     assert!(
-        text.contains("flinkrs_task_backpressured_seconds_total{"),
-        "{text}"
+        completed.len() == 1
+            && completed[0].0.contains(&format!("job_id=\"{id}\""))
+            && completed[0].1 >= 1.0,
+        "{jm_text}"
     );
+    assert_eq!(
+        common::samples(&jm_text, "flink_jobmanager_numRegisteredTaskManagers"),
+        vec![(String::new(), 2.0)],
+        "{jm_text}"
+    );
+    assert_eq!(
+        common::samples(&jm_text, "flink_jobmanager_job_RUNNINGState").len(),
+        1,
+        "{jm_text}"
+    );
+    let tm_text = cluster.scrape_taskmanagers();
+    // Two vertices, parallelism 2: four subtasks over the two taskmanagers.
+    let out = common::samples(&tm_text, "flink_taskmanager_job_task_numRecordsOut");
+    assert_eq!(out.len(), 4, "{tm_text}");
+    assert!(
+        out.iter()
+            .all(|(l, _)| l.contains(&format!("job_id=\"{id}\"")))
+    );
+    assert!(out.iter().any(|(_, v)| *v > 0.0), "{tm_text}");
+    for name in [
+        "flink_taskmanager_job_task_isBackPressured",
+        "flink_taskmanager_job_task_busyTimeMsPerSecond",
+        "flink_taskmanager_job_task_operator_currentOutputWatermark",
+        "flink_taskmanager_Status_Process_Memory_RSS",
+    ] {
+        assert!(
+            !common::samples(&tm_text, name).is_empty(),
+            "{name}: {tm_text}"
+        );
+    }
     let (ok, path, err) = cli(&["stop", &id, "--dir", sp.to_str().expect("path")]);
     assert!(ok, "{err}");
     assert!(Path::new(&path).join("_metadata").exists(), "{path}");
@@ -740,17 +789,29 @@ INSERT INTO out SELECT id, payload FROM gen;";
         );
         assert!(*a < 400 << 20, "a taskmanager holds {a} bytes");
     }
-    // The stall shows in the jobmanager's metrics: a task waited on full channels.
-    let text = c
-        .raw("GET", "/metrics", None, "")
-        .map(|(_, v)| v.as_str().unwrap_or_default().to_string())
-        .unwrap_or_default();
-    let waited: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("flinkrs_task_backpressured_seconds_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, f64::max);
-    assert!(waited > 1.0, "backpressure not reported: {text}");
+    // The stall shows in the taskmanagers' metrics: the source tasks wait on full
+    // channels nearly all the time (Flink's isBackPressured and backPressuredTimeMsPerSecond;
+    // a rate needs two scrapes).
+    cluster.scrape_taskmanagers();
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = cluster.scrape_taskmanagers();
+    let pressed: Vec<String> = common::samples(&text, "flink_taskmanager_job_task_isBackPressured")
+        .into_iter()
+        .filter(|(_, v)| *v == 1.0)
+        .map(|(l, _)| l)
+        .collect();
+    assert!(
+        pressed.iter().any(|l| l.contains("task_name=\"Source")),
+        "backpressure not reported: {text}"
+    );
+    let ms: f64 = common::samples(
+        &text,
+        "flink_taskmanager_job_task_backPressuredTimeMsPerSecond",
+    )
+    .into_iter()
+    .map(|(_, v)| v)
+    .fold(0.0, f64::max);
+    assert!(ms > 500.0, "backpressured {ms} ms/s: {text}");
     // Read the sink's output: records flow again.
     let mut readers = Vec::new();
     for p in cluster.tms.iter_mut() {

@@ -38,13 +38,13 @@ use flink_rs_core::checkpoint::restore::{self, checkpoint_ids};
 use flink_rs_core::checkpoint::{CheckpointStorage, SnapshotKind};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::TaskMetrics;
-use flink_rs_metrics::{Rates, Reporter, reporter};
 use flink_rs_core::executor::{
     ControlTx, DeployRequest, JobHandle, JobStatus, RemoteAttempt, RemoteDeployer, chains,
     execute_with,
 };
 use flink_rs_core::operator::now_millis;
 use flink_rs_core::task::{TaskControl, TaskEvent};
+use flink_rs_metrics::{Rates, Reporter, reporter};
 
 /// A registered taskmanager.
 struct Tm {
@@ -951,7 +951,7 @@ pub fn run(
                     key: reporter::PORT_KEY.into(),
                     message: e.to_string(),
                 })?;
-                eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+                eprintln!("{}", r.announcement());
                 Some(r)
             }
             None => None,

@@ -148,13 +148,12 @@ pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
                 let rates = Arc::new(Rates::default());
                 Arc::new(move || metrics_of(&shares, &id, &host, &rates))
             };
-            let r = Reporter::start(ports, &opts.metrics_host, collect).map_err(|e| {
-                Error::Config {
+            let r =
+                Reporter::start(ports, &opts.metrics_host, collect).map_err(|e| Error::Config {
                     key: reporter::PORT_KEY.into(),
                     message: e.to_string(),
-                }
-            })?;
-            eprintln!("Prometheus metrics: http://{}/metrics", r.local_addr());
+                })?;
+            eprintln!("{}", r.announcement());
             Some(r)
         }
         None => None,

@@ -126,7 +126,10 @@ mod tests {
             1.5,
         );
         let text = f.encode().expect("encodes");
-        assert!(text.contains("# TYPE flink_taskmanager_job_task_numRecordsIn gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE flink_taskmanager_job_task_numRecordsIn gauge"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "flink_taskmanager_job_task_numRecordsIn{job_id=\"j1\",task_name=\"Source: \\\"s\\\" -> Sink\"} 42.0"

@@ -61,8 +61,7 @@ impl Rates {
             }
             _ => vec![0.0; values.len()],
         };
-        if s
-            .back()
+        if s.back()
             .is_none_or(|(t, _)| now.saturating_duration_since(*t) >= SPACING)
         {
             s.push_back((now, values.to_vec()));
@@ -102,7 +101,10 @@ mod tests {
         let rate = r.per_second("a", t0 + Duration::from_secs(27), &[170.0]);
         assert!((rate[0] - 10.0).abs() < 1e-9, "{rate:?}");
         // Series are separate.
-        assert_eq!(r.per_second("b", t0 + Duration::from_secs(27), &[5.0]), vec![0.0]);
+        assert_eq!(
+            r.per_second("b", t0 + Duration::from_secs(27), &[5.0]),
+            vec![0.0]
+        );
         r.prune(t0 + Duration::from_secs(27) + KEEP + Duration::from_secs(1));
         assert_eq!(
             r.per_second("a", t0 + Duration::from_secs(400), &[1.0]),

@@ -94,7 +94,9 @@ impl Reporter {
             last: *range.end(),
             source: last_err.unwrap_or_else(|| std::io::Error::other("empty range")),
         })?;
-        listener.set_nonblocking(true).map_err(MetricsError::Start)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(MetricsError::Start)?;
         let addr = listener.local_addr().map_err(MetricsError::Start)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -142,6 +144,20 @@ impl Reporter {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// The line a process prints on standard error once the reporter listens; scripts
+    /// and tests find the scrape address in it ([`announced_address`]).
+    pub fn announcement(&self) -> String {
+        format!("{ANNOUNCEMENT}{}/metrics", self.addr)
+    }
+}
+
+const ANNOUNCEMENT: &str = "Prometheus metrics: http://";
+
+/// The `host:port` of the first reporter announced in `text` (a process's log).
+pub fn announced_address(text: &str) -> Option<String> {
+    let rest = &text[text.find(ANNOUNCEMENT)? + ANNOUNCEMENT.len()..];
+    Some(rest.split('/').next()?.trim().to_string())
 }
 
 impl Drop for Reporter {
@@ -207,7 +223,13 @@ mod tests {
         let mut body = String::new();
         s.read_to_string(&mut body).expect("reads");
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-        assert!(body.contains("flink_jobmanager_numRunningJobs 3.0"), "{body}");
+        assert!(
+            body.contains("flink_jobmanager_numRunningJobs 3.0"),
+            "{body}"
+        );
+        let log = format!("starting\n{}\nmore", b.announcement());
+        assert_eq!(announced_address(&log), Some(b.local_addr().to_string()));
+        assert_eq!(announced_address("nothing"), None);
         drop(a);
         assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     }

@@ -108,14 +108,54 @@ pub fn tasks(
                 v,
             )
         };
-        task(out, "numRecordsIn", "Records into the task", s.records_in as f64);
-        task(out, "numRecordsOut", "Records out of the task", s.records_out as f64);
-        task(out, "numBytesIn", "Bytes into the task (Arrow buffers)", s.bytes_in as f64);
-        task(out, "numBytesOut", "Bytes out of the task (Arrow buffers)", s.bytes_out as f64);
-        task(out, "numRecordsInPerSecond", "Records into the task per second", r.records_in);
-        task(out, "numRecordsOutPerSecond", "Records out of the task per second", r.records_out);
-        task(out, "numBytesInPerSecond", "Bytes into the task per second", r.bytes_in);
-        task(out, "numBytesOutPerSecond", "Bytes out of the task per second", r.bytes_out);
+        task(
+            out,
+            "numRecordsIn",
+            "Records into the task",
+            s.records_in as f64,
+        );
+        task(
+            out,
+            "numRecordsOut",
+            "Records out of the task",
+            s.records_out as f64,
+        );
+        task(
+            out,
+            "numBytesIn",
+            "Bytes into the task (Arrow buffers)",
+            s.bytes_in as f64,
+        );
+        task(
+            out,
+            "numBytesOut",
+            "Bytes out of the task (Arrow buffers)",
+            s.bytes_out as f64,
+        );
+        task(
+            out,
+            "numRecordsInPerSecond",
+            "Records into the task per second",
+            r.records_in,
+        );
+        task(
+            out,
+            "numRecordsOutPerSecond",
+            "Records out of the task per second",
+            r.records_out,
+        );
+        task(
+            out,
+            "numBytesInPerSecond",
+            "Bytes into the task per second",
+            r.bytes_in,
+        );
+        task(
+            out,
+            "numBytesOutPerSecond",
+            "Bytes out of the task per second",
+            r.bytes_out,
+        );
         task(
             out,
             "isBackPressured",
@@ -151,10 +191,30 @@ pub fn tasks(
                 v,
             )
         };
-        op(out, "numRecordsIn", "Records into the operator", s.records_in as f64);
-        op(out, "numRecordsOut", "Records out of the operator", s.records_out as f64);
-        op(out, "numRecordsInPerSecond", "Records into the operator per second", r.records_in);
-        op(out, "numRecordsOutPerSecond", "Records out of the operator per second", r.records_out);
+        op(
+            out,
+            "numRecordsIn",
+            "Records into the operator",
+            s.records_in as f64,
+        );
+        op(
+            out,
+            "numRecordsOut",
+            "Records out of the operator",
+            s.records_out as f64,
+        );
+        op(
+            out,
+            "numRecordsInPerSecond",
+            "Records into the operator per second",
+            r.records_in,
+        );
+        op(
+            out,
+            "numRecordsOutPerSecond",
+            "Records out of the operator per second",
+            r.records_out,
+        );
         if let Some(w) = s.input_watermark {
             op(
                 out,
@@ -203,7 +263,11 @@ pub fn job(out: &mut Families, j: &JobView) {
         "Milliseconds the job has been running",
         if running { j.uptime_ms as f64 } else { 0.0 },
     );
-    g("numRestarts", "Restarts after failures", f64::from(c.restarts));
+    g(
+        "numRestarts",
+        "Restarts after failures",
+        f64::from(c.restarts),
+    );
     g(
         "totalNumberOfCheckpoints",
         "Checkpoints triggered",
@@ -214,7 +278,11 @@ pub fn job(out: &mut Families, j: &JobView) {
         "Checkpoints completed",
         c.completed as f64,
     );
-    g("numberOfFailedCheckpoints", "Checkpoints failed", c.failed as f64);
+    g(
+        "numberOfFailedCheckpoints",
+        "Checkpoints failed",
+        c.failed as f64,
+    );
     g(
         "numberOfInProgressCheckpoints",
         "Checkpoints in progress",
@@ -282,7 +350,11 @@ pub fn cluster(out: &mut Families, c: &ClusterView) {
         "Registered taskmanagers",
         c.taskmanagers,
     );
-    g("taskSlotsTotal", "Task slots of all taskmanagers", c.slots_total);
+    g(
+        "taskSlotsTotal",
+        "Task slots of all taskmanagers",
+        c.slots_total,
+    );
     g("taskSlotsAvailable", "Free task slots", c.slots_available);
     g("numRunningJobs", "Jobs running", c.running_jobs);
 }
@@ -349,7 +421,13 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut f = Families::default();
-        tasks(&mut f, &rates, t0, &scope, &[(1, stats("A -> B (2/2)", 0, 0, 0))]);
+        tasks(
+            &mut f,
+            &rates,
+            t0,
+            &scope,
+            &[(1, stats("A -> B (2/2)", 0, 0, 0))],
+        );
         let mut f = Families::default();
         tasks(
             &mut f,
@@ -375,12 +453,27 @@ mod tests {
         assert_eq!(get("task_name"), "A -> B");
         assert_eq!(get("subtask_index"), "1");
         assert_eq!(get("task_id"), vertex_id(1));
-        assert_eq!(one("flink_taskmanager_job_task_numRecordsInPerSecond").1, 1_000.0);
-        assert_eq!(one("flink_taskmanager_job_task_backPressuredTimeMsPerSecond").1, 250.0);
-        assert_eq!(one("flink_taskmanager_job_task_idleTimeMsPerSecond").1, 500.0);
-        assert_eq!(one("flink_taskmanager_job_task_busyTimeMsPerSecond").1, 250.0);
+        assert_eq!(
+            one("flink_taskmanager_job_task_numRecordsInPerSecond").1,
+            1_000.0
+        );
+        assert_eq!(
+            one("flink_taskmanager_job_task_backPressuredTimeMsPerSecond").1,
+            250.0
+        );
+        assert_eq!(
+            one("flink_taskmanager_job_task_idleTimeMsPerSecond").1,
+            500.0
+        );
+        assert_eq!(
+            one("flink_taskmanager_job_task_busyTimeMsPerSecond").1,
+            250.0
+        );
         assert_eq!(one("flink_taskmanager_job_task_isBackPressured").1, 1.0);
-        assert_eq!(one("flink_taskmanager_job_task_operator_numRecordsOut").1, 1_000.0);
+        assert_eq!(
+            one("flink_taskmanager_job_task_operator_numRecordsOut").1,
+            1_000.0
+        );
         assert_eq!(
             one("flink_taskmanager_job_task_operator_currentOutputWatermark").1,
             1_000.0
@@ -412,8 +505,14 @@ mod tests {
             },
         );
         let v = |n: &str| f.samples(n).first().map(|s| s.1);
-        assert_eq!(v("flink_jobmanager_job_numberOfCompletedCheckpoints"), Some(3.0));
-        assert_eq!(v("flink_jobmanager_job_numberOfInProgressCheckpoints"), Some(1.0));
+        assert_eq!(
+            v("flink_jobmanager_job_numberOfCompletedCheckpoints"),
+            Some(3.0)
+        );
+        assert_eq!(
+            v("flink_jobmanager_job_numberOfInProgressCheckpoints"),
+            Some(1.0)
+        );
         assert_eq!(v("flink_jobmanager_job_numRestarts"), Some(2.0));
         assert_eq!(v("flink_jobmanager_job_uptime"), Some(1234.0));
         assert_eq!(v("flink_jobmanager_job_RUNNINGState"), Some(1.0));

@@ -102,3 +102,34 @@ pub fn start_test_server(
         }
     }
 }
+
+/// The Prometheus exposition at `http://ADDR/metrics`, or the error.
+pub fn scrape(addr: &str) -> Result<String, String> {
+    let c = flink_rs::cluster::client::RestClient::new(&format!("http://{addr}"))
+        .map_err(|e| e.to_string())?;
+    match c.raw("GET", "/metrics", None, "") {
+        Ok((200, serde_json::Value::String(text))) => Ok(text),
+        Ok((code, v)) => Err(format!("{code}: {v}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The samples of metric `name` in an exposition: each sample's label text (between the
+/// braces, empty without labels) and value.
+pub fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let end = r.rfind('}')?;
+                    (r[..end].to_string(), r[end + 1..].trim())
+                }
+                None if rest.starts_with(' ') => (String::new(), rest.trim()),
+                None => return None,
+            };
+            Some((labels, value.parse().ok()?))
+        })
+        .collect()
+}

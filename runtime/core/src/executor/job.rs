@@ -255,9 +255,7 @@ impl JobHandle {
     }
 
     /// A function that reads the job's state, usable after `wait`.
-    pub fn status_handle(
-        &self,
-    ) -> impl Fn() -> (JobStatus, Option<String>) + Send + Sync + use<> {
+    pub fn status_handle(&self) -> impl Fn() -> (JobStatus, Option<String>) + Send + Sync + use<> {
         let shared = self.shared.clone();
         move || {
             shared
