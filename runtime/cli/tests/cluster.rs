@@ -738,6 +738,81 @@ fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Three processes scraped by Prometheus: the taskmanagers' counters of a bounded source
+/// add up to exactly what its generator made, the sink took in at least as much, and the
+/// jobmanager counts the job's checkpoints.
+#[test]
+fn prometheus_counts_across_processes_match_what_the_generator_made() {
+    const ROWS: f64 = 12_345.0;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+    let sql = "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '500ms';
+CREATE TABLE fixed (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '12345',
+  'rows-per-second' = '20000');
+CREATE TABLE endless (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '100');
+CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id FROM fixed UNION ALL SELECT id FROM endless;";
+    let id = c.submit(sql, &[]).expect("submit");
+    let of = |text: &str, name: &str, task: &str| -> f64 {
+        common::samples(text, name)
+            .into_iter()
+            .filter(|(l, _)| l.contains(&format!("task_name=\"{task}")))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    common::wait_until("the bounded source to end", Duration::from_secs(60), || {
+        of(
+            &cluster.scrape_taskmanagers(),
+            "flink_taskmanager_job_task_numRecordsOut",
+            "Source: fixed",
+        ) >= ROWS
+    });
+    // Both taskmanagers ran a subtask of each vertex.
+    let text = cluster.scrape_taskmanagers();
+    let fixed = common::samples(&text, "flink_taskmanager_job_task_numRecordsOut")
+        .into_iter()
+        .filter(|(l, _)| l.contains("task_name=\"Source: fixed"))
+        .count();
+    assert_eq!(fixed, 2, "{text}");
+    assert_eq!(
+        of(
+            &text,
+            "flink_taskmanager_job_task_numRecordsOut",
+            "Source: fixed"
+        ),
+        ROWS,
+        "{text}"
+    );
+    assert_eq!(
+        of(
+            &text,
+            "flink_taskmanager_job_task_operator_numRecordsIn",
+            "Source: fixed"
+        ),
+        ROWS,
+        "{text}"
+    );
+    let sink_in = of(&text, "flink_taskmanager_job_task_numRecordsIn", "Union");
+    let endless = of(
+        &text,
+        "flink_taskmanager_job_task_numRecordsOut",
+        "Source: endless",
+    );
+    assert!(sink_in >= ROWS && sink_in <= ROWS + endless, "{text}");
+    common::wait_until("a checkpoint", Duration::from_secs(30), || {
+        let jm = c
+            .raw("GET", "/metrics", None, "")
+            .map(|(_, v)| v.as_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        common::samples(&jm, "flink_jobmanager_job_numberOfCompletedCheckpoints")
+            .iter()
+            .any(|(l, v)| l.contains(&id) && *v >= 1.0)
+    });
+    c.cancel(&id).expect("cancel");
+}
+
 /// A stopped sink on one taskmanager (its stdout, where the print sink writes, is a pipe
 /// nobody reads) holds back the unbounded, unthrottled sources on both taskmanagers through
 /// the network's credits: the sources stop producing and neither process grows; once the
