@@ -813,6 +813,137 @@ INSERT INTO out SELECT id FROM fixed UNION ALL SELECT id FROM endless;";
     c.cancel(&id).expect("cancel");
 }
 
+/// Every GET path of `docs/rest-api.yaml` answers a running job's cluster with JSON that
+/// conforms to its documented schema (no undocumented field, every required one), and
+/// unknown ids answer the documented 404. The document is the test's input: a path added
+/// to it without a route, or a field added to an answer without it, fails here.
+#[test]
+fn every_documented_rest_path_answers_as_documented() {
+    let spec = common::openapi::Spec::load();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+    let sql = "SET 'parallelism.default' = '2';
+SET 'execution.checkpointing.interval' = '300ms';
+CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
+      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
+      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
+CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
+  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;";
+    let id = c.submit(sql, &[]).expect("submit");
+    common::wait_until("a checkpoint", Duration::from_secs(30), || {
+        completed_checkpoints(&c, &id) >= 1
+    });
+    let window = "00000000000000000000000000000001";
+    common::wait_until("a watermark at the window", Duration::from_secs(30), || {
+        c.get(&format!("/jobs/{id}/vertices/{window}/watermarks"))
+            .ok()
+            .and_then(|v| v[0]["value"].as_str()?.parse::<i64>().ok())
+            .is_some_and(|w| w > 0)
+    });
+    let tms = c.get("/taskmanagers").expect("taskmanagers");
+    let tm = tms["taskmanagers"][0]["id"]
+        .as_str()
+        .expect("a tm id")
+        .to_string();
+    let paths = spec.get_paths();
+    assert!(paths.len() >= 17, "{paths:?}");
+    for path in &paths {
+        let real = path
+            .replace("{jobid}", &id)
+            .replace("{vertexid}", window)
+            .replace("{taskmanagerid}", &tm);
+        let (code, v) = c.raw("GET", &real, None, "").expect("GET");
+        assert_eq!(code, 200, "GET {real}: {v}");
+        match spec.response_schema(path, 200) {
+            Some(schema) => {
+                let errors = spec.check(&schema, &v);
+                assert!(errors.is_empty(), "GET {real}: {errors:#?}\n{v}");
+            }
+            // Text: the dashboard and the Prometheus exposition.
+            None => assert!(v.is_string(), "GET {real}: {v}"),
+        }
+        if path.contains('{') {
+            let missing = path
+                .replace(
+                    "{jobid}",
+                    if path.contains("{vertexid}") {
+                        &id
+                    } else {
+                        "00"
+                    },
+                )
+                .replace("{vertexid}", "ff")
+                .replace("{taskmanagerid}", "no-such-tm");
+            let (code, v) = c.raw("GET", &missing, None, "").expect("GET");
+            assert_eq!(code, 404, "GET {missing}: {v}");
+            let schema = spec.response_schema(path, 404).expect("404 documented");
+            assert!(spec.check(&schema, &v).is_empty(), "GET {missing}: {v}");
+        }
+    }
+    // What the answers say, beyond their shape.
+    let plan = c.get(&format!("/jobs/{id}/plan")).expect("plan");
+    let nodes = plan["plan"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2, "{plan}");
+    assert_eq!(nodes[1]["inputs"][0]["id"], nodes[0]["id"], "{plan}");
+    assert_eq!(nodes[1]["inputs"][0]["ship_strategy"], "HASH", "{plan}");
+    let v = c
+        .get(&format!("/jobs/{id}/vertices/{window}"))
+        .expect("vertex");
+    let subtasks = v["subtasks"].as_array().expect("subtasks");
+    assert_eq!(subtasks.len(), 2, "{v}");
+    let tm_ids: Vec<&Value> = tms["taskmanagers"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| &t["id"])
+        .collect();
+    assert!(
+        subtasks
+            .iter()
+            .all(|s| tm_ids.contains(&&s["taskmanager-id"])),
+        "{v}"
+    );
+    assert!(
+        subtasks
+            .iter()
+            .any(|s| s["metrics"]["read-bytes"].as_u64() > Some(0)),
+        "{v}"
+    );
+    let m = c
+        .get(&format!(
+            "/jobs/{id}/metrics?get=uptime,numberOfCompletedCheckpoints"
+        ))
+        .expect("metrics");
+    assert_eq!(m[1]["id"], "numberOfCompletedCheckpoints", "{m}");
+    assert!(
+        m[1]["value"]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 1.0),
+        "{m}"
+    );
+    let (code, v) = c
+        .raw("GET", &format!("/jobs/{id}/metrics?get=nope"), None, "")
+        .expect("GET");
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("`nope`")),
+        "{v}"
+    );
+    let bp = c
+        .get(&format!("/jobs/{id}/vertices/{window}/backpressure"))
+        .expect("backpressure");
+    // A 2000 rows/s source into a window is never held back.
+    assert_eq!(bp["backpressure-level"], "ok", "{bp}");
+    c.cancel(&id).expect("cancel");
+}
+
 /// A stopped sink on one taskmanager (its stdout, where the print sink writes, is a pipe
 /// nobody reads) holds back the unbounded, unthrottled sources on both taskmanagers through
 /// the network's credits: the sources stop producing and neither process grows; once the

@@ -39,11 +39,13 @@ use flink_rs_core::checkpoint::{CheckpointStorage, SnapshotKind};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::TaskMetrics;
 use flink_rs_core::executor::{
-    ControlTx, DeployRequest, JobHandle, JobStatus, RemoteAttempt, RemoteDeployer, chains,
-    execute_with,
+    ControlTx, DeployRequest, JobHandle, JobStatus, RemoteAttempt, RemoteDeployer, TaskStats,
+    chains, execute_with,
 };
+use flink_rs_core::graph::{NodeId, Partitioning};
 use flink_rs_core::operator::now_millis;
 use flink_rs_core::task::{TaskControl, TaskEvent};
+use flink_rs_metrics::scopes::TaskRates;
 use flink_rs_metrics::{Rates, Reporter, reporter};
 
 /// A registered taskmanager.
@@ -59,6 +61,7 @@ struct Tm {
 
 /// Where the events of one deployed attempt go.
 struct Route {
+    job_id: String,
     events: Sender<TaskEvent>,
     metrics: Vec<Arc<TaskMetrics>>,
     names: Vec<String>,
@@ -87,6 +90,8 @@ pub struct Job {
     end_ms: Mutex<Option<i64>>,
     /// (vertex name, parallelism), one per chain.
     pub vertices: Vec<(String, usize)>,
+    /// The edges into each vertex: (upstream vertex, Flink's ship strategy).
+    pub inputs: Vec<Vec<(usize, &'static str)>>,
     operations: Mutex<HashMap<String, Operation>>,
 }
 
@@ -278,6 +283,16 @@ impl JobManager {
                             m.bytes_out.store(c.bytes_out, Ordering::Relaxed);
                         }
                     }
+                    // A sample per heartbeat keeps the rates (REST backpressure and
+                    // throughput) current without anyone asking first.
+                    let now = Instant::now();
+                    for r in routes.values() {
+                        for (name, m) in r.names.iter().zip(&r.metrics) {
+                            let stats = TaskStats::read(name, m);
+                            TaskRates::of(&self.rates, &r.job_id, &stats, now);
+                        }
+                    }
+                    self.rates.prune(now);
                 }
             }
             Some(from_task_manager::Msg::Event(ev)) => {
@@ -351,6 +366,25 @@ impl JobManager {
         out
     }
 
+    /// The taskmanager of each task (by task name) of job `job_id`'s newest attempt.
+    pub fn placement(&self, job_id: &str) -> HashMap<String, String> {
+        let Ok(routes) = self.routes.lock() else {
+            return HashMap::new();
+        };
+        routes
+            .iter()
+            .filter(|(_, r)| r.job_id == job_id)
+            .max_by_key(|(attempt, _)| **attempt)
+            .map(|(_, r)| {
+                r.names
+                    .iter()
+                    .cloned()
+                    .zip(r.placement.iter().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn used_slots(&self) -> HashMap<String, usize> {
         let mut used: HashMap<String, usize> = HashMap::new();
         if let Ok(routes) = self.routes.lock() {
@@ -395,6 +429,15 @@ impl JobManager {
                 )
             })
             .collect();
+        let chain_of = |node: NodeId| plan_chains.iter().position(|c| c.contains(&node));
+        let mut inputs: Vec<Vec<(usize, &'static str)>> = vec![Vec::new(); plan_chains.len()];
+        for e in &graph.edges {
+            if let (Some(from), Some(to)) = (chain_of(e.from), chain_of(e.to))
+                && from != to
+            {
+                inputs[to].push((from, ship_strategy(&e.partitioning)));
+            }
+        }
         let name = graph
             .nodes
             .iter()
@@ -418,6 +461,7 @@ impl JobManager {
             start_ms: now_millis(),
             end_ms: Mutex::new(None),
             vertices,
+            inputs,
             operations: Mutex::default(),
         });
         self.record(&job, None);
@@ -618,6 +662,16 @@ fn restore_point(
     Ok(configured.map(str::to_string))
 }
 
+/// Flink's name of how records cross an edge.
+fn ship_strategy(p: &Partitioning) -> &'static str {
+    match p {
+        Partitioning::Forward => "FORWARD",
+        Partitioning::Hash(_) => "HASH",
+        Partitioning::Rebalance => "REBALANCE",
+        Partitioning::Broadcast => "BROADCAST",
+    }
+}
+
 /// A taskmanager as `GET /taskmanagers` shows it.
 #[derive(Debug, Clone)]
 pub struct TaskManagerInfo {
@@ -705,6 +759,7 @@ impl RemoteDeployer for ClusterDeployer {
             routes.insert(
                 req.attempt,
                 Route {
+                    job_id: req.job_id.to_string(),
                     events: events_tx,
                     metrics: req.metrics.clone(),
                     names: req.tasks.iter().map(|t| t.2.clone()).collect(),

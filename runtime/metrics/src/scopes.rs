@@ -248,14 +248,21 @@ pub struct JobView<'a> {
 /// Adds `flink_jobmanager_job_*` for one job.
 pub fn job(out: &mut Families, j: &JobView) {
     let labels = [("job_id", j.job_id), ("job_name", j.job_name)];
-    let mut g = |name: &str, help: &str, v: f64| {
+    for (name, help, v) in job_values(j) {
         out.gauge(
             &format!("flink_jobmanager_job_{name}"),
             &format!("{help} (scope: jobmanager_job)"),
             &labels,
             v,
-        )
-    };
+        );
+    }
+}
+
+/// A job's metrics as Flink names them in the job scope (`uptime`, `numRestarts`, …), with
+/// their help: the Prometheus families and `GET /jobs/{id}/metrics` both list these.
+pub fn job_values(j: &JobView) -> Vec<(String, &'static str, f64)> {
+    let mut out = Vec::new();
+    let mut g = |name: &str, help: &'static str, v: f64| out.push((name.to_string(), help, v));
     let c = j.checkpoints;
     let running = j.status == JobStatus::Running;
     g(
@@ -324,6 +331,7 @@ pub fn job(out: &mut Families, j: &JobView) {
             f64::from(u8::from(j.status == s)),
         );
     }
+    out
 }
 
 /// The cluster as the jobmanager sees it.

@@ -29,6 +29,20 @@ pub struct CheckpointCounts {
 pub struct LatestCheckpoints {
     pub completed: Option<CompletedCheckpoint>,
     pub restored: Option<RestoredCheckpoint>,
+    /// The newest checkpoint that failed.
+    #[serde(default)]
+    pub failed: Option<FailedCheckpoint>,
+}
+
+/// A checkpoint that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedCheckpoint {
+    pub id: u64,
+    /// Always `FAILED`.
+    pub status: String,
+    /// Milliseconds since the epoch.
+    pub failure_timestamp: i64,
+    pub failure_message: String,
 }
 
 /// A completed checkpoint or savepoint.
@@ -75,6 +89,7 @@ mod tests {
             latest: LatestCheckpoints {
                 completed: None,
                 restored: None,
+                failed: None,
             },
             history: vec![],
             restarts: 0,

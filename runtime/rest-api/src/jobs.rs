@@ -163,12 +163,23 @@ pub struct Vertex {
 }
 
 /// A vertex's record counts, summed over its subtasks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VertexMetrics {
     #[serde(rename = "read-records")]
     pub read_records: u64,
     #[serde(rename = "write-records")]
     pub write_records: u64,
+    /// Bytes of the batches taken in (their Arrow memory size).
+    #[serde(rename = "read-bytes", default)]
+    pub read_bytes: u64,
+    #[serde(rename = "write-bytes", default)]
+    pub write_bytes: u64,
+    /// Milliseconds spent waiting on full output channels, summed over subtasks.
+    #[serde(rename = "accumulated-backpressured-time", default)]
+    pub accumulated_backpressured_time: u64,
+    /// Milliseconds spent waiting for input, summed over subtasks.
+    #[serde(rename = "accumulated-idle-time", default)]
+    pub accumulated_idle_time: u64,
 }
 
 /// `POST /jobs` with a JSON body: the SQL script and settings (Flink configuration keys).
@@ -232,6 +243,7 @@ mod tests {
                 metrics: VertexMetrics {
                     read_records: 0,
                     write_records: 7,
+                    ..VertexMetrics::default()
                 },
             }],
             restarts: 0,

@@ -9,11 +9,12 @@
 mod checkpoints;
 mod cluster;
 mod jobs;
+mod monitoring;
 mod savepoints;
 
 pub use checkpoints::{
-    CheckpointCounts, CheckpointStatistics, CompletedCheckpoint, LatestCheckpoints,
-    RestoredCheckpoint,
+    CheckpointCounts, CheckpointStatistics, CompletedCheckpoint, FailedCheckpoint,
+    LatestCheckpoints, RestoredCheckpoint,
 };
 pub use cluster::{
     ClusterOverview, ConfigEntry, DashboardConfig, Hardware, TaskManagerInfo, TaskManagers,
@@ -21,6 +22,11 @@ pub use cluster::{
 pub use jobs::{
     JobDetail, JobId, JobList, JobListEntry, JobStatus, JobSummary, JobsOverview, SubmitRequest,
     SubmitResponse, UnknownJobStatus, Vertex, VertexMetrics,
+};
+pub use monitoring::{
+    ExceptionEntry, ExceptionHistory, JobExceptions, JobPlan, MetricValue, Plan, PlanInput,
+    PlanNode, SubtaskBackPressure, SubtaskDetail, VertexBackPressure, VertexDetail,
+    backpressure_level,
 };
 pub use savepoints::{
     FailureCause, OperationResult, OperationStatus, QueueStatus, QueueStatusId, SavepointRequest,

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use std::path::Path;
 
 /// A windowed aggregation over `rows` generated bids (`rate` rows/s, 0: unlimited) into the

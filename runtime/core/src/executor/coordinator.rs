@@ -505,7 +505,8 @@ impl Master {
         };
         let mut p = inflight.pending.remove(i);
         tracing::warn!(checkpoint = id, reason = why, "checkpoint failed");
-        self.shared.stats(|s| s.failed += 1);
+        self.shared
+            .stats(|s| s.checkpoint_failed(id, why.to_string()));
         if let Some(reply) = p.reply.take() {
             let _ = reply.send(Err(Error::Checkpoint(format!(
                 "savepoint {id} failed: {why}"

@@ -110,6 +110,53 @@ pub struct CheckpointStats {
     pub latest: Option<CompletedCheckpoint>,
     /// Recent completions, newest last (at most 16).
     pub history: Vec<CompletedCheckpoint>,
+    /// The newest checkpoint that failed.
+    pub latest_failed: Option<FailedCheckpoint>,
+    /// Why the job's attempts failed, newest last (at most [`FAILURES_KEPT`]).
+    pub failures: Vec<JobFailure>,
+}
+
+/// How many failures [`CheckpointStats::failures`] keeps.
+pub const FAILURES_KEPT: usize = 16;
+
+impl CheckpointStats {
+    /// Counts a failed checkpoint and remembers it as the latest failed one.
+    pub fn checkpoint_failed(&mut self, id: CheckpointId, message: String) {
+        self.failed += 1;
+        self.latest_failed = Some(FailedCheckpoint {
+            id,
+            timestamp_ms: crate::operator::now_millis(),
+            message,
+        });
+    }
+
+    /// Remembers why an attempt failed (the oldest is forgotten past [`FAILURES_KEPT`]).
+    pub fn attempt_failed(&mut self, message: String) {
+        if self.failures.len() == FAILURES_KEPT {
+            self.failures.remove(0);
+        }
+        self.failures.push(JobFailure {
+            timestamp_ms: crate::operator::now_millis(),
+            message,
+        });
+    }
+}
+
+/// A checkpoint that did not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedCheckpoint {
+    pub id: CheckpointId,
+    /// When it was given up (epoch ms).
+    pub timestamp_ms: i64,
+    pub message: String,
+}
+
+/// Why an attempt of the job failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFailure {
+    /// When (epoch ms).
+    pub timestamp_ms: i64,
+    pub message: String,
 }
 
 /// Where a job is in its life, with Flink's names (`GET /jobs/{id}` reports them). The type

@@ -77,6 +77,7 @@ impl Master {
             };
             self.shared
                 .set_status(JobStatus::Restarting, Some(error.to_string()));
+            self.shared.stats(|s| s.attempt_failed(error.to_string()));
             attempt.teardown();
             attempt = loop {
                 let Some(delay) = tracker.on_failure() else {
@@ -337,7 +338,8 @@ impl Master {
                     }
                     Err(e) => {
                         tracing::warn!(checkpoint = id, error = %e, "checkpoint failed");
-                        self.shared.stats(|s| s.failed += 1);
+                        self.shared
+                            .stats(|s| s.checkpoint_failed(id, e.to_string()));
                         consecutive_failures += 1;
                     }
                 }

@@ -14,6 +14,8 @@ use flink_rs_rest_api as api;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+mod monitoring;
+
 use super::jobmanager::{Job, JobManager, Operation};
 use flink_rs_core::checkpoint::SnapshotKind;
 use flink_rs_core::executor::{CompletedCheckpoint, JobStatus};
@@ -32,6 +34,19 @@ pub(crate) fn router(jm: Arc<JobManager>) -> Router {
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job_detail).patch(cancel))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/plan", get(monitoring::plan))
+        .route("/jobs/{id}/exceptions", get(monitoring::exceptions))
+        .route("/jobs/{id}/metrics", get(monitoring::job_metrics))
+        .route("/jobs/{id}/vertices/{vid}", get(monitoring::vertex))
+        .route(
+            "/jobs/{id}/vertices/{vid}/backpressure",
+            get(monitoring::backpressure),
+        )
+        .route(
+            "/jobs/{id}/vertices/{vid}/watermarks",
+            get(monitoring::watermarks),
+        )
+        .route("/taskmanagers/{tmid}", get(monitoring::taskmanager))
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
         .route("/jobs/{id}/savepoints/{rid}", get(operation))
         .route("/jobs/{id}/stop", axum::routing::post(stop))
@@ -188,27 +203,18 @@ async fn job_detail(State(jm): Jm, Path(id): Path<String>) -> Response {
         Err(r) => return *r,
     };
     let (state, err) = job.status();
-    let metrics = job.handle().task_metrics();
+    let per_vertex = monitoring::tasks_by_vertex(&job);
     let vertices = job
         .vertices
         .iter()
+        .zip(&per_vertex)
         .enumerate()
-        .map(|(i, (name, p))| {
-            let prefix = format!("{name} (");
-            let (rin, rout) = metrics
-                .iter()
-                .filter(|(n, _, _)| n.starts_with(&prefix))
-                .fold((0u64, 0u64), |(a, b), (_, i, o)| (a + i, b + o));
-            api::Vertex {
-                id: format!("{i:032x}"),
-                name: name.clone(),
-                parallelism: *p,
-                status: state.as_str().into(),
-                metrics: api::VertexMetrics {
-                    read_records: rin,
-                    write_records: rout,
-                },
-            }
+        .map(|(i, ((name, p), tasks))| api::Vertex {
+            id: flink_rs_metrics::scopes::vertex_id(i),
+            name: name.clone(),
+            parallelism: *p,
+            status: state.as_str().into(),
+            metrics: monitoring::vertex_metrics(tasks.iter().map(|(_, t)| t)),
         })
         .collect();
     let stats = job.handle().checkpoint_stats();
@@ -263,6 +269,12 @@ async fn checkpoints(State(jm): Jm, Path(id): Path<String>) -> Response {
             completed: s.latest.as_ref().map(completed),
             restored: s.restored.as_ref().map(|p| api::RestoredCheckpoint {
                 external_path: p.clone(),
+            }),
+            failed: s.latest_failed.as_ref().map(|f| api::FailedCheckpoint {
+                id: f.id,
+                status: "FAILED".into(),
+                failure_timestamp: f.timestamp_ms,
+                failure_message: f.message.clone(),
             }),
         },
         history: s.history.iter().rev().map(completed).collect(),
@@ -363,27 +375,27 @@ async fn operation(State(jm): Jm, Path((id, rid)): Path<(String, String)>) -> Re
 }
 
 async fn taskmanagers(State(jm): Jm) -> Response {
-    let taskmanagers = jm
-        .taskmanagers()
-        .iter()
-        .map(|t| api::TaskManagerInfo {
-            id: t.id.clone(),
-            path: t.data_address.clone(),
-            data_port: t
-                .data_address
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse::<u16>().ok()),
-            slots_number: t.slots,
-            free_slots: t.free_slots,
-            time_since_last_heartbeat: t.since_heartbeat_ms,
-            registered_at: t.registered_ms,
-            hardware: api::Hardware {
-                physical_memory: t.memory_bytes,
-            },
-        })
-        .collect();
+    let taskmanagers = jm.taskmanagers().iter().map(taskmanager_info).collect();
     axum::Json(api::TaskManagers { taskmanagers }).into_response()
+}
+
+fn taskmanager_info(t: &super::jobmanager::TaskManagerInfo) -> api::TaskManagerInfo {
+    api::TaskManagerInfo {
+        id: t.id.clone(),
+        path: t.data_address.clone(),
+        data_port: t
+            .data_address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok()),
+        slots_number: t.slots,
+        free_slots: t.free_slots,
+        time_since_last_heartbeat: t.since_heartbeat_ms,
+        registered_at: t.registered_ms,
+        hardware: api::Hardware {
+            physical_memory: t.memory_bytes,
+        },
+    }
 }
 
 /// The jobmanager's metrics in Prometheus text format (as on its reporter's port).
