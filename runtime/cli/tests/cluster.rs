@@ -849,12 +849,28 @@ INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTO
         .as_str()
         .expect("a tm id")
         .to_string();
+    let target = tmp.path().join("savepoints").display().to_string();
+    let (code, v) = c
+        .raw(
+            "POST",
+            &format!("/jobs/{id}/savepoints"),
+            Some("application/json"),
+            &serde_json::json!({ "target-directory": target }).to_string(),
+        )
+        .expect("savepoint");
+    assert_eq!(code, 202, "{v}");
+    let request = v["request-id"].as_str().expect("request id").to_string();
+    common::wait_until("the savepoint", Duration::from_secs(30), || {
+        c.get(&format!("/jobs/{id}/savepoints/{request}"))
+            .is_ok_and(|v| v["status"]["id"] == "COMPLETED")
+    });
     let paths = spec.get_paths();
     assert!(paths.len() >= 17, "{paths:?}");
     for path in &paths {
         let real = path
             .replace("{jobid}", &id)
             .replace("{vertexid}", window)
+            .replace("{requestid}", &request)
             .replace("{taskmanagerid}", &tm);
         let (code, v) = c.raw("GET", &real, None, "").expect("GET");
         assert_eq!(code, 200, "GET {real}: {v}");
@@ -877,6 +893,7 @@ INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTO
                     },
                 )
                 .replace("{vertexid}", "ff")
+                .replace("{requestid}", "no-such-request")
                 .replace("{taskmanagerid}", "no-such-tm");
             let (code, v) = c.raw("GET", &missing, None, "").expect("GET");
             assert_eq!(code, 404, "GET {missing}: {v}");

@@ -14,6 +14,7 @@ use flink_rs_rest_api as api;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+mod dashboard;
 mod monitoring;
 
 use super::jobmanager::{Job, JobManager, Operation};
@@ -27,6 +28,7 @@ type Early<T> = Result<T, Box<Response>>;
 
 pub(crate) fn router(jm: Arc<JobManager>) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
         .route("/overview", get(overview))
         .route("/config", get(config))
         .route("/jobmanager/config", get(jobmanager_config))
