@@ -1235,3 +1235,169 @@ fn stopped_job_resumes_from_its_stop_savepoint_after_a_jobmanager_replacement() 
     wait_finished(&cluster, &id);
     assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
 }
+
+/// A WebDriver session of a real headless Chromium (chromedriver from
+/// `scripts/webdriver-test-server`), ended on drop.
+struct Browser {
+    driver: RestClient,
+    session: String,
+    _server: Proc,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let (server, words) =
+            common::start_test_server("webdriver-test-server", &[]).expect("chromedriver");
+        let server = Proc(server);
+        let driver = RestClient::new(&format!("http://127.0.0.1:{}", words[0])).expect("client");
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": words[1],
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1100"]
+            }
+        }}});
+        let (code, v) = driver
+            .raw(
+                "POST",
+                "/session",
+                Some("application/json"),
+                &caps.to_string(),
+            )
+            .expect("new session");
+        assert_eq!(code, 200, "{v}");
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_string();
+        Browser {
+            driver,
+            session,
+            _server: server,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("/session/{}{path}", self.session);
+        let (code, v) = if body.is_null() {
+            self.driver.raw(method, &url, None, "")
+        } else {
+            self.driver
+                .raw(method, &url, Some("application/json"), &body.to_string())
+        }
+        .expect("webdriver");
+        assert_eq!(code, 200, "{method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", serde_json::json!({ "url": url }));
+    }
+
+    /// Runs `script` in the page; its return value.
+    fn eval(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            serde_json::json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// Saves a PNG of the page to `path`.
+    fn screenshot(&self, path: &Path) {
+        use base64::Engine;
+        let b64 = self.call("GET", "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64"))
+            .expect("decodes");
+        std::fs::write(path, png).expect("screenshot written");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self
+            .driver
+            .raw("DELETE", &format!("/session/{}", self.session), None, "");
+    }
+}
+
+/// The dashboard in a real headless Chromium: the job list shows the submitted job, its
+/// graph has one node per vertex with a non-zero rate, the savepoint button takes a
+/// savepoint. Screenshots go to `target/tmp/dashboard/` (the test artifacts).
+#[test]
+fn dashboard_in_a_real_browser_shows_the_job_and_takes_a_savepoint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cluster = Cluster::start(tmp.path(), 2);
+    let c = cluster.client();
+    let sql = "SET 'parallelism.default' = '2';
+SET 'pipeline.name' = 'bids per auction';
+SET 'execution.checkpointing.interval' = '1s';
+CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'datagen', 'rows-per-second' = '5000',
+      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
+      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
+CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
+  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;";
+    let id = c.submit(sql, &[]).expect("submit");
+    common::wait_until("a checkpoint", Duration::from_secs(30), || {
+        completed_checkpoints(&c, &id) >= 1
+    });
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&artifacts).expect("artifacts dir");
+    let browser = Browser::start();
+    browser.go(&format!("{}/", cluster.rest));
+    common::wait_until("the job in the job list", Duration::from_secs(30), || {
+        browser.eval(&format!(
+            "return document.querySelector('tr.job-row[data-job=\"{id}\"]') !== null"
+        )) == Value::Bool(true)
+    });
+    let text = browser.eval("return document.body.innerText");
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("RUNNING") && t.contains("bids per auction")),
+        "{text}"
+    );
+    browser.screenshot(&artifacts.join("overview.png"));
+    browser.go(&format!("{}/#/jobs/{id}", cluster.rest));
+    let rates = || {
+        browser.eval("return [...document.querySelectorAll('#graph .node')].map(n => Number(n.dataset.rate))")
+    };
+    common::wait_until("a rate on every vertex", Duration::from_secs(30), || {
+        rates()
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|x| x.as_f64() > Some(0.0)))
+    });
+    let vertices = status(&c, &id)["vertices"].as_array().map_or(0, Vec::len);
+    assert_eq!(rates().as_array().map_or(0, Vec::len), vertices);
+    browser.screenshot(&artifacts.join("job.png"));
+    let target = tmp.path().join("from-the-dashboard");
+    browser.eval(&format!(
+        "document.getElementById('savepoint-dir').value = {}; \
+         document.getElementById('savepoint').click(); return true",
+        Value::String(target.display().to_string())
+    ));
+    common::wait_until("the savepoint message", Duration::from_secs(60), || {
+        browser
+            .eval("return document.getElementById('message').textContent")
+            .as_str()
+            .is_some_and(|m| m.starts_with("Savepoint completed: "))
+    });
+    let message = browser.eval("return document.getElementById('message').textContent");
+    let location = message
+        .as_str()
+        .and_then(|m| m.strip_prefix("Savepoint completed: "))
+        .expect("location")
+        .to_string();
+    assert!(location.contains("from-the-dashboard"), "{location}");
+    let local = location.strip_prefix("file://").unwrap_or(&location);
+    assert!(
+        Path::new(local).join("_metadata").exists(),
+        "no savepoint at {location}"
+    );
+    browser.screenshot(&artifacts.join("savepoint.png"));
+    c.cancel(&id).expect("cancel");
+}

@@ -445,6 +445,12 @@ impl JobManager {
             .map(|n| n.name.clone())
             .collect::<Vec<_>>()
             .join(", ");
+        // `pipeline.name` names the job, as in Flink; else its sinks do.
+        let name = match compiled.settings.get("pipeline.name") {
+            Some(n) => n.clone(),
+            None if name.is_empty() => id.clone(),
+            None => name,
+        };
         let deployer = Arc::new(ClusterDeployer {
             jm: self.me.clone(),
             script: script.to_string(),
@@ -454,7 +460,7 @@ impl JobManager {
         let handle = execute_with(graph, Some(deployer))?;
         let job = Arc::new(Job {
             id: id.clone(),
-            name: if name.is_empty() { id.clone() } else { name },
+            name,
             script: script.to_string(),
             overrides,
             handle,
