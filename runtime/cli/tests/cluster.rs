@@ -364,6 +364,17 @@ SET 'execution.checkpointing.incremental' = 'true';
     );
     let s = wait_finished(&cluster, &id);
     assert!(s["restarts"].as_u64() >= Some(1), "{s}");
+    // The failure is in the job's exception history (REST and dashboard).
+    let exc = c.get(&format!("/jobs/{id}/exceptions")).expect("exceptions");
+    let entries = exc["exceptionHistory"]["entries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !entries.is_empty() && entries.len() as u64 == s["restarts"].as_u64().unwrap_or(0),
+        "{exc}"
+    );
+    assert!(exc["root-exception"].as_str().is_some(), "{exc}");
     let got = common::committed(&out);
     assert_eq!(got.len(), expected.len(), "{}", cluster.logs());
     assert_eq!(got, expected);
