@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Job","type":"string","jsonPath":".status.jobState"}"#,
     printcolumn = r#"{"name":"Parallelism","type":"integer","jsonPath":".spec.job.parallelism"}"#,
     printcolumn = r#"{"name":"Last-Checkpoint","type":"date","jsonPath":".status.lastCheckpoint.time"}"#,
+    printcolumn = r#"{"name":"Restarts","type":"integer","jsonPath":".status.jobRestarts"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = r#"!has(self.spec.checkpointing) || self.spec.checkpointing.storage.matches('^(s3|gs|az|file)://.+|^/.+')"#,
     validation = r#"!has(self.spec.taskManager) || (has(self.spec.taskManager.replicas) ? self.spec.taskManager.replicas : 1) * (has(self.spec.taskManager.slots) ? self.spec.taskManager.slots : 1) >= self.spec.job.parallelism"#
@@ -219,6 +220,9 @@ pub struct FlinkJobStatus {
     /// Restarts of a failed job by the operator.
     #[serde(default)]
     pub restarts: u32,
+    /// Restarts of the running job by its jobmanager (Flink's `numRestarts`), as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_restarts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<String>,
     /// Hash of the spec the running deployment was made from.

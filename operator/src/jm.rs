@@ -33,6 +33,8 @@ pub struct JobView {
     pub state: JobState,
     pub last_checkpoint: Option<CheckpointInfo>,
     pub failure: Option<String>,
+    /// Times the jobmanager restarted the job after failures (its restart strategy).
+    pub restarts: u32,
     /// The deployment plan of the jobmanager that answered ([`PLAN_KEY`]).
     pub plan: Option<String>,
 }
@@ -127,6 +129,7 @@ impl HttpJm {
             state: JobState::parse(&detail.summary.state),
             last_checkpoint,
             failure: detail.failure_cause,
+            restarts: detail.restarts,
             plan,
         }))
     }

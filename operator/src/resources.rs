@@ -15,6 +15,8 @@ use crate::crd::FlinkJob;
 pub const REST_PORT: i32 = 8081;
 pub const RPC_PORT: i32 = 6123;
 pub const DATA_PORT: i32 = 6121;
+/// Prometheus (`metrics.reporter.prom.port`), on by default as Flink's charts set it.
+pub const METRICS_PORT: i32 = 9249;
 /// The uid the flink-rs image runs as.
 pub const RUN_AS: i64 = 9999;
 
@@ -121,6 +123,10 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
     c.insert("jobmanager.rpc.port".into(), RPC_PORT.to_string());
     c.insert("rest.port".into(), REST_PORT.to_string());
     c.insert("taskmanager.data.port".into(), DATA_PORT.to_string());
+    c.insert(
+        "metrics.reporter.prom.port".into(),
+        METRICS_PORT.to_string(),
+    );
     c.insert(
         "taskmanager.numberOfTaskSlots".into(),
         spec.task_manager.slots.to_string(),
@@ -268,6 +274,16 @@ fn merge_containers(base: &mut Value, over: &Value) {
     }
 }
 
+/// The Prometheus port the pods serve: the user's `metrics.reporter.prom.port` when it is
+/// one port, else [`METRICS_PORT`].
+fn metrics_port(fj: &FlinkJob) -> i32 {
+    fj.spec
+        .flink_configuration
+        .get("metrics.reporter.prom.port")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(METRICS_PORT)
+}
+
 fn pod_template(
     fj: &FlinkJob,
     component: &str,
@@ -290,6 +306,7 @@ fn pod_template(
             { "name": "rest", "containerPort": REST_PORT },
             { "name": "rpc", "containerPort": RPC_PORT },
             { "name": "data", "containerPort": DATA_PORT },
+            { "name": "metrics", "containerPort": metrics_port(fj) },
         ],
         "resources": resources,
         "securityContext": {
@@ -509,5 +526,34 @@ mod tests {
         assert_eq!(mounts, ["/config", "/tmp", "/data"]);
         assert!(containers[0]["env"].to_string().contains("EXTRA"));
         assert_eq!(containers[1]["name"], "sidecar");
+    }
+
+    #[test]
+    fn pods_serve_prometheus_on_a_named_port_by_default() {
+        let f = fj(json!({}));
+        let plan = RunPlan {
+            job_id: "id".into(),
+            restore_from: None,
+            running: true,
+            restart_generation: 0,
+            spec_hash: "h".into(),
+        };
+        assert_eq!(
+            flink_config(&f, &plan)
+                .get("metrics.reporter.prom.port")
+                .map(String::as_str),
+            Some("9249")
+        );
+        for d in [
+            serde_json::to_value(jobmanager(&f, &plan)).expect("json"),
+            serde_json::to_value(taskmanager(&f, &plan)).expect("json"),
+        ] {
+            let ports = &d["spec"]["template"]["spec"]["containers"][0]["ports"];
+            let metrics = ports
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == "metrics"))
+                .expect("a metrics port");
+            assert_eq!(metrics["containerPort"], 9249);
+        }
     }
 }

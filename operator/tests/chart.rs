@@ -269,3 +269,82 @@ fn chart_lints_and_renders_valid_least_privilege_manifests() {
     let env = &dep["spec"]["template"]["spec"]["containers"][0]["env"][0];
     assert_eq!(env["value"], "team-a,team-b");
 }
+
+/// With monitoring on, the PodMonitor selects the pods the operator makes (by their labels,
+/// port `metrics`), the ServiceMonitor the operator's own port, and the Grafana dashboard
+/// queries only metrics flink-rs exports (docs/metrics.md, itself checked against the code).
+#[test]
+fn monitoring_selects_flink_pods_and_the_dashboard_queries_real_metrics() {
+    let helm = helm();
+    let docs = template(
+        &helm,
+        &[
+            "monitoring.podMonitor.enabled=true",
+            "monitoring.serviceMonitor.enabled=true",
+            "monitoring.grafanaDashboard.enabled=true",
+        ],
+    );
+    let of = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    let pm = of("PodMonitor");
+    assert_eq!(pm.len(), 1);
+    let selector = &pm[0]["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/name"], "flink-rs");
+    assert_eq!(
+        selector["app.kubernetes.io/managed-by"],
+        "flink-rs-operator"
+    );
+    assert_eq!(pm[0]["spec"]["podMetricsEndpoints"][0]["port"], "metrics");
+    // The labels the operator puts on a FlinkJob's pods match the selector.
+    let fj: flink_rs_operator::crd::FlinkJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "flinkrs.io/v1alpha1", "kind": "FlinkJob",
+        "metadata": { "name": "j", "namespace": "n", "uid": "u" },
+        "spec": { "image": "img", "job": { "sql": "INSERT INTO b SELECT 1", "parallelism": 1 } },
+    }))
+    .expect("flinkjob");
+    let plan = flink_rs_operator::resources::RunPlan {
+        job_id: "id".into(),
+        restore_from: None,
+        running: true,
+        restart_generation: 0,
+        spec_hash: "h".into(),
+    };
+    let tm = serde_json::to_value(flink_rs_operator::resources::taskmanager(&fj, &plan))
+        .expect("deployment");
+    let pod_labels = &tm["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in selector.as_object().expect("labels") {
+        assert_eq!(&pod_labels[k], v, "{k}");
+    }
+    let sm = of("ServiceMonitor");
+    assert_eq!(sm.len(), 1);
+    let svc = of("Service");
+    assert_eq!(svc[0]["spec"]["ports"][0]["name"], "metrics");
+    let dashboards = of("ConfigMap");
+    assert_eq!(
+        dashboards[0]["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+    let json: Value = serde_json::from_str(
+        dashboards[0]["data"]["flink-rs.json"]
+            .as_str()
+            .expect("dashboard json"),
+    )
+    .expect("the dashboard parses");
+    let documented = std::fs::read_to_string(root().join("docs/metrics.md")).expect("docs");
+    let mut queried = 0;
+    for panel in json["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("flink_") {
+                    queried += 1;
+                    assert!(
+                        documented.contains(&format!("`{word}`")),
+                        "panel `{}` queries {word}, which flink-rs does not export",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 12, "{queried}");
+}

@@ -540,6 +540,7 @@ fn report(p: &mut Pass<'_>) {
         && let Observation::Job(j) = &p.obs.job
     {
         p.st.job_state = Some(j.state.to_string());
+        p.st.job_restarts = Some(j.restarts);
         if j.last_checkpoint.is_some() {
             p.st.last_checkpoint = j.last_checkpoint.clone();
         }

@@ -365,7 +365,9 @@ SET 'execution.checkpointing.incremental' = 'true';
     let s = wait_finished(&cluster, &id);
     assert!(s["restarts"].as_u64() >= Some(1), "{s}");
     // The failure is in the job's exception history (REST and dashboard).
-    let exc = c.get(&format!("/jobs/{id}/exceptions")).expect("exceptions");
+    let exc = c
+        .get(&format!("/jobs/{id}/exceptions"))
+        .expect("exceptions");
     let entries = exc["exceptionHistory"]["entries"]
         .as_array()
         .cloned()

@@ -50,6 +50,11 @@ impl Families {
             .unwrap_or(&[])
     }
 
+    /// The metric names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
     /// Adds another scrape's families.
     pub fn extend(&mut self, other: Families) {
         for (name, f) in other.by_name {

@@ -527,4 +527,60 @@ mod tests {
         assert_eq!(v("flink_jobmanager_job_FAILEDState"), Some(0.0));
         assert_eq!(v("flink_jobmanager_job_lastCheckpointDuration"), None);
     }
+
+    /// docs/metrics.md lists exactly the metrics a scrape can carry: every scope, a job
+    /// with a completed checkpoint, both kinds of process.
+    #[test]
+    fn docs_list_every_metric_and_nothing_else() {
+        use flink_rs_core::checkpoint::SnapshotKind;
+        use flink_rs_core::executor::CompletedCheckpoint;
+        let rates = Rates::default();
+        let now = Instant::now();
+        let mut f = Families::default();
+        process(&mut f, &rates, "jobmanager", now);
+        process(&mut f, &rates, "taskmanager", now);
+        cluster(&mut f, &ClusterView::default());
+        let c = CheckpointStats {
+            latest: Some(CompletedCheckpoint {
+                id: 1,
+                kind: SnapshotKind::Checkpoint,
+                path: "file:///cp/chk-1".into(),
+                timestamp_ms: 1,
+                duration: Duration::from_millis(5),
+                state_size: 10,
+                full_size: 20,
+                sync_duration: Duration::ZERO,
+            }),
+            ..CheckpointStats::default()
+        };
+        job(
+            &mut f,
+            &JobView {
+                job_id: "j",
+                job_name: "q",
+                status: JobStatus::Running,
+                uptime_ms: 1,
+                checkpoints: &c,
+            },
+        );
+        let scope = TaskScope {
+            host: "h",
+            tm_id: "tm",
+            job_id: "j",
+            job_name: "q",
+        };
+        let mut s = stats("A (1/1)", 1, 0, 0);
+        s.input_watermark = Some(1);
+        s.watermark = Some(1);
+        tasks(&mut f, &rates, now, &scope, &[(0, s)]);
+        let emitted: Vec<&str> = f.names().collect();
+        let doc = include_str!("../../../docs/metrics.md");
+        let mut documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .filter(|n| n.starts_with("flink_"))
+            .collect();
+        documented.sort_unstable();
+        assert_eq!(emitted, documented, "docs/metrics.md is out of date");
+    }
 }

@@ -56,6 +56,7 @@ fn view(state: JobStatus) -> Observation {
             time: "2027-01-15T08:00:00Z".into(),
         }),
         failure: Some("boom".into()),
+        restarts: 2,
         plan: None,
     })
 }
@@ -144,6 +145,7 @@ fn a_running_job_is_ready_and_its_checkpoint_lands_in_status() {
     assert!(!d.deploy && !d.trigger);
     assert_eq!(d.status.lifecycle_state, Some(LifecycleState::Running));
     assert_eq!(d.status.job_state.as_deref(), Some("RUNNING"));
+    assert_eq!(d.status.job_restarts, Some(2), "kubectl get fj shows them");
     assert_eq!(d.status.last_checkpoint.as_ref().map(|c| c.id), Some(7));
     let ready = conditions::get(&d.status, READY).expect("ready");
     assert_eq!(ready.status, "True");
@@ -473,6 +475,7 @@ fn an_old_jobmanager_s_answer_is_not_the_current_job_s_state() {
             state: JobState::Known(JobStatus::Failed),
             last_checkpoint: None,
             failure: Some("killed while terminating".into()),
+            restarts: 0,
             plan: Some(plan.into()),
         }))
     };
