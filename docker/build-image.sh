@@ -40,6 +40,10 @@ done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nflink:x:9999:9999:flink:/data:/sbin/nologin\n' > "$ctx/rootfs/etc/passwd"
 printf 'root:x:0:\nflink:x:9999:\n' > "$ctx/rootfs/etc/group"
 printf 'hosts: files dns\n' > "$ctx/rootfs/etc/nsswitch.conf"
+# The image's default configuration ($FLINK_CONF_DIR/config.yaml): Prometheus on 9249.
+mkdir -p "$ctx/rootfs/etc/flink-rs"
+printf '# Read when no --config is given (FLINK_CONF_DIR).\nmetrics.reporter.prom.port: 9249\n' \
+  > "$ctx/rootfs/etc/flink-rs/config.yaml"
 cp "$root/docker/Dockerfile" "$ctx/Dockerfile"
 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "$tag"

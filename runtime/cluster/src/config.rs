@@ -33,11 +33,34 @@ pub fn parse_lines(text: &str, origin: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The configuration file of `$FLINK_CONF_DIR`, as Flink reads it when no file is named:
+/// `config.yaml`, else `flink-conf.yaml`. A directory with neither is an error, not an
+/// empty configuration.
+pub fn conf_dir_file(dir: Option<&str>) -> Result<Option<String>> {
+    let Some(dir) = dir.filter(|d| !d.trim().is_empty()) else {
+        return Ok(None);
+    };
+    for name in ["config.yaml", "flink-conf.yaml"] {
+        let p = std::path::Path::new(dir).join(name);
+        if p.is_file() {
+            return Ok(Some(p.display().to_string()));
+        }
+    }
+    Err(Error::Config {
+        key: "FLINK_CONF_DIR".into(),
+        message: format!("{dir} holds neither config.yaml nor flink-conf.yaml"),
+    })
+}
+
 impl ClusterConfig {
     /// Loads the configuration: `file` (when given), the environment, then `sets`.
     pub fn load(file: Option<&str>, sets: &[(String, String)]) -> Result<Self> {
         let mut cfg = ClusterConfig::default();
-        if let Some(f) = file {
+        let from_dir = match file {
+            Some(_) => None,
+            None => conf_dir_file(std::env::var("FLINK_CONF_DIR").ok().as_deref())?,
+        };
+        if let Some(f) = file.or(from_dir.as_deref()) {
             let text = std::fs::read_to_string(f).map_err(|e| Error::io("read", f, e))?;
             cfg.extend(parse_lines(&text, f)?);
         }
@@ -144,6 +167,30 @@ fn is_process_key(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flink_conf_dir_names_its_config_file_or_is_an_error() {
+        assert_eq!(conf_dir_file(None).expect("unset"), None);
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path().display().to_string();
+        let e = conf_dir_file(Some(&d)).expect_err("empty dir").to_string();
+        assert!(
+            e.contains("FLINK_CONF_DIR") && e.contains("config.yaml"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("flink-conf.yaml"), "a: 1").expect("write");
+        assert!(
+            conf_dir_file(Some(&d))
+                .expect("old name")
+                .is_some_and(|f| f.ends_with("flink-conf.yaml"))
+        );
+        std::fs::write(dir.path().join("config.yaml"), "a: 2").expect("write");
+        assert!(
+            conf_dir_file(Some(&d))
+                .expect("new name")
+                .is_some_and(|f| f.ends_with("/config.yaml"))
+        );
+    }
 
     #[test]
     fn lines_and_precedence() {
