@@ -475,6 +475,16 @@ mod tests {
         .expect("fj")
     }
 
+    fn running_plan() -> RunPlan {
+        RunPlan {
+            job_id: "id".into(),
+            restore_from: None,
+            running: true,
+            restart_generation: 0,
+            spec_hash: "h".into(),
+        }
+    }
+
     #[test]
     fn pod_template_merges_into_the_pod_and_the_main_container() {
         let f = fj(json!({
@@ -490,13 +500,7 @@ mod tests {
                 ],
             },
         }));
-        let plan = RunPlan {
-            job_id: "id".into(),
-            restore_from: None,
-            running: true,
-            restart_generation: 0,
-            spec_hash: "h".into(),
-        };
+        let plan = running_plan();
         let d = serde_json::to_value(taskmanager(&f, &plan)).expect("json");
         let pod = &d["spec"]["template"];
         assert_eq!(pod["metadata"]["labels"]["team"], "data");
@@ -531,13 +535,7 @@ mod tests {
     #[test]
     fn pods_serve_prometheus_on_a_named_port_by_default() {
         let f = fj(json!({}));
-        let plan = RunPlan {
-            job_id: "id".into(),
-            restore_from: None,
-            running: true,
-            restart_generation: 0,
-            spec_hash: "h".into(),
-        };
+        let plan = running_plan();
         assert_eq!(
             flink_config(&f, &plan)
                 .get("metrics.reporter.prom.port")

@@ -30,6 +30,17 @@ fn helm() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm")
 }
 
+/// What the operator deploys for a running job.
+fn running_plan() -> flink_rs_operator::resources::RunPlan {
+    flink_rs_operator::resources::RunPlan {
+        job_id: "id".into(),
+        restore_from: None,
+        running: true,
+        restart_generation: 0,
+        spec_hash: "h".into(),
+    }
+}
+
 fn template(helm: &Path, sets: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(helm);
     cmd.args([
@@ -144,13 +155,7 @@ fn flinkjob_pods_meet_pod_security_restricted() {
         },
     }))
     .expect("FlinkJob");
-    let plan = flink_rs_operator::resources::RunPlan {
-        job_id: "id".into(),
-        restore_from: None,
-        running: true,
-        restart_generation: 0,
-        spec_hash: "h".into(),
-    };
+    let plan = running_plan();
     for d in [
         flink_rs_operator::resources::jobmanager(&fj, &plan),
         flink_rs_operator::resources::taskmanager(&fj, &plan),
@@ -301,13 +306,7 @@ fn monitoring_selects_flink_pods_and_the_dashboard_queries_real_metrics() {
         "spec": { "image": "img", "job": { "sql": "INSERT INTO b SELECT 1", "parallelism": 1 } },
     }))
     .expect("flinkjob");
-    let plan = flink_rs_operator::resources::RunPlan {
-        job_id: "id".into(),
-        restore_from: None,
-        running: true,
-        restart_generation: 0,
-        spec_hash: "h".into(),
-    };
+    let plan = running_plan();
     let tm = serde_json::to_value(flink_rs_operator::resources::taskmanager(&fj, &plan))
         .expect("deployment");
     let pod_labels = &tm["spec"]["template"]["metadata"]["labels"];

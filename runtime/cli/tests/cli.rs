@@ -228,15 +228,10 @@ fn run_serves_prometheus_metrics_of_its_job() -> std::io::Result<()> {
     let script = dir.path().join("job.sql");
     std::fs::write(
         &script,
-        "SET 'pipeline.name' = 'metered';
-CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
-      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
-      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
-CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
-  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;",
+        format!(
+            "SET 'pipeline.name' = 'metered';\n{}",
+            common::bids_per_auction(2_000)
+        ),
     )?;
     let mut child = flink_rs()
         .args(["run", "--set", "metrics.reporter.prom.port=0"])

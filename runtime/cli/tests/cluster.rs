@@ -836,17 +836,13 @@ fn every_documented_rest_path_answers_as_documented() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();
-    let sql = "SET 'parallelism.default' = '2';
+    let sql = format!(
+        "SET 'parallelism.default' = '2';
 SET 'execution.checkpointing.interval' = '300ms';
-CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
-      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
-      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
-CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
-  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;";
-    let id = c.submit(sql, &[]).expect("submit");
+{}",
+        common::bids_per_auction(2_000)
+    );
+    let id = c.submit(&sql, &[]).expect("submit");
     common::wait_until("a checkpoint", Duration::from_secs(30), || {
         completed_checkpoints(&c, &id) >= 1
     });
@@ -1344,18 +1340,14 @@ fn dashboard_in_a_real_browser_shows_the_job_and_takes_a_savepoint() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cluster = Cluster::start(tmp.path(), 2);
     let c = cluster.client();
-    let sql = "SET 'parallelism.default' = '2';
+    let sql = format!(
+        "SET 'parallelism.default' = '2';
 SET 'pipeline.name' = 'bids per auction';
 SET 'execution.checkpointing.interval' = '1s';
-CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
-  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-WITH ('connector' = 'datagen', 'rows-per-second' = '5000',
-      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
-      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
-CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
-INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
-  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;";
-    let id = c.submit(sql, &[]).expect("submit");
+{}",
+        common::bids_per_auction(5_000)
+    );
+    let id = c.submit(&sql, &[]).expect("submit");
     common::wait_until("a checkpoint", Duration::from_secs(30), || {
         completed_checkpoints(&c, &id) >= 1
     });

@@ -46,7 +46,7 @@ use flink_rs_core::graph::{NodeId, Partitioning};
 use flink_rs_core::operator::now_millis;
 use flink_rs_core::task::{TaskControl, TaskEvent};
 use flink_rs_metrics::scopes::TaskRates;
-use flink_rs_metrics::{Rates, Reporter, reporter};
+use flink_rs_metrics::{Rates, reporter};
 
 /// A registered taskmanager.
 struct Tm {
@@ -1008,12 +1008,7 @@ pub fn run(
                         .map(|jm| super::metrics::jobmanager_families(&jm))
                         .unwrap_or_default()
                 });
-                let r = Reporter::start(ports, host, collect).map_err(|e| Error::Config {
-                    key: reporter::PORT_KEY.into(),
-                    message: e.to_string(),
-                })?;
-                eprintln!("{}", r.announcement());
-                Some(r)
+                Some(super::metrics::start_reporter(ports, host, collect)?)
             }
             None => None,
         };

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
-use flink_rs_metrics::Families;
+use flink_rs_core::error::{Error, Result};
+use flink_rs_metrics::reporter::{self, Collect};
 use flink_rs_metrics::scopes::{self, ClusterView, JobView};
+use flink_rs_metrics::{Families, Reporter};
 use flink_rs_rest_api::JobStatus;
 
 use crate::jobmanager::JobManager;
@@ -44,4 +46,15 @@ pub(crate) fn jobmanager_families(jm: &JobManager) -> Families {
         );
     }
     out
+}
+
+/// Starts the Prometheus reporter of a cluster process on `ports` (a port or a range) and
+/// announces its address on standard error; a bad port is an error naming the key.
+pub(crate) fn start_reporter(ports: &str, host: &str, collect: Collect) -> Result<Reporter> {
+    let r = Reporter::start(ports, host, collect).map_err(|e| Error::Config {
+        key: reporter::PORT_KEY.into(),
+        message: e.to_string(),
+    })?;
+    eprintln!("{}", r.announcement());
+    Ok(r)
 }

@@ -26,7 +26,7 @@ use flink_rs_core::task::{SnapshotData, TaskControl, TaskEvent};
 
 use flink_rs_core::executor::TaskStats;
 use flink_rs_metrics::scopes::{self, TaskScope};
-use flink_rs_metrics::{Families, Rates, Reporter, reporter};
+use flink_rs_metrics::{Families, Rates, reporter};
 
 use super::snapshot_writer::{SnapshotWriter, Targets, handles_from_proto, handles_to_proto};
 
@@ -148,13 +148,11 @@ pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
                 let rates = Arc::new(Rates::default());
                 Arc::new(move || metrics_of(&shares, &id, &host, &rates))
             };
-            let r =
-                Reporter::start(ports, &opts.metrics_host, collect).map_err(|e| Error::Config {
-                    key: reporter::PORT_KEY.into(),
-                    message: e.to_string(),
-                })?;
-            eprintln!("{}", r.announcement());
-            Some(r)
+            Some(crate::metrics::start_reporter(
+                ports,
+                &opts.metrics_host,
+                collect,
+            )?)
         }
         None => None,
     };

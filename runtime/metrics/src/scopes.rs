@@ -317,14 +317,7 @@ pub fn job_values(j: &JobView) -> Vec<(String, &'static str, f64)> {
             l.id as f64,
         );
     }
-    for s in [
-        JobStatus::Created,
-        JobStatus::Running,
-        JobStatus::Restarting,
-        JobStatus::Finished,
-        JobStatus::Failed,
-        JobStatus::Canceled,
-    ] {
+    for s in JobStatus::ALL {
         g(
             &format!("{}State", s.as_str()),
             "1 while the job is in this state",

@@ -27,6 +27,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every state, in the order of a job's life.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Created,
+        JobStatus::Running,
+        JobStatus::Restarting,
+        JobStatus::Finished,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+    ];
+
     /// Flink's name of the state.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -203,14 +213,7 @@ mod tests {
 
     #[test]
     fn states_round_trip_by_flink_names_and_unknown_ones_are_errors() {
-        for s in [
-            JobStatus::Created,
-            JobStatus::Running,
-            JobStatus::Restarting,
-            JobStatus::Finished,
-            JobStatus::Failed,
-            JobStatus::Canceled,
-        ] {
+        for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
             let json = serde_json::to_string(&s).expect("serializes");
             assert_eq!(json, format!("\"{}\"", s.as_str()));

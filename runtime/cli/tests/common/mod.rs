@@ -135,3 +135,18 @@ pub fn samples(text: &str, name: &str) -> Vec<(String, f64)> {
         })
         .collect()
 }
+
+/// An unbounded event-time job held to `rate` bids a second: bids per auction in 1-second
+/// tumbling windows into a blackhole sink (two vertices joined by a hash exchange).
+pub fn bids_per_auction(rate: u64) -> String {
+    format!(
+        "CREATE TABLE bids (auction BIGINT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'datagen', 'rows-per-second' = '{rate}',
+      'fields.ts.kind' = 'sequence', 'fields.ts.start' = '0', 'fields.ts.end' = '1000000000',
+      'fields.auction.kind' = 'random', 'fields.auction.min' = '0', 'fields.auction.max' = '9');
+CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts),
+  INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;"
+    )
+}
