@@ -88,6 +88,9 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     let mut jm_args = localize(args_of(&resources::jobmanager(&fj, &plan)));
     assert_eq!(jm_args[0], "jobmanager");
     jm_args.extend(flink_rs::cluster::JOBMANAGER_LOOPBACK_ARGS.map(String::from));
+    // The pods' Prometheus port (9249 in the generated configuration) is per pod; processes
+    // sharing this host take any free one.
+    jm_args.extend(["--set", "metrics.reporter.prom.port=0"].map(String::from));
     let mut jm = Proc(
         Command::new(&bin)
             .args(&jm_args)
@@ -112,7 +115,17 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     for i in 0..2 {
         let mut a = localize(args_of(&resources::taskmanager(&fj, &plan)));
         assert_eq!(a[0], "taskmanager");
-        a.extend(["--jobmanager", &rpc, "--set", "taskmanager.data.port=0"].map(String::from));
+        a.extend(
+            [
+                "--jobmanager",
+                &rpc,
+                "--set",
+                "taskmanager.data.port=0",
+                "--set",
+                "metrics.reporter.prom.port=0",
+            ]
+            .map(String::from),
+        );
         a.extend(flink_rs::cluster::TASKMANAGER_LOOPBACK_ARGS.map(String::from));
         tms.push(Proc(
             Command::new(&bin)

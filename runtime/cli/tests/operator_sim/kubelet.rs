@@ -292,6 +292,8 @@ impl Kubelet {
             .or_insert_with(|| (free_port(), free_port()));
         let role = args.first()?.clone();
         let set = |k: &str, v: String| ["--set".to_string(), format!("{k}={v}")];
+        // Every pod has its own Prometheus port 9249; pods sharing this host take any free one.
+        args.extend(set("metrics.reporter.prom.port", "0".into()));
         match role.as_str() {
             "jobmanager" => {
                 args.extend(set("jobmanager.bind-host", "127.0.0.1".into()));
