@@ -170,6 +170,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    fn task_stats(&self) -> Vec<TaskStats> {
+        self.metrics
+            .lock()
+            .map(|m| m.iter().map(|(n, m)| TaskStats::read(n, m)).collect())
+            .unwrap_or_default()
+    }
+
     pub(super) fn stats(&self, f: impl FnOnce(&mut CheckpointStats)) {
         if let Ok(mut s) = self.stats.lock() {
             f(&mut s);
@@ -238,10 +245,7 @@ impl JobHandle {
 
     /// Per task of the current attempt: records, time backpressured, watermark.
     pub fn task_stats(&self) -> Vec<TaskStats> {
-        let Ok(m) = self.shared.metrics.lock() else {
-            return Vec::new();
-        };
-        m.iter().map(|(n, m)| TaskStats::read(n, m)).collect()
+        self.shared.task_stats()
     }
 
     /// Records in and out per task of the current attempt, as `(task name, in, out)`.
@@ -292,13 +296,7 @@ impl JobHandle {
     /// A function that reads the per-task statistics, usable after `wait`.
     pub fn task_stats_handle(&self) -> impl Fn() -> Vec<TaskStats> + Send + Sync + use<> {
         let shared = self.shared.clone();
-        move || {
-            shared
-                .metrics
-                .lock()
-                .map(|m| m.iter().map(|(n, m)| TaskStats::read(n, m)).collect())
-                .unwrap_or_default()
-        }
+        move || shared.task_stats()
     }
 
     /// A function that reads the job's state, usable after `wait`.
