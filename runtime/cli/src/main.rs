@@ -98,7 +98,7 @@ enum Command {
     },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
-        /// filter | tumble-count | hot-items | checkpoint-state | large-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql
+        /// filter | tumble-count | hot-items | checkpoint-state | large-state | nexmark-q0 … nexmark-q22 | filter-sql | tumble-count-sql | latency
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
@@ -131,6 +131,19 @@ enum Command {
         /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
         #[arg(long)]
         cluster: Option<usize>,
+        /// latency: input rates in events per second, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
+        rates: Vec<u64>,
+        /// latency: seconds each job runs at each rate.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// latency: the jobs to measure, comma-separated (windowless, windowed).
+        #[arg(long, value_delimiter = ',', default_value = "windowless,windowed")]
+        jobs: Vec<String>,
+        /// A Flink configuration key for the job, e.g.
+        /// `execution.buffer-timeout.interval=5ms` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -397,6 +410,10 @@ fn main() -> anyhow::Result<()> {
             managed_memory,
             incremental,
             cluster,
+            rates,
+            seconds,
+            jobs,
+            set,
         } => {
             let kind =
                 flink_rs::state::StateBackendKind::parse(&state_backend).with_context(|| {
@@ -430,7 +447,28 @@ fn main() -> anyhow::Result<()> {
                 checkpoint_dir,
                 fail_after: std::time::Duration::from_millis(fail_after_ms),
                 state_backend,
+                settings: settings(None, &set)?,
             };
+            if workload == "latency" {
+                let result = latency_bench(parallelism, rates, seconds, &jobs, &opts)?;
+                eprint!("{}", flink_rs::bench::table(&result));
+                println!("{}", serde_json::to_string(&result)?);
+                return Ok(());
+            }
+            if !set.is_empty()
+                && (cluster.is_some()
+                    || workload == "checkpoint-state"
+                    || workload.starts_with("kafka-"))
+            {
+                anyhow::bail!(
+                    "--set: workload `{workload}`{} does not take configuration keys",
+                    if cluster.is_some() {
+                        " on a cluster"
+                    } else {
+                        ""
+                    }
+                );
+            }
             if let Some(tms) = cluster {
                 let result = flink_rs::bench::run_nexmark_cluster(
                     &workload,
@@ -471,6 +509,50 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `bench latency`: checks the options and runs every job at every rate.
+fn latency_bench(
+    parallelism: usize,
+    rates: Vec<u64>,
+    seconds: f64,
+    jobs: &[String],
+    opts: &BenchOptions,
+) -> anyhow::Result<flink_rs::bench::LatencyResult> {
+    use flink_rs::bench::{LatencyJob, LatencyOptions};
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        anyhow::bail!("--seconds {seconds}: expected a positive number of seconds");
+    }
+    if let Some(r) = rates.iter().find(|r| **r == 0) {
+        anyhow::bail!("--rates: {r} events/s; every rate must be above 0");
+    }
+    let jobs = jobs
+        .iter()
+        .map(|j| {
+            LatencyJob::ALL
+                .into_iter()
+                .find(|k| k.name() == j.trim())
+                .with_context(|| {
+                    format!("--jobs: unknown job `{j}`; expected windowless or windowed")
+                })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut config = flink_rs::graph::ExecutionConfig {
+        state_backend: opts.state_backend.clone(),
+        ..Default::default()
+    };
+    for (k, v) in &opts.settings {
+        flink_rs::sql::apply_setting(&mut config, k, v)
+            .map_err(|e| anyhow::anyhow!("--set {e}"))?;
+    }
+    flink_rs::bench::run_latency(&LatencyOptions {
+        rates,
+        run_for: std::time::Duration::from_secs_f64(seconds),
+        parallelism,
+        jobs,
+        config,
+    })
+    .context("benchmark `latency` failed")
 }
 
 fn job_command(url: &str, action: JobAction) -> anyhow::Result<()> {

@@ -553,6 +553,12 @@ fn rest_api_contract_and_cli() {
             t["id"].as_str().is_some() && t["path"].as_str().is_some(),
             "{t}"
         );
+        assert!(
+            t["hardware"]["physicalMemory"]
+                .as_u64()
+                .is_some_and(|m| m > 0),
+            "the machine's memory: {t}"
+        );
     }
 
     // Malformed submissions: 400 with Flink's {"errors": [...]}, naming what is wrong.

@@ -40,6 +40,7 @@ pub struct TaskManagerOptions {
     pub data_bind: String,
     /// The host other taskmanagers reach this one at (`taskmanager.host`).
     pub advertised_host: String,
+    /// The machine's physical memory, reported to the jobmanager (`hardware.physicalMemory`).
     pub memory_bytes: u64,
     /// `metrics.reporter.prom.port` (a port or a range), when set.
     pub metrics_port: Option<String>,
@@ -69,7 +70,7 @@ impl TaskManagerOptions {
                 cfg.number("taskmanager.data.port", 0)?
             ),
             advertised_host: host,
-            memory_bytes: cfg.number("taskmanager.memory.process.bytes", 0)?,
+            memory_bytes: flink_rs_metrics::process::physical_memory_bytes().unwrap_or(0),
             metrics_port: cfg.get(reporter::PORT_KEY).map(str::to_string),
             metrics_host: cfg
                 .get(reporter::HOST_KEY)

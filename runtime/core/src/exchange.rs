@@ -169,7 +169,9 @@ impl TaskMetrics {
 pub struct Emitter {
     edges: Vec<EdgeOutput>,
     batch_size: usize,
-    linger: Duration,
+    /// The buffer timeout: `None` sends only full batches (and flushes before control
+    /// elements); zero sends every piece at once.
+    linger: Option<Duration>,
     max_parallelism: u16,
     key_groups: Vec<KeyGroup>,
     indices: Vec<Vec<u32>>,
@@ -181,7 +183,7 @@ impl Emitter {
     pub fn new(
         mut edges: Vec<EdgeOutput>,
         batch_size: usize,
-        linger: Duration,
+        linger: Option<Duration>,
         max_parallelism: u16,
         metrics: Arc<TaskMetrics>,
         cancel: Arc<AtomicBool>,
@@ -264,7 +266,7 @@ impl Emitter {
                     p.rows += piece.num_rows();
                     p.batches.push(piece);
                     p.since.get_or_insert(now);
-                    if p.rows >= self.batch_size {
+                    if p.rows >= self.batch_size || self.linger == Some(Duration::ZERO) {
                         flush_target(&edge.targets[t], p)?;
                     }
                 }
@@ -273,13 +275,19 @@ impl Emitter {
         }
     }
 
-    /// Sends buffered pieces that have waited longer than the linger time.
+    /// How often [`Emitter::flush_expired`] must run for the buffer timeout to hold.
+    pub fn flush_interval(&self) -> Option<Duration> {
+        self.linger.filter(|l| !l.is_zero())
+    }
+
+    /// Sends buffered pieces that have waited longer than the buffer timeout.
     pub fn flush_expired(&mut self, now: Instant) -> Result<()> {
+        let Some(linger) = self.linger else {
+            return Ok(());
+        };
         for edge in &mut self.edges {
             for (t, p) in edge.pending.iter_mut().enumerate() {
-                if p.since
-                    .is_some_and(|s| now.duration_since(s) >= self.linger)
-                {
+                if p.since.is_some_and(|s| now.duration_since(s) >= linger) {
                     flush_target(&edge.targets[t], p)?;
                 }
             }
@@ -347,4 +355,111 @@ pub fn key_group_owners(max_parallelism: u16, parallelism: usize) -> Vec<u32> {
     (0..max_parallelism)
         .map(|kg| operator_index_for_key_group(kg, max_parallelism, parallelism) as u32)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use crossbeam_channel::{Receiver, unbounded};
+
+    use crate::key::KeySelector;
+
+    /// An emitter with one hash edge to two receivers, and those receivers.
+    fn hash_emitter(linger: Option<Duration>) -> (Emitter, Vec<Receiver<Envelope>>) {
+        let (mut targets, mut rxs) = (Vec::new(), Vec::new());
+        for c in 0..2 {
+            let (tx, rx) = unbounded();
+            targets.push(Target::new(tx, c));
+            rxs.push(rx);
+        }
+        let max_parallelism = 128;
+        let route = Route::Hash {
+            key: KeySelector::column("k"),
+            owner: (0..max_parallelism).map(|kg| u32::from(kg % 2)).collect(),
+        };
+        let emitter = Emitter::new(
+            vec![EdgeOutput::new(None, route, targets)],
+            8192,
+            linger,
+            max_parallelism,
+            Arc::new(TaskMetrics::default()),
+            Arc::new(AtomicBool::new(false)),
+        );
+        (emitter, rxs)
+    }
+
+    fn batch(rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(0..rows))],
+        )
+        .expect("a batch of one Int64 column")
+    }
+
+    /// Rows received so far, and whether a watermark came after them.
+    fn received(rxs: &[Receiver<Envelope>]) -> (usize, bool) {
+        let (mut rows, mut watermark) = (0, false);
+        for rx in rxs {
+            while let Ok(e) = rx.try_recv() {
+                match e.elem {
+                    StreamElement::Batch(b) => rows += b.num_rows(),
+                    StreamElement::Watermark(_) => watermark = true,
+                    _ => {}
+                }
+            }
+        }
+        (rows, watermark)
+    }
+
+    #[test]
+    fn a_zero_buffer_timeout_sends_every_piece_at_once() -> Result<()> {
+        let (mut e, rxs) = hash_emitter(Some(Duration::ZERO));
+        e.emit(None, batch(100))?;
+        assert_eq!(received(&rxs), (100, false));
+        assert_eq!(
+            e.flush_interval(),
+            None,
+            "nothing is left to flush on a tick"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_partly_filled_batch_waits_for_the_buffer_timeout() -> Result<()> {
+        let (mut e, rxs) = hash_emitter(Some(Duration::from_millis(40)));
+        let start = Instant::now();
+        e.emit(None, batch(100))?;
+        e.flush_expired(start + Duration::from_millis(20))?;
+        assert_eq!(received(&rxs), (0, false), "sent before the timeout");
+        e.flush_expired(Instant::now() + Duration::from_millis(40))?;
+        assert_eq!(received(&rxs), (100, false));
+        assert_eq!(e.flush_interval(), Some(Duration::from_millis(40)));
+        Ok(())
+    }
+
+    #[test]
+    fn without_a_buffer_timeout_only_full_batches_and_control_elements_send() -> Result<()> {
+        let (mut e, rxs) = hash_emitter(None);
+        e.emit(None, batch(100))?;
+        e.flush_expired(Instant::now() + Duration::from_secs(3600))?;
+        assert_eq!(
+            received(&rxs),
+            (0, false),
+            "a timeout flushed with the timeout off"
+        );
+        // Both targets fill up: an 8192-row share each is sent without waiting.
+        e.emit(None, batch(20_000))?;
+        let (rows, _) = received(&rxs);
+        assert!(
+            rows >= 2 * 8192,
+            "full batches were held back: {rows} rows sent"
+        );
+        // A watermark sends what is left ahead of itself.
+        e.watermark(5)?;
+        assert_eq!(received(&rxs), (20_100 - rows, true));
+        Ok(())
+    }
 }

@@ -116,8 +116,12 @@ pub struct Edge {
 pub struct ExecutionConfig {
     /// Rows per batch that sources and exchanges aim for.
     pub batch_size: usize,
-    /// Longest a partly filled batch waits in an exchange (`execution.buffer-timeout`).
+    /// Longest a partly filled batch waits in an exchange before it is sent
+    /// (`execution.buffer-timeout.interval`; zero sends every batch at once).
     pub linger: Duration,
+    /// `execution.buffer-timeout.enabled`: when false, partly filled batches wait until they
+    /// are full or a watermark, barrier or the end of input flushes them (throughput first).
+    pub buffer_timeout_enabled: bool,
     /// Batches in flight per channel: the bound that makes backpressure.
     pub channel_capacity: usize,
     /// Number of key groups (`pipeline.max-parallelism`).
@@ -147,11 +151,20 @@ pub struct ExecutionConfig {
     pub state_backend: StateBackendConfig,
 }
 
+impl ExecutionConfig {
+    /// How long a partly filled batch may wait in an exchange: `None` when only a full
+    /// batch (or a control element) sends it.
+    pub fn buffer_timeout(&self) -> Option<Duration> {
+        self.buffer_timeout_enabled.then_some(self.linger)
+    }
+}
+
 impl Default for ExecutionConfig {
     fn default() -> Self {
         ExecutionConfig {
             batch_size: 8192,
             linger: Duration::from_millis(100),
+            buffer_timeout_enabled: true,
             channel_capacity: 8,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             parallelism: 1,

@@ -25,8 +25,12 @@ use crate::operator::{Operator, Output, now_millis};
 use crate::source::{SourcePoll, SourceReader};
 use crate::watermark::{ChannelWatermarks, SplitWatermarks, WatermarkUpdate};
 
-/// How often a task fires processing-time timers and flushes lingering buffers.
+/// How often a task fires processing-time timers and flushes lingering buffers (more often
+/// when the buffer timeout is shorter).
 const TICK: Duration = Duration::from_millis(5);
+
+/// The shortest tick: a buffer timeout under a millisecond is kept to the millisecond.
+const MIN_TICK: Duration = Duration::from_millis(1);
 
 /// Operators of one chain plus the exchange at its end.
 pub struct Chain {
@@ -299,6 +303,13 @@ impl Chain {
         self.output().emit_watermark(wm)
     }
 
+    /// How often [`Chain::tick`] runs.
+    fn tick_interval(&self) -> Duration {
+        self.emitter
+            .flush_interval()
+            .map_or(TICK, |l| l.clamp(MIN_TICK, TICK))
+    }
+
     fn tick(&mut self) -> Result<()> {
         let now = now_millis();
         for i in 0..self.ops.len() {
@@ -368,6 +379,7 @@ pub fn run_source(
     link: TaskLink,
 ) -> Result<()> {
     let mut last_tick = Instant::now();
+    let tick = chain.tick_interval();
     let mut stopped = false;
     loop {
         if link.cancelled() {
@@ -419,7 +431,7 @@ pub fn run_source(
                 WatermarkUpdate::Nothing => {}
             }
         }
-        if last_tick.elapsed() >= TICK {
+        if last_tick.elapsed() >= tick {
             chain.tick()?;
             last_tick = Instant::now();
         }
@@ -528,10 +540,11 @@ pub fn run_input(
     let mut combined = ChannelWatermarks::new(n);
     let mut align = Alignment::new(n, link.mode);
     let mut last_tick = Instant::now();
+    let tick = chain.tick_interval();
     loop {
         let next = match align.pop_ready() {
             Some(x) => Some(x),
-            None => match recv_counting_idle(&rx, &metrics) {
+            None => match recv_counting_idle(&rx, &metrics, tick) {
                 Ok(Envelope { channel, elem }) => {
                     let c = channel as usize;
                     align.hold(c, elem).map(|e| (c, e))
@@ -593,7 +606,7 @@ pub fn run_input(
         if link.poll_control(chain, None, &mut false)? {
             return Ok(());
         }
-        if last_tick.elapsed() >= TICK {
+        if last_tick.elapsed() >= tick {
             chain.tick()?;
             last_tick = Instant::now();
         }
@@ -605,13 +618,14 @@ pub fn run_input(
 fn recv_counting_idle(
     rx: &Receiver<Envelope>,
     metrics: &TaskMetrics,
+    timeout: Duration,
 ) -> std::result::Result<Envelope, RecvTimeoutError> {
     match rx.try_recv() {
         Ok(e) => Ok(e),
         Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
         Err(TryRecvError::Empty) => {
             let t = Instant::now();
-            let r = rx.recv_timeout(TICK);
+            let r = rx.recv_timeout(timeout);
             metrics
                 .idle_ns
                 .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);

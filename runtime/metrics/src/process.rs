@@ -18,6 +18,23 @@ pub fn read() -> Option<ProcessStats> {
     parse(&stat, &status)
 }
 
+/// The machine's physical memory in bytes (`MemTotal` of `/proc/meminfo`; Flink's
+/// `hardware.physicalMemory`); `None` where `/proc` is not there.
+pub fn physical_memory_bytes() -> Option<u64> {
+    mem_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// The kernel reports CPU times in `/proc` in units of USER_HZ, which Linux fixes at 100 on
 /// every architecture (the ABI of `times(2)` and `/proc`).
 const USER_HZ: f64 = 100.0;
@@ -58,6 +75,14 @@ mod tests {
         assert_eq!(s.cpu_seconds, 3.0);
         assert_eq!(s.threads, 7);
         assert_eq!(s.rss_bytes, 4000 * 1024);
+    }
+
+    #[test]
+    fn physical_memory_is_mem_total() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_576_000 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert!(physical_memory_bytes().is_some_and(|b| b > 0));
     }
 
     #[test]

@@ -101,7 +101,20 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
             }
         }
         "pipeline.max-parallelism" => cfg.max_parallelism = num()?.clamp(1, 32768) as u16,
+        // Flink 1.x spelled "flush only when full" as `-1 ms`.
+        "execution.buffer-timeout" | "execution.buffer-timeout.interval"
+            if matches!(value.trim(), "-1" | "-1ms" | "-1 ms") =>
+        {
+            cfg.buffer_timeout_enabled = false
+        }
         "execution.buffer-timeout" | "execution.buffer-timeout.interval" => cfg.linger = dur()?,
+        "execution.buffer-timeout.enabled" => {
+            cfg.buffer_timeout_enabled = match value.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(bad("expected true or false")),
+            }
+        }
         "pipeline.operator-chaining" | "pipeline.operator-chaining.enabled" => {
             cfg.chaining = value.trim() == "true"
         }
@@ -477,6 +490,38 @@ mod tests {
             WHERE channel = 'Google' GROUP BY window_start, window_end;";
         let u = unread(filtered);
         assert!(!u.contains(&"bid.channel".to_string()), "{u:?}");
+    }
+
+    #[test]
+    fn buffer_timeout_keys_have_flinks_three_modes() {
+        use std::time::Duration;
+        let mut cfg = ExecutionConfig::default();
+        assert_eq!(
+            cfg.buffer_timeout(),
+            Some(Duration::from_millis(100)),
+            "Flink's default"
+        );
+        apply_setting(&mut cfg, "execution.buffer-timeout.interval", "0 ms").expect("valid");
+        assert_eq!(cfg.buffer_timeout(), Some(Duration::ZERO));
+        apply_setting(&mut cfg, "execution.buffer-timeout.interval", "5ms").expect("valid");
+        apply_setting(&mut cfg, "execution.buffer-timeout.enabled", "false").expect("valid");
+        assert_eq!(cfg.buffer_timeout(), None, "flush only when full");
+        // Disabled wins over an interval set later, as in Flink.
+        apply_setting(&mut cfg, "execution.buffer-timeout.interval", "10ms").expect("valid");
+        assert_eq!(cfg.buffer_timeout(), None);
+        apply_setting(&mut cfg, "execution.buffer-timeout.enabled", "true").expect("valid");
+        assert_eq!(cfg.buffer_timeout(), Some(Duration::from_millis(10)));
+        // Flink 1.x's spelling of "only when full".
+        apply_setting(&mut cfg, "execution.buffer-timeout", "-1 ms").expect("valid");
+        assert_eq!(cfg.buffer_timeout(), None);
+        for (k, v) in [
+            ("execution.buffer-timeout.enabled", "yes"),
+            ("execution.buffer-timeout.interval", "-5 ms"),
+            ("execution.buffer-timeout.interval", "soon"),
+        ] {
+            let e = apply_setting(&mut cfg, k, v).expect_err("refused");
+            assert!(e.contains(k) && e.contains(v), "{e}");
+        }
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! the first record is generated to the job's end), `events_per_sec`, `peak_rss_bytes`.
 
 mod kafka;
+mod latency;
 
 pub use kafka::run_kafka;
+pub use latency::{LatencyJob, LatencyOptions, LatencyResult, LatencyRun, run_latency, table};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,6 +108,8 @@ pub struct BenchOptions {
     pub fail_after: Duration,
     /// The keyed-state backend (`--state-backend`, `--managed-memory`).
     pub state_backend: StateBackendConfig,
+    /// Flink configuration keys (`--set KEY=VALUE`), applied before the workload's own.
+    pub settings: Vec<(String, String)>,
 }
 
 fn int_column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a [i64]> {
@@ -189,6 +193,7 @@ impl Default for BenchOptions {
             checkpoint_dir: None,
             fail_after: Duration::from_secs(5),
             state_backend: StateBackendConfig::default(),
+            settings: Vec::new(),
         }
     }
 }
@@ -496,6 +501,9 @@ fn configure_checkpoints(
     opts: &BenchOptions,
 ) -> Result<std::path::PathBuf> {
     config.state_backend = opts.state_backend.clone();
+    for (k, v) in &opts.settings {
+        crate::sql::apply_setting(config, k, v).map_err(|e| Error::config(k, e))?;
+    }
     let scratch = tempdir_for("bench-checkpoints")?;
     if let Some(interval) = opts.checkpoint_interval {
         config.checkpoint.interval = Some(interval);

@@ -484,7 +484,7 @@ pub(super) fn spawn_tasks(
             let emitter = Emitter::new(
                 edges,
                 cfg.batch_size,
-                cfg.linger,
+                cfg.buffer_timeout(),
                 cfg.max_parallelism,
                 metrics.clone(),
                 attempt.cancel.clone(),
