@@ -40,10 +40,17 @@ done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nflink:x:9999:9999:flink:/data:/sbin/nologin\n' > "$ctx/rootfs/etc/passwd"
 printf 'root:x:0:\nflink:x:9999:\n' > "$ctx/rootfs/etc/group"
 printf 'hosts: files dns\n' > "$ctx/rootfs/etc/nsswitch.conf"
-# The image's default configuration ($FLINK_CONF_DIR/config.yaml): Prometheus on 9249.
+# The image's default configuration ($FLINK_CONF_DIR/config.yaml): Prometheus on 9249, and
+# every port on all interfaces (a container is reached through its network; the binary alone
+# binds loopback).
 mkdir -p "$ctx/rootfs/etc/flink-rs"
-printf '# Read when no --config is given (FLINK_CONF_DIR).\nmetrics.reporter.prom.port: 9249\n' \
-  > "$ctx/rootfs/etc/flink-rs/config.yaml"
+cat > "$ctx/rootfs/etc/flink-rs/config.yaml" <<'CONF'
+# Read when no --config is given (FLINK_CONF_DIR).
+metrics.reporter.prom.port: 9249
+jobmanager.bind-host: 0.0.0.0
+rest.bind-address: 0.0.0.0
+taskmanager.bind-host: 0.0.0.0
+CONF
 cp "$root/docker/Dockerfile" "$ctx/Dockerfile"
 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "$tag"

@@ -127,6 +127,15 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
         "metrics.reporter.prom.port".into(),
         METRICS_PORT.to_string(),
     );
+    // A pod is reached through its Service or pod address, not loopback (the binary's
+    // default when started by hand).
+    for k in [
+        "jobmanager.bind-host",
+        "rest.bind-address",
+        "taskmanager.bind-host",
+    ] {
+        c.insert(k.into(), "0.0.0.0".into());
+    }
     c.insert(
         "taskmanager.numberOfTaskSlots".into(),
         spec.task_manager.slots.to_string(),
@@ -530,6 +539,29 @@ mod tests {
         assert_eq!(mounts, ["/config", "/tmp", "/data"]);
         assert!(containers[0]["env"].to_string().contains("EXTRA"));
         assert_eq!(containers[1]["name"], "sidecar");
+    }
+
+    #[test]
+    fn pods_listen_on_all_interfaces_unless_the_user_says_otherwise() {
+        let plan = running_plan();
+        let c = flink_config(&fj(json!({})), &plan);
+        for k in [
+            "jobmanager.bind-host",
+            "rest.bind-address",
+            "taskmanager.bind-host",
+        ] {
+            assert_eq!(c.get(k).map(String::as_str), Some("0.0.0.0"), "{k}");
+        }
+        let mut own = fj(json!({}));
+        own.spec
+            .flink_configuration
+            .insert("rest.bind-address".into(), "10.0.0.1".into());
+        assert_eq!(
+            flink_config(&own, &plan)
+                .get("rest.bind-address")
+                .map(String::as_str),
+            Some("10.0.0.1")
+        );
     }
 
     #[test]

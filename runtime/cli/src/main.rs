@@ -93,6 +93,10 @@ enum Command {
             global = true
         )]
         url: String,
+        /// A file holding the jobmanager's REST token (its `rest.authentication.token-file`),
+        /// sent as `Authorization: Bearer …`.
+        #[arg(long, env = "FLINK_RS_REST_TOKEN_FILE", global = true)]
+        token_file: Option<String>,
         #[command(subcommand)]
         action: JobAction,
     },
@@ -397,7 +401,11 @@ fn main() -> anyhow::Result<()> {
                 .context("taskmanager configuration")?;
             flink_rs::cluster::taskmanager::run(opts, stop_on_signal()?).context("taskmanager")?;
         }
-        Command::Job { url, action } => job_command(&url, action)?,
+        Command::Job {
+            url,
+            token_file,
+            action,
+        } => job_command(&url, token_file.as_deref(), action)?,
         Command::Bench {
             workload,
             parallelism,
@@ -555,8 +563,13 @@ fn latency_bench(
     .context("benchmark `latency` failed")
 }
 
-fn job_command(url: &str, action: JobAction) -> anyhow::Result<()> {
-    let client = flink_rs::cluster::client::RestClient::new(url)?;
+fn job_command(url: &str, token_file: Option<&str>, action: JobAction) -> anyhow::Result<()> {
+    let mut client = flink_rs::cluster::client::RestClient::new(url)?;
+    if let Some(f) = token_file {
+        let token =
+            flink_rs::cluster::read_token_file(f).with_context(|| format!("--token-file {f}"))?;
+        client = client.with_token(token);
+    }
     match action {
         JobAction::Submit {
             script,

@@ -93,6 +93,16 @@ impl Cluster {
     }
 
     fn start_with(dir: &Path, tms: usize, app: Option<(PathBuf, String)>) -> Cluster {
+        Self::start_configured(dir, tms, app, Vec::new())
+    }
+
+    /// [`Cluster::start_with`] with more jobmanager arguments.
+    fn start_configured(
+        dir: &Path,
+        tms: usize,
+        app: Option<(PathBuf, String)>,
+        extra: Vec<String>,
+    ) -> Cluster {
         let mut c = Cluster {
             dir: dir.to_path_buf(),
             jm: None,
@@ -101,13 +111,15 @@ impl Cluster {
             rest: String::new(),
             started: 0,
             app,
-            extra: Vec::new(),
+            extra,
         };
         c.start_jm("0", "0");
         for _ in 0..tms {
             c.start_tm();
         }
-        c.wait_for_slots(tms);
+        if tms > 0 {
+            c.wait_for_slots(tms);
+        }
         c
     }
 
@@ -760,6 +772,65 @@ fn rss_bytes(pid: u32) -> u64 {
 /// Three processes scraped by Prometheus: the taskmanagers' counters of a bounded source
 /// add up to exactly what its generator made, the sink took in at least as much, and the
 /// jobmanager counts the job's checkpoints.
+#[test]
+fn rest_requires_the_bearer_token_of_the_token_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let token_file = tmp.path().join("rest-token");
+    std::fs::write(&token_file, "tok-5e3f9a\n").expect("token file");
+    let cluster = Cluster::start_configured(
+        tmp.path(),
+        0,
+        None,
+        vec![
+            "--set".into(),
+            format!("rest.authentication.token-file={}", token_file.display()),
+        ],
+    );
+    let anonymous = cluster.client();
+    let (code, body) = anonymous.raw("GET", "/overview", None, "").expect("answer");
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("Bearer")),
+        "{body}"
+    );
+    let (code, _) = anonymous
+        .raw("POST", "/jobs", Some("text/plain"), "SELECT 1")
+        .expect("answer");
+    assert_eq!(code, 401, "a submission without the token");
+    // The dashboard's page holds no data: it asks for the token itself.
+    assert_eq!(anonymous.raw("GET", "/", None, "").expect("page").0, 200);
+    let wrong = cluster.client().with_token("tok-5e3f9b".into());
+    assert_eq!(
+        wrong
+            .get("/overview")
+            .expect_err("wrong token")
+            .status_code(),
+        Some(401)
+    );
+    let right = cluster.client().with_token("tok-5e3f9a".into());
+    assert!(right.get("/overview").is_ok());
+    // The command line sends it from --token-file, and says what is wrong without it.
+    let job = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["job", "--url", &cluster.rest])
+            .args(extra)
+            .arg("list")
+            .output()
+            .expect("flink-rs job")
+    };
+    let out = job(&["--token-file", &token_file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = job(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("401"), "{err}");
+}
+
 #[test]
 fn prometheus_counts_across_processes_match_what_the_generator_made() {
     const ROWS: f64 = 12_345.0;

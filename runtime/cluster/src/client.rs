@@ -15,6 +15,8 @@ pub struct RestClient {
     base: String,
     http: reqwest::Client,
     rt: tokio::runtime::Runtime,
+    /// Sent as `Authorization: Bearer …` when the jobmanager requires it.
+    token: Option<String>,
 }
 
 impl RestClient {
@@ -40,11 +42,26 @@ impl RestClient {
             base: base.trim_end_matches('/').to_string(),
             http,
             rt,
+            token: None,
         })
+    }
+
+    /// Sends `token` with every request (`rest.authentication.token-file` of the jobmanager).
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
     }
 
     /// Sends a request; a non-2xx answer becomes an error carrying Flink's `errors` text.
     fn call(&self, req: reqwest::RequestBuilder) -> Result<Value> {
+        let req = self.authorized(req);
         self.rt.block_on(async {
             let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status();
@@ -89,6 +106,7 @@ impl RestClient {
         if let Some(ct) = content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }
+        let req = self.authorized(req);
         self.rt.block_on(async {
             let resp = req.send().await.map_err(|e| self.unreachable(e))?;
             let status = resp.status().as_u16();

@@ -52,7 +52,36 @@ pub fn conf_dir_file(dir: Option<&str>) -> Result<Option<String>> {
     })
 }
 
+/// Where a process binds when its configuration does not say (`jobmanager.bind-host`,
+/// `rest.bind-address`, `taskmanager.bind-host`): loopback, as Flink's default configuration
+/// has it, so a process started by hand is not reachable from the network. The container
+/// image and the operator's pods set `0.0.0.0`.
+pub const DEFAULT_BIND_HOST: &str = "127.0.0.1";
+
+/// Whether `host` is an unspecified address (`0.0.0.0`, `::`): all interfaces.
+pub fn binds_all_interfaces(host: &str) -> bool {
+    host.trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+}
+
 impl ClusterConfig {
+    /// The jobmanager's RPC and REST listen addresses.
+    pub fn jobmanager_binds(&self) -> Result<(String, String)> {
+        Ok((
+            format!(
+                "{}:{}",
+                self.get_or("jobmanager.bind-host", DEFAULT_BIND_HOST),
+                self.number("jobmanager.rpc.port", 6123)?
+            ),
+            format!(
+                "{}:{}",
+                self.get_or("rest.bind-address", DEFAULT_BIND_HOST),
+                self.number("rest.port", 8081)?
+            ),
+        ))
+    }
+
     /// Loads the configuration: `file` (when given), the environment, then `sets`.
     pub fn load(file: Option<&str>, sets: &[(String, String)]) -> Result<Self> {
         let mut cfg = ClusterConfig::default();
@@ -167,6 +196,25 @@ fn is_process_key(k: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jobmanager_binds_loopback_unless_told_otherwise() -> Result<()> {
+        let mut cfg = ClusterConfig::default();
+        assert_eq!(
+            cfg.jobmanager_binds()?,
+            ("127.0.0.1:6123".to_string(), "127.0.0.1:8081".to_string())
+        );
+        cfg.set("jobmanager.bind-host", "0.0.0.0");
+        cfg.set("rest.bind-address", "::");
+        cfg.set("rest.port", "9000");
+        assert_eq!(
+            cfg.jobmanager_binds()?,
+            ("0.0.0.0:6123".to_string(), ":::9000".to_string())
+        );
+        assert!(binds_all_interfaces("0.0.0.0") && binds_all_interfaces("[::]"));
+        assert!(!binds_all_interfaces("127.0.0.1") && !binds_all_interfaces("tm-0"));
+        Ok(())
+    }
 
     #[test]
     fn flink_conf_dir_names_its_config_file_or_is_an_error() {

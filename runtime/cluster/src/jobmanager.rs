@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::config::ClusterConfig;
+use super::config::{ClusterConfig, DEFAULT_BIND_HOST};
 use super::proto::{self, from_task_manager, to_task_manager};
 use super::taskmanager::decode_event;
 use flink_rs_core::checkpoint::restore::{self, checkpoint_ids};
@@ -959,16 +959,12 @@ pub fn run(
         .build()
         .map_err(|e| Error::io("start tokio runtime", "", e))?;
     let jm = JobManager::new(config.clone())?;
-    let rpc_bind = format!(
-        "{}:{}",
-        config.get_or("jobmanager.bind-host", "0.0.0.0"),
-        config.number("jobmanager.rpc.port", 6123)?
-    );
-    let rest_bind = format!(
-        "{}:{}",
-        config.get_or("rest.bind-address", "0.0.0.0"),
-        config.number("rest.port", 8081)?
-    );
+    let (rpc_bind, rest_bind) = config.jobmanager_binds()?;
+    let token = config
+        .get(super::rest::auth::TOKEN_FILE_KEY)
+        .map(super::rest::auth::read_token_file)
+        .transpose()?
+        .map(super::rest::auth::BearerToken::new);
     rt.block_on(async {
         let rpc = tokio::net::TcpListener::bind(&rpc_bind)
             .await
@@ -1001,7 +997,7 @@ pub fn run(
             Some(ports) => {
                 let host = config
                     .get(reporter::HOST_KEY)
-                    .unwrap_or(config.get_or("rest.bind-address", "0.0.0.0"));
+                    .unwrap_or(config.get_or("rest.bind-address", DEFAULT_BIND_HOST));
                 let weak = Arc::downgrade(&jm);
                 let collect: reporter::Collect = Arc::new(move || {
                     weak.upgrade()
@@ -1012,7 +1008,7 @@ pub fn run(
             }
             None => None,
         };
-        let app = super::rest::router(jm.clone());
+        let app = super::rest::router(jm.clone(), token);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(rest, app).await {
                 tracing::error!(error = %e, "REST server stopped");

@@ -32,6 +32,7 @@ pub mod proto {
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
+pub use rest::auth::{TOKEN_FILE_KEY, read_token_file};
 
 /// `--set` arguments that make a jobmanager listen on 127.0.0.1 at ports the OS picks; it
 /// then prints where on its first line (read it with [`started_addresses`]).

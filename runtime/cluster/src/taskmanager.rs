@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::ClusterError;
-use super::config::{ClusterConfig, execution_config};
+use super::config::{ClusterConfig, DEFAULT_BIND_HOST, binds_all_interfaces, execution_config};
 use super::net::{self, DataServer};
 use super::proto::{self, from_task_manager, to_task_manager};
 use flink_rs_core::checkpoint::writer::{StateHandles, StateLayout};
@@ -57,25 +57,24 @@ impl TaskManagerOptions {
         } else {
             format!("{jm_host}:{jm_port}")
         };
+        let bind_host = cfg.get_or("taskmanager.bind-host", DEFAULT_BIND_HOST);
+        // Others reach this taskmanager where it listens: on all interfaces, at the address
+        // that routes to the jobmanager (in a container network, the container's own).
         let host = match cfg.get("taskmanager.host") {
             Some(h) => h.to_string(),
-            None => route_address(&jobmanager).unwrap_or_else(hostname),
+            None if binds_all_interfaces(bind_host) => {
+                route_address(&jobmanager).unwrap_or_else(hostname)
+            }
+            None => bind_host.to_string(),
         };
         Ok(TaskManagerOptions {
             jobmanager,
             slots: cfg.number("taskmanager.numberOfTaskSlots", 1)?.max(1) as u32,
-            data_bind: format!(
-                "{}:{}",
-                cfg.get_or("taskmanager.bind-host", "0.0.0.0"),
-                cfg.number("taskmanager.data.port", 0)?
-            ),
+            data_bind: format!("{}:{}", bind_host, cfg.number("taskmanager.data.port", 0)?),
             advertised_host: host,
             memory_bytes: flink_rs_metrics::process::physical_memory_bytes().unwrap_or(0),
             metrics_port: cfg.get(reporter::PORT_KEY).map(str::to_string),
-            metrics_host: cfg
-                .get(reporter::HOST_KEY)
-                .unwrap_or(cfg.get_or("taskmanager.bind-host", "0.0.0.0"))
-                .to_string(),
+            metrics_host: cfg.get(reporter::HOST_KEY).unwrap_or(bind_host).to_string(),
         })
     }
 }
@@ -682,6 +681,29 @@ pub(crate) fn decode_event(ev: proto::TaskEvent, task_name: &str) -> Result<Task
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taskmanager_listens_and_is_reached_on_loopback_unless_told_otherwise() -> Result<()> {
+        let mut cfg = ClusterConfig::default();
+        cfg.set("jobmanager.rpc.address", "192.0.2.10");
+        let o = TaskManagerOptions::from_config(&cfg)?;
+        assert_eq!(o.data_bind, "127.0.0.1:0");
+        assert_eq!(o.advertised_host, "127.0.0.1");
+        assert_eq!(o.metrics_host, "127.0.0.1");
+        assert!(o.memory_bytes > 0, "the machine's memory");
+        // All interfaces: others reach it at the address that routes to the jobmanager.
+        cfg.set("jobmanager.rpc.address", "127.0.0.1");
+        cfg.set("taskmanager.bind-host", "0.0.0.0");
+        let o = TaskManagerOptions::from_config(&cfg)?;
+        assert_eq!(o.data_bind, "0.0.0.0:0");
+        assert_eq!(o.advertised_host, "127.0.0.1");
+        cfg.set("taskmanager.host", "tm-0.example");
+        assert_eq!(
+            TaskManagerOptions::from_config(&cfg)?.advertised_host,
+            "tm-0.example"
+        );
+        Ok(())
+    }
 
     /// A jobmanager address that no connection can be opened to ends the taskmanager with
     /// an error naming it, instead of a retry loop that logs at info level forever.

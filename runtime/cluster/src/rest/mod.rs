@@ -14,6 +14,7 @@ use flink_rs_rest_api as api;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+pub(crate) mod auth;
 mod dashboard;
 mod monitoring;
 
@@ -26,8 +27,9 @@ type Jm = State<Arc<JobManager>>;
 /// An early answer (an error response), boxed: responses are large.
 type Early<T> = Result<T, Box<Response>>;
 
-pub(crate) fn router(jm: Arc<JobManager>) -> Router {
-    Router::new()
+/// The REST API of `jm`; with `token`, every request but the dashboard's page must carry it.
+pub(crate) fn router(jm: Arc<JobManager>, token: Option<Arc<auth::BearerToken>>) -> Router {
+    let app = Router::new()
         .route("/", get(dashboard::index))
         .route("/overview", get(overview))
         .route("/config", get(config))
@@ -55,7 +57,11 @@ pub(crate) fn router(jm: Arc<JobManager>) -> Router {
         .route("/taskmanagers", get(taskmanagers))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .with_state(jm)
+        .with_state(jm);
+    match token {
+        Some(t) => app.layer(axum::middleware::from_fn_with_state(t, auth::require)),
+        None => app,
+    }
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
