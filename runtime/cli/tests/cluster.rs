@@ -605,6 +605,12 @@ fn rest_api_contract_and_cli() {
     assert_eq!(code, 400);
     let e = v["errors"][0].as_str().unwrap_or_default();
     assert!(e.contains("line 1") && e.contains("nope"), "{v}");
+    // Bodies are bounded (2 MiB, docs/rest-api.yaml).
+    let huge = "-- padding\n".repeat(300_000);
+    let (code, _) = c
+        .raw("POST", "/jobs", Some("text/plain"), &huge)
+        .expect("huge body");
+    assert_eq!(code, 413);
 
     // Unknown ids: 404 everywhere.
     for (m, p) in [

@@ -68,6 +68,15 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
     Some(Duration::from_millis((n * ms) as u64))
 }
 
+/// At most `max` characters of `text`, with `…` when cut: an error message quotes input,
+/// but not all of a hostile one.
+fn excerpt(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// Applies one Flink configuration key. Unknown keys are accepted (Flink passes them on) and
 /// reported in the log.
 pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Result<(), String> {
@@ -423,7 +432,10 @@ pub fn compile(
             _ => {
                 return Err(st.error(format!(
                     "unsupported statement `{}`; supported: SET, CREATE [TEMPORARY] TABLE, CREATE [TEMPORARY] VIEW, INSERT INTO, EXECUTE STATEMENT SET",
-                    st.text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                    excerpt(
+                        &st.text.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+                        60
+                    )
                 )));
             }
         }
@@ -490,6 +502,21 @@ mod tests {
             WHERE channel = 'Google' GROUP BY window_start, window_end;";
         let u = unread(filtered);
         assert!(!u.contains(&"bid.channel".to_string()), "{u:?}");
+    }
+
+    #[test]
+    fn an_unsupported_statement_is_quoted_short() {
+        let long = "x".repeat(100_000);
+        let e = compile(&long, ExecutionConfig::default(), &[])
+            .expect_err("not a statement")
+            .to_string();
+        assert!(
+            e.contains("unsupported statement") && e.len() < 400,
+            "{} chars",
+            e.len()
+        );
+        assert_eq!(excerpt("DROP TABLE t", 60), "DROP TABLE t");
+        assert_eq!(excerpt("ab\u{e9}cd", 3), "ab\u{e9}…");
     }
 
     #[test]
