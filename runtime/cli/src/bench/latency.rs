@@ -18,8 +18,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arrow::array::{AsArray, Int64Array, RecordBatch, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use hdrhistogram::Histogram;
 
 use super::peak_rss_bytes;
@@ -29,7 +29,7 @@ use crate::graph::ExecutionConfig;
 use crate::key::column_index;
 use crate::operator::{Operator, Output};
 use crate::source::{Sink, SinkWriter, Source, SourcePoll, SourceReader};
-use crate::watermark::WatermarkStrategy;
+use crate::watermark::{WatermarkStrategy, timestamps};
 use crate::window::{Count, Windows};
 
 /// Keys of both jobs.
@@ -354,9 +354,10 @@ impl Sink for LatencySink {
         schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>> {
         let (column, unit_ns) = if schema.index_of("due_ns").is_ok() {
-            (column_index(schema, "due_ns")?, 1)
+            ("due_ns", 1)
         } else {
-            (column_index(schema, "window_end")?, 1_000_000)
+            column_index(schema, "window_end")?;
+            ("window_end", 1_000_000)
         };
         Ok(Box::new(LatencyWriter {
             sink: self.clone(),
@@ -368,7 +369,8 @@ impl Sink for LatencySink {
 
 struct LatencyWriter {
     sink: LatencySink,
-    column: usize,
+    /// The stamp column: Int64 or Timestamp(Millisecond), as event time is.
+    column: &'static str,
     /// Nanoseconds per unit of the stamp column.
     unit_ns: i64,
 }
@@ -376,20 +378,7 @@ struct LatencyWriter {
 impl SinkWriter for LatencyWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         let now = epoch_nanos();
-        let a = batch.column(self.column);
-        let stamps: &[i64] = match a.data_type() {
-            DataType::Int64 => a.as_primitive::<Int64Type>().values(),
-            DataType::Timestamp(TimeUnit::Millisecond, _) => a
-                .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
-                .values(),
-            other => {
-                return Err(Error::ColumnType {
-                    name: batch.schema().field(self.column).name().clone(),
-                    expected: "Int64 or Timestamp(Millisecond)".into(),
-                    actual: other.to_string(),
-                });
-            }
-        };
+        let stamps = timestamps(batch, self.column)?;
         let mut h = self
             .sink
             .histogram
