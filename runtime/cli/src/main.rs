@@ -106,8 +106,9 @@ enum Command {
         workload: String,
         #[arg(long, default_value_t = 1)]
         parallelism: usize,
-        #[arg(long, default_value_t = 20_000_000)]
-        events: u64,
+        /// Events to generate (default 20,000,000; not for `latency`, which runs for a time).
+        #[arg(long)]
+        events: Option<u64>,
         /// Checkpoint every this many milliseconds (off when not given).
         #[arg(long)]
         checkpoint_interval: Option<u64>,
@@ -135,15 +136,16 @@ enum Command {
         /// taskmanagers (processes on 127.0.0.1) instead of the mini-cluster.
         #[arg(long)]
         cluster: Option<usize>,
-        /// latency: input rates in events per second, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "100000,1000000,10000000")]
-        rates: Vec<u64>,
-        /// latency: seconds each job runs at each rate.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// latency: the jobs to measure, comma-separated (windowless, windowed).
-        #[arg(long, value_delimiter = ',', default_value = "windowless,windowed")]
-        jobs: Vec<String>,
+        /// latency: input rates in events per second, comma-separated (default
+        /// 100000,1000000,10000000).
+        #[arg(long, value_delimiter = ',')]
+        rates: Option<Vec<u64>>,
+        /// latency: seconds each job runs at each rate (default 10).
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// latency: the jobs to measure, comma-separated (default windowless,windowed).
+        #[arg(long, value_delimiter = ',')]
+        jobs: Option<Vec<String>>,
         /// A Flink configuration key for the job, e.g.
         /// `execution.buffer-timeout.interval=5ms` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -458,11 +460,27 @@ fn main() -> anyhow::Result<()> {
                 settings: settings(None, &set)?,
             };
             if workload == "latency" {
-                let result = latency_bench(parallelism, rates, seconds, &jobs, &opts)?;
+                if events.is_some() || cluster.is_some() || opts.checkpoint_interval.is_some() {
+                    anyhow::bail!(
+                        "workload `latency` runs in the mini-cluster, for --seconds per rate, \
+                         without checkpoints: --events, --cluster and --checkpoint-interval do not apply"
+                    );
+                }
+                let result = latency_bench(
+                    parallelism,
+                    rates.unwrap_or_else(|| vec![100_000, 1_000_000, 10_000_000]),
+                    seconds.unwrap_or(10.0),
+                    &jobs.unwrap_or_else(|| vec!["windowless".into(), "windowed".into()]),
+                    &opts,
+                )?;
                 eprint!("{}", flink_rs::bench::table(&result));
                 println!("{}", serde_json::to_string(&result)?);
                 return Ok(());
             }
+            if rates.is_some() || seconds.is_some() || jobs.is_some() {
+                anyhow::bail!("--rates, --seconds and --jobs are options of workload `latency`");
+            }
+            let events = events.unwrap_or(20_000_000);
             if !set.is_empty()
                 && (cluster.is_some()
                     || workload == "checkpoint-state"
