@@ -549,9 +549,6 @@ fn latency_bench(
     if !(seconds > 0.0 && seconds.is_finite()) {
         anyhow::bail!("--seconds {seconds}: expected a positive number of seconds");
     }
-    if let Some(r) = rates.iter().find(|r| **r == 0) {
-        anyhow::bail!("--rates: {r} events/s; every rate must be above 0");
-    }
     let jobs = jobs
         .iter()
         .map(|j| {
@@ -563,14 +560,7 @@ fn latency_bench(
                 })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut config = flink_rs::graph::ExecutionConfig {
-        state_backend: opts.state_backend.clone(),
-        ..Default::default()
-    };
-    for (k, v) in &opts.settings {
-        flink_rs::sql::apply_setting(&mut config, k, v)
-            .map_err(|e| anyhow::anyhow!("--set {e}"))?;
-    }
+    let config = flink_rs::bench::job_config(opts).context("--set")?;
     flink_rs::bench::run_latency(&LatencyOptions {
         rates,
         run_for: std::time::Duration::from_secs_f64(seconds),

@@ -102,6 +102,12 @@ pub struct LatencyResult {
 
 /// Runs every job at every rate.
 pub fn run_latency(opts: &LatencyOptions) -> Result<LatencyResult> {
+    if let Some(r) = opts.rates.iter().find(|r| **r == 0) {
+        return Err(Error::config(
+            "rates",
+            format!("{r} events/s; every rate must be above 0"),
+        ));
+    }
     let mut runs = Vec::new();
     for job in &opts.jobs {
         for rate in &opts.rates {
@@ -137,9 +143,6 @@ pub fn table(r: &LatencyResult) -> String {
 }
 
 fn run_one(job: LatencyJob, rate: u64, opts: &LatencyOptions) -> Result<LatencyRun> {
-    if rate == 0 {
-        return Err(Error::config("rates", "a rate must be above 0 events/s"));
-    }
     let config = ExecutionConfig {
         parallelism: opts.parallelism.max(1),
         ..opts.config.clone()

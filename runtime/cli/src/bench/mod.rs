@@ -495,15 +495,29 @@ impl BenchResult {
     }
 }
 
-/// Turns checkpointing on when asked; returns the scratch directory (removed after the run).
-fn configure_checkpoints(
-    config: &mut ExecutionConfig,
-    opts: &BenchOptions,
-) -> Result<std::path::PathBuf> {
+/// The state backend and the `--set` keys of `opts`, applied to `config`.
+fn apply_options(config: &mut ExecutionConfig, opts: &BenchOptions) -> Result<()> {
     config.state_backend = opts.state_backend.clone();
     for (k, v) in &opts.settings {
         crate::sql::apply_setting(config, k, v).map_err(|e| Error::config(k, e))?;
     }
+    Ok(())
+}
+
+/// A job's configuration from `opts` (no checkpointing: for workloads that run without).
+pub fn job_config(opts: &BenchOptions) -> Result<ExecutionConfig> {
+    let mut config = ExecutionConfig::default();
+    apply_options(&mut config, opts)?;
+    Ok(config)
+}
+
+/// Applies `opts` (state backend, `--set` keys) and turns checkpointing on when asked;
+/// returns the scratch directory (removed after the run).
+fn configure_checkpoints(
+    config: &mut ExecutionConfig,
+    opts: &BenchOptions,
+) -> Result<std::path::PathBuf> {
+    apply_options(config, opts)?;
     let scratch = tempdir_for("bench-checkpoints")?;
     if let Some(interval) = opts.checkpoint_interval {
         config.checkpoint.interval = Some(interval);
