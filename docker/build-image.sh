@@ -43,7 +43,9 @@ printf 'hosts: files dns\n' > "$ctx/rootfs/etc/nsswitch.conf"
 # The image's default configuration ($FLINK_CONF_DIR/config.yaml): Prometheus on 9249, and
 # every port on all interfaces (a container is reached through its network; the binary alone
 # binds loopback).
-mkdir -p "$ctx/rootfs/etc/flink-rs"
+# /etc/flink-rs/tls: where compose's `tls` service writes the cluster's certificates (a
+# named volume takes this directory's owner, the image's user).
+mkdir -p "$ctx/rootfs/etc/flink-rs/tls"
 cat > "$ctx/rootfs/etc/flink-rs/config.yaml" <<'CONF'
 # Read when no --config is given (FLINK_CONF_DIR).
 metrics.reporter.prom.port: 9249

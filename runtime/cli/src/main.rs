@@ -3,7 +3,8 @@
 //! Subcommands: `run` (a SQL script in the embedded mini-cluster), `explain` (its dataflow
 //! plan), and `bench` (the end-to-end benchmark workloads behind `bench/run`, with or without
 //! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
-//! `taskmanager` (the processes of a standalone cluster), and `job` (the REST API's client).
+//! `taskmanager` (the processes of a standalone cluster), `job` (the REST API's client), and
+//! `tls-certificates` (a CA and key pair for a cluster's internal TLS).
 
 use std::io::IsTerminal;
 
@@ -97,8 +98,41 @@ enum Command {
         /// sent as `Authorization: Bearer …`.
         #[arg(long, env = "FLINK_RS_REST_TOKEN_FILE", global = true)]
         token_file: Option<String>,
+        /// For an `https://` URL: a PEM file of the certificates that the jobmanager's must
+        /// chain to (its `security.ssl.rest.truststore` or CA); without it, the system's.
+        #[arg(long, env = "FLINK_RS_REST_TRUSTSTORE", global = true)]
+        truststore: Option<String>,
+        /// A PEM file with this client's private key and certificate chain, for a jobmanager
+        /// that requires client certificates (`security.ssl.rest.authentication-enabled`).
+        #[arg(
+            long,
+            env = "FLINK_RS_REST_KEYSTORE",
+            global = true,
+            requires = "truststore"
+        )]
+        keystore: Option<String>,
         #[command(subcommand)]
         action: JobAction,
+    },
+    /// Writes certificates for a cluster's internal TLS into a directory: `ca.pem` (the
+    /// truststore) and `cluster.pem` (the keystore: private key and chain, mode 0600), and
+    /// prints the `security.ssl.internal.*` keys that use them.
+    TlsCertificates {
+        /// Where to write the files.
+        #[arg(long)]
+        dir: String,
+        /// Host names or addresses the processes are reached at (repeatable; `localhost` and
+        /// `127.0.0.1` are always included). With `security.ssl.verify-hostname: false` the
+        /// names are not checked and may be left out.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Keep the files when both are already there (a restarted init container must not
+        /// replace the certificates that running processes hold).
+        #[arg(long)]
+        if_absent: bool,
     },
     /// Runs a benchmark workload in the embedded mini-cluster and prints one JSON line.
     Bench {
@@ -147,7 +181,8 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         jobs: Option<Vec<String>>,
         /// A Flink configuration key for the job, e.g.
-        /// `execution.buffer-timeout.interval=5ms` (repeatable).
+        /// `execution.buffer-timeout.interval=5ms` (repeatable). With --cluster, every
+        /// process's configuration (e.g. the `security.ssl.internal.*` keys).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
@@ -276,6 +311,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in log files and container logs.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     exit_with_parent();
     let cli = Cli::parse();
@@ -406,8 +443,53 @@ fn main() -> anyhow::Result<()> {
         Command::Job {
             url,
             token_file,
+            truststore,
+            keystore,
             action,
-        } => job_command(&url, token_file.as_deref(), action)?,
+        } => {
+            let mut client = flink_rs::cluster::client::RestClient::new(&url)?;
+            if let Some(f) = token_file {
+                let token = flink_rs::cluster::read_token_file(&f)
+                    .with_context(|| format!("--token-file {f}"))?;
+                client = client.with_token(token);
+            }
+            if let Some(t) = truststore {
+                anyhow::ensure!(
+                    url.starts_with("https://"),
+                    "--truststore is for an https:// URL; {url} is not one"
+                );
+                client = client.with_tls(&t, keystore.as_deref())?;
+            }
+            job_command(&client, action)?
+        }
+        Command::TlsCertificates {
+            dir,
+            hosts,
+            days,
+            if_absent,
+        } => {
+            let path = std::path::Path::new(&dir);
+            let existing = flink_rs::cluster::tls::Generated::in_dir(path);
+            let files = if if_absent && existing.keystore.is_file() && existing.truststore.is_file()
+            {
+                eprintln!("{dir} already holds ca.pem and cluster.pem: kept");
+                existing
+            } else {
+                flink_rs::cluster::tls::generate(path, &hosts, days)
+                    .with_context(|| format!("writing certificates into {dir}"))?
+            };
+            println!("{}: true", flink_rs::cluster::tls::INTERNAL_ENABLED);
+            println!(
+                "{}: {}",
+                flink_rs::cluster::tls::INTERNAL_KEYSTORE,
+                files.keystore.display()
+            );
+            println!(
+                "{}: {}",
+                flink_rs::cluster::tls::INTERNAL_TRUSTSTORE,
+                files.truststore.display()
+            );
+        }
         Command::Bench {
             workload,
             parallelism,
@@ -481,19 +563,9 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("--rates, --seconds and --jobs are options of workload `latency`");
             }
             let events = events.unwrap_or(20_000_000);
-            if !set.is_empty()
-                && (cluster.is_some()
-                    || workload == "checkpoint-state"
-                    || workload.starts_with("kafka-"))
+            if !set.is_empty() && (workload == "checkpoint-state" || workload.starts_with("kafka-"))
             {
-                anyhow::bail!(
-                    "--set: workload `{workload}`{} does not take configuration keys",
-                    if cluster.is_some() {
-                        " on a cluster"
-                    } else {
-                        ""
-                    }
-                );
+                anyhow::bail!("--set: workload `{workload}` does not take configuration keys");
             }
             if let Some(tms) = cluster {
                 let result = flink_rs::bench::run_nexmark_cluster(
@@ -571,13 +643,10 @@ fn latency_bench(
     .context("benchmark `latency` failed")
 }
 
-fn job_command(url: &str, token_file: Option<&str>, action: JobAction) -> anyhow::Result<()> {
-    let mut client = flink_rs::cluster::client::RestClient::new(url)?;
-    if let Some(f) = token_file {
-        let token =
-            flink_rs::cluster::read_token_file(f).with_context(|| format!("--token-file {f}"))?;
-        client = client.with_token(token);
-    }
+fn job_command(
+    client: &flink_rs::cluster::client::RestClient,
+    action: JobAction,
+) -> anyhow::Result<()> {
     match action {
         JobAction::Submit {
             script,

@@ -50,6 +50,8 @@ struct Cluster {
     app: Option<(PathBuf, String)>,
     /// More jobmanager arguments.
     extra: Vec<String>,
+    /// More taskmanager arguments.
+    tm_extra: Vec<String>,
 }
 
 impl Cluster {
@@ -112,6 +114,7 @@ impl Cluster {
             started: 0,
             app,
             extra,
+            tm_extra: Vec::new(),
         };
         c.start_jm("0", "0");
         for _ in 0..tms {
@@ -146,6 +149,7 @@ impl Cluster {
             .chain(flink_rs::cluster::TASKMANAGER_LOOPBACK_ARGS)
             .chain(["--set", "metrics.reporter.prom.port=0"])
             .map(str::to_string)
+            .chain(self.tm_extra.iter().cloned())
             .collect();
         let p = spawn(&args, &self.dir.join(format!("tm-{}.log", self.started)));
         self.tms.push(p);
@@ -299,11 +303,39 @@ fn wait_finished(cluster: &Cluster, id: &str) -> Value {
     }
 }
 
+/// `--set` arguments turning internal TLS on with the certificates in `files`.
+fn internal_tls_args(files: &flink_rs::cluster::tls::Generated) -> Vec<String> {
+    use flink_rs::cluster::tls::{INTERNAL_ENABLED, INTERNAL_KEYSTORE, INTERNAL_TRUSTSTORE};
+    [
+        format!("{INTERNAL_ENABLED}=true"),
+        format!("{INTERNAL_KEYSTORE}={}", files.keystore.display()),
+        format!("{INTERNAL_TRUSTSTORE}={}", files.truststore.display()),
+    ]
+    .into_iter()
+    .flat_map(|kv| ["--set".to_string(), kv])
+    .collect()
+}
+
+/// Certificates of a cluster of its own under `dir/name`.
+fn certificates(dir: &Path, name: &str) -> flink_rs::cluster::tls::Generated {
+    flink_rs::cluster::tls::generate(&dir.join(name), &[], 2).expect("certificates")
+}
+
 const ROWS: u64 = 60_000;
 const RATE: u64 = 6_000;
 
 #[test]
 fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
+    sigkilled_taskmanager(false);
+}
+
+/// The same with internal TLS on: the gRPC sessions and every data channel are TLS.
+#[test]
+fn with_internal_tls_a_sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
+    sigkilled_taskmanager(true);
+}
+
+fn sigkilled_taskmanager(tls: bool) {
     let tmp = tempfile::tempdir().expect("tmp");
     let (expected, expected_more) = reference_of(tmp.path(), ROWS, joins_and_hops);
     assert!(
@@ -323,7 +355,17 @@ fn sigkilled_taskmanager_is_replaced_and_output_is_exactly_once() {
         joined > 1_000 && hops > 500,
         "the reference joins {joined} rows and has {hops} hop windows"
     );
-    let mut cluster = Cluster::start(tmp.path(), 2);
+    let mut cluster = if tls {
+        let args = internal_tls_args(&certificates(tmp.path(), "pki"));
+        let mut cluster = Cluster::start_configured(tmp.path(), 0, None, args.clone());
+        cluster.tm_extra = args;
+        cluster.start_tm();
+        cluster.start_tm();
+        cluster.wait_for_slots(2);
+        cluster
+    } else {
+        Cluster::start(tmp.path(), 2)
+    };
     let c = cluster.client();
     let (out, more) = (tmp.path().join("out"), tmp.path().join("more"));
     // On the disk backend with incremental checkpoints: the taskmanagers write shared
@@ -778,6 +820,115 @@ fn rss_bytes(pid: u32) -> u64 {
 /// Three processes scraped by Prometheus: the taskmanagers' counters of a bounded source
 /// add up to exactly what its generator made, the sink took in at least as much, and the
 /// jobmanager counts the job's checkpoints.
+/// Internal TLS admits only taskmanagers holding a certificate of the cluster's CA; REST over
+/// TLS, with client certificates required, answers only clients that hold one.
+#[test]
+fn tls_admits_only_processes_holding_the_clusters_certificates() {
+    use flink_rs::cluster::tls::{
+        REST_AUTHENTICATION, REST_ENABLED, REST_KEYSTORE, REST_TRUSTSTORE,
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ours = certificates(tmp.path(), "ours");
+    let theirs = certificates(tmp.path(), "theirs");
+    let rest_files = certificates(tmp.path(), "rest");
+    let mut jm_args = internal_tls_args(&ours);
+    for kv in [
+        format!("{REST_ENABLED}=true"),
+        format!("{REST_KEYSTORE}={}", rest_files.keystore.display()),
+        format!("{REST_AUTHENTICATION}=true"),
+        format!("{REST_TRUSTSTORE}={}", rest_files.truststore.display()),
+    ] {
+        jm_args.extend(["--set".to_string(), kv]);
+    }
+    let mut cluster = Cluster::start_configured(tmp.path(), 0, None, jm_args);
+    let https = cluster.rest.replace("http://", "https://");
+    let trusted = |keystore: Option<&Path>| {
+        let c = RestClient::new(&https).expect("client");
+        c.with_tls(
+            &rest_files.truststore.display().to_string(),
+            keystore.map(|k| k.display().to_string()).as_deref(),
+        )
+        .expect("TLS client")
+    };
+    let client = trusted(Some(&rest_files.keystore));
+    let slots = || client.get("/overview").expect("overview over https")["slots-total"].as_u64();
+    assert_eq!(slots(), Some(0));
+    // Plain HTTP, and HTTPS without a client certificate, get no answer.
+    assert!(
+        RestClient::new(&cluster.rest)
+            .expect("client")
+            .get("/overview")
+            .is_err()
+    );
+    assert!(
+        trusted(None).get("/overview").is_err(),
+        "no client certificate"
+    );
+
+    // A taskmanager without TLS, and one whose certificate another CA signed, never register.
+    cluster.start_tm();
+    cluster.tm_extra = internal_tls_args(&theirs);
+    cluster.start_tm();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(slots(), Some(0), "{}", cluster.logs());
+    let tm_log = |n: usize| {
+        std::fs::read_to_string(tmp.path().join(format!("tm-{n}.log"))).unwrap_or_default()
+    };
+    // The one holding another CA's certificate says why: the jobmanager's is not trusted.
+    let theirs_log = tm_log(3);
+    assert!(
+        theirs_log.contains("internal_tls=true") && theirs_log.contains("invalid peer certificate"),
+        "{theirs_log}"
+    );
+    let jm_log = std::fs::read_to_string(tmp.path().join("jm-1.log")).expect("jm log");
+    assert!(jm_log.contains("TLS handshake failed"), "{jm_log}");
+
+    // Two holding the cluster's certificate register, and run a job at parallelism 2 (its
+    // data channels between them over TLS) to its end.
+    cluster.tm_extra = internal_tls_args(&ours);
+    cluster.start_tm();
+    cluster.start_tm();
+    common::wait_until("the trusted taskmanagers", Duration::from_secs(30), || {
+        slots() == Some(2)
+    });
+    let out = tmp.path().join("out");
+    let job = common::job(&out.display().to_string(), 2_000, 100_000);
+    let id = client.submit(&job, &[]).expect("submit over https");
+    common::wait_until("the job to finish", Duration::from_secs(60), || {
+        client
+            .get(&format!("/jobs/{id}"))
+            .is_ok_and(|v| v["state"] == "FINISHED")
+    });
+    assert!(!common::committed(&out).is_empty());
+
+    // The command line: --truststore and --keystore, and a clear error without them.
+    let job_cli = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["job", "--url", &https])
+            .args(extra)
+            .arg("list")
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("flink-rs job")
+    };
+    let ts = rest_files.truststore.display().to_string();
+    let ks = rest_files.keystore.display().to_string();
+    let out = job_cli(&["--truststore", &ts, "--keystore", &ks]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains(&id),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = job_cli(&["--truststore", &ts]);
+    assert!(!out.status.success(), "listed without a client certificate");
+    let out = job_cli(&[]);
+    assert!(
+        !out.status.success(),
+        "trusted a certificate of no public CA"
+    );
+}
+
 #[test]
 fn rest_requires_the_bearer_token_of_the_token_file() {
     let tmp = tempfile::tempdir().expect("tmp");

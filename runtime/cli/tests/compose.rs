@@ -2,8 +2,8 @@
 //! pulled), `docker-compose up` one jobmanager and two taskmanagers on a private network
 //! (REST published on 127.0.0.1 only), submit a SQL job over REST from the host, `docker
 //! kill` a taskmanager container mid-run, and check the job finishes from its checkpoint with
-//! the exactly-once output equal to a failure-free run's. `docker-compose down` runs
-//! whatever happens.
+//! the exactly-once output equal to a failure-free run's, with internal TLS on (as the compose
+//! file has it). `docker-compose down` runs whatever happens.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,6 +144,15 @@ fn compose_cluster_survives_a_killed_taskmanager_container() {
                 .ok()
                 .is_some_and(|v| v["slots-available"] == 2)
         },
+    );
+    // Internal TLS is on (certificates from the compose file's `tls` service): the
+    // taskmanagers registered over it.
+    let started = compose.run(&["logs", "--no-color", "jobmanager", "taskmanager"]);
+    let started = String::from_utf8_lossy(&started.stdout);
+    assert_eq!(
+        started.matches("internal_tls=true").count(),
+        3,
+        "jobmanager and two taskmanagers with internal TLS:\n{started}"
     );
     let id = c
         .submit(&common::job("/data/out", 60_000, 5000), &[])

@@ -46,6 +46,21 @@ impl RestClient {
         })
     }
 
+    /// Talks HTTPS to a jobmanager whose REST API has TLS on (`security.ssl.rest.enabled`):
+    /// its certificate must chain to `truststore` (PEM) and name the URL's host; `keystore`
+    /// (a PEM private key and certificate chain) is presented when the jobmanager requires
+    /// client certificates (`security.ssl.rest.authentication-enabled`).
+    pub fn with_tls(mut self, truststore: &str, keystore: Option<&str>) -> Result<Self> {
+        let tls = crate::tls::rest_client_config(truststore, keystore)
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(self)
+    }
+
     /// Sends `token` with every request (`rest.authentication.token-file` of the jobmanager).
     pub fn with_token(mut self, token: String) -> Self {
         self.token = Some(token);

@@ -188,6 +188,7 @@ fn is_process_key(k: &str) -> bool {
         "heartbeat.",
         "blob.",
         "slot.",
+        "security.",
     ]
     .iter()
     .any(|p| k.starts_with(p))

@@ -17,8 +17,10 @@ pub enum ClusterError {
         #[source]
         source: tonic::transport::Error,
     },
-    /// The jobmanager did not answer (not started yet, restarting, unreachable).
-    #[error("cannot reach the jobmanager at {address}: {source}")]
+    /// The jobmanager did not answer (not started yet, restarting, unreachable), or the
+    /// TLS handshake with it failed (the message then names the certificate problem, which
+    /// tonic's own message, "transport error", leaves out).
+    #[error("cannot reach the jobmanager at {address}: {}", causes(.source))]
     Unreachable {
         address: String,
         #[source]
@@ -30,6 +32,21 @@ pub enum ClusterError {
         address: String,
         status: Box<tonic::Status>,
     },
+}
+
+/// `e` and its causes, joined by ": ".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 impl ClusterError {

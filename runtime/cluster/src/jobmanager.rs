@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Sender, bounded, unbounded};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -960,6 +961,7 @@ pub fn run(
         .map_err(|e| Error::io("start tokio runtime", "", e))?;
     let jm = JobManager::new(config.clone())?;
     let (rpc_bind, rest_bind) = config.jobmanager_binds()?;
+    let tls = super::tls::TlsSettings::from_config(&config)?;
     let token = config
         .get(super::rest::auth::TOKEN_FILE_KEY)
         .map(super::rest::auth::read_token_file)
@@ -983,16 +985,28 @@ pub fn run(
         let service = proto::job_manager_server::JobManagerServer::new(Service { jm: jm.clone() })
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                tracing::error!(error = %e, "gRPC server stopped");
+        let grpc = tonic::transport::Server::builder().add_service(service);
+        match &tls.internal {
+            // Only taskmanagers holding a certificate of the cluster get a session.
+            Some(internal) => {
+                let accepted = super::tls::accept_tls(rpc, internal.server(), "rpc");
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted)
+                    .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+                tokio::spawn(async move {
+                    if let Err(e) = grpc.serve_with_incoming(incoming).await {
+                        tracing::error!(error = %e, "gRPC server stopped");
+                    }
+                });
             }
-        });
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(rpc);
+                tokio::spawn(async move {
+                    if let Err(e) = grpc.serve_with_incoming(incoming).await {
+                        tracing::error!(error = %e, "gRPC server stopped");
+                    }
+                });
+            }
+        }
         let _reporter = match config.get(reporter::PORT_KEY) {
             Some(ports) => {
                 let host = config
@@ -1009,14 +1023,33 @@ pub fn run(
             None => None,
         };
         let app = super::rest::router(jm.clone(), token);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(rest, app).await {
-                tracing::error!(error = %e, "REST server stopped");
+        match &tls.rest {
+            Some(server) => {
+                let listener = super::tls::TlsListener::new(rest, server.clone())
+                    .map_err(|e| Error::io("rest address", "", e))?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "REST server stopped");
+                    }
+                });
             }
-        });
+            None => {
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(rest, app).await {
+                        tracing::error!(error = %e, "REST server stopped");
+                    }
+                });
+            }
+        }
         // Printed for scripts and tests that start a jobmanager on port 0.
         println!("jobmanager rpc={} rest={}", endpoints.rpc, endpoints.rest);
-        tracing::info!(rpc = %endpoints.rpc, rest = %endpoints.rest, "jobmanager started");
+        tracing::info!(
+            rpc = %endpoints.rpc,
+            rest = %endpoints.rest,
+            internal_tls = tls.internal.is_some(),
+            rest_tls = tls.rest.is_some(),
+            "jobmanager started"
+        );
         let jm2 = jm.clone();
         // Recovery reads storage and compiles scripts: off the reactor.
         let app = application.clone();

@@ -23,6 +23,7 @@ pub(crate) mod net;
 mod rest;
 pub(crate) mod snapshot_writer;
 pub mod taskmanager;
+pub mod tls;
 
 /// The generated gRPC types and services (`proto/cluster.proto`).
 #[allow(clippy::all, missing_docs)]

@@ -20,10 +20,14 @@
 //!
 //! After the end of input the sender half-closes and drains credits until the receiver
 //! closes: closing with unread credits would reset the connection and could drop the tail.
+//!
+//! With internal TLS on (`security.ssl.internal.enabled`) every connection is TLS, both ends
+//! presenting their certificate, before the handshake above: a process without a certificate
+//! the cluster trusts can neither send into a task nor receive from one.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,6 +42,8 @@ use flink_rs_core::checkpoint::{Barrier, SnapshotKind};
 use flink_rs_core::element::StreamElement;
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::exchange::Envelope;
+
+use crate::tls::{DataStream, InternalTls};
 
 const MAGIC: &[u8; 8] = b"FLRSDAT1";
 /// Frames in flight per channel.
@@ -236,26 +242,37 @@ struct Inputs {
 pub(crate) struct DataServer {
     addr: SocketAddr,
     inputs: Arc<Inputs>,
+    tls: Option<InternalTls>,
 }
 
 impl DataServer {
-    /// Listens on `bind` (port 0 picks a free one).
-    pub fn start(bind: &str) -> Result<Self> {
+    /// Listens on `bind` (port 0 picks a free one); with `tls`, accepts only TLS connections
+    /// from peers whose certificate it trusts.
+    pub fn start(bind: &str, tls: Option<InternalTls>) -> Result<Self> {
         let listener = TcpListener::bind(bind).map_err(|e| Error::io("bind data port", bind, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| io("data server address", e))?;
         let inputs = Arc::new(Inputs::default());
         let inputs2 = inputs.clone();
+        let tls2 = tls.clone();
         std::thread::Builder::new()
             .name("data-server".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(conn) = conn else { continue };
                     let inputs = inputs2.clone();
+                    let tls = tls2.clone();
                     let _ = std::thread::Builder::new()
                         .name("data-in".into())
                         .spawn(move || {
+                            let conn = match DataStream::accept(conn, tls.as_ref(), PEER_WAIT) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "data connection refused");
+                                    return;
+                                }
+                            };
                             if let Err(e) = serve(conn, &inputs) {
                                 tracing::debug!(error = %e, "data connection ended");
                             }
@@ -263,11 +280,16 @@ impl DataServer {
                 }
             })
             .map_err(|e| io("spawn data server", e))?;
-        Ok(DataServer { addr, inputs })
+        Ok(DataServer { addr, inputs, tls })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS this taskmanager's data connections use, in both directions.
+    pub fn tls(&self) -> Option<&InternalTls> {
+        self.tls.as_ref()
     }
 
     /// Makes `tx` (the input of local task `task` of `attempt`) reachable.
@@ -286,10 +308,12 @@ impl DataServer {
 }
 
 /// One incoming channel: frames to the task's input, a credit back for each.
-fn serve(conn: TcpStream, inputs: &Inputs) -> Result<()> {
-    conn.set_nodelay(true).map_err(|e| io("set nodelay", e))?;
-    let mut r = BufReader::new(conn.try_clone().map_err(|e| io("clone socket", e))?);
-    let mut w = conn;
+fn serve(conn: DataStream, inputs: &Inputs) -> Result<()> {
+    conn.tcp()
+        .set_nodelay(true)
+        .map_err(|e| io("set nodelay", e))?;
+    // Credits are written through the reader's stream (one value: a TLS session is not split).
+    let mut r = BufReader::new(conn);
     let mut hs = [0u8; 24];
     r.read_exact(&mut hs).map_err(|e| io("read handshake", e))?;
     if &hs[..8] != MAGIC {
@@ -316,7 +340,8 @@ fn serve(conn: TcpStream, inputs: &Inputs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    w.write_all(&CREDITS.to_le_bytes())
+    r.get_mut()
+        .write_all(&CREDITS.to_le_bytes())
         .map_err(|e| io("write credits", e))?;
     let mut frames = FrameDecoder::default();
     loop {
@@ -355,26 +380,34 @@ fn serve(conn: TcpStream, inputs: &Inputs) -> Result<()> {
         if end {
             return Ok(());
         }
-        w.write_all(&1u32.to_le_bytes())
+        r.get_mut()
+            .write_all(&1u32.to_le_bytes())
             .map_err(|e| io("write credit", e))?;
     }
 }
 
 /// Opens the channel to input `channel` of task `task` (attempt `attempt`) at `addr`: returns
 /// the sender the upstream task writes to. Connecting and sending happen on a thread of
-/// their own; it ends at the end of input or when `cancel` is set.
+/// their own; it ends at the end of input or when `cancel` is set. With `tls`, the
+/// connection is TLS and the receiver must present a certificate this side trusts.
 pub(crate) fn connect(
     addr: String,
     attempt: u64,
     task: usize,
     channel: u32,
     cancel: Arc<AtomicBool>,
+    tls: Option<InternalTls>,
 ) -> Result<Sender<Envelope>> {
     let (tx, rx) = bounded::<Envelope>(SEND_QUEUE);
     std::thread::Builder::new()
         .name("data-out".into())
         .spawn(move || {
-            if let Err(e) = send_loop(&addr, attempt, task, channel, &rx, &cancel) {
+            let channel_id = ChannelId {
+                attempt,
+                task,
+                channel,
+            };
+            if let Err(e) = send_loop(&addr, channel_id, tls.as_ref(), &rx, &cancel) {
                 if !cancel.load(Ordering::Relaxed) {
                     tracing::warn!(peer = %addr, task, channel, error = %e, "data connection failed");
                 }
@@ -384,14 +417,25 @@ pub(crate) fn connect(
     Ok(tx)
 }
 
-fn send_loop(
-    addr: &str,
+/// Which input of which task a connection feeds.
+struct ChannelId {
     attempt: u64,
     task: usize,
     channel: u32,
+}
+
+fn send_loop(
+    addr: &str,
+    id: ChannelId,
+    tls: Option<&InternalTls>,
     rx: &Receiver<Envelope>,
     cancel: &AtomicBool,
 ) -> Result<()> {
+    let ChannelId {
+        attempt,
+        task,
+        channel,
+    } = id;
     let deadline = Instant::now() + PEER_WAIT;
     let conn = loop {
         match TcpStream::connect(addr) {
@@ -403,10 +447,13 @@ fn send_loop(
         }
     };
     conn.set_nodelay(true).map_err(|e| io("set nodelay", e))?;
-    conn.set_read_timeout(Some(POLL))
+    let conn = DataStream::connect(conn, addr, tls, PEER_WAIT)?;
+    conn.tcp()
+        .set_read_timeout(Some(POLL))
         .map_err(|e| io("set read timeout", e))?;
-    let mut r = conn.try_clone().map_err(|e| io("clone socket", e))?;
-    let mut w = BufWriter::new(conn.try_clone().map_err(|e| io("clone socket", e))?);
+    // Credits are read through the writer's stream (one value: a TLS session is not split);
+    // every frame is flushed before credits are awaited.
+    let mut w = BufWriter::new(conn);
     let mut hs = Vec::with_capacity(24);
     hs.extend_from_slice(MAGIC);
     hs.extend_from_slice(&attempt.to_le_bytes());
@@ -431,7 +478,7 @@ fn send_loop(
         let end = matches!(env.elem, StreamElement::EndOfInput);
         let frame = frames.encode(&env.elem)?;
         while credits == 0 {
-            match read_u32(&mut r) {
+            match read_u32(w.get_mut()) {
                 Ok(n) => credits += n,
                 Err(e)
                     if matches!(
@@ -452,7 +499,8 @@ fn send_loop(
             .and_then(|_| w.flush())
             .map_err(|e| io("write frame", e))?;
         if end {
-            let _ = conn.shutdown(Shutdown::Write);
+            let r = w.get_mut();
+            r.shutdown_write();
             // Drain credits until the receiver closes.
             let mut sink = [0u8; 64];
             let until = Instant::now() + PEER_WAIT;
@@ -553,47 +601,77 @@ mod tests {
         assert!(dec.decode(BATCH, vec![1, 2, 3]).is_err());
     }
 
-    #[test]
-    fn channel_over_tcp_delivers_in_order_with_bounded_credit() {
-        let server = DataServer::start("127.0.0.1:0").expect("server");
+    /// Sends 50 batches and the end of input over a real connection to a slow receiver;
+    /// returns the batch sizes that arrived, in order.
+    fn send_fifty(server_tls: Option<InternalTls>, client_tls: Option<InternalTls>) -> Vec<usize> {
+        let server = DataServer::start("127.0.0.1:0", server_tls).expect("server");
         let addr = server.local_addr().to_string();
         let cancel = Arc::new(AtomicBool::new(false));
         // The sender connects before the receiving task is registered.
-        let tx = connect(addr, 1, 3, 2, cancel.clone()).expect("connect");
+        let tx = connect(addr, 1, 3, 2, cancel.clone(), client_tls).expect("connect");
         let (in_tx, in_rx) = bounded::<Envelope>(1);
         let producer = std::thread::spawn(move || {
             for i in 0..50 {
-                tx.send(Envelope {
-                    channel: 0,
-                    elem: StreamElement::Batch(batch(i + 1)),
-                })
-                .expect("send");
+                let batch = StreamElement::Batch(batch(i + 1));
+                if tx
+                    .send(Envelope {
+                        channel: 0,
+                        elem: batch,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
             }
-            tx.send(Envelope {
+            let _ = tx.send(Envelope {
                 channel: 0,
                 elem: StreamElement::EndOfInput,
-            })
-            .expect("send end");
+            });
         });
         std::thread::sleep(Duration::from_millis(200));
         server.register(1, 3, in_tx);
         // A slow consumer: the producer can only be a few frames ahead.
-        let mut got = 0;
-        loop {
-            let env = in_rx
-                .recv_timeout(Duration::from_secs(10))
-                .expect("element");
+        let mut got = Vec::new();
+        while let Ok(env) = in_rx.recv_timeout(Duration::from_secs(5)) {
             assert_eq!(env.channel, 2, "the receiver's channel number");
             match env.elem {
-                StreamElement::Batch(b) => {
-                    got += 1;
-                    assert_eq!(b.num_rows(), got);
-                }
+                StreamElement::Batch(b) => got.push(b.num_rows()),
                 StreamElement::EndOfInput => break,
                 other => panic!("unexpected {other:?}"),
             }
         }
-        assert_eq!(got, 50);
+        cancel.store(true, Ordering::SeqCst);
         producer.join().expect("producer");
+        got
+    }
+
+    #[test]
+    fn channel_over_tcp_delivers_in_order_with_bounded_credit() {
+        let all: Vec<usize> = (1..=50).collect();
+        assert_eq!(send_fifty(None, None), all, "plain TCP");
+        let pki = crate::tls::tests::pki();
+        let tls = crate::tls::tests::internal(&pki);
+        assert_eq!(
+            send_fifty(Some(tls.clone()), Some(tls)),
+            all,
+            "internal TLS"
+        );
+    }
+
+    /// A sender whose certificate the cluster's CA did not sign delivers nothing, and neither
+    /// does a plain-TCP sender to a TLS taskmanager.
+    #[test]
+    fn a_sender_without_the_clusters_certificate_delivers_nothing() {
+        let ours = crate::tls::tests::pki();
+        let theirs = crate::tls::tests::pki();
+        let (ours, theirs) = (
+            crate::tls::tests::internal(&ours),
+            crate::tls::tests::internal(&theirs),
+        );
+        assert_eq!(
+            send_fifty(Some(ours.clone()), Some(theirs)),
+            Vec::<usize>::new()
+        );
+        assert_eq!(send_fifty(Some(ours), None), Vec::<usize>::new());
     }
 }

@@ -29,6 +29,7 @@ use flink_rs_metrics::scopes::{self, TaskScope};
 use flink_rs_metrics::{Families, Rates, reporter};
 
 use super::snapshot_writer::{SnapshotWriter, Targets, handles_from_proto, handles_to_proto};
+use super::tls::{GrpcConnector, TlsSettings};
 
 /// What a taskmanager is configured with.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct TaskManagerOptions {
     pub metrics_port: Option<String>,
     /// `metrics.reporter.prom.host`, by default `taskmanager.bind-host`.
     pub metrics_host: String,
+    /// `security.ssl.*`: internal TLS for the session with the jobmanager and the data plane.
+    pub tls: TlsSettings,
 }
 
 impl TaskManagerOptions {
@@ -75,6 +78,7 @@ impl TaskManagerOptions {
             memory_bytes: flink_rs_metrics::process::physical_memory_bytes().unwrap_or(0),
             metrics_port: cfg.get(reporter::PORT_KEY).map(str::to_string),
             metrics_host: cfg.get(reporter::HOST_KEY).unwrap_or(bind_host).to_string(),
+            tls: TlsSettings::from_config(cfg)?,
         })
     }
 }
@@ -129,12 +133,22 @@ type Outbound = mpsc::UnboundedSender<proto::FromTaskManager>;
 
 /// Runs a taskmanager until `stop` is set (or forever).
 pub fn run(opts: TaskManagerOptions, stop: Arc<AtomicBool>) -> Result<()> {
-    let data = Arc::new(DataServer::start(&opts.data_bind)?);
+    let data = Arc::new(DataServer::start(
+        &opts.data_bind,
+        opts.tls.internal.clone(),
+    )?);
     let data_address = format!("{}:{}", opts.advertised_host, data.local_addr().port());
     // The data address is unique among live taskmanagers; the random part tells a
     // restarted process on the same address from its predecessor.
     let id = format!("tm-{data_address}-{:08x}", random_u32());
-    tracing::info!(id = %id, data = %data_address, slots = opts.slots, jobmanager = %opts.jobmanager, "taskmanager started");
+    tracing::info!(
+        id = %id,
+        data = %data_address,
+        slots = opts.slots,
+        jobmanager = %opts.jobmanager,
+        internal_tls = opts.tls.internal.is_some(),
+        "taskmanager started"
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -197,13 +211,18 @@ async fn session(
                 source,
             }
         })?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|source| ClusterError::Unreachable {
-            address: address.clone(),
-            source,
-        })?;
+    let connected = match &opts.tls.internal {
+        Some(tls) => {
+            endpoint
+                .connect_with_connector(GrpcConnector::new(tls))
+                .await
+        }
+        None => endpoint.connect().await,
+    };
+    let channel = connected.map_err(|source| ClusterError::Unreachable {
+        address: address.clone(),
+        source,
+    })?;
     let mut client = proto::job_manager_client::JobManagerClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -411,7 +430,14 @@ fn deploy(d: proto::Deploy, data: &Arc<DataServer>, me: &str, out: &Outbound) ->
             .get(t)
             .cloned()
             .ok_or_else(|| Error::InvalidGraph(format!("no placement for task {t}")))?;
-        net::connect(addr, attempt_id, t, channel, net_cancel.clone())
+        net::connect(
+            addr,
+            attempt_id,
+            t,
+            channel,
+            net_cancel.clone(),
+            data.tls().cloned(),
+        )
     };
     let register = |t: usize, tx| data.register(attempt_id, t, tx);
     let hosting = Hosting {
@@ -717,6 +743,7 @@ mod tests {
             memory_bytes: 0,
             metrics_port: None,
             metrics_host: "127.0.0.1".into(),
+            tls: TlsSettings::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();

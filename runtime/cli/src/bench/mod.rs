@@ -786,7 +786,8 @@ impl Drop for ChildGuard {
 /// Runs a Nexmark SQL query on a standalone cluster started for the run: one jobmanager and
 /// `taskmanagers` taskmanagers (processes of this binary on 127.0.0.1) with enough slots
 /// for `parallelism`. Measures from submission to the job reported finished over REST.
-/// `peak_rss_bytes` is the sum over the cluster's processes.
+/// `peak_rss_bytes` is the sum over the cluster's processes. `opts.settings` (`--set`) go
+/// to every process's configuration, e.g. the `security.ssl.internal.*` keys.
 pub fn run_nexmark_cluster(
     name: &str,
     parallelism: usize,
@@ -811,7 +812,17 @@ pub fn run_nexmark_cluster(
             .map(ChildGuard)
             .map_err(|e| Error::io("start cluster process", exe.clone(), e))
     };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let process_sets: Vec<String> = opts
+        .settings
+        .iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
+        .collect();
+    let s = |v: &[&str]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .chain(process_sets.iter().cloned())
+            .collect::<Vec<_>>()
+    };
     let mut jm_args = vec!["jobmanager"];
     jm_args.extend(crate::cluster::JOBMANAGER_LOOPBACK_ARGS);
     let mut jm = spawn(&s(&jm_args))?;
@@ -893,8 +904,13 @@ pub fn run_nexmark_cluster(
     r.output_rows = None;
     r.peak_rss_bytes = peak;
     r.jobmanager_peak_rss_bytes = jm_peak;
+    let tls = opts
+        .settings
+        .iter()
+        .any(|(k, v)| k == crate::cluster::tls::INTERNAL_ENABLED && v == "true");
     r.mode = Some(format!(
-        "cluster: 1 jobmanager + {tms} taskmanagers x {slots} slots"
+        "cluster: 1 jobmanager + {tms} taskmanagers x {slots} slots{}",
+        if tls { ", internal TLS" } else { "" }
     ));
     Ok(r)
 }
