@@ -64,6 +64,10 @@ enum Command {
         /// Skip leader election (a single replica).
         #[arg(long)]
         no_leader_election: bool,
+        /// Give every job NetworkPolicies that admit only its own pods and this operator
+        /// (whose pods carry `app.kubernetes.io/name: flink-rs-operator`).
+        #[arg(long, env = "FLINKRS_NETWORK_POLICIES")]
+        network_policies: bool,
     },
 }
 
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_address: "0.0.0.0:8080".into(),
         lease_namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
         no_leader_election: false,
+        network_policies: std::env::var("FLINKRS_NETWORK_POLICIES").is_ok_and(|v| v == "true"),
     }) {
         Command::Crdgen => {
             print!("{}", crd_yaml().context("rendering the CRD")?);
@@ -93,12 +98,14 @@ async fn main() -> anyhow::Result<()> {
             metrics_address,
             lease_namespace,
             no_leader_election,
+            network_policies,
         } => {
             run(
                 namespaces,
                 metrics_address,
                 lease_namespace,
                 no_leader_election,
+                network_policies,
             )
             .await
         }
@@ -110,6 +117,7 @@ async fn run(
     metrics_address: String,
     lease_namespace: String,
     no_leader_election: bool,
+    network_policies: bool,
 ) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
@@ -182,7 +190,14 @@ async fn run(
         });
     }
 
-    let ctx = Arc::new(Context::new(client.clone(), metrics));
+    let mut ctx = Context::new(client.clone(), metrics);
+    if network_policies {
+        ctx = ctx.with_network_policies(flink_rs_operator::resources::OperatorPeer {
+            namespace: lease_namespace.clone(),
+            name_label: "flink-rs-operator".into(),
+        });
+    }
+    let ctx = Arc::new(ctx);
     let namespaces: Vec<String> = namespaces
         .split(',')
         .map(str::trim)

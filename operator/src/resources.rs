@@ -1,11 +1,14 @@
 //! The Kubernetes objects a FlinkJob owns: a ConfigMap (configuration and SQL), the
-//! jobmanager Deployment and Service, the taskmanager Deployment. Pure functions of the
-//! FlinkJob and the deployment decision, so every field is unit-tested.
+//! jobmanager Deployment and Service, the taskmanager Deployment, the Secret holding the
+//! job's own CA and key pair for internal TLS. Pure functions of the FlinkJob and the
+//! deployment decision, so every field is unit-tested.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -32,6 +35,58 @@ pub struct RunPlan {
     pub restart_generation: u32,
     /// The hash of the spec this plan deploys (`status.deployedSpecHash`).
     pub spec_hash: String,
+    /// The version of the job's TLS Secret (its certificates' expiry) when the operator
+    /// provides internal TLS: pods roll when the certificates are replaced.
+    pub tls_version: Option<String>,
+}
+
+/// Where the pods mount the TLS Secret.
+pub const TLS_DIR: &str = "/tls";
+/// The TLS Secret's annotation: when its certificates expire, in seconds since the epoch.
+pub const TLS_NOT_AFTER: &str = "flinkrs.io/tls-not-after";
+
+/// The Secret holding the job's CA (`ca.pem`) and key pair (`cluster.pem`).
+pub fn tls_secret_name(fj: &FlinkJob) -> String {
+    format!("{}-tls", fj.name_any())
+}
+
+/// Whether the operator provides the job's internal TLS: unless the spec turns it off
+/// (`security.ssl.internal.enabled: "false"`) or brings its own keystore.
+pub fn managed_tls(fj: &FlinkJob) -> bool {
+    let c = &fj.spec.flink_configuration;
+    let off = c
+        .get("security.ssl.internal.enabled")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+    !off && !c.contains_key("security.ssl.internal.keystore")
+}
+
+/// The job's TLS Secret holding `issued`, owned by the FlinkJob (deleted with it).
+pub fn tls_secret(fj: &FlinkJob, issued: &flink_rs_certificates::Issued) -> Secret {
+    let not_after = issued
+        .not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut meta = metadata(fj, tls_secret_name(fj), "tls");
+    meta["annotations"] = json!({ TLS_NOT_AFTER: not_after.to_string() });
+    let v = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+    });
+    let mut secret: Secret = serde_json::from_value(v).unwrap_or_default();
+    secret.data = Some(BTreeMap::from([
+        (
+            "ca.pem".to_string(),
+            ByteString(issued.truststore.clone().into_bytes()),
+        ),
+        (
+            "cluster.pem".to_string(),
+            ByteString(issued.keystore.clone().into_bytes()),
+        ),
+    ]));
+    secret
 }
 
 pub fn config_map_name(fj: &FlinkJob) -> String {
@@ -144,6 +199,21 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
         "parallelism.default".into(),
         spec.job.parallelism.to_string(),
     );
+    if managed_tls(fj) {
+        // The job's own CA: only its jobmanager and taskmanagers hold a key pair it signed.
+        // Host names are not checked (taskmanagers are reached at pod addresses, which no
+        // certificate can list); the chain is.
+        c.insert("security.ssl.internal.enabled".into(), "true".into());
+        c.insert(
+            "security.ssl.internal.keystore".into(),
+            format!("{TLS_DIR}/cluster.pem"),
+        );
+        c.insert(
+            "security.ssl.internal.truststore".into(),
+            format!("{TLS_DIR}/ca.pem"),
+        );
+        c.insert("security.ssl.verify-hostname".into(), "false".into());
+    }
     if let (Some(cp), Some(dir)) = (&spec.checkpointing, checkpoint_root(fj)) {
         c.insert("state.checkpoints.dir".into(), dir.clone());
         c.insert("state.savepoints.dir".into(), format!("{dir}/savepoints"));
@@ -204,6 +274,67 @@ pub fn service(fj: &FlinkJob) -> Service {
         },
     });
     serde_json::from_value(v).unwrap_or_default()
+}
+
+/// Where the operator runs, for the NetworkPolicies that let it reach a jobmanager's REST
+/// API: its namespace, and its pods' `app.kubernetes.io/name` label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorPeer {
+    pub namespace: String,
+    pub name_label: String,
+}
+
+/// The job's NetworkPolicies (`{name}-jobmanager`, `{name}-taskmanager`): a jobmanager is
+/// reached on its RPC port only by this job's taskmanagers and on REST only by the
+/// operator; a taskmanager's data port only by this job's taskmanagers. Prometheus ports
+/// stay open to scrapers (read-only metrics). Other traffic to the pods is dropped where the
+/// cluster's network plugin enforces policies; egress (object storage) is not restricted.
+pub fn network_policies(fj: &FlinkJob, operator: &OperatorPeer) -> Vec<NetworkPolicy> {
+    let from_taskmanagers =
+        json!([{ "podSelector": { "matchLabels": labels(fj, "taskmanager") } }]);
+    let port = |p: i32| json!([{ "protocol": "TCP", "port": p }]);
+    let metrics = json!({ "ports": port(metrics_port(fj)) });
+    let jm = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(fj, jobmanager_name(fj), "jobmanager"),
+        "spec": {
+            "podSelector": { "matchLabels": labels(fj, "jobmanager") },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                { "from": from_taskmanagers, "ports": port(RPC_PORT) },
+                {
+                    "from": [{
+                        "namespaceSelector": {
+                            "matchLabels": { "kubernetes.io/metadata.name": operator.namespace },
+                        },
+                        "podSelector": {
+                            "matchLabels": { "app.kubernetes.io/name": operator.name_label },
+                        },
+                    }],
+                    "ports": port(REST_PORT),
+                },
+                metrics,
+            ],
+        },
+    });
+    let tm = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(fj, taskmanager_name(fj), "taskmanager"),
+        "spec": {
+            "podSelector": { "matchLabels": labels(fj, "taskmanager") },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                { "from": from_taskmanagers, "ports": port(DATA_PORT) },
+                metrics,
+            ],
+        },
+    });
+    [jm, tm]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap_or_default())
+        .collect()
 }
 
 /// Requests and limits: the spec's, else `defaults` (cpu, memory), so no pod runs unbounded.
@@ -364,10 +495,29 @@ fn pod_template(
     if let Some(sa) = &spec.service_account {
         pod["spec"]["serviceAccountName"] = json!(sa);
     }
+    if managed_tls(fj) {
+        if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+            // Readable by the pod's group (fsGroup), not by others.
+            v.push(json!({
+                "name": "tls",
+                "secret": { "secretName": tls_secret_name(fj), "defaultMode": 0o440 },
+            }));
+        }
+        if let Some(m) = pod["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+            m.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }));
+        }
+    }
     if let Some(u) = user {
         merge(&mut pod, u);
     }
     pod
+}
+
+/// The pod annotation that rolls the pods when the TLS Secret's certificates are replaced.
+fn tls_annotation(d: &RunPlan) -> Option<(String, String)> {
+    d.tls_version
+        .clone()
+        .map(|v| ("flinkrs.io/tls-version".to_string(), v))
 }
 
 fn config_hash(fj: &FlinkJob, d: &RunPlan) -> String {
@@ -376,14 +526,17 @@ fn config_hash(fj: &FlinkJob, d: &RunPlan) -> String {
 }
 
 pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
-    let annotations = BTreeMap::from([
+    let annotations: BTreeMap<String, String> = BTreeMap::from([
         ("flinkrs.io/config-hash".to_string(), config_hash(fj, d)),
         ("flinkrs.io/job-id".to_string(), d.job_id.clone()),
         (
             "flinkrs.io/restart-generation".to_string(),
             d.restart_generation.to_string(),
         ),
-    ]);
+    ])
+    .into_iter()
+    .chain(tls_annotation(d))
+    .collect();
     let probes = json!({
         "readinessProbe": {
             "httpGet": { "path": "/overview", "port": REST_PORT },
@@ -428,7 +581,11 @@ pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
 }
 
 pub fn taskmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
-    let annotations = BTreeMap::from([("flinkrs.io/config-hash".to_string(), config_hash(fj, d))]);
+    let annotations: BTreeMap<String, String> =
+        BTreeMap::from([("flinkrs.io/config-hash".to_string(), config_hash(fj, d))])
+            .into_iter()
+            .chain(tls_annotation(d))
+            .collect();
     let probes = json!({
         "livenessProbe": {
             "tcpSocket": { "port": DATA_PORT },
@@ -491,6 +648,7 @@ mod tests {
             running: true,
             restart_generation: 0,
             spec_hash: "h".into(),
+            tls_version: Some("1700000000".into()),
         }
     }
 
@@ -525,7 +683,11 @@ mod tests {
             .iter()
             .filter_map(|v| v["name"].as_str())
             .collect();
-        assert_eq!(volumes, ["config", "tmp", "data"], "both parts of the list");
+        assert_eq!(
+            volumes,
+            ["config", "tmp", "tls", "data"],
+            "both parts of the list"
+        );
         let containers = pod["spec"]["containers"].as_array().expect("containers");
         assert_eq!(containers.len(), 2);
         assert_eq!(containers[0]["name"], "taskmanager");
@@ -536,7 +698,7 @@ mod tests {
             .iter()
             .filter_map(|m| m["mountPath"].as_str())
             .collect();
-        assert_eq!(mounts, ["/config", "/tmp", "/data"]);
+        assert_eq!(mounts, ["/config", "/tmp", "/tls", "/data"]);
         assert!(containers[0]["env"].to_string().contains("EXTRA"));
         assert_eq!(containers[1]["name"], "sidecar");
     }
@@ -562,6 +724,152 @@ mod tests {
                 .map(String::as_str),
             Some("10.0.0.1")
         );
+    }
+
+    #[test]
+    fn internal_tls_is_on_with_the_jobs_own_secret_unless_the_spec_says_otherwise() {
+        let plan = running_plan();
+        let f = fj(json!({}));
+        assert!(managed_tls(&f));
+        let c = flink_config(&f, &plan);
+        let get = |c: &BTreeMap<String, String>, k: &str| c.get(k).cloned();
+        assert_eq!(
+            get(&c, "security.ssl.internal.enabled").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            get(&c, "security.ssl.internal.keystore").as_deref(),
+            Some("/tls/cluster.pem")
+        );
+        assert_eq!(
+            get(&c, "security.ssl.internal.truststore").as_deref(),
+            Some("/tls/ca.pem")
+        );
+        assert_eq!(
+            get(&c, "security.ssl.verify-hostname").as_deref(),
+            Some("false")
+        );
+        for d in [jobmanager(&f, &plan), taskmanager(&f, &plan)] {
+            let v = serde_json::to_value(&d).expect("json");
+            let pod = &v["spec"]["template"];
+            let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+            let tls = volumes
+                .iter()
+                .find(|v| v["name"] == "tls")
+                .expect("tls volume");
+            assert_eq!(tls["secret"]["secretName"], "j-tls");
+            assert_eq!(tls["secret"]["defaultMode"], 0o440);
+            let mounts = pod["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .expect("mounts");
+            assert!(
+                mounts.iter().any(|m| m["name"] == "tls"
+                    && m["mountPath"] == "/tls"
+                    && m["readOnly"] == true),
+                "{mounts:?}"
+            );
+            // Renewed certificates roll the pods.
+            assert_eq!(
+                pod["metadata"]["annotations"]["flinkrs.io/tls-version"],
+                "1700000000"
+            );
+        }
+        let issued = flink_rs_certificates::issue(&[], 2).expect("certificates");
+        let secret = tls_secret(&f, &issued);
+        assert_eq!(secret.metadata.name.as_deref(), Some("j-tls"));
+        assert_eq!(
+            secret.owner_references().len(),
+            1,
+            "deleted with its FlinkJob"
+        );
+        let data = secret.data.expect("data");
+        assert_eq!(data["ca.pem"].0, issued.truststore.as_bytes());
+        assert_eq!(data["cluster.pem"].0, issued.keystore.as_bytes());
+        assert!(
+            secret
+                .metadata
+                .annotations
+                .expect("annotations")
+                .contains_key(TLS_NOT_AFTER)
+        );
+
+        // Turned off, or the user's own keystore: no Secret of the operator's is mounted.
+        for (k, v) in [
+            ("security.ssl.internal.enabled", "False"),
+            ("security.ssl.internal.keystore", "/mine/ks.pem"),
+        ] {
+            let mut own = fj(json!({}));
+            own.spec.flink_configuration.insert(k.into(), v.into());
+            assert!(!managed_tls(&own), "{k}");
+            let c = flink_config(&own, &plan);
+            assert_ne!(
+                get(&c, "security.ssl.internal.keystore").as_deref(),
+                Some("/tls/cluster.pem")
+            );
+            let v = serde_json::to_value(jobmanager(&own, &plan)).expect("json");
+            assert!(
+                !v["spec"]["template"]["spec"]["volumes"]
+                    .as_array()
+                    .expect("volumes")
+                    .iter()
+                    .any(|v| v["name"] == "tls")
+            );
+        }
+    }
+
+    #[test]
+    fn network_policies_admit_only_the_jobs_own_pods_and_the_operator() {
+        let f = fj(json!({}));
+        let op = OperatorPeer {
+            namespace: "flink-ops".into(),
+            name_label: "flink-rs-operator".into(),
+        };
+        let policies: Vec<Value> = network_policies(&f, &op)
+            .iter()
+            .map(|p| serde_json::to_value(p).expect("json"))
+            .collect();
+        assert_eq!(policies.len(), 2);
+        let (jm, tm) = (&policies[0], &policies[1]);
+        assert_eq!(jm["metadata"]["name"], "j-jobmanager");
+        assert_eq!(jm["metadata"]["ownerReferences"][0]["name"], "j");
+        assert_eq!(
+            jm["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "jobmanager"
+        );
+        assert_eq!(jm["spec"]["policyTypes"], json!(["Ingress"]));
+        let rules = jm["spec"]["ingress"].as_array().expect("ingress");
+        // RPC: this job's taskmanagers (same namespace, same instance label).
+        assert_eq!(rules[0]["ports"][0]["port"], RPC_PORT);
+        let from = &rules[0]["from"][0]["podSelector"]["matchLabels"];
+        assert_eq!(from["app.kubernetes.io/instance"], "j");
+        assert_eq!(from["app.kubernetes.io/component"], "taskmanager");
+        assert!(rules[0]["from"][0]["namespaceSelector"].is_null());
+        // REST: the operator's pods in its namespace.
+        assert_eq!(rules[1]["ports"][0]["port"], REST_PORT);
+        assert_eq!(
+            rules[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "flink-ops"
+        );
+        assert_eq!(
+            rules[1]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+            "flink-rs-operator"
+        );
+        // Metrics: open, and nothing else.
+        assert_eq!(rules[2]["ports"][0]["port"], METRICS_PORT);
+        assert!(rules[2]["from"].is_null());
+        assert_eq!(rules.len(), 3);
+        // A taskmanager's data port: this job's taskmanagers only.
+        let rules = tm["spec"]["ingress"].as_array().expect("ingress");
+        assert_eq!(
+            tm["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+            "taskmanager"
+        );
+        assert_eq!(rules[0]["ports"][0]["port"], DATA_PORT);
+        assert_eq!(
+            rules[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+            "j"
+        );
+        assert_eq!(rules.len(), 2);
     }
 
     #[test]

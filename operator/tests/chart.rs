@@ -38,6 +38,7 @@ fn running_plan() -> flink_rs_operator::resources::RunPlan {
         running: true,
         restart_generation: 0,
         spec_hash: "h".into(),
+        tls_version: None,
     }
 }
 
@@ -257,6 +258,47 @@ fn chart_lints_and_renders_valid_least_privilege_manifests() {
             other => panic!("unexpected kind {other:?}"),
         }
     }
+
+    // The jobs' internal-TLS Secrets and NetworkPolicies: the operator may make them, and
+    // is told to make the policies (on by default).
+    let rules_of = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .filter(|d| d["kind"] == "ClusterRole")
+            .flat_map(|d| d["rules"].as_array().cloned().unwrap_or_default())
+            .flat_map(|r| {
+                r["resources"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+            })
+            .collect()
+    };
+    let env_of = |docs: &[Value], name: &str| -> Option<Value> {
+        docs.iter().find(|d| d["kind"] == "Deployment")?["spec"]["template"]["spec"]["containers"]
+            [0]["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    let resources = rules_of(&docs);
+    assert!(resources.iter().any(|r| r == "secrets"), "{resources:?}");
+    assert!(
+        resources.iter().any(|r| r == "networkpolicies"),
+        "{resources:?}"
+    );
+    assert_eq!(
+        env_of(&docs, "FLINKRS_NETWORK_POLICIES"),
+        Some(Value::from("true"))
+    );
+    let without = template(&helm, &["networkPolicies.enabled=false"]);
+    assert!(!rules_of(&without).iter().any(|r| r == "networkpolicies"));
+    assert_eq!(
+        env_of(&without, "FLINKRS_NETWORK_POLICIES"),
+        Some(Value::from("false"))
+    );
 
     // A list of namespaces: a Role per namespace, no cluster-wide permissions.
     let docs = template(&helm, &["watchNamespaces={team-a,team-b}"]);

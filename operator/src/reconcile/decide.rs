@@ -127,6 +127,8 @@ pub fn plan_of(st: &FlinkJobStatus) -> Option<RunPlan> {
         running: st.lifecycle_state != Some(LifecycleState::Suspended),
         restart_generation: st.deployments,
         spec_hash: st.deployed_spec_hash.clone().unwrap_or_default(),
+        // Set when the objects are applied, from the TLS Secret.
+        tls_version: None,
     })
 }
 

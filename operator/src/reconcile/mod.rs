@@ -22,6 +22,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod decide;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -56,6 +58,8 @@ pub enum Error {
     Jm(#[from] crate::jm::JmError),
     #[error("object without a namespace")]
     NoNamespace,
+    #[error("issuing the job's TLS certificates: {0}")]
+    Certificates(#[from] flink_rs_certificates::CertError),
 }
 
 /// Where a FlinkJob's jobmanager REST API is reached from the operator.
@@ -73,6 +77,9 @@ pub struct Context {
     pub rest_url: RestUrl,
     /// Consecutive failed passes per object (uid): the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// When set, every job gets NetworkPolicies admitting only its own pods and this
+    /// operator ([`resources::network_policies`]).
+    pub network_policies: Option<resources::OperatorPeer>,
 }
 
 impl Context {
@@ -106,7 +113,14 @@ impl Context {
             },
             rest_url,
             failures: Mutex::default(),
+            network_policies: None,
         }
+    }
+
+    /// Turns on the jobs' NetworkPolicies.
+    pub fn with_network_policies(mut self, operator: resources::OperatorPeer) -> Self {
+        self.network_policies = Some(operator);
+        self
     }
 
     fn failures(&self, fj: &FlinkJob, failed: bool) -> u32 {
@@ -465,6 +479,12 @@ async fn carry_out(fj: &FlinkJob, ctx: &Context, d: Decision) -> Result<Action, 
 
 async fn apply_objects(fj: &FlinkJob, ctx: &Context, plan: &RunPlan) -> Result<(), Error> {
     let ns = fj.namespace().ok_or(Error::NoNamespace)?;
+    // The Secret first: pods mounting it must not start before it exists.
+    let mut plan = plan.clone();
+    if resources::managed_tls(fj) {
+        plan.tls_version = Some(tls::ensure(fj, ctx, &ns).await?);
+    }
+    let plan = &plan;
     ssa(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
         &resources::config_map_name(fj),
@@ -477,6 +497,12 @@ async fn apply_objects(fj: &FlinkJob, ctx: &Context, plan: &RunPlan) -> Result<(
         &resources::service(fj),
     )
     .await?;
+    if let Some(operator) = &ctx.network_policies {
+        let api = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &ns);
+        for p in resources::network_policies(fj, operator) {
+            ssa(&api, &p.name_any(), &p).await?;
+        }
+    }
     let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), &ns);
     ssa(
         &deployments,

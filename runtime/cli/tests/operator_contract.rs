@@ -68,12 +68,27 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
         running: true,
         restart_generation: 0,
         spec_hash: flink_rs_operator::reconcile::spec_hash(&fj),
+        tls_version: None,
     };
     // What the pods would mount at /config.
     let config_dir = tmp.path().join("config");
     std::fs::create_dir_all(&config_dir).expect("config dir");
+    // The job's TLS Secret, as the operator issues it, where the pods would mount it: the
+    // processes run with internal TLS on, as in Kubernetes.
+    assert!(resources::managed_tls(&fj));
+    let issued = flink_rs::cluster::tls::issue(&[], 2).expect("certificates");
+    let secret = resources::tls_secret(&fj, &issued);
+    let tls_dir = tmp.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).expect("tls dir");
+    for (k, v) in secret.data.expect("secret data") {
+        std::fs::write(tls_dir.join(k), v.0).expect("write secret file");
+    }
     let cm = resources::config_map(&fj, &plan);
     for (k, v) in cm.data.expect("data") {
+        let v = v.replace(
+            &format!(": {}/", resources::TLS_DIR),
+            &format!(": {}/", tls_dir.display()),
+        );
         std::fs::write(config_dir.join(k), v).expect("write config");
     }
     let localize = |args: Vec<String>| -> Vec<String> {

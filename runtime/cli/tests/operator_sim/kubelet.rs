@@ -1,6 +1,7 @@
 //! The simulation's nodes: every Deployment in the API server model becomes real
 //! `flink-rs jobmanager` / `taskmanager` processes on 127.0.0.1, started from the rendered
-//! pod spec (its args, and the ConfigMap it mounts at `/config` written to a folder), with
+//! pod spec (its args, the ConfigMap it mounts at `/config` and the Secrets it mounts written
+//! to folders), with
 //! the Recreate strategy (old pods are gone before new ones start), containers restarted
 //! when they exit, and Pod objects with container states written back to the model.
 //!
@@ -274,6 +275,39 @@ impl Kubelet {
         std::fs::create_dir_all(&dir).ok()?;
         for (file, text) in cm["data"].as_object()? {
             std::fs::write(dir.join(file), text.as_str().unwrap_or_default()).ok()?;
+        }
+        // Secret volumes (the job's internal-TLS Secret): their files in a folder of the
+        // pod's, and the configuration's paths under the mount pointed there.
+        let mut secret_paths: Vec<(String, String)> = Vec::new();
+        for v in spec["volumes"].as_array()? {
+            let Some(secret_name) = v["secret"]["secretName"].as_str() else {
+                continue;
+            };
+            let mount = container["volumeMounts"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == v["name"])?["mountPath"]
+                .as_str()?
+                .to_string();
+            let secret = self.api.get("secrets", ns, secret_name)?;
+            let folder = dir.join(v["name"].as_str()?);
+            std::fs::create_dir_all(&folder).ok()?;
+            for (file, b64) in secret["data"].as_object()? {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_str().unwrap_or_default())
+                    .ok()?;
+                std::fs::write(folder.join(file), bytes).ok()?;
+            }
+            secret_paths.push((format!("{mount}/"), format!("{}/", folder.display())));
+        }
+        if !secret_paths.is_empty() {
+            let conf = dir.join("config.yaml");
+            let mut text = std::fs::read_to_string(&conf).ok()?;
+            for (from, to) in &secret_paths {
+                text = text.replace(&format!(": {from}"), &format!(": {to}"));
+            }
+            std::fs::write(&conf, text).ok()?;
         }
         let mut args: Vec<String> = container["args"]
             .as_array()?

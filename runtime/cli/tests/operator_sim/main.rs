@@ -119,7 +119,12 @@ impl Sim {
                 Arc::new(Metrics::default()),
             );
             ctx.policy.restart_backoff = Duration::from_secs(1);
-            let ctx = Arc::new(ctx);
+            let ctx = Arc::new(ctx.with_network_policies(
+                flink_rs_operator::resources::OperatorPeer {
+                    namespace: "flink-ops".into(),
+                    name_label: "flink-rs-operator".into(),
+                },
+            ));
             let api = api.clone();
             let crash = crash.clone();
             if driver == Driver::Controllers {
@@ -493,6 +498,44 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
         let st = s.status("a");
         st["jobId"] != first_a && st["restoredFrom"].is_null()
     });
+    // Each job has a CA of its own (internal TLS, on by default) and NetworkPolicies
+    // admitting only its own pods.
+    let ca = |name: &str| {
+        sim.api
+            .get("secrets", NS, &format!("{name}-tls"))
+            .map(|s| s["data"]["ca.pem"].clone())
+            .expect("the job's TLS Secret")
+    };
+    assert_ne!(ca("a"), ca("b"), "two jobs, two CAs");
+    // The pods run with it: every process of `a` started with internal TLS on.
+    let started: Vec<String> = std::fs::read_dir(&sim.dir)
+        .expect("sim dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("a-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter(|l| l.contains(" started "))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        started.len() >= 3 && started.iter().all(|l| l.contains("internal_tls=true")),
+        "{started:?}"
+    );
+    for name in ["a", "b"] {
+        for component in ["jobmanager", "taskmanager"] {
+            let p = sim
+                .api
+                .get("networkpolicies", NS, &format!("{name}-{component}"))
+                .expect("NetworkPolicy");
+            assert_eq!(
+                p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+                name
+            );
+        }
+    }
     // `b` deleted with a savepoint; its pods and objects go.
     sim.edit("b", |s| s["job"]["savepointOnDeletion"] = json!(true));
     std::thread::sleep(Duration::from_millis(500));
@@ -501,6 +544,15 @@ fn two_flinkjobs_on_one_bucket_and_one_deleted_and_created_again() {
         s.object("b").is_null() && s.api.get("deployments", NS, "b-jobmanager").is_none()
     });
     assert!(sim.events("Deleting") >= 1);
+    sim.wait(
+        "b's Secret and NetworkPolicies collected",
+        Duration::from_secs(30),
+        |s| {
+            s.api.get("secrets", NS, "b-tls").is_none()
+                && s.api.get("networkpolicies", NS, "b-jobmanager").is_none()
+                && s.api.get("networkpolicies", NS, "b-taskmanager").is_none()
+        },
+    );
     sim.wait("b's pods gone", Duration::from_secs(30), |s| {
         !s.api
             .list("pods")

@@ -32,7 +32,7 @@ use crate::config::ClusterConfig;
 
 pub(crate) use blocking::DataStream;
 pub(crate) use connector::GrpcConnector;
-pub use flink_rs_certificates::{Generated, generate};
+pub use flink_rs_certificates::{Generated, Issued, generate, issue};
 pub(crate) use incoming::{TlsListener, accept_tls};
 
 pub const INTERNAL_ENABLED: &str = "security.ssl.internal.enabled";
