@@ -929,6 +929,61 @@ fn tls_admits_only_processes_holding_the_clusters_certificates() {
     );
 }
 
+/// With `flink-rs.filesystem.allowed-paths`, a submitted job cannot read or write files
+/// elsewhere, nor take a savepoint elsewhere; the cluster's own checkpoint directory stays
+/// usable.
+#[test]
+fn allowed_paths_keep_a_submitted_job_inside_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let allowed = tmp.path().join("allowed");
+    let cluster = Cluster::start_configured(
+        tmp.path(),
+        0,
+        None,
+        vec![
+            "--set".into(),
+            format!("flink-rs.filesystem.allowed-paths={}", allowed.display()),
+        ],
+    );
+    let c = cluster.client();
+    let outside = tmp.path().join("out").display().to_string();
+    let (code, body) = c
+        .raw(
+            "POST",
+            "/jobs",
+            Some("text/plain"),
+            &common::job(&outside, 100, 0),
+        )
+        .expect("answer");
+    assert_eq!(code, 400, "{body}");
+    let msg = body["errors"][0].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&outside) && msg.contains("allowed-paths"),
+        "{msg}"
+    );
+    let inside = allowed.join("out").display().to_string();
+    let (code, body) = c
+        .raw(
+            "POST",
+            "/jobs",
+            Some("text/plain"),
+            &common::job(&inside, 100, 0),
+        )
+        .expect("answer");
+    assert_eq!(code, 200, "{body}");
+    let id = body["jobid"].as_str().expect("jobid");
+    let (code, body) = c
+        .raw(
+            "POST",
+            &format!("/jobs/{id}/savepoints"),
+            Some("application/json"),
+            r#"{"target-directory": "/tmp/not-allowed", "cancel-job": false}"#,
+        )
+        .expect("answer");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("/tmp/not-allowed"), "{body}");
+}
+
 #[test]
 fn rest_requires_the_bearer_token_of_the_token_file() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -168,6 +168,15 @@ impl ClusterConfig {
 pub fn execution_config(pairs: &[(String, String)]) -> Result<ExecutionConfig> {
     let mut cfg = ExecutionConfig::default();
     for (k, v) in pairs {
+        if k == flink_rs_core::paths::KEY {
+            let paths =
+                flink_rs_core::paths::AllowedPaths::parse(v).map_err(|m| Error::Config {
+                    key: k.clone(),
+                    message: m,
+                })?;
+            cfg.allowed_paths = Some(paths);
+            continue;
+        }
         if is_process_key(k) {
             continue;
         }

@@ -398,6 +398,14 @@ impl JobManager {
         used
     }
 
+    /// `flink-rs.filesystem.allowed-paths` of this cluster, if set.
+    pub(crate) fn allowed_paths(&self) -> Option<flink_rs_core::paths::AllowedPaths> {
+        self.config
+            .execution_config()
+            .ok()
+            .and_then(|c| c.allowed_paths)
+    }
+
     // ---- jobs ----
 
     /// Compiles and starts a SQL job. `job_id` is given when a job is recovered.

@@ -149,6 +149,9 @@ pub struct ExecutionConfig {
     /// The keyed-state backend (`state.backend.type`, `taskmanager.memory.managed.size`,
     /// `io.tmp.dirs`).
     pub state_backend: StateBackendConfig,
+    /// `flink-rs.filesystem.allowed-paths`: where the job's files may be (a cluster setting;
+    /// `None`: anywhere).
+    pub allowed_paths: Option<crate::paths::AllowedPaths>,
 }
 
 impl ExecutionConfig {
@@ -176,6 +179,7 @@ impl Default for ExecutionConfig {
             restore: None,
             allow_non_restored_state: false,
             state_backend: StateBackendConfig::default(),
+            allowed_paths: None,
         }
     }
 }

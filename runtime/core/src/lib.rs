@@ -25,6 +25,7 @@ pub mod graph;
 pub mod key;
 pub mod operator;
 pub mod operators;
+pub mod paths;
 pub mod rows;
 pub mod source;
 pub mod state;

@@ -24,6 +24,19 @@ pub struct OptionError {
     pub message: String,
 }
 
+/// A path of the job inside the cluster's `flink-rs.filesystem.allowed-paths`, if it has
+/// any.
+fn allowed(
+    paths: Option<flink_rs_core::paths::AllowedPaths>,
+    what: &str,
+    path: &str,
+) -> Result<(), OptionError> {
+    match paths {
+        Some(p) => p.check(what, path).map_err(|m| err("path", m)),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn err(key: &str, message: impl Into<String>) -> OptionError {
     OptionError {
         key: Some(key.to_string()),
@@ -362,6 +375,7 @@ pub fn source(
                 .options
                 .get("path")
                 .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+            allowed(env.allowed_paths(), "source path", path)?;
             env.from_source(FileSource::new(path, format(def)?, schema), wm)
         }
         "kafka" | "upsert-kafka" => {
@@ -419,6 +433,7 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
                 .options
                 .get("path")
                 .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+            allowed(stream.allowed_paths(), "sink path", path)?;
             stream.sink(FileSink::new(path, format(def)?))
         }
         "kafka" | "upsert-kafka" => {

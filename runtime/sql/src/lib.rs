@@ -234,6 +234,11 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
                     Some(first.ok_or_else(|| bad("expected a directory"))?.into());
             }
         }
+        flink_rs_core::paths::KEY => {
+            return Err(bad(
+                "a cluster setting (the jobmanager's and taskmanagers' configuration), which a job cannot set",
+            ));
+        }
         k if k.starts_with("s3.") => {
             cfg.checkpoint
                 .storage_options
@@ -281,6 +286,10 @@ pub fn compile(
         });
     }
     // Configuration first: it shapes every operator.
+    let cluster_dirs = (
+        base.checkpoint.dir.clone(),
+        base.checkpoint.savepoint_dir.clone(),
+    );
     let mut cfg = base;
     let mut settings = std::collections::BTreeMap::new();
     for st in &statements {
@@ -360,6 +369,44 @@ pub fn compile(
             reset_after: Duration::from_secs(3600),
             attempts: u32::MAX,
         };
+    }
+    // The cluster's allowed paths: a job may keep the directories its cluster gives it, and
+    // choose others only inside them.
+    if let Some(allowed) = &cfg.allowed_paths {
+        for (key, dir, cluster) in [
+            (
+                "state.checkpoints.dir",
+                &cfg.checkpoint.dir,
+                &cluster_dirs.0,
+            ),
+            (
+                "state.savepoints.dir",
+                &cfg.checkpoint.savepoint_dir,
+                &cluster_dirs.1,
+            ),
+        ] {
+            if let Some(d) = dir.as_ref().filter(|d| Some(*d) != cluster.as_ref()) {
+                let at = statements
+                    .iter()
+                    .rfind(|st| {
+                        kind(st).starts_with("SET")
+                            && matches!(parse_set(st), Ok(Some((k, _))) if k == key)
+                    })
+                    .or(statements.first());
+                let message = allowed.check(key, d).err().unwrap_or_default();
+                if !message.is_empty() {
+                    return Err(match at {
+                        Some(st) => st.error(message),
+                        None => SqlError {
+                            statement: 0,
+                            line: 1,
+                            column: 1,
+                            message,
+                        },
+                    });
+                }
+            }
+        }
     }
     let env = StreamExecutionEnvironment::with_config(cfg);
     // Flink keeps identifiers as written (`dateTime`), so no lower-casing of unquoted names.
@@ -517,6 +564,71 @@ mod tests {
         );
         assert_eq!(excerpt("DROP TABLE t", 60), "DROP TABLE t");
         assert_eq!(excerpt("ab\u{e9}cd", 3), "ab\u{e9}…");
+    }
+
+    #[test]
+    fn a_job_reads_and_writes_only_inside_the_clusters_allowed_paths() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let allowed_dir = tmp.path().join("allowed");
+        let mut base = ExecutionConfig {
+            allowed_paths: Some(
+                flink_rs_core::paths::AllowedPaths::parse(&allowed_dir.display().to_string())
+                    .expect("paths"),
+            ),
+            ..ExecutionConfig::default()
+        };
+        base.checkpoint.dir = Some("/cluster/checkpoints".into());
+        let job = |sink: &str, extra: &str| {
+            format!(
+                "{extra}
+CREATE TABLE src (a BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '3');
+CREATE TABLE out (a BIGINT) WITH ('connector' = 'filesystem', 'path' = '{sink}', 'format' = 'csv');
+INSERT INTO out SELECT a FROM src;"
+            )
+        };
+        let inside = allowed_dir.join("out").display().to_string();
+        compile(&job(&inside, ""), base.clone(), &[]).expect("a sink inside");
+        // The cluster's own checkpoint directory stays usable.
+        compile(
+            &job(&inside, "SET 'execution.checkpointing.interval' = '1 s';"),
+            base.clone(),
+            &[],
+        )
+        .expect("the cluster's checkpoint directory");
+        let outside = tmp.path().join("elsewhere").display().to_string();
+        let e = compile(&job(&outside, ""), base.clone(), &[])
+            .expect_err("a sink outside")
+            .to_string();
+        assert!(
+            e.contains(&outside) && e.contains("sink path") && e.contains("line 4"),
+            "{e}"
+        );
+        let escape = format!("{}/../elsewhere", allowed_dir.display());
+        assert!(
+            compile(&job(&escape, ""), base.clone(), &[]).is_err(),
+            "`..` out of it"
+        );
+        let e = compile(
+            &job(&inside, "SET 'state.checkpoints.dir' = '/tmp/mine';"),
+            base.clone(),
+            &[],
+        )
+        .expect_err("a checkpoint directory outside")
+        .to_string();
+        assert!(
+            e.contains("state.checkpoints.dir") && e.contains("/tmp/mine"),
+            "{e}"
+        );
+        let e = compile(
+            &job(&inside, "SET 'flink-rs.filesystem.allowed-paths' = '/';"),
+            base.clone(),
+            &[],
+        )
+        .expect_err("a job widening them")
+        .to_string();
+        assert!(e.contains("cluster setting"), "{e}");
+        // Without the setting, anywhere.
+        compile(&job(&outside, ""), ExecutionConfig::default(), &[]).expect("no restriction");
     }
 
     #[test]

@@ -352,6 +352,11 @@ fn trigger(
     trigger_id: Option<String>,
 ) -> Early<Response> {
     let job = find(jm, id)?;
+    if let (Some(d), Some(allowed)) = (&dir, jm.allowed_paths()) {
+        allowed
+            .check("target-directory", d)
+            .map_err(|m| Box::new(error(StatusCode::BAD_REQUEST, m)))?;
+    }
     let request_id = jm.savepoint(&job, dir, stop, trigger_id);
     Ok((
         StatusCode::ACCEPTED,

@@ -112,6 +112,12 @@ impl StreamExecutionEnvironment {
         self
     }
 
+    /// Where this job's files may be (`flink-rs.filesystem.allowed-paths`), for connectors
+    /// that open paths.
+    pub fn allowed_paths(&self) -> Option<crate::paths::AllowedPaths> {
+        self.inner.borrow().graph.config.allowed_paths.clone()
+    }
+
     /// Adjusts the configuration.
     pub fn configure(&self, f: impl FnOnce(&mut ExecutionConfig)) -> &Self {
         f(&mut self.inner.borrow_mut().graph.config);
@@ -181,6 +187,11 @@ pub struct DataStream {
 
 impl DataStream {
     /// The schema of the stream's batches.
+    /// Where this job's files may be (see [`StreamExecutionEnvironment::allowed_paths`]).
+    pub fn allowed_paths(&self) -> Option<crate::paths::AllowedPaths> {
+        self.env.borrow().graph.config.allowed_paths.clone()
+    }
+
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
