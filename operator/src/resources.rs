@@ -294,43 +294,41 @@ pub fn network_policies(fj: &FlinkJob, operator: &OperatorPeer) -> Vec<NetworkPo
         json!([{ "podSelector": { "matchLabels": labels(fj, "taskmanager") } }]);
     let port = |p: i32| json!([{ "protocol": "TCP", "port": p }]);
     let metrics = json!({ "ports": port(metrics_port(fj)) });
-    let jm = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(fj, jobmanager_name(fj), "jobmanager"),
-        "spec": {
-            "podSelector": { "matchLabels": labels(fj, "jobmanager") },
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                { "from": from_taskmanagers, "ports": port(RPC_PORT) },
-                {
-                    "from": [{
-                        "namespaceSelector": {
-                            "matchLabels": { "kubernetes.io/metadata.name": operator.namespace },
-                        },
-                        "podSelector": {
-                            "matchLabels": { "app.kubernetes.io/name": operator.name_label },
-                        },
-                    }],
-                    "ports": port(REST_PORT),
-                },
-                metrics,
-            ],
+    // The pods of `component` admit `ingress` only.
+    let policy = |name: String, component: &str, ingress: Value| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": metadata(fj, name, component),
+            "spec": {
+                "podSelector": { "matchLabels": labels(fj, component) },
+                "policyTypes": ["Ingress"],
+                "ingress": ingress,
+            },
+        })
+    };
+    let from_operator = json!([{
+        "namespaceSelector": {
+            "matchLabels": { "kubernetes.io/metadata.name": operator.namespace },
         },
-    });
-    let tm = json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(fj, taskmanager_name(fj), "taskmanager"),
-        "spec": {
-            "podSelector": { "matchLabels": labels(fj, "taskmanager") },
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                { "from": from_taskmanagers, "ports": port(DATA_PORT) },
-                metrics,
-            ],
+        "podSelector": {
+            "matchLabels": { "app.kubernetes.io/name": operator.name_label },
         },
-    });
+    }]);
+    let jm = policy(
+        jobmanager_name(fj),
+        "jobmanager",
+        json!([
+            { "from": from_taskmanagers, "ports": port(RPC_PORT) },
+            { "from": from_operator, "ports": port(REST_PORT) },
+            metrics,
+        ]),
+    );
+    let tm = policy(
+        taskmanager_name(fj),
+        "taskmanager",
+        json!([{ "from": from_taskmanagers, "ports": port(DATA_PORT) }, metrics]),
+    );
     [jm, tm]
         .into_iter()
         .map(|v| serde_json::from_value(v).unwrap_or_default())

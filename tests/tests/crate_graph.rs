@@ -133,7 +133,10 @@ fn each_crate_depends_only_on_the_crates_below_it() {
                 "flink-rs-metrics",
             ]),
         ),
-        ("flink-rs-operator", set(&["flink-rs-rest-api"])),
+        (
+            "flink-rs-operator",
+            set(&["flink-rs-rest-api", "flink-rs-certificates"]),
+        ),
         ("flink-rs-e2e", set(&[])),
     ]
     .into_iter()
