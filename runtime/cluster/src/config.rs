@@ -169,12 +169,7 @@ pub fn execution_config(pairs: &[(String, String)]) -> Result<ExecutionConfig> {
     let mut cfg = ExecutionConfig::default();
     for (k, v) in pairs {
         if k == flink_rs_core::paths::KEY {
-            let paths =
-                flink_rs_core::paths::AllowedPaths::parse(v).map_err(|m| Error::Config {
-                    key: k.clone(),
-                    message: m,
-                })?;
-            cfg.allowed_paths = Some(paths);
+            cfg.allowed_paths = Some(allowed_paths(v)?);
             continue;
         }
         if is_process_key(k) {
@@ -186,6 +181,14 @@ pub fn execution_config(pairs: &[(String, String)]) -> Result<ExecutionConfig> {
         })?;
     }
     Ok(cfg)
+}
+
+/// `flink-rs.filesystem.allowed-paths`, or an error naming the key.
+pub fn allowed_paths(value: &str) -> Result<flink_rs_core::paths::AllowedPaths> {
+    flink_rs_core::paths::AllowedPaths::parse(value).map_err(|message| Error::Config {
+        key: flink_rs_core::paths::KEY.into(),
+        message,
+    })
 }
 
 /// Keys that configure the processes, not the jobs.

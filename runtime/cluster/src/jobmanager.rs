@@ -129,6 +129,8 @@ struct JobRecord {
 /// The jobmanager's state, shared by the gRPC service, the REST API and the job masters.
 pub struct JobManager {
     config: ClusterConfig,
+    /// `flink-rs.filesystem.allowed-paths`, parsed at start.
+    allowed_paths: Option<flink_rs_core::paths::AllowedPaths>,
     tms: Mutex<HashMap<String, Tm>>,
     routes: Mutex<HashMap<u64, Route>>,
     deployed: Mutex<HashMap<(u64, String), Sender<String>>>,
@@ -158,7 +160,14 @@ impl JobManager {
             )?),
             None => None,
         };
+        // Read once, and a bad value stops the jobmanager at start rather than leaving
+        // savepoint targets unchecked.
+        let allowed_paths = config
+            .get(flink_rs_core::paths::KEY)
+            .map(super::config::allowed_paths)
+            .transpose()?;
         Ok(Arc::new_cyclic(|me| JobManager {
+            allowed_paths,
             heartbeat_interval: config
                 .duration("heartbeat.interval", Duration::from_secs(1))
                 .unwrap_or(Duration::from_secs(1)),
@@ -399,11 +408,8 @@ impl JobManager {
     }
 
     /// `flink-rs.filesystem.allowed-paths` of this cluster, if set.
-    pub(crate) fn allowed_paths(&self) -> Option<flink_rs_core::paths::AllowedPaths> {
-        self.config
-            .execution_config()
-            .ok()
-            .and_then(|c| c.allowed_paths)
+    pub(crate) fn allowed_paths(&self) -> Option<&flink_rs_core::paths::AllowedPaths> {
+        self.allowed_paths.as_ref()
     }
 
     // ---- jobs ----

@@ -385,7 +385,11 @@ pub fn compile(
                 &cluster_dirs.1,
             ),
         ] {
-            if let Some(d) = dir.as_ref().filter(|d| Some(*d) != cluster.as_ref()) {
+            let Some(d) = dir.as_ref().filter(|d| Some(*d) != cluster.as_ref()) else {
+                continue;
+            };
+            if let Err(message) = allowed.check(key, d) {
+                // At the SET that chose it (an override has no statement: the first).
                 let at = statements
                     .iter()
                     .rfind(|st| {
@@ -393,18 +397,15 @@ pub fn compile(
                             && matches!(parse_set(st), Ok(Some((k, _))) if k == key)
                     })
                     .or(statements.first());
-                let message = allowed.check(key, d).err().unwrap_or_default();
-                if !message.is_empty() {
-                    return Err(match at {
-                        Some(st) => st.error(message),
-                        None => SqlError {
-                            statement: 0,
-                            line: 1,
-                            column: 1,
-                            message,
-                        },
-                    });
-                }
+                return Err(match at {
+                    Some(st) => st.error(message),
+                    None => SqlError {
+                        statement: 0,
+                        line: 1,
+                        column: 1,
+                        message,
+                    },
+                });
             }
         }
     }
