@@ -304,7 +304,34 @@ fn compile_text(
     Ok((text, job))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure prints `error: …` with its causes and exits with status 1.
+/// Never a Rust backtrace, even with `RUST_BACKTRACE` set: these are a user's errors (bad
+/// SQL, a missing file, an unreachable jobmanager), not the program's.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writing to a closed pipe ends the process silently, as `cat` or `grep` do, so that
+/// `flink-rs run job.sql | head` stops when `head` has read enough, instead of failing the
+/// printing task (and restarting it) over and over. Rust starts programs with SIGPIPE
+/// ignored; this restores the default for the commands whose output is meant for a pipe.
+/// Sockets are unaffected: the standard library sends with `MSG_NOSIGNAL`.
+#[allow(unsafe_code)]
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: `signal` with `SIG_DFL` installs no handler code; it is called once, at
+    // start-up, before this process writes to any pipe.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -316,6 +343,12 @@ fn main() -> anyhow::Result<()> {
         .init();
     exit_with_parent();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Run { .. } | Command::Explain { .. } | Command::Job { .. }
+    ) {
+        end_quietly_on_closed_pipe();
+    }
     match cli.command {
         Command::Run {
             script,

@@ -83,6 +83,21 @@ fn run_explain_and_errors() -> std::io::Result<()> {
         &bad,
         "CREATE TABLE t (a BIGINT) WITH ('connector' = 'nope');",
     )?;
+    // A user's error is a message and status 1, without a Rust backtrace even when the
+    // user has RUST_BACKTRACE on.
+    for missing in [bad.clone(), dir.path().join("missing.sql")] {
+        let r = flink_rs()
+            .arg("run")
+            .arg(&missing)
+            .env("RUST_BACKTRACE", "1")
+            .output()?;
+        assert_eq!(r.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(!err.contains("backtrace"), "{err}");
+        assert!(!err.contains("at ./"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
     let r = flink_rs().arg("run").arg(&bad).output()?;
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
@@ -90,6 +105,13 @@ fn run_explain_and_errors() -> std::io::Result<()> {
         err.contains("statement 1 (line 1, column 33): unknown connector 'nope'"),
         "{err}"
     );
+    let r = flink_rs()
+        .arg("run")
+        .arg(dir.path().join("missing.sql"))
+        .output()?;
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("missing.sql"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
 
     let r = flink_rs()
         .arg("run")
@@ -104,6 +126,62 @@ fn run_explain_and_errors() -> std::io::Result<()> {
 }
 
 mod common;
+
+/// `flink-rs run job.sql | head -n 3`: when the reader closes the pipe, an unbounded job
+/// printing to stdout ends at once and quietly, as `yes | head` does, instead of failing its
+/// printing task (and restarting it) for ever.
+#[test]
+fn a_closed_stdout_pipe_ends_an_unbounded_print_job_quietly() -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("print.sql");
+    std::fs::write(
+        &script,
+        "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
+           'fields.id.kind' = 'sequence', 'fields.id.start' = '1');
+         CREATE TABLE out (id BIGINT) WITH ('connector' = 'print');
+         SET 'execution.checkpointing.interval' = '100ms';
+         SET 'restart-strategy.type' = 'fixed-delay';
+         INSERT INTO out SELECT id FROM g;",
+    )?;
+    let mut child = flink_rs()
+        .arg("run")
+        .arg(&script)
+        .arg("--quiet")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..3 {
+        let line = lines.next().transpose()?;
+        assert!(line.is_some_and(|l| l.starts_with("+I[")));
+    }
+    // What `head` does once it has its lines: close the pipe.
+    drop(lines);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            panic!("the job kept running after its output pipe closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err)?;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(13), "ended by SIGPIPE: {status:?}");
+    assert!(!err.contains("WARN"), "{err}");
+    assert!(!err.contains("ERROR"), "{err}");
+    assert!(!err.contains("failed"), "{err}");
+    Ok(())
+}
 
 /// Whether `dir/{job}/chk-*` holds a completed checkpoint newer than `after`.
 fn newest_checkpoint(cp: &std::path::Path) -> Option<(String, u64)> {

@@ -202,7 +202,13 @@ fn connected_keyed_streams_join_both_inputs() -> Result<()> {
             ("reserve", DataType::Int64, false),
             ("ts", DataType::Int64, false),
         ]))?
-        .field("auction", FieldGen::Sequence { start: 1000 })?
+        .field(
+            "auction",
+            FieldGen::Sequence {
+                start: 1000,
+                end: None,
+            },
+        )?
         .field(
             "reserve",
             FieldGen::Random {
@@ -210,7 +216,13 @@ fn connected_keyed_streams_join_both_inputs() -> Result<()> {
                 max: 10_099,
             },
         )?
-        .field("ts", FieldGen::Sequence { start: 0 })?
+        .field(
+            "ts",
+            FieldGen::Sequence {
+                start: 0,
+                end: None,
+            },
+        )?
         .seed(7)
         .rows(100_000),
         Some(WatermarkStrategy::monotonous("ts")),

@@ -46,7 +46,13 @@ fn input_batches() -> Result<Vec<RecordBatch>> {
         .rows(ROWS)
         .field("auction", FieldGen::Random { min: 1, max: 200 })?
         .field("price", FieldGen::Random { min: 1, max: 1000 })?
-        .field("ts", FieldGen::Sequence { start: BASE_TS })?;
+        .field(
+            "ts",
+            FieldGen::Sequence {
+                start: BASE_TS,
+                end: None,
+            },
+        )?;
     let mut r = g.create_reader(0, 1)?;
     let mut out = Vec::new();
     while let SourcePoll::Batch { batch, .. } = r.poll_next()? {
@@ -311,7 +317,14 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         ("CREATE TABLE t (a BIGINT, d AS a +) WITH ('connector' = 'datagen');".into(), 1, 1, 32, "computed column `d`"),
         ("CREATE TABLE t (a BIGINT) WITH (connector = 'datagen');".into(), 1, 1, 33, "quoted option name"),
         ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen');\nCREATE TABLE t (b BIGINT) WITH ('connector' = 'datagen');".into(), 2, 2, 14, "already declared"),
-        ("CREATE TABLE t (a INT) WITH ('connector' = 'datagen');".into(), 1, 1, 30, "datagen generates BIGINT"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'filesystem', 'path' = 's3://bucket/out', 'format' = 'csv');".into(), 1, 1, 61, "s3:// paths are not supported yet"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'filesystem', 'path' = 'file://host/out', 'format' = 'csv');".into(), 1, 1, 61, "names a host"),
+        ("CREATE TABLE t (a DECIMAL(10, 2)) WITH ('connector' = 'datagen');".into(), 1, 1, 41, "datagen generates BOOLEAN"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'fields.a.kind' = 'sequence', 'fields.a.min' = '1');".into(), 1, 1, 88, "unsupported option 'fields.a.min' for datagen: a sequence Int64 column takes 'fields.a.kind', 'fields.a.start', 'fields.a.end'"),
+        ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'fields.a.kind' = 'sequence', 'fields.a.start' = '5', 'fields.a.end' = '1');".into(), 1, 1, 112, "end 1 is less than start 5"),
+        ("CREATE TABLE t (a BIGINT NOT NULL) WITH ('connector' = 'datagen', 'fields.a.null-rate' = '0.1');".into(), 1, 1, 67, "column `a` is NOT NULL"),
+        ("CREATE TABLE t (s STRING) WITH ('connector' = 'datagen', 'fields.s.max' = '3');".into(), 1, 1, 58, "takes 'fields.s.kind', 'fields.s.length', 'fields.s.null-rate'"),
+        ("CREATE TABLE t (ts TIMESTAMP(3)) WITH ('connector' = 'datagen', 'fields.ts.max-past' = 'a while');".into(), 1, 1, 65, "expected a duration"),
         ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'datagen', 'fields.b.kind' = 'random');".into(), 1, 1, 58, "names column `b`"),
         ("CREATE TABLE t (a BIGINT) WITH ('connector' = 'print', 'path' = '/tmp');".into(), 1, 1, 56, "unknown option 'path'"),
         (t("INSERT INTO bids SELECT auction, price, ts FROM bids;"), 3, 3, 13, "source connector and cannot be written"),
@@ -326,6 +339,57 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         (t("INSERT INTO out SELECT auction, price\nFROM bids\nWHERE pricee > 1;"), 3, 5, 7, "No field named pricee"),
         (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids WHERE DATE_FORMAT(ts, 'yyyy-ww') > '' GROUP BY auction;"), 3, 3, 1, "date pattern letter `ww`"),
     ]
+}
+
+/// Flink's datagen options: a sequence with an end ends the source after its last value
+/// (here before `number-of-rows`), `null-rate` empties that share of a column, `length` fixes
+/// a string's length, and every column type datagen supports is filled. The sink's path is a
+/// `file://` URI, as Flink users write it.
+#[test]
+fn datagen_sequences_end_and_options_shape_the_rows() -> Result<()> {
+    let script = "CREATE TABLE g (id INT, s STRING, b BOOLEAN, f FLOAT, d DATE, small SMALLINT,
+        n BIGINT, ts TIMESTAMP(3))
+      WITH ('connector' = 'datagen', 'number-of-rows' = '1000000',
+        'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '3000',
+        'fields.s.length' = '5', 'fields.n.null-rate' = '0.25',
+        'fields.small.min' = '-3', 'fields.small.max' = '3',
+        'fields.d.kind' = 'sequence', 'fields.d.start' = '19000', 'fields.d.end' = '99999',
+        'fields.ts.max-past' = '1 h');
+    CREATE TABLE out (id INT, s STRING, b BOOLEAN, f FLOAT, d DATE, small SMALLINT, n BIGINT,
+        recent BOOLEAN)
+      WITH ('connector' = 'filesystem', 'path' = 'file://{out}', 'format' = 'csv');
+    INSERT INTO out SELECT id, s, b, f, d, small, n,
+        ts > CURRENT_TIMESTAMP - INTERVAL '2' HOUR FROM g;";
+    for p in [1, 3] {
+        let lines = run_streaming(script, p)?;
+        // The id sequence (1..=3000) ran out first.
+        assert_eq!(lines.len(), 3000, "parallelism {p}");
+        let rows: Vec<Vec<&str>> = lines.iter().map(|l| l.split(',').collect()).collect();
+        let mut ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r[0].parse().expect("an INT id"))
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=3000).collect::<Vec<_>>());
+        for r in &rows {
+            assert_eq!(r[1].len(), 5, "{r:?}");
+            assert!(r[2] == "true" || r[2] == "false", "{r:?}");
+            let small: i64 = r[5].parse().expect("a SMALLINT");
+            assert!((-3..=3).contains(&small), "{r:?}");
+            // The date sequence runs alongside the ids: day 19000 is 2022-01-08.
+            let id: i64 = r[0].parse().expect("an INT id");
+            if id == 1 {
+                assert_eq!(r[4], "2022-01-08", "{r:?}");
+            }
+            assert_eq!(r[7], "true", "a timestamp at most an hour old: {r:?}");
+        }
+        let nulls = rows.iter().filter(|r| r[6].is_empty()).count();
+        assert!(
+            (600..=900).contains(&nulls),
+            "about a quarter of 3000 NULLs, got {nulls}"
+        );
+    }
+    Ok(())
 }
 
 #[test]
@@ -932,6 +996,21 @@ fn updating_group_by_changelog_ends_at_the_batch_result() -> Result<()> {
         .err();
     let msg = e.map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("accepts inserts only"), "{msg}");
+    // The input is bounded: the way out is batch mode.
+    assert!(
+        msg.contains("`SET 'execution.runtime-mode' = 'batch';`"),
+        "{msg}"
+    );
+    // Over unbounded input, the way out is a changelog sink or a window.
+    let unbounded = file_sink.replace("'number-of-rows'", "'rows-per-second'");
+    assert_ne!(unbounded, file_sink);
+    let msg = compile(&unbounded, ExecutionConfig::default(), &[])
+        .map(|_| ())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("group by a window TVF"), "{msg}");
+    assert!(!msg.contains("runtime-mode"), "{msg}");
     Ok(())
 }
 

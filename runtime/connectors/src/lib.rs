@@ -15,7 +15,7 @@ mod rate;
 
 pub use blackhole::BlackholeSink;
 pub use collection::CollectionSource;
-pub use datagen::{BidGenerator, DataGen, FieldGen, bid_schema};
+pub use datagen::{BidGenerator, DATAGEN_TYPES, DataGen, FieldGen, bid_schema, datagen_supports};
 pub use filesystem::{FileFormat, FileSink, FileSource};
 pub use flink_rs_core::api::{CollectSink, Collected, PrintSink};
 pub use kafka::{KafkaSink, KafkaSource};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use crate::ddl::TableDef;
 use flink_rs_connectors::{
@@ -91,6 +91,61 @@ fn format(def: &TableDef) -> Result<FileFormat, OptionError> {
     }
 }
 
+/// The local path a filesystem table's `'path'` names: a plain path, or a `file:` URI as
+/// Flink users write them (`file:///tmp/out`, `file:/tmp/out`). Any other scheme is refused
+/// rather than taken for a relative directory named `s3:`.
+fn file_path(def: &TableDef) -> Result<String, OptionError> {
+    let path = def
+        .options
+        .get("path")
+        .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+    let Some((scheme, rest)) = path.split_once(':').filter(|(scheme, _)| {
+        // A URI scheme: a letter, then letters, digits, `+`, `-` or `.` (RFC 3986).
+        scheme.len() > 1
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    }) else {
+        return Ok(path.clone());
+    };
+    if !scheme.eq_ignore_ascii_case("file") {
+        return Err(err(
+            "path",
+            format!(
+                "'{path}': the filesystem connector reads and writes local paths and file:// URIs; {scheme}:// paths are not supported yet"
+            ),
+        ));
+    }
+    // `file:///tmp/out` (an empty authority) or `file:/tmp/out`; `file://host/…` names
+    // another machine's file.
+    let local = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(_) => {
+            return Err(err(
+                "path",
+                format!(
+                    "'{path}' names a host; a file URI of this machine is file:///absolute/path"
+                ),
+            ));
+        }
+        None if rest.starts_with('/') => rest,
+        None => {
+            return Err(err(
+                "path",
+                format!("'{path}': a file URI holds an absolute path, as in file:///tmp/out"),
+            ));
+        }
+    };
+    if local.contains('%') {
+        return Err(err(
+            "path",
+            format!("'{path}': percent-encoded file URIs are not supported; write the path itself"),
+        ));
+    }
+    Ok(local.to_string())
+}
+
 /// Checks a table's options when it is declared (whether it will be read or written).
 pub fn validate(def: &TableDef) -> Result<(), OptionError> {
     let name = connector(def)?;
@@ -117,18 +172,12 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             number::<u64>(def, "number-of-rows")?;
             number::<f64>(def, "rows-per-second")?;
             for f in &def.columns {
-                let ok = matches!(
-                    f.data_type(),
-                    DataType::Int64
-                        | DataType::Float64
-                        | DataType::Utf8
-                        | DataType::Timestamp(TimeUnit::Millisecond, None)
-                );
-                if !ok {
+                if !flink_rs_connectors::datagen_supports(f.data_type()) {
                     return Err(err(
                         "connector",
                         format!(
-                            "datagen generates BIGINT, DOUBLE, STRING and TIMESTAMP(3) columns; `{}` is {}",
+                            "datagen generates {} columns; `{}` is {}",
+                            flink_rs_connectors::DATAGEN_TYPES,
                             f.name(),
                             f.data_type()
                         ),
@@ -136,33 +185,51 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
                 }
             }
             for k in def.options.keys().filter(|k| k.starts_with("fields.")) {
-                let mut parts = k.splitn(3, '.');
-                let (_, col, opt) = (
-                    parts.next(),
-                    parts.next().unwrap_or(""),
-                    parts.next().unwrap_or(""),
-                );
-                if !def.columns.iter().any(|f| f.name() == col) {
+                let col = k["fields.".len()..]
+                    .rsplit_once('.')
+                    .map_or("", |(col, _)| col);
+                let Some(field) = def.columns.iter().find(|f| f.name() == col) else {
                     return Err(err(
                         k,
                         format!("option '{k}' names column `{col}`, which the table does not have"),
                     ));
+                };
+                let supported = datagen_field_options(def, field)?;
+                let opt = &k["fields.".len() + col.len() + 1..];
+                if !supported.contains(&opt) {
+                    let kind = def
+                        .options
+                        .get(&format!("fields.{col}.kind"))
+                        .map_or("random", String::as_str);
+                    return Err(err(
+                        k,
+                        format!(
+                            "unsupported option '{k}' for datagen: a {kind} {} column takes {}",
+                            field.data_type(),
+                            supported
+                                .iter()
+                                .map(|o| format!("'fields.{col}.{o}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
                 }
                 match opt {
-                    "kind" => {}
                     "start" | "end" | "min" | "max" | "length" => {
                         number::<i64>(def, k)?;
                     }
-                    other => {
-                        return Err(err(
-                            k,
-                            format!(
-                                "unknown datagen field option '{other}'; use kind, start, min, max or length"
-                            ),
-                        ));
+                    "null-rate" => {
+                        number::<f64>(def, k)?;
                     }
+                    "max-past" => {
+                        duration(def, k)?;
+                    }
+                    _ => {}
                 }
             }
+            // The generator's own checks (min ≤ max, end ≥ start, null-rate on a NOT NULL
+            // column), at CREATE TABLE rather than when the job starts.
+            datagen(def, physical_schema(def)?)?;
             &["connector", "number-of-rows", "rows-per-second"]
         }
         "bids" => {
@@ -175,9 +242,7 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             &["connector", "events.num", "next-event.rate"]
         }
         "filesystem" => {
-            if !def.options.contains_key("path") {
-                return Err(err("connector", "the filesystem connector needs 'path'"));
-            }
+            file_path(def)?;
             format(def)?;
             number::<u64>(def, "sink.parallelism")?;
             &[
@@ -212,6 +277,116 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
         }
     }
     Ok(())
+}
+
+/// The `fields.<column>.*` options datagen takes for `field`, by its kind and type (as
+/// Flink's datagen: a sequence takes `start` and `end`, a random generator `min` and `max`,
+/// `length` for strings and `max-past` for timestamps; any column `null-rate`).
+fn datagen_field_options(
+    def: &TableDef,
+    field: &arrow::datatypes::Field,
+) -> Result<&'static [&'static str], OptionError> {
+    let key = format!("fields.{}.kind", field.name());
+    let kind = def.options.get(&key).map(String::as_str);
+    Ok(match (kind, field.data_type()) {
+        (Some("sequence"), DataType::Boolean) => {
+            return Err(err(
+                &key,
+                format!(
+                    "a BOOLEAN column such as `{}` cannot be a sequence",
+                    field.name()
+                ),
+            ));
+        }
+        (Some("sequence"), _) => &["kind", "start", "end", "null-rate"],
+        (Some("random") | None, DataType::Utf8) => &["kind", "length", "null-rate"],
+        (Some("random") | None, DataType::Boolean) => &["kind", "null-rate"],
+        (Some("random") | None, DataType::Timestamp(..) | DataType::Date32) => {
+            &["kind", "max-past", "null-rate"]
+        }
+        (Some("random") | None, _) => &["kind", "min", "max", "null-rate"],
+        (Some(other), _) => {
+            return Err(err(
+                &key,
+                format!("unknown kind '{other}'; use sequence or random"),
+            ));
+        }
+    })
+}
+
+/// A duration option (`'10 s'`, `'5 min'`, `'100'` milliseconds).
+fn duration(def: &TableDef, key: &str) -> Result<Option<Duration>, OptionError> {
+    def.options
+        .get(key)
+        .map(|v| {
+            crate::parse_duration(v).ok_or_else(|| {
+                err(
+                    key,
+                    format!("expected a duration such as '10 s' or '5 min', not '{v}'"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The datagen source a table's options describe (checked by `validate`).
+fn datagen(def: &TableDef, schema: SchemaRef) -> Result<DataGen, OptionError> {
+    let mut g = DataGen::new(schema.clone()).map_err(|e| err("connector", e.to_string()))?;
+    if let Some(n) = number::<u64>(def, "number-of-rows")? {
+        g = g.rows(n);
+    }
+    if let Some(r) = number::<f64>(def, "rows-per-second")? {
+        if r.is_nan() || r <= 0.0 {
+            return Err(err(
+                "rows-per-second",
+                format!("must be a positive number of rows, not {r}"),
+            ));
+        }
+        g = g.rate(r);
+    }
+    for f in schema.fields() {
+        let key = |k: &str| format!("fields.{}.{k}", f.name());
+        let kind = def.options.get(&key("kind")).map(String::as_str);
+        let fg = match kind {
+            Some("sequence") => {
+                let start = number::<i64>(def, &key("start"))?.unwrap_or(0);
+                let end = number::<i64>(def, &key("end"))?;
+                Some(FieldGen::Sequence { start, end })
+            }
+            _ => {
+                if let Some(past) = duration(def, &key("max-past"))? {
+                    Some(FieldGen::Past {
+                        max_past_ms: i64::try_from(past.as_millis()).unwrap_or(i64::MAX),
+                    })
+                } else {
+                    let min = number::<i64>(def, &key("min"))?;
+                    let max = number::<i64>(def, &key("max"))?;
+                    let length = number::<i64>(def, &key("length"))?;
+                    match (min, max, length) {
+                        (_, _, Some(n)) => Some(FieldGen::Random { min: n, max: n }),
+                        (None, None, None) => None,
+                        (a, b, None) => Some(FieldGen::Random {
+                            min: a.unwrap_or(0),
+                            max: b.unwrap_or(1000),
+                        }),
+                    }
+                }
+            }
+        };
+        if let Some(fg) = fg {
+            g = g.field(f.name(), fg).map_err(|e| match e {
+                flink_rs_core::Error::Config { key, message } => err(&key, message),
+                other => err(&key("kind"), other.to_string()),
+            })?;
+        }
+        if let Some(rate) = number::<f64>(def, &key("null-rate"))? {
+            g = g.null_rate(f.name(), rate).map_err(|e| match e {
+                flink_rs_core::Error::Config { key, message } => err(&key, message),
+                other => err(&key("null-rate"), other.to_string()),
+            })?;
+        }
+    }
+    Ok(g)
 }
 
 /// The physical schema a source table produces (declared columns, or the connector's own).
@@ -291,50 +466,7 @@ pub fn source(
     });
     let schema = physical_schema(def)?;
     let stream = match connector(def)? {
-        "datagen" => {
-            // Column types and options were checked by `validate` at CREATE TABLE.
-            let mut g =
-                DataGen::new(schema.clone()).map_err(|e| err("connector", e.to_string()))?;
-            if let Some(n) = number::<u64>(def, "number-of-rows")? {
-                g = g.rows(n);
-            }
-            if let Some(r) = number::<f64>(def, "rows-per-second")? {
-                g = g.rate(r);
-            }
-            for f in schema.fields() {
-                let key = |k: &str| format!("fields.{}.{k}", f.name());
-                let kind = def.options.get(&key("kind")).map(String::as_str);
-                let fg = match kind {
-                    Some("sequence") => Some(FieldGen::Sequence {
-                        start: number::<i64>(def, &key("start"))?.unwrap_or(0),
-                    }),
-                    Some("random") | None => {
-                        let min = number::<i64>(def, &key("min"))?;
-                        let max = number::<i64>(def, &key("max"))?
-                            .or(number::<i64>(def, &key("length"))?);
-                        match (min, max) {
-                            (None, None) => None,
-                            (a, b) => Some(FieldGen::Random {
-                                min: a.unwrap_or(0),
-                                max: b.unwrap_or(1000),
-                            }),
-                        }
-                    }
-                    Some(other) => {
-                        return Err(err(
-                            &key("kind"),
-                            format!("unknown kind '{other}'; use sequence or random"),
-                        ));
-                    }
-                };
-                if let Some(fg) = fg {
-                    g = g
-                        .field(f.name(), fg)
-                        .map_err(|e| err(&key("kind"), e.to_string()))?;
-                }
-            }
-            env.from_source(g, wm)
-        }
+        "datagen" => env.from_source(datagen(def, schema.clone())?, wm),
         "nexmark" => {
             let mut g = match number::<u64>(def, "events.num")? {
                 Some(n) => NexmarkGenerator::bounded(n),
@@ -371,11 +503,8 @@ pub fn source(
             declared_columns(env.from_source(g, wm), def)?
         }
         "filesystem" => {
-            let path = def
-                .options
-                .get("path")
-                .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
-            allowed(env.allowed_paths(), "source path", path)?;
+            let path = file_path(def)?;
+            allowed(env.allowed_paths(), "source path", &path)?;
             env.from_source(FileSource::new(path, format(def)?, schema), wm)
         }
         "kafka" | "upsert-kafka" => {
@@ -429,11 +558,8 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
         "print" => stream.sink(PrintSink::stdout()),
         "blackhole" => stream.sink(BlackholeSink::default()),
         "filesystem" => {
-            let path = def
-                .options
-                .get("path")
-                .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
-            allowed(stream.allowed_paths(), "sink path", path)?;
+            let path = file_path(def)?;
+            allowed(stream.allowed_paths(), "sink path", &path)?;
             stream.sink(FileSink::new(path, format(def)?))
         }
         "kafka" | "upsert-kafka" => {

@@ -15,11 +15,15 @@ use datafusion::prelude::SessionContext;
 
 type DfResult<T> = std::result::Result<T, DataFusionError>;
 
-/// Registers the functions with a planning (or oracle) context.
+/// Registers the functions with a planning (or oracle) context, and Flink's result types
+/// for `SUM` and `AVG` (`crate::aggregates`).
 pub fn register_flink_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(DateFormat::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(SplitIndex::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpExtract::new()));
+    for f in crate::aggregates::flink_typed_aggregates() {
+        ctx.register_udaf(f);
+    }
 }
 
 /// A literal argument, as a string (`None` when it is a column).

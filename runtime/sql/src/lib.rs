@@ -7,6 +7,7 @@
 //! becomes part of one job (a statement set), planned as: DataFusion logical plan →
 //! operators of the engine and the SQL crate's own ([`operators`]); see [`plan`].
 
+mod aggregates;
 mod connectors;
 mod ddl;
 mod functions;

@@ -663,8 +663,13 @@ pub fn checkpoint_state(state_bytes: u64, opts: &BenchOptions) -> Result<StateBe
     };
     config.state_backend = opts.state_backend.clone();
     let env = StreamExecutionEnvironment::with_config(config);
-    let gen_ = crate::connectors::DataGen::new(schema(&[("id", DataType::Int64, false)]))?
-        .field("id", crate::connectors::FieldGen::Sequence { start: 0 })?;
+    let gen_ = crate::connectors::DataGen::new(schema(&[("id", DataType::Int64, false)]))?.field(
+        "id",
+        crate::connectors::FieldGen::Sequence {
+            start: 0,
+            end: None,
+        },
+    )?;
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failed_at = Arc::new(std::sync::Mutex::new(None));
     let f = BigState {

@@ -369,10 +369,16 @@ impl Planner<'_> {
         };
         let def = sink.def.clone();
         if is_updating(&planned.stream) && !connectors::accepts_updates(&def) {
+            // The way out depends on why the result updates.
+            let hint = if self.bounded_input(&dml.input) {
+                "the input is bounded, but in STREAMING runtime mode a GROUP BY without a window updates its result row by row; `SET 'execution.runtime-mode' = 'batch';` writes the final result once, at the end"
+            } else {
+                "over unbounded input a GROUP BY without a window updates its result for ever; write it to a print, blackhole or upsert-kafka table, or group by a window TVF (TUMBLE, HOP, CUMULATE or SESSION) so that each window's result is final"
+            };
             return Err(st.error_near(
                 "GROUP",
                 format!(
-                    "this query's GROUP BY without a window produces an updating result, but the `{}` connector of table `{}` accepts inserts only; write it to a print or blackhole table, group by a window TVF, or run on bounded input",
+                    "this query produces an updating result, but the `{}` connector of table `{}` accepts inserts only: {hint}",
                     def.options.get("connector").map_or("?", String::as_str),
                     def.name
                 ),
