@@ -64,13 +64,28 @@ impl FlinkTyped {
             .collect())
     }
 
-    /// The type DataFusion's accumulator works on for an argument of type `t`.
-    fn widened(&self, t: &DataType) -> Result<DataType> {
-        Ok(self
+    /// What DataFusion's accumulator sees for argument fields `fields` (the first is `arg`)
+    /// and result field `ret`: the widened input type, the fields with that type, and its
+    /// own result field.
+    fn inner_view(
+        &self,
+        arg: &FieldRef,
+        fields: &[FieldRef],
+        ret: &FieldRef,
+    ) -> Result<(DataType, Vec<FieldRef>, FieldRef)> {
+        let t = arg.data_type();
+        let input = self
             .widened_all(std::slice::from_ref(t))?
             .into_iter()
             .next()
-            .unwrap_or_else(|| t.clone()))
+            .unwrap_or_else(|| t.clone());
+        let inner_fields = fields
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_data_type(input.clone())))
+            .collect();
+        let inner_return = self.inner.return_type(std::slice::from_ref(&input))?;
+        let return_field = Arc::new(Field::new(ret.name(), inner_return, ret.is_nullable()));
+        Ok((input, inner_fields, return_field))
     }
 }
 
@@ -140,19 +155,10 @@ impl AggregateUDFImpl for FlinkTyped {
         let Some(arg) = args.expr_fields.first() else {
             return self.inner.accumulator(args);
         };
-        let input = self.widened(arg.data_type())?;
-        let inner_fields: Vec<FieldRef> = args
-            .expr_fields
-            .iter()
-            .map(|f| Arc::new(f.as_ref().clone().with_data_type(input.clone())))
-            .collect();
-        let inner_return = self.inner.return_type(std::slice::from_ref(&input))?;
+        let (input, inner_fields, return_field) =
+            self.inner_view(arg, args.expr_fields, &args.return_field)?;
         let inner_args = AccumulatorArgs {
-            return_field: Arc::new(Field::new(
-                args.return_field.name(),
-                inner_return,
-                args.return_field.is_nullable(),
-            )),
+            return_field,
             expr_fields: &inner_fields,
             ..args
         };
@@ -167,20 +173,11 @@ impl AggregateUDFImpl for FlinkTyped {
         let Some(arg) = args.input_fields.first() else {
             return self.inner.state_fields(args);
         };
-        let input = self.widened(arg.data_type())?;
-        let inner_fields: Vec<FieldRef> = args
-            .input_fields
-            .iter()
-            .map(|f| Arc::new(f.as_ref().clone().with_data_type(input.clone())))
-            .collect();
-        let inner_return = self.inner.return_type(std::slice::from_ref(&input))?;
+        let (_, inner_fields, return_field) =
+            self.inner_view(arg, args.input_fields, &args.return_field)?;
         self.inner.state_fields(StateFieldsArgs {
             input_fields: &inner_fields,
-            return_field: Arc::new(Field::new(
-                args.return_field.name(),
-                inner_return,
-                args.return_field.is_nullable(),
-            )),
+            return_field,
             ..args
         })
     }
