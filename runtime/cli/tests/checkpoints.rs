@@ -277,10 +277,7 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
         .window(Windows::tumbling(Duration::from_millis(5)))
         .aggregate(Count)?
         .uid("windows")
-        .sink(FileSink::new(
-            out.join("windows"),
-            FileFormat::Csv { header: false },
-        ))
+        .sink(FileSink::new(out.join("windows"), FileFormat::csv()))
         .uid("windows-sink");
     if !spec.with_totals {
         return env.execute_async();
@@ -296,10 +293,7 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
             Totals::default(),
         )
         .uid("totals")
-        .sink(FileSink::new(
-            out.join("totals"),
-            FileFormat::Csv { header: false },
-        ))
+        .sink(FileSink::new(out.join("totals"), FileFormat::csv()))
         .uid("totals-sink");
     env.execute_async()
 }

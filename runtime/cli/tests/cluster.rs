@@ -649,10 +649,12 @@ fn rest_api_contract_and_cli() {
     assert!(e.contains("line 1") && e.contains("nope"), "{v}");
     // Bodies are bounded (2 MiB, docs/rest-api.yaml).
     let huge = "-- padding\n".repeat(300_000);
-    let (code, _) = c
+    let (code, v) = c
         .raw("POST", "/jobs", Some("text/plain"), &huge)
         .expect("huge body");
     assert_eq!(code, 413);
+    let e = v["errors"][0].as_str().unwrap_or_default();
+    assert!(e.contains("2 MiB"), "{v}");
 
     // Unknown ids: 404 everywhere.
     for (m, p) in [

@@ -615,7 +615,7 @@ fn window_job(
         .aggregate(Count)?
         .uid("windows");
     match out {
-        Out::Files(dir) => counts.sink(FileSink::new(dir, FileFormat::Csv { header: false })),
+        Out::Files(dir) => counts.sink(FileSink::new(dir, FileFormat::csv())),
         Out::Topic(topic, guarantee) => {
             let sink_schema = counts.schema();
             counts.sink(KafkaSink::new(KafkaSinkOptions {
@@ -840,19 +840,19 @@ fn an_idle_partition_does_not_hold_windows_back_and_new_topics_are_discovered() 
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("clicks-a,2024-01-01T00:00:00") && l.ends_with(",2")),
+            .any(|l| l.starts_with("clicks-a,2024-01-01 00:00:00,") && l.ends_with(",2")),
         "{lines:?}"
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("clicks-a,2024-01-01T00:00:05") && l.ends_with(",3")),
+            .any(|l| l.starts_with("clicks-a,2024-01-01 00:00:05,") && l.ends_with(",3")),
         "{lines:?}"
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("clicks-b,2024-01-01T00:00:15") && l.ends_with(",1")),
+            .any(|l| l.starts_with("clicks-b,2024-01-01 00:00:15,") && l.ends_with(",1")),
         "{lines:?}"
     );
     Ok(())

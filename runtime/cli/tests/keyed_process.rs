@@ -275,8 +275,8 @@ fn connected_keyed_streams_join_both_inputs() -> Result<()> {
 fn file_sink_and_source_round_trip_csv_and_json() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
     for (name, format) in [
-        ("csv", FileFormat::Csv { header: true }),
-        ("json", FileFormat::Json),
+        ("csv", FileFormat::csv_with_header()),
+        ("json", FileFormat::json()),
     ] {
         let path = dir.path().join(name);
         let env = StreamExecutionEnvironment::new();

@@ -27,26 +27,7 @@ use flink_rs_core::checkpoint::{CheckpointId, RestoredState};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::source::{Sink, SinkWriter, Source, SourcePoll, SourceReader};
 
-/// How file contents map to rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileFormat {
-    /// Comma-separated values; `header` says whether the first line names the columns.
-    Csv { header: bool },
-    /// One JSON object per line.
-    Json,
-    /// One row per line, in a single Utf8 column (Flink's `raw` format).
-    Raw,
-}
-
-impl FileFormat {
-    fn extension(&self) -> &'static str {
-        match self {
-            FileFormat::Csv { .. } => "csv",
-            FileFormat::Json => "json",
-            FileFormat::Raw => "txt",
-        }
-    }
-}
+pub use crate::file_format::FileFormat;
 
 /// Reads files of one format with a declared schema.
 #[derive(Debug, Clone)]
@@ -132,16 +113,13 @@ impl FileReader {
         let bs = self.source.batch_size;
         let p = path.to_path_buf();
         Ok(match &self.source.format {
-            FileFormat::Csv { header } => {
-                let r = arrow::csv::ReaderBuilder::new(schema)
-                    .with_header(*header)
-                    .with_batch_size(bs)
-                    .build(file)?;
+            FileFormat::Csv(csv) => {
+                let r = csv.reader(schema, bs, BufReader::new(file))?;
                 Box::new(
                     r.map(move |b| b.map_err(|e| Error::User(format!("{}: {e}", p.display())))),
                 )
             }
-            FileFormat::Json => {
+            FileFormat::Json(_) => {
                 let r = arrow::json::ReaderBuilder::new(schema)
                     .with_batch_size(bs)
                     .build(BufReader::new(file))?;
@@ -325,7 +303,10 @@ impl FileSink {
 
 enum Encoder {
     Csv(Box<arrow::csv::Writer<BufWriter<File>>>),
-    Json(arrow::json::LineDelimitedWriter<BufWriter<File>>),
+    Json(
+        arrow::json::Writer<BufWriter<File>, arrow::json::writer::LineDelimited>,
+        crate::file_format::JsonFormat,
+    ),
     Raw(BufWriter<File>),
 }
 
@@ -384,12 +365,8 @@ impl FileWriter {
             let file =
                 BufWriter::new(File::create(&path).map_err(|e| Error::io("create", &path, e))?);
             let encoder = match &self.format {
-                FileFormat::Csv { header } => Encoder::Csv(Box::new(
-                    arrow::csv::WriterBuilder::new()
-                        .with_header(*header)
-                        .build(file),
-                )),
-                FileFormat::Json => Encoder::Json(arrow::json::LineDelimitedWriter::new(file)),
+                FileFormat::Csv(csv) => Encoder::Csv(Box::new(csv.writer(file))),
+                FileFormat::Json(json) => Encoder::Json(json.writer(file), json.clone()),
                 FileFormat::Raw => Encoder::Raw(file),
             };
             self.current = Some(OpenPart {
@@ -413,7 +390,7 @@ impl FileWriter {
         let flush_err = |e| Error::io("flush", path.clone(), e);
         let file = match part.encoder {
             Encoder::Csv(w) => w.into_inner(),
-            Encoder::Json(mut w) => {
+            Encoder::Json(mut w, _) => {
                 w.finish()?;
                 w.into_inner()
             }
@@ -451,8 +428,8 @@ impl SinkWriter for FileWriter {
         let part = self.open_part()?;
         part.rows += batch.num_rows();
         match &mut part.encoder {
-            Encoder::Csv(w) => w.write(batch)?,
-            Encoder::Json(w) => w.write(batch)?,
+            Encoder::Csv(w) => crate::file_format::write_csv(w, batch)?,
+            Encoder::Json(w, json) => w.write(&json.prepare(batch)?)?,
             Encoder::Raw(w) => {
                 for r in 0..batch.num_rows() {
                     let vals: Vec<String> = flink_rs_core::rows::row_at(batch, r)

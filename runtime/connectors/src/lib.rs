@@ -7,19 +7,23 @@
 mod blackhole;
 mod collection;
 mod datagen;
+mod file_format;
 mod filesystem;
 mod kafka;
 mod nexmark;
 mod ranges;
 mod rate;
+mod text_values;
 
 pub use blackhole::BlackholeSink;
 pub use collection::CollectionSource;
 pub use datagen::{BidGenerator, DATAGEN_TYPES, DataGen, FieldGen, bid_schema, datagen_supports};
-pub use filesystem::{FileFormat, FileSink, FileSource};
+pub use file_format::{CsvFormat, FileFormat, JsonFormat};
+pub use filesystem::{FileSink, FileSource};
 pub use flink_rs_core::api::{CollectSink, Collected, PrintSink};
 pub use kafka::{KafkaSink, KafkaSource};
 pub use nexmark::{NexmarkGenerator, STRING_FIELDS, UnreadFields, nexmark_schema};
+pub use text_values::{TimestampStandard, with_flink_temporal_text};
 /// Kafka connector options and formats.
 pub mod kafka_options {
     pub use crate::kafka::{

@@ -7,8 +7,8 @@ use arrow::datatypes::{DataType, Schema, SchemaRef};
 
 use crate::ddl::TableDef;
 use flink_rs_connectors::{
-    BlackholeSink, DataGen, FieldGen, FileFormat, FileSink, FileSource, NexmarkGenerator,
-    PrintSink, nexmark_schema,
+    BlackholeSink, DataGen, FieldGen, FileSink, FileSource, NexmarkGenerator, PrintSink,
+    nexmark_schema,
 };
 use flink_rs_core::api::{DataStream, StreamExecutionEnvironment};
 use flink_rs_core::watermark::WatermarkStrategy;
@@ -63,32 +63,6 @@ fn number<T: std::str::FromStr>(def: &TableDef, key: &str) -> Result<Option<T>, 
                 .map_err(|_| err(key, format!("'{key}' must be a number, not '{v}'")))
         })
         .transpose()
-}
-
-fn format(def: &TableDef) -> Result<FileFormat, OptionError> {
-    match def
-        .options
-        .get("format")
-        .map(|s| s.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("csv") => Ok(FileFormat::Csv {
-            header: def
-                .options
-                .get("csv.include-header")
-                .is_some_and(|v| v == "true"),
-        }),
-        Some("json") => Ok(FileFormat::Json),
-        Some("raw") => Ok(FileFormat::Raw),
-        Some(other) => Err(err(
-            "format",
-            format!("unknown format '{other}'; use csv, json or raw"),
-        )),
-        None => Err(err(
-            "connector",
-            "the filesystem connector needs 'format' = 'csv' | 'json'",
-        )),
-    }
 }
 
 /// The local path a filesystem table's `'path'` names: a plain path, or a `file:` URI as
@@ -243,15 +217,17 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
         }
         "filesystem" => {
             file_path(def)?;
-            format(def)?;
+            crate::formats::file_format(def)?;
             number::<u64>(def, "sink.parallelism")?;
-            &[
-                "connector",
-                "path",
-                "format",
-                "csv.include-header",
-                "sink.parallelism",
-            ]
+            let formats = crate::formats::file_format_options(def);
+            return check_keys(
+                def,
+                &[
+                    &["connector", "path", "format", "sink.parallelism"],
+                    formats,
+                ]
+                .concat(),
+            );
         }
         "print" | "blackhole" => {
             number::<u64>(def, "sink.parallelism")?;
@@ -264,13 +240,20 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             ));
         }
     };
+    check_keys(def, allowed)
+}
+
+/// Every option of `def` is one of `allowed` (datagen's `fields.*` are checked column by
+/// column beforehand): anything else is refused, naming it and the known ones.
+fn check_keys(def: &TableDef, allowed: &[&str]) -> Result<(), OptionError> {
+    let name = connector(def)?;
     for k in def.options.keys() {
-        if !allowed.contains(&k.as_str()) && !k.starts_with("fields.") {
+        let per_field = name == "datagen" && k.starts_with("fields.");
+        if !allowed.contains(&k.as_str()) && !per_field {
             return Err(err(
                 k,
                 format!(
-                    "unknown option '{k}' for connector '{}'; known: {}",
-                    connector(def)?,
+                    "unknown option '{k}' for connector '{name}'; known: {}",
                     allowed.join(", ")
                 ),
             ));
@@ -505,7 +488,10 @@ pub fn source(
         "filesystem" => {
             let path = file_path(def)?;
             allowed(env.allowed_paths(), "source path", &path)?;
-            env.from_source(FileSource::new(path, format(def)?, schema), wm)
+            env.from_source(
+                FileSource::new(path, crate::formats::file_format(def)?, schema),
+                wm,
+            )
         }
         "kafka" | "upsert-kafka" => {
             let options = crate::kafka::source_options(def, schema)?;
@@ -560,7 +546,7 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
         "filesystem" => {
             let path = file_path(def)?;
             allowed(stream.allowed_paths(), "sink path", &path)?;
-            stream.sink(FileSink::new(path, format(def)?))
+            stream.sink(FileSink::new(path, crate::formats::file_format(def)?))
         }
         "kafka" | "upsert-kafka" => {
             let sink = flink_rs_connectors::KafkaSink::new(crate::kafka::sink_options(def)?)

@@ -7,6 +7,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 
 use crate::connectors::{OptionError, err};
 use crate::ddl::TableDef;
+use crate::formats::{boolean, character};
 use flink_rs_connectors::kafka_options::{
     BoundedMode, DeliveryGuarantee, KafkaSinkOptions, KafkaSourceOptions, MetadataKey, Partitioner,
     RecordFormat, StartupMode, Topics,
@@ -52,17 +53,6 @@ fn upsert(def: &TableDef) -> bool {
 
 fn opt<'a>(def: &'a TableDef, key: &str) -> Option<&'a str> {
     def.options.get(key).map(String::as_str)
-}
-
-fn boolean(def: &TableDef, key: &str) -> Result<bool, OptionError> {
-    match opt(def, key).map(str::to_ascii_lowercase).as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(v) => Err(err(
-            key,
-            format!("'{key}' must be true or false, not '{v}'"),
-        )),
-    }
 }
 
 fn millis(def: &TableDef, key: &str) -> Result<Option<i64>, OptionError> {
@@ -118,26 +108,10 @@ fn record_format(def: &TableDef, key: &str, prefix: &str) -> Result<RecordFormat
             fail_on_missing_field: boolean(def, &o("fail-on-missing-field"))?,
             ignore_parse_errors: boolean(def, &o("ignore-parse-errors"))?,
         },
-        "csv" => {
-            let d = opt(def, &o("field-delimiter")).unwrap_or(",");
-            let delimiter = match d.as_bytes() {
-                [b] => *b,
-                _ if d == "\\t" => b'\t',
-                _ => {
-                    return Err(err(
-                        &o("field-delimiter"),
-                        format!(
-                            "'{}' must be one character, not '{d}'",
-                            o("field-delimiter")
-                        ),
-                    ));
-                }
-            };
-            RecordFormat::Csv {
-                delimiter,
-                ignore_parse_errors: boolean(def, &o("ignore-parse-errors"))?,
-            }
-        }
+        "csv" => RecordFormat::Csv {
+            delimiter: character(def, &o("field-delimiter"))?.unwrap_or(b','),
+            ignore_parse_errors: boolean(def, &o("ignore-parse-errors"))?,
+        },
         "raw" => RecordFormat::Raw,
         "" => {
             return Err(err(

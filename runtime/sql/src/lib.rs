@@ -10,6 +10,7 @@
 mod aggregates;
 mod connectors;
 mod ddl;
+mod formats;
 mod functions;
 mod kafka;
 mod operators;

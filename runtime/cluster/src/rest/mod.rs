@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 pub(crate) mod auth;
+mod body_limit;
 mod dashboard;
 mod monitoring;
 
@@ -57,11 +58,16 @@ pub(crate) fn router(jm: Arc<JobManager>, token: Option<Arc<auth::BearerToken>>)
         .route("/taskmanagers", get(taskmanagers))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .with_state(jm);
-    match token {
+        .with_state(jm)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            body_limit::MAX_BODY_BYTES,
+        ));
+    let app = match token {
         Some(t) => app.layer(axum::middleware::from_fn_with_state(t, auth::require)),
         None => app,
-    }
+    };
+    // Outermost: an oversized body is refused before authentication reads anything.
+    app.layer(axum::middleware::from_fn(body_limit::bounded))
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {

@@ -13,6 +13,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 
 use flink_rs_core::error::{Error, Result};
 
+use crate::text_values::{TimestampStandard, with_flink_temporal_text};
+
 /// How a message's key or value maps to a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordFormat {
@@ -293,8 +295,11 @@ impl RowEncoder {
         match &self.format {
             RecordFormat::Json { .. } => {
                 let mut buf = Vec::new();
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-                w.write(batch)?;
+                // As Flink's json: NULL fields written as `null`, timestamps as its text.
+                let mut w = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+                w.write(&with_flink_temporal_text(batch, TimestampStandard::Sql)?)?;
                 w.finish()?;
                 drop(w);
                 // JSON escapes newlines inside strings: each line is one row.
@@ -311,21 +316,24 @@ impl RowEncoder {
                 }
                 Ok(rows)
             }
-            RecordFormat::Csv { delimiter, .. } => (0..n)
-                .map(|r| {
-                    let mut buf = Vec::new();
-                    let mut w = arrow::csv::WriterBuilder::new()
-                        .with_header(false)
-                        .with_delimiter(*delimiter)
-                        .build(&mut buf);
-                    w.write(&batch.slice(r, 1))?;
-                    drop(w);
-                    while buf.last() == Some(&b'\n') {
-                        buf.pop();
-                    }
-                    Ok(buf)
-                })
-                .collect(),
+            RecordFormat::Csv { delimiter, .. } => {
+                let batch = with_flink_temporal_text(batch, TimestampStandard::Sql)?;
+                (0..n)
+                    .map(|r| {
+                        let mut buf = Vec::new();
+                        let mut w = arrow::csv::WriterBuilder::new()
+                            .with_header(false)
+                            .with_delimiter(*delimiter)
+                            .build(&mut buf);
+                        w.write(&batch.slice(r, 1))?;
+                        drop(w);
+                        while buf.last() == Some(&b'\n') {
+                            buf.pop();
+                        }
+                        Ok(buf)
+                    })
+                    .collect()
+            }
             RecordFormat::Raw => {
                 let col = batch
                     .column(0)
