@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 
+use crate::computed_source::{ComputedColumns, ComputedSource};
 use crate::ddl::TableDef;
 use flink_rs_connectors::{
     BlackholeSink, DataGen, FieldGen, FileSink, FileSource, NexmarkGenerator, PrintSink,
     nexmark_schema,
 };
 use flink_rs_core::api::{DataStream, StreamExecutionEnvironment};
+use flink_rs_core::source::Source;
 use flink_rs_core::watermark::WatermarkStrategy;
 
 /// Source connectors (for errors).
@@ -432,11 +434,37 @@ fn declared_columns(s: DataStream, def: &TableDef) -> Result<DataStream, OptionE
 }
 
 /// `unread`: the nexmark string fields no statement reads (filled in while planning).
+/// Reads `source`, each batch extended with `computed` columns when they are given.
+fn read(
+    env: &StreamExecutionEnvironment,
+    source: impl Source,
+    wm: Option<WatermarkStrategy>,
+    computed: &Option<ComputedColumns>,
+) -> DataStream {
+    match computed {
+        Some(c) => env.from_source(ComputedSource::new(source, c.clone()), wm),
+        None => env.from_source(source, wm),
+    }
+}
+
+/// The stream of a source table. `computed`: the table's computed columns, evaluated as the
+/// source reads (a watermark on a computed column needs them there); without it the stream
+/// has the physical columns only.
 pub fn source(
     env: &StreamExecutionEnvironment,
     def: &TableDef,
     unread: &flink_rs_connectors::UnreadFields,
+    computed: Option<ComputedColumns>,
 ) -> Result<DataStream, OptionError> {
+    let name = connector(def)?;
+    if computed.is_some() && (name == "nexmark" || name == "bids") {
+        return Err(err(
+            "connector",
+            format!(
+                "the {name} generator keeps its own event time; a watermark on a computed column needs a datagen, filesystem or kafka table"
+            ),
+        ));
+    }
     let wm = def.watermark.as_ref().map(|(col, delay)| {
         if *delay == 0 {
             WatermarkStrategy::monotonous(col.clone())
@@ -449,7 +477,7 @@ pub fn source(
     });
     let schema = physical_schema(def)?;
     let stream = match connector(def)? {
-        "datagen" => env.from_source(datagen(def, schema.clone())?, wm),
+        "datagen" => read(env, datagen(def, schema.clone())?, wm, &computed),
         "nexmark" => {
             let mut g = match number::<u64>(def, "events.num")? {
                 Some(n) => NexmarkGenerator::bounded(n),
@@ -488,9 +516,11 @@ pub fn source(
         "filesystem" => {
             let path = file_path(def)?;
             allowed(env.allowed_paths(), "source path", &path)?;
-            env.from_source(
+            read(
+                env,
                 FileSource::new(path, crate::formats::file_format(def)?, schema),
                 wm,
+                &computed,
             )
         }
         "kafka" | "upsert-kafka" => {
@@ -509,7 +539,7 @@ pub fn source(
             };
             let source = flink_rs_connectors::KafkaSource::new(options)
                 .map_err(|e| err("connector", e.to_string()))?;
-            env.from_source(source, wm)
+            read(env, source, wm, &computed)
         }
         "print" | "blackhole" => {
             return Err(err(

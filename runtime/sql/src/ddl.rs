@@ -333,19 +333,16 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
         }
     }
     if let Some((col, _)) = &def.watermark {
-        if !def.columns.iter().any(|f| f.name() == col) {
-            let computed = def.computed.iter().any(|(n, _, _)| n == col);
-            let msg = if computed {
-                format!(
-                    "the watermark column `{col}` is computed; declare it as a physical TIMESTAMP(3) column of the source"
-                )
-            } else {
+        let physical = def.columns.iter().any(|f| f.name() == col);
+        let computed = def.computed.iter().any(|(n, _, _)| n == col);
+        if !physical && !computed {
+            return Err(st.error_at_offset(
+                watermark_at,
                 format!(
                     "the watermark column `{col}` is not a column of `{}`",
                     def.name
-                )
-            };
-            return Err(st.error_at_offset(watermark_at, msg));
+                ),
+            ));
         }
     }
     while t.keyword("COMMENT") || t.keyword("PARTITIONED") {

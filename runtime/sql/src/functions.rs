@@ -1,6 +1,7 @@
 //! Flink SQL's built-in scalar functions that DataFusion lacks or spells differently, so a
 //! Flink script runs unchanged: `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm')` (Java date patterns),
-//! `SPLIT_INDEX(s, sep, i)` (0-based, NULL past the end) and `REGEXP_EXTRACT(s, re, group)`.
+//! `SPLIT_INDEX(s, sep, i)` (0-based, NULL past the end), `REGEXP_EXTRACT(s, re, group)` and
+//! `TO_TIMESTAMP_LTZ(epoch, precision)`.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn register_flink_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(DateFormat::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(SplitIndex::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpExtract::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(ToTimestampLtz::new()));
     for f in crate::aggregates::flink_typed_aggregates() {
         ctx.register_udaf(f);
     }
@@ -339,6 +341,76 @@ impl ScalarUDFImpl for RegexpExtract {
             b.append_option(m);
         }
         let out: ArrayRef = Arc::new(b.finish());
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `TO_TIMESTAMP_LTZ(epoch [, precision])`: epoch seconds (precision 0) or milliseconds
+/// (precision 3, the default) as a `TIMESTAMP_LTZ(3)`, as in Flink; the usual source of an
+/// event-time column (`ts AS TO_TIMESTAMP_LTZ(epoch_ms, 3)`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToTimestampLtz {
+    signature: Signature,
+}
+
+impl ToTimestampLtz {
+    fn new() -> Self {
+        ToTimestampLtz {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ToTimestampLtz {
+    fn name(&self) -> &str {
+        "to_timestamp_ltz"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> DfResult<Vec<DataType>> {
+        let usage = "TO_TIMESTAMP_LTZ takes an integer epoch and a precision, 0 (seconds) or 3 (milliseconds)";
+        match args {
+            [epoch] | [epoch, _] if !epoch.is_integer() && !epoch.is_null() => {
+                plan_err!("{usage}, not {epoch}")
+            }
+            [_] => Ok(vec![DataType::Int64]),
+            [_, _] => Ok(vec![DataType::Int64, DataType::Int64]),
+            _ => plan_err!("{usage}"),
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Timestamp(
+            TimeUnit::Millisecond,
+            Some("UTC".into()),
+        ))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let per_unit = match args.args.get(1) {
+            None => 1,
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(3)))) => 1,
+            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(0)))) => 1_000,
+            Some(other) => {
+                return exec_err!(
+                    "TO_TIMESTAMP_LTZ's precision must be the literal 0 (seconds) or 3 (milliseconds), not {other:?}"
+                );
+            }
+        };
+        let Some(epoch) = args.args.first() else {
+            return exec_err!("TO_TIMESTAMP_LTZ takes an epoch");
+        };
+        let epoch = epoch.to_array(n)?;
+        let millis: arrow::array::TimestampMillisecondArray = epoch
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .map(|v| v.and_then(|v| v.checked_mul(per_unit)))
+            .collect();
+        let out: ArrayRef = Arc::new(millis.with_timezone("UTC"));
         Ok(ColumnarValue::Array(out))
     }
 }

@@ -8,6 +8,7 @@
 //! operators of the engine and the SQL crate's own ([`operators`]); see [`plan`].
 
 mod aggregates;
+mod computed_source;
 mod connectors;
 mod ddl;
 mod formats;

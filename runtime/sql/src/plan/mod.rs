@@ -28,6 +28,7 @@ use datafusion::common::{DFSchema, DataFusionError};
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, WriteOp};
 use datafusion::prelude::SessionContext;
 
+use crate::computed_source::ComputedColumns;
 use crate::connectors::{self, OptionError};
 use crate::ddl::TableDef;
 use crate::operators::group_aggregate::{AggKind, GroupAggregate};
@@ -227,11 +228,30 @@ impl Planner<'_> {
             let (_, field) = e
                 .to_field(&df)
                 .map_err(|e| st.error_at_offset(*at, format!("computed column `{name}`: {e}")))?;
-            fields.push(Field::new(
-                name,
-                field.data_type().clone(),
-                field.is_nullable(),
-            ));
+            let mut dt = field.data_type().clone();
+            let mut e = e;
+            if def.watermark.as_ref().is_some_and(|(c, _)| c == name) {
+                // Event time is kept in milliseconds (TIMESTAMP(3), TIMESTAMP_LTZ(3)).
+                match &dt {
+                    DataType::Timestamp(TimeUnit::Millisecond, _) => {}
+                    DataType::Timestamp(_, tz) => {
+                        dt = DataType::Timestamp(TimeUnit::Millisecond, tz.clone());
+                        e = Expr::Cast(datafusion::logical_expr::Cast::new(
+                            Box::new(e),
+                            dt.clone(),
+                        ));
+                    }
+                    other => {
+                        return Err(st.error_at_offset(
+                            *at,
+                            format!(
+                                "the watermark column `{name}` must be a TIMESTAMP(3) or TIMESTAMP_LTZ(3), but `{text}` is {other}"
+                            ),
+                        ));
+                    }
+                }
+            }
+            fields.push(Field::new(name, dt, field.is_nullable()));
             computed.push((name.clone(), e));
         }
         let visible = Arc::new(Schema::new(fields));
@@ -524,23 +544,32 @@ impl Planner<'_> {
             .tables
             .get(&name.to_ascii_lowercase())
             .ok_or_else(|| st.error_near(name, format!("unknown table `{name}`")))?;
-        // Computed columns are evaluated over the source's columns.
+        // Computed columns are evaluated over the source's columns: in the source itself
+        // when the watermark is on one of them, else in a projection after it.
         let computed: Vec<Expr> = t.computed.iter().map(|(_, e)| e.clone()).collect();
         self.note_field_uses(None, &computed);
-        let stream = connectors::source(self.env, &t.def, &self.unread).map_err(|e| {
-            let at = crate::script::find_word(&st.text[base..], name)
-                .map(|a| a + base)
-                .unwrap_or(base);
-            st.error_at_offset(
-                at,
-                format!(
-                    "table `{}` (declared in statement {}): {}",
-                    t.def.name, t.statement, e.message
-                ),
-            )
-        })?;
+        let in_source = match &t.def.watermark {
+            Some((col, _)) if t.computed.iter().any(|(n, _)| n == col) => {
+                Some(self.computed_columns(st, base, t)?)
+            }
+            _ => None,
+        };
+        let evaluated_in_source = in_source.is_some();
+        let stream =
+            connectors::source(self.env, &t.def, &self.unread, in_source).map_err(|e| {
+                let at = crate::script::find_word(&st.text[base..], name)
+                    .map(|a| a + base)
+                    .unwrap_or(base);
+                st.error_at_offset(
+                    at,
+                    format!(
+                        "table `{}` (declared in statement {}): {}",
+                        t.def.name, t.statement, e.message
+                    ),
+                )
+            })?;
         let stream = stream.name(&format!("Source: {}", t.def.name));
-        if t.computed.is_empty() {
+        if t.computed.is_empty() || evaluated_in_source {
             return Ok((stream, t));
         }
         let physical_schema = stream.schema().clone();
@@ -555,6 +584,36 @@ impl Planner<'_> {
         let s = project(&stream, &exprs, &df, t.visible.clone(), "Computed columns")
             .map_err(|e| df_error(st, &e, base))?;
         Ok((s, t))
+    }
+
+    /// The table's computed columns as a function of the physical columns a source reads.
+    fn computed_columns(
+        &self,
+        st: &Statement,
+        base: usize,
+        t: &Table,
+    ) -> Result<ComputedColumns, SqlError> {
+        let physical_schema =
+            connectors::physical_schema(&t.def).map_err(|e| self.opt_err(st, &t.def, e))?;
+        let df = DFSchema::try_from(physical_schema.as_ref().clone())
+            .map_err(|e| df_error(st, &e, base))?;
+        let exprs: Vec<Expr> = physical_schema
+            .fields()
+            .iter()
+            .map(|f| Expr::Column(datafusion::common::Column::from_name(f.name())))
+            .chain(t.computed.iter().map(|(_, e)| e.clone()))
+            .collect();
+        let phys = exprs
+            .iter()
+            .map(|e| expr::physical(e, &df))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| df_error(st, &e, base))?;
+        let schema = t.visible.clone();
+        let out = schema.clone();
+        Ok(ComputedColumns {
+            schema,
+            evaluate: Arc::new(move |b| expr::eval_all(&phys, &out, b)),
+        })
     }
 
     pub(crate) fn translate(
