@@ -191,8 +191,13 @@ fn oracle_as(
 }
 
 fn check(name: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
+    check_with(name, "", sink_cols, query, oracle)
+}
+
+/// `check` with `setup` statements (views) after the input's DDL.
+fn check_with(name: &str, setup: &str, sink_cols: &str, query: &str, oracle: &str) -> Result<()> {
     let script = format!(
-        "{}\nCREATE TABLE out ({sink_cols}) WITH ('connector' = 'filesystem', 'path' = '{{out}}', 'format' = 'csv');\nINSERT INTO out {query};",
+        "{}\n{setup}\nCREATE TABLE out ({sink_cols}) WITH ('connector' = 'filesystem', 'path' = '{{out}}', 'format' = 'csv');\nINSERT INTO out {query};",
         bids_ddl(0)
     );
     let expected = run_batch(oracle)?;
@@ -251,6 +256,30 @@ fn tumbling_windows_match_the_batch_oracle() -> Result<()> {
              FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids)
              GROUP BY ws, auction % 7",
             win("ws", 5000)
+        ),
+    )
+}
+
+/// Cascaded windows, as in Flink's docs: a window TVF over the rows of a window aggregate,
+/// its `window_time` (renamed) as the event time. Ten-second windows summed from two-second
+/// ones equal ten-second windows of the input.
+#[test]
+fn cascaded_windows_on_window_time_match_the_batch_oracle() -> Result<()> {
+    check_with(
+        "cascade",
+        "CREATE VIEW w2 AS SELECT window_start AS s2, window_time AS rowtime, bucket,
+           COUNT(*) AS c, SUM(price) AS total, MAX(price) AS hi
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND))
+         GROUP BY window_start, window_end, window_time, bucket;",
+        "window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, cnt BIGINT, total BIGINT, hi BIGINT",
+        "SELECT window_start, window_end, bucket, SUM(c), SUM(total), MAX(hi)
+         FROM TABLE(TUMBLE(TABLE w2, DESCRIPTOR(rowtime), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end, bucket",
+        &format!(
+            "SELECT {}, auction % 7, COUNT(*), SUM(price), MAX(price)
+             FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 10000 AS ws FROM bids)
+             GROUP BY ws, auction % 7",
+            win("ws", 10000)
         ),
     )
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{BooleanArray, RecordBatch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 mod collect;
 mod print;
@@ -186,12 +186,12 @@ pub struct DataStream {
 }
 
 impl DataStream {
-    /// The schema of the stream's batches.
     /// Where this job's files may be (see [`StreamExecutionEnvironment::allowed_paths`]).
     pub fn allowed_paths(&self) -> Option<crate::paths::AllowedPaths> {
         self.env.borrow().graph.config.allowed_paths.clone()
     }
 
+    /// The schema of the stream's batches.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
@@ -199,6 +199,28 @@ impl DataStream {
     /// The event-time column, when the stream has one.
     pub fn time_column(&self) -> Option<&str> {
         self.time_column.as_deref()
+    }
+
+    /// The same stream with its event time read from `column`, a copy of its current
+    /// event-time column under another name (as a projection `window_time AS rowtime` makes):
+    /// the watermarks flowing with the rows stay valid for it.
+    pub fn with_time_column(mut self, column: &str) -> Result<DataStream> {
+        let field = self
+            .schema
+            .field_with_name(column)
+            .map_err(|_| Error::config("time column", format!("no column `{column}`")))?;
+        if !matches!(
+            field.data_type(),
+            DataType::Int64 | DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, _)
+        ) {
+            return Err(Error::ColumnType {
+                name: column.to_string(),
+                expected: "Int64 or Timestamp(Millisecond) event time".into(),
+                actual: field.data_type().to_string(),
+            });
+        }
+        self.time_column = Some(column.to_string());
+        Ok(self)
     }
 
     /// Whether the job's state backend keeps state beyond a memory budget on disk

@@ -87,7 +87,25 @@ pub(crate) fn project(
         .map(|e| physical(e, input))
         .collect::<Result<_, _>>()?;
     let out2 = out.clone();
-    Ok(stream
-        .map_batches(out, move |b| eval_all(&phys, &out2, &b))
-        .name(name))
+    let projected = stream
+        .map_batches(out.clone(), move |b| eval_all(&phys, &out2, &b))
+        .name(name);
+    // The event-time column under a new name (`window_time AS rowtime`) stays event time:
+    // a window TVF over the result (cascaded windows) reads it.
+    if projected.time_column().is_none() {
+        if let Some(time) = stream.time_column() {
+            let is_time = |e: &Expr| match e {
+                Expr::Column(c) => c.name == time,
+                Expr::Alias(a) => matches!(a.expr.as_ref(), Expr::Column(c) if c.name == time),
+                _ => false,
+            };
+            let renamed = exprs.iter().zip(out.fields()).find(|(e, _)| is_time(e));
+            if let Some((_, field)) = renamed {
+                return projected
+                    .with_time_column(field.name())
+                    .map_err(|e| DataFusionError::Plan(e.to_string()));
+            }
+        }
+    }
+    Ok(projected)
 }
