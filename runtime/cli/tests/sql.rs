@@ -284,6 +284,31 @@ fn cascaded_windows_on_window_time_match_the_batch_oracle() -> Result<()> {
     )
 }
 
+/// OVER aggregates in event-time order, as Flink runs them: a ROWS frame, a RANGE frame of
+/// an interval and the default (unbounded) frame, each equal to DataFusion's batch result,
+/// at parallelism 1 and 4 and on the disk backend.
+#[test]
+fn over_aggregates_match_the_batch_oracle() -> Result<()> {
+    let cols =
+        "auction BIGINT, price BIGINT, ts TIMESTAMP(3), s BIGINT, c BIGINT, lo BIGINT, hi BIGINT";
+    for (name, frame) in [
+        ("rows", "ROWS BETWEEN 2 PRECEDING AND CURRENT ROW"),
+        (
+            "range",
+            "RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW",
+        ),
+        ("unbounded", ""),
+    ] {
+        let q = format!(
+            "SELECT auction, price, ts, SUM(price) OVER w, COUNT(*) OVER w, MIN(price) OVER w,
+               MAX(price) OVER w
+             FROM bids WINDOW w AS (PARTITION BY auction ORDER BY ts {frame})"
+        );
+        check(name, cols, &q, &q)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn hopping_windows_match_the_batch_oracle() -> Result<()> {
     let parts: Vec<String> = (0..3)
@@ -399,6 +424,8 @@ fn error_cases() -> Vec<(String, usize, usize, usize, &'static str)> {
         (t("INSERT INTO out SELECT auction FROM bids;"), 3, 3, 1, "different number of columns"),
         (t("INSERT INTO out SELECT auction, rn FROM (SELECT auction, RANK() OVER (PARTITION BY auction ORDER BY price) AS rn FROM bids) WHERE rn <= 1;").replace("'number-of-rows' = '10'", "'rows-per-second' = '10'"), 3, 3, 65, "updating Top-N: it needs ROW_NUMBER()"),
         (t("INSERT INTO out SELECT auction, LAG(price) OVER (PARTITION BY auction ORDER BY ts) FROM bids;"), 3, 3, 44, "LAG() OVER is not supported"),
+        (t("INSERT INTO out SELECT auction, SUM(price) OVER (PARTITION BY auction ORDER BY price) FROM bids;"), 3, 3, 44, "must ORDER BY the input's event-time attribute (a column with a WATERMARK), ascending"),
+        (t("INSERT INTO out SELECT auction, SUM(price) OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 1 PRECEDING AND 1 FOLLOWING) FROM bids;"), 3, 3, 44, "must end at CURRENT ROW"),
         (t("INSERT INTO out SELECT auction, ROW_NUMBER() OVER (PARTITION BY auction) FROM bids;"), 3, 3, 46, "needs an ORDER BY"),
         (t("INSERT INTO out SELECT auction, price\nFROM bids\nWHERE pricee > 1;"), 3, 5, 7, "No field named pricee"),
         (t("INSERT INTO out SELECT auction, COUNT(*) FROM bids WHERE DATE_FORMAT(ts, 'yyyy-ww') > '' GROUP BY auction;"), 3, 3, 1, "date pattern letter `ww`"),
@@ -1231,6 +1258,58 @@ fn every_source_read(job: &JobHandle, rows: u64, what: &str) {
             .collect();
         !sources.is_empty() && sources.iter().all(|n| *n >= rows)
     });
+}
+
+/// OVER aggregate state (waiting rows, frames, running sums) is keyed state: stopped with a
+/// savepoint mid-run at parallelism 2 on the heap backend and resumed at parallelism 3 on the
+/// disk backend, the job commits exactly DataFusion's result over the whole input.
+#[test]
+fn over_aggregates_resume_from_a_savepoint_at_another_parallelism_and_backend() -> Result<()> {
+    let query = "SELECT auction, price, ts, SUM(price) OVER w, COUNT(*) OVER w, MAX(price) OVER w
+         FROM bids WINDOW w AS (PARTITION BY auction ORDER BY ts
+           RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW)";
+    let expected = run_batch(query)?;
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let (out, sp) = (dir.path().join("out"), dir.path().join("sp"));
+    let script = format!(
+        "{}\nCREATE TABLE out (auction BIGINT, price BIGINT, ts TIMESTAMP(3), s BIGINT, c BIGINT, hi BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+         INSERT INTO out {query};",
+        bids_ddl(0).replace(
+            "'number-of-rows' = '60000',",
+            "'number-of-rows' = '60000', 'rows-per-second' = '25000',"
+        ),
+        out.display()
+    );
+    let run_on = |p: usize, restore: Option<&str>, backend: &[(&str, &str)]| {
+        let mut set = vec![("parallelism.default".to_string(), p.to_string())];
+        if let Some(path) = restore {
+            set.push(("execution.savepoint.path".into(), path.to_string()));
+        }
+        set.extend(backend.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        compile(&script, ExecutionConfig::default(), &set)
+            .map_err(|e| Error::User(e.to_string()))?
+            .env
+            .execute_async()
+    };
+    let job = run_on(2, None, &[])?;
+    every_source_read(&job, 15_000, "half of the input");
+    let savepoint = job.stop_with_savepoint(Some(&sp.display().to_string()))?;
+    assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
+    let before = common::committed(&out).len();
+    assert!(
+        before > 0 && before < expected.len(),
+        "the stop should come mid-run ({before} of {} rows written)",
+        expected.len()
+    );
+    assert_eq!(
+        run_on(3, Some(&savepoint), DISK)?.wait()?,
+        JobOutcome::Finished
+    );
+    let after = common::committed(&out);
+    assert_eq!(after.len(), expected.len(), "rows after the resume");
+    assert!(after == expected, "OVER aggregates after the resume");
+    Ok(())
 }
 
 #[test]

@@ -112,6 +112,31 @@ fn cast_all(values: &[ArrayRef], to: &DataType) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
+impl FlinkTyped {
+    /// The accumulator `make` creates from the inner function, between Flink's types.
+    fn typed(
+        &self,
+        args: AccumulatorArgs,
+        make: impl FnOnce(&AggregateUDF, AccumulatorArgs) -> Result<Box<dyn Accumulator>>,
+    ) -> Result<Box<dyn Accumulator>> {
+        let Some(arg) = args.expr_fields.first() else {
+            return make(&self.inner, args);
+        };
+        let (input, inner_fields, return_field) =
+            self.inner_view(arg, args.expr_fields, &args.return_field)?;
+        let inner_args = AccumulatorArgs {
+            return_field,
+            expr_fields: &inner_fields,
+            ..args
+        };
+        Ok(Box::new(Typed {
+            inner: make(&self.inner, inner_args)?,
+            input,
+            output: args.return_field.data_type().clone(),
+        }))
+    }
+}
+
 impl AggregateUDFImpl for FlinkTyped {
     fn name(&self) -> &str {
         self.inner.name()
@@ -152,21 +177,12 @@ impl AggregateUDFImpl for FlinkTyped {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let Some(arg) = args.expr_fields.first() else {
-            return self.inner.accumulator(args);
-        };
-        let (input, inner_fields, return_field) =
-            self.inner_view(arg, args.expr_fields, &args.return_field)?;
-        let inner_args = AccumulatorArgs {
-            return_field,
-            expr_fields: &inner_fields,
-            ..args
-        };
-        Ok(Box::new(Typed {
-            inner: self.inner.accumulator(inner_args)?,
-            input,
-            output: args.return_field.data_type().clone(),
-        }))
+        self.typed(args, |inner, a| inner.accumulator(a))
+    }
+
+    /// For bounded OVER frames (`ROWS BETWEEN n PRECEDING`): DataFusion's retracting one.
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        self.typed(args, |inner, a| inner.create_sliding_accumulator(a))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {

@@ -86,6 +86,16 @@ impl KeyedContext<'_> {
         self.now
     }
 
+    /// Runs `f` with the current key's state scoped to `ns`: a key's state is kept per
+    /// namespace (a window's, or any slice a function chooses, such as the rows of one
+    /// timestamp), each stored and loaded apart. Timers registered inside carry `ns` too.
+    pub fn with_namespace<R>(&mut self, ns: Namespace, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = std::mem::replace(&mut self.ns, ns);
+        let r = f(self);
+        self.ns = saved;
+        r
+    }
+
     /// Fires `on_timer` for the current key when the watermark reaches `ts`.
     pub fn register_event_time_timer(&mut self, ts: Timestamp) {
         self.timers

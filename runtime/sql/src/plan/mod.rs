@@ -11,6 +11,7 @@
 mod error;
 mod expr;
 pub(crate) mod join;
+pub(crate) mod over;
 pub(crate) mod rank;
 mod schema;
 

@@ -62,6 +62,12 @@ impl Planner<'_> {
         limit: Option<usize>,
     ) -> Result<Planned, SqlError> {
         let dferr = |e: DataFusionError| df_error(st, &e, base);
+        let aggregates = w.window_expr.iter().all(|e| {
+            matches!(strip(e), Expr::WindowFunction(f) if crate::plan::over::is_over_aggregate(&f.fun.name().to_ascii_lowercase()))
+        });
+        if aggregates {
+            return self.over_aggregate(st, base, tvfs, w);
+        }
         let at = crate::script::find_word(&st.text[base..], "OVER").map_or(base, |a| a + base);
         let mut kinds = Vec::new();
         let mut spec: Option<(Vec<Expr>, Vec<datafusion::logical_expr::SortExpr>)> = None;
@@ -77,7 +83,7 @@ impl Planner<'_> {
                     return Err(st.error_at_offset(
                         at,
                         format!(
-                            "{}() OVER is not supported in streaming SQL; ROW_NUMBER, RANK and DENSE_RANK are (Top-N and deduplication)",
+                            "{}() OVER is not supported in streaming SQL; ROW_NUMBER, RANK and DENSE_RANK are (Top-N and deduplication), and SUM, COUNT, AVG, MIN and MAX as OVER aggregates",
                             other.to_uppercase()
                         ),
                     ));
