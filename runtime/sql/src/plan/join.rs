@@ -64,7 +64,7 @@ fn interval_ms(e: &Expr) -> Option<i64> {
 }
 
 /// The key type both sides' join keys are cast to (the engine keys by integers and strings).
-fn key_type(l: &DataType, r: &DataType) -> DataType {
+pub(crate) fn key_type(l: &DataType, r: &DataType) -> DataType {
     let int_like = |t: &DataType| t.is_integer() || matches!(t, DataType::Timestamp(..));
     if int_like(l) && int_like(r) {
         DataType::Int64
@@ -129,6 +129,41 @@ fn pair_predicate(e: &Expr, ls: &DFSchema, rs: &DFSchema) -> Option<PairPredicat
         negated,
         b: b2,
     })
+}
+
+/// A join side's stream: its columns, then the join keys (`__jk0`, …) cast to one type per
+/// key (a constant key when there are none); returns the keys' column names.
+pub(crate) fn with_join_keys<'e>(
+    stream: &DataStream,
+    schema: &DFSchema,
+    keys: impl Iterator<Item = &'e Expr>,
+    key_types: &[DataType],
+) -> Result<(DataStream, Vec<String>), DataFusionError> {
+    let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+    let mut fields: Vec<Field> = arrow_schema(schema)
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut names = Vec::new();
+    for (i, (k, t)) in keys.zip(key_types).enumerate() {
+        exprs.push(Expr::Cast(Cast::new(Box::new(k.clone()), t.clone())));
+        names.push(format!("__jk{i}"));
+        fields.push(Field::new(format!("__jk{i}"), t.clone(), true));
+    }
+    if names.is_empty() {
+        exprs.push(Expr::Literal(ScalarValue::Int64(Some(0)), None));
+        names.push("__jk0".into());
+        fields.push(Field::new("__jk0", DataType::Int64, false));
+    }
+    let s = project(
+        stream,
+        &exprs,
+        schema,
+        Arc::new(Schema::new(fields)),
+        "Calc[join keys]",
+    )?;
+    Ok((s, names))
 }
 
 impl Planner<'_> {
@@ -221,6 +256,9 @@ impl Planner<'_> {
         .find_map(|w| crate::script::find_word(&st.text[base..], w))
         .map_or(base, |a| a + base);
         let outer = match j.join_type {
+            JoinType::LeftSemi | JoinType::RightSemi | JoinType::LeftAnti | JoinType::RightAnti => {
+                return self.semi_join(st, base, tvfs, j, join_word);
+            }
             JoinType::Inner => [false, false],
             JoinType::Left => [true, false],
             JoinType::Right => [false, true],
@@ -357,39 +395,10 @@ impl Planner<'_> {
                 .map(|(l, r)| Ok(key_type(&l.get_type(&ls)?, &r.get_type(&rs)?)))
                 .collect::<Result<_, DataFusionError>>()
                 .map_err(dferr)?;
-        let keyed = |stream: &DataStream,
-                     schema: &DFSchema,
-                     keys: Vec<&Expr>|
-         -> Result<(DataStream, Vec<String>), DataFusionError> {
-            let mut exprs: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
-            let mut fields: Vec<Field> = arrow_schema(schema)
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            let mut names = Vec::new();
-            for (i, (k, t)) in keys.iter().zip(&key_types).enumerate() {
-                exprs.push(Expr::Cast(Cast::new(Box::new((*k).clone()), t.clone())));
-                names.push(format!("__jk{i}"));
-                fields.push(Field::new(format!("__jk{i}"), t.clone(), true));
-            }
-            if keys.is_empty() {
-                exprs.push(Expr::Literal(ScalarValue::Int64(Some(0)), None));
-                names.push("__jk0".into());
-                fields.push(Field::new("__jk0", DataType::Int64, false));
-            }
-            let s = project(
-                stream,
-                &exprs,
-                schema,
-                Arc::new(Schema::new(fields)),
-                "Calc[join keys]",
-            )?;
-            Ok((s, names))
-        };
-        let (left, lk) = keyed(&left, &ls, j.on.iter().map(|(l, _)| l).collect()).map_err(dferr)?;
+        let (left, lk) =
+            with_join_keys(&left, &ls, j.on.iter().map(|(l, _)| l), &key_types).map_err(dferr)?;
         let (right, rk) =
-            keyed(&right, &rs, j.on.iter().map(|(_, r)| r).collect()).map_err(dferr)?;
+            with_join_keys(&right, &rs, j.on.iter().map(|(_, r)| r), &key_types).map_err(dferr)?;
 
         let target = arrow_schema(&j.schema);
         let rows_schema = rows_schema(&target);

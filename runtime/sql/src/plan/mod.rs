@@ -14,6 +14,7 @@ pub(crate) mod join;
 pub(crate) mod over;
 pub(crate) mod rank;
 mod schema;
+mod semi_join;
 
 pub(crate) use error::*;
 pub(crate) use expr::*;
