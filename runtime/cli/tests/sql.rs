@@ -1271,6 +1271,25 @@ fn updating_top_n_changelog_ends_at_the_batch_result() -> Result<()> {
     Ok(())
 }
 
+/// Starts `script` at parallelism `p`, from the savepoint `restore` if given, with more
+/// `settings` (a state backend).
+fn start_job(
+    script: &str,
+    p: usize,
+    restore: Option<&str>,
+    settings: &[(&str, &str)],
+) -> Result<JobHandle> {
+    let mut set = vec![("parallelism.default".to_string(), p.to_string())];
+    if let Some(path) = restore {
+        set.push(("execution.savepoint.path".into(), path.to_string()));
+    }
+    set.extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    compile(script, ExecutionConfig::default(), &set)
+        .map_err(|e| Error::User(e.to_string()))?
+        .env
+        .execute_async()
+}
+
 /// Join state is checkpointed like any keyed state: an interval join and a window join, stopped
 /// with a savepoint mid-run at parallelism 2 and resumed from it at parallelism 4, commit
 /// exactly what DataFusion computes over the whole input.
@@ -1309,15 +1328,7 @@ fn over_aggregates_resume_from_a_savepoint_at_another_parallelism_and_backend() 
         out.display()
     );
     let run_on = |p: usize, restore: Option<&str>, backend: &[(&str, &str)]| {
-        let mut set = vec![("parallelism.default".to_string(), p.to_string())];
-        if let Some(path) = restore {
-            set.push(("execution.savepoint.path".into(), path.to_string()));
-        }
-        set.extend(backend.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        compile(&script, ExecutionConfig::default(), &set)
-            .map_err(|e| Error::User(e.to_string()))?
-            .env
-            .execute_async()
+        start_job(&script, p, restore, backend)
     };
     let job = run_on(2, None, &[])?;
     every_source_read(&job, 15_000, "half of the input");
@@ -1376,15 +1387,7 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
         out_w.display()
     );
     let run_on = |p: usize, restore: Option<&str>, backend: &[(&str, &str)]| {
-        let mut set = vec![("parallelism.default".to_string(), p.to_string())];
-        if let Some(path) = restore {
-            set.push(("execution.savepoint.path".into(), path.to_string()));
-        }
-        set.extend(backend.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        compile(&script, ExecutionConfig::default(), &set)
-            .map_err(|e| Error::User(e.to_string()))?
-            .env
-            .execute_async()
+        start_job(&script, p, restore, backend)
     };
     let run = |p: usize, restore: Option<&str>| run_on(p, restore, &[]);
     let job = run(2, None)?;

@@ -421,6 +421,18 @@ impl JobManager {
         overrides: Vec<(String, String)>,
         job_id: Option<String>,
     ) -> Result<Arc<Job>> {
+        self.submit_as(script, overrides, job_id, None)
+    }
+
+    /// `submit`; with `ended`, the job is shown in that terminal state and not run (it ended
+    /// before this jobmanager started).
+    fn submit_as(
+        &self,
+        script: &str,
+        overrides: Vec<(String, String)>,
+        job_id: Option<String>,
+        ended: Option<JobStatus>,
+    ) -> Result<Arc<Job>> {
         let base = self.config.execution_config()?;
         let compiled =
             flink_rs_sql::compile(script, base, &overrides).map_err(|e| Error::Config {
@@ -472,7 +484,10 @@ impl JobManager {
             settings: self.config.pairs(),
             overrides: overrides.clone(),
         });
-        let handle = execute_with(graph, Some(deployer))?;
+        let handle = match ended {
+            Some(status) => JobHandle::ended(id.clone(), status),
+            None => execute_with(graph, Some(deployer))?,
+        };
         let job = Arc::new(Job {
             id: id.clone(),
             name,
@@ -485,28 +500,41 @@ impl JobManager {
             inputs,
             operations: Mutex::default(),
         });
-        self.record(&job, None);
+        if ended.is_some() {
+            if let Ok(mut end) = job.end_ms.lock() {
+                *end = Some(job.start_ms);
+            }
+        }
+        self.record(&job, ended);
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.push(job.clone());
         }
-        tracing::info!(job = %id, "job submitted");
+        match ended {
+            Some(status) => {
+                tracing::info!(job = %id, %status, "job ended before this jobmanager started; not run again")
+            }
+            None => tracing::info!(job = %id, "job submitted"),
+        }
         Ok(job)
     }
 
     /// Writes `_job.json` for a job (when checkpoint storage is configured).
     fn record(&self, job: &Job, ended: Option<JobStatus>) {
-        let Some(storage) = &self.storage else { return };
-        let rec = JobRecord {
+        self.write_record(&JobRecord {
             id: job.id.clone(),
             name: job.name.clone(),
             script: job.script.clone(),
             overrides: job.overrides.clone(),
             ended,
-        };
-        match serde_json::to_vec_pretty(&rec) {
+        });
+    }
+
+    fn write_record(&self, rec: &JobRecord) {
+        let Some(storage) = &self.storage else { return };
+        match serde_json::to_vec_pretty(rec) {
             Ok(json) => {
-                if let Err(e) = storage.put(&format!("{}/_job.json", job.id), Bytes::from(json)) {
-                    tracing::warn!(job = %job.id, error = %e, "cannot record the job");
+                if let Err(e) = storage.put(&format!("{}/_job.json", rec.id), Bytes::from(json)) {
+                    tracing::warn!(job = %rec.id, error = %e, "cannot record the job");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode the job record"),
@@ -516,6 +544,28 @@ impl JobManager {
     /// Application mode (`jobmanager --job FILE --job-id ID`, what the Kubernetes operator
     /// runs): starts the job `id` from `script`, from the point the module doc states.
     pub fn start_application(&self, script: &str, id: &str) -> Result<Arc<Job>> {
+        // A job that ended (finished, stopped with a savepoint, cancelled, failed for good)
+        // is not run again when its jobmanager restarts: its sinks committed their output,
+        // and a run from its last checkpoint would write part of it twice. As Flink's job
+        // result store.
+        if let Some(storage) = &self.storage {
+            if let Some(bytes) = storage.get(&format!("{id}/_job.json"))? {
+                if let Ok(JobRecord {
+                    ended: Some(status),
+                    ..
+                }) = serde_json::from_slice::<JobRecord>(&bytes)
+                {
+                    if status.is_terminal() {
+                        return self.submit_as(
+                            script,
+                            Vec::new(),
+                            Some(id.to_string()),
+                            Some(status),
+                        );
+                    }
+                }
+            }
+        }
         let configured = self.config.get("execution.savepoint.path");
         let from = match &self.storage {
             Some(storage) => restore_point(storage, id, configured)?,
@@ -588,6 +638,34 @@ impl JobManager {
 
     pub fn job(&self, id: &str) -> Option<Arc<Job>> {
         self.jobs().into_iter().find(|j| j.id == id)
+    }
+
+    /// Records that job `id` ended, before it reports so: `_job.json` with its final state
+    /// (a jobmanager started later does not run it again) and its end time.
+    fn record_end(
+        &self,
+        id: &str,
+        script: &str,
+        overrides: &[(String, String)],
+        status: JobStatus,
+    ) {
+        match self.job(id) {
+            Some(job) => {
+                if let Ok(mut end) = job.end_ms.lock() {
+                    end.get_or_insert_with(now_millis);
+                }
+                self.record(&job, Some(status));
+            }
+            // Ended before it was listed (at once): the record from what the deployer knows.
+            None => self.write_record(&JobRecord {
+                id: id.to_string(),
+                name: id.to_string(),
+                script: script.to_string(),
+                overrides: overrides.to_vec(),
+                ended: Some(status),
+            }),
+        }
+        tracing::info!(job = %id, state = ?status, "job ended");
     }
 
     /// Marks ended jobs (end time, `_job.json`).
@@ -729,6 +807,12 @@ fn send(tx: &TmTx, msg: to_task_manager::Msg) {
 }
 
 impl RemoteDeployer for ClusterDeployer {
+    fn job_ended(&self, job_id: &str, status: JobStatus) {
+        if let Some(jm) = self.jm.upgrade() {
+            jm.record_end(job_id, &self.script, &self.overrides, status);
+        }
+    }
+
     fn deploy(&self, req: DeployRequest<'_>) -> Result<RemoteAttempt> {
         let jm = self
             .jm

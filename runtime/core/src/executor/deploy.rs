@@ -28,6 +28,10 @@ pub trait RemoteDeployer: Send + Sync {
     /// checkpoint directory to restore from. Fails (and leaves nothing running) when too few
     /// slots are free or a taskmanager refuses.
     fn deploy(&self, request: DeployRequest<'_>) -> Result<RemoteAttempt>;
+
+    /// The job ended in `status` (called before the job reports it): a cluster that runs
+    /// jobs again after a restart records here that this one must not be.
+    fn job_ended(&self, _job_id: &str, _status: JobStatus) {}
 }
 
 /// What a cluster needs to deploy one attempt.

@@ -211,6 +211,30 @@ pub struct JobHandle {
 }
 
 impl JobHandle {
+    /// A job that ended before this process started (a jobmanager restarted after its job
+    /// finished, was cancelled or failed for good): it reports `status` and never runs again,
+    /// which would repeat output its sinks committed. Savepoints are declined.
+    pub fn ended(job_id: String, status: JobStatus) -> JobHandle {
+        let (commands, _) = bounded(1);
+        let outcome = match status {
+            JobStatus::Canceled => Ok(JobOutcome::Cancelled),
+            JobStatus::Failed => Err(Error::User(format!(
+                "job {job_id} had failed before this process started"
+            ))),
+            _ => Ok(JobOutcome::Finished),
+        };
+        JobHandle {
+            master: std::thread::spawn(move || outcome),
+            commands,
+            shared: Arc::new(Shared {
+                stats: Mutex::new(CheckpointStats::default()),
+                metrics: Mutex::new(Vec::new()),
+                status: Mutex::new((status, None)),
+            }),
+            job_id,
+        }
+    }
+
     /// The job's id (names its checkpoint directory).
     pub fn job_id(&self) -> &str {
         &self.job_id

@@ -132,6 +132,8 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
         .name("job-master".into())
         .spawn(move || {
             let status = master_shared.clone();
+            let remote = plan.remote.clone();
+            let job = plan.job_id.clone();
             let mut m = Master {
                 plan,
                 shared: master_shared,
@@ -154,11 +156,16 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                     Err(e) => Err(e),
                 },
             };
-            match &result {
-                Ok(JobOutcome::Cancelled) => status.set_status(JobStatus::Canceled, None),
-                Ok(_) => status.set_status(JobStatus::Finished, None),
-                Err(e) => status.set_status(JobStatus::Failed, Some(e.to_string())),
+            let (end, error) = match &result {
+                Ok(JobOutcome::Cancelled) => (JobStatus::Canceled, None),
+                Ok(_) => (JobStatus::Finished, None),
+                Err(e) => (JobStatus::Failed, Some(e.to_string())),
+            };
+            // The cluster records the end durably before anyone can see it.
+            if let Some(r) = &remote {
+                r.job_ended(&job, end);
             }
+            status.set_status(end, error);
             result
         })
         .map_err(|e| Error::io("spawn job master thread", "", e))?;
