@@ -1518,48 +1518,63 @@ fn counts_per_window_batch(filter: &str) -> String {
 
 /// `table.exec.state.ttl`: a regular join drops a row that long (processing time) after
 /// storing it, so later rows of its key no longer meet it; without a TTL every row joins.
+/// The same for an `IN` subquery (a semi join): a row waiting for its key's first match is
+/// dropped after the TTL.
 #[test]
 fn regular_join_state_ttl_forgets_old_rows() -> Result<()> {
-    // Left: six keys at once. Right: the same keys at two rows per second, so keys 2-5
-    // come at least a second after the left rows.
-    let script = |set: &str| {
-        format!(
-            "{set}
-             CREATE TABLE l (k BIGINT, a BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '6',
-               'fields.k.kind' = 'sequence', 'fields.k.start' = '0', 'fields.a.kind' = 'sequence', 'fields.a.start' = '100');
-             CREATE TABLE r (k BIGINT, b BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '6', 'rows-per-second' = '2',
-               'fields.k.kind' = 'sequence', 'fields.k.start' = '0', 'fields.b.kind' = 'sequence', 'fields.b.start' = '200');
-             CREATE TABLE out (k BIGINT, a BIGINT, b BIGINT) WITH ('connector' = 'filesystem', 'path' = '{{out}}', 'format' = 'csv');
-             INSERT INTO out SELECT l.k, a, b FROM l JOIN r ON l.k = r.k;"
+    for (insert, kind, out_cols) in [
+        (
+            "SELECT l.k, a, b FROM l JOIN r ON l.k = r.k",
+            "Join[state ttl 300 ms]",
+            "k BIGINT, a BIGINT, b BIGINT",
+        ),
+        (
+            "SELECT k, a FROM l WHERE k IN (SELECT k FROM r)",
+            "LeftSemiJoin[state ttl 300 ms]",
+            "k BIGINT, a BIGINT",
+        ),
+    ] {
+        // Left: six keys at once. Right: the same keys at two rows per second, so keys 2-5
+        // come at least a second after the left rows.
+        let script = |set: &str| {
+            format!(
+                "{set}
+                 CREATE TABLE l (k BIGINT, a BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '6',
+                   'fields.k.kind' = 'sequence', 'fields.k.start' = '0', 'fields.a.kind' = 'sequence', 'fields.a.start' = '100');
+                 CREATE TABLE r (k BIGINT, b BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '6', 'rows-per-second' = '2',
+                   'fields.k.kind' = 'sequence', 'fields.k.start' = '0', 'fields.b.kind' = 'sequence', 'fields.b.start' = '200');
+                 CREATE TABLE out ({out_cols}) WITH ('connector' = 'filesystem', 'path' = '{{out}}', 'format' = 'csv');
+                 INSERT INTO out {insert};"
+            )
+        };
+        let all = run_streaming(&script(""), 1)?;
+        assert_eq!(all.len(), 6, "without a TTL every key joins: {all:?}");
+        let explained = compile(
+            &script("SET 'table.exec.state.ttl' = '300 ms';").replace("{out}", "/tmp/unused"),
+            ExecutionConfig::default(),
+            &[],
         )
-    };
-    let all = run_streaming(&script(""), 1)?;
-    assert_eq!(all.len(), 6, "without a TTL every key joins: {all:?}");
-    let explained = compile(
-        &script("SET 'table.exec.state.ttl' = '300 ms';").replace("{out}", "/tmp/unused"),
-        ExecutionConfig::default(),
-        &[],
-    )
-    .map_err(|e| Error::User(e.to_string()))?
-    .env
-    .graph()
-    .explain();
-    assert!(explained.contains("Join[state ttl 300 ms]"), "{explained}");
-    let some = run_streaming(&script("SET 'table.exec.state.ttl' = '300 ms';"), 1)?;
-    assert!(
-        some.len() < 6,
-        "with a 300 ms TTL the late keys find nothing: {some:?}"
-    );
-    for line in &some {
-        let k: i64 = line
-            .split(',')
-            .next()
-            .and_then(|k| k.parse().ok())
-            .unwrap_or(-1);
+        .map_err(|e| Error::User(e.to_string()))?
+        .env
+        .graph()
+        .explain();
+        assert!(explained.contains(kind), "{explained}");
+        let some = run_streaming(&script("SET 'table.exec.state.ttl' = '300 ms';"), 1)?;
         assert!(
-            (0..2).contains(&k),
-            "key {k} came a second after its left row, past the TTL: {some:?}"
+            some.len() < 6,
+            "with a 300 ms TTL the late keys find nothing: {some:?}"
         );
+        for line in &some {
+            let k: i64 = line
+                .split(',')
+                .next()
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(-1);
+            assert!(
+                (0..2).contains(&k),
+                "key {k} came a second after its left row, past the TTL: {some:?}"
+            );
+        }
     }
     Ok(())
 }

@@ -124,7 +124,16 @@ struct JobRecord {
     /// Set once the job ended; a jobmanager does not run it again.
     #[serde(default)]
     ended: Option<JobStatus>,
+    /// The deployment plan (`flink-rs.operator.plan`) of the jobmanager the job ended
+    /// under: a jobmanager with the same plan is a restart of that one and leaves the job
+    /// ended; one with another plan was deployed to continue it (the Kubernetes operator,
+    /// after a stop whose savepoint it could not confirm) and runs it from its latest snapshot.
+    #[serde(default)]
+    ended_plan: Option<String>,
 }
+
+/// The configuration key the Kubernetes operator puts its deployment plan's hash in.
+const OPERATOR_PLAN_KEY: &str = "flink-rs.operator.plan";
 
 /// The jobmanager's state, shared by the gRPC service, the REST API and the job masters.
 pub struct JobManager {
@@ -526,7 +535,13 @@ impl JobManager {
             script: job.script.clone(),
             overrides: job.overrides.clone(),
             ended,
+            ended_plan: ended.and_then(|_| self.plan()),
         });
+    }
+
+    /// The operator's deployment plan this jobmanager runs (none when started by hand).
+    fn plan(&self) -> Option<String> {
+        self.config.get(OPERATOR_PLAN_KEY).map(str::to_string)
     }
 
     fn write_record(&self, rec: &JobRecord) {
@@ -547,15 +562,17 @@ impl JobManager {
         // A job that ended (finished, stopped with a savepoint, cancelled, failed for good)
         // is not run again when its jobmanager restarts: its sinks committed their output,
         // and a run from its last checkpoint would write part of it twice. As Flink's job
-        // result store.
+        // result store. A jobmanager the operator deployed with another plan to continue
+        // the job (same id) runs it from its latest snapshot, as below.
         if let Some(storage) = &self.storage {
             if let Some(bytes) = storage.get(&format!("{id}/_job.json"))? {
                 if let Ok(JobRecord {
                     ended: Some(status),
+                    ended_plan,
                     ..
                 }) = serde_json::from_slice::<JobRecord>(&bytes)
                 {
-                    if status.is_terminal() {
+                    if status.is_terminal() && ended_plan == self.plan() {
                         return self.submit_as(
                             script,
                             Vec::new(),
@@ -663,6 +680,7 @@ impl JobManager {
                 script: script.to_string(),
                 overrides: overrides.to_vec(),
                 ended: Some(status),
+                ended_plan: self.plan(),
             }),
         }
         tracing::info!(job = %id, state = ?status, "job ended");

@@ -11,7 +11,7 @@
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::operators::{ProcessContext, ProcessFunction, RowCollector};
 use flink_rs_core::rows::{Row, Value};
-use flink_rs_core::state::{ListState, StateRegistry, TimeDomain, ValueState};
+use flink_rs_core::state::{ListState, StateRegistry, StateTtlConfig, TimeDomain, ValueState};
 
 /// A semi or anti join, as a two-input keyed process function. Input rows: their columns,
 /// then the join keys; input `kept` is the side whose rows come out (its `width` columns).
@@ -20,6 +20,9 @@ pub struct SemiJoin {
     kept: usize,
     width: usize,
     anti: bool,
+    /// `table.exec.state.ttl` (ms): a key's waiting rows and match flag are dropped that long
+    /// (processing time) after they were last written, as Flink's state retention.
+    pub ttl: Option<i64>,
     /// Rows of the kept side whose key has not met the other side yet.
     waiting: Option<ListState<Row>>,
     /// Whether the key has met a row of the other side.
@@ -33,6 +36,7 @@ impl SemiJoin {
             kept,
             width,
             anti,
+            ttl: None,
             waiting: None,
             matched: None,
         }
@@ -41,8 +45,15 @@ impl SemiJoin {
 
 impl ProcessFunction for SemiJoin {
     fn open(&mut self, states: &mut StateRegistry<'_>) -> Result<()> {
-        self.waiting = Some(states.list("semi-join-waiting"));
-        self.matched = Some(states.value("semi-join-matched"));
+        let waiting = states.list("semi-join-waiting");
+        let matched = states.value("semi-join-matched");
+        let ttl = self
+            .ttl
+            .map(|ms| StateTtlConfig::new(std::time::Duration::from_millis(ms.max(0) as u64)));
+        (self.waiting, self.matched) = match ttl {
+            Some(t) => (Some(waiting.with_ttl(t.clone())), Some(matched.with_ttl(t))),
+            None => (Some(waiting), Some(matched)),
+        };
         Ok(())
     }
 

@@ -73,17 +73,20 @@ impl Planner<'_> {
             with_join_keys(&right, &rs, j.on.iter().map(|(_, r)| r), &key_types).map_err(dferr)?;
         let width = [ls.fields().len(), rs.fields().len()][kept];
         let target = arrow_schema(&j.schema);
-        let name = match (anti, kept) {
-            (false, 0) => "LeftSemiJoin",
-            (false, _) => "RightSemiJoin",
-            (true, 0) => "LeftAntiJoin[at end of input]",
-            (true, _) => "RightAntiJoin[at end of input]",
+        let side = if kept == 0 { "Left" } else { "Right" };
+        let name = match (anti, self.state_ttl) {
+            (false, None) => format!("{side}SemiJoin"),
+            (false, Some(ttl)) => format!("{side}SemiJoin[state ttl {ttl} ms]"),
+            (true, None) => format!("{side}AntiJoin[at end of input]"),
+            (true, Some(ttl)) => format!("{side}AntiJoin[at end of input, state ttl {ttl} ms]"),
         };
+        let mut f = SemiJoin::new(kept, width, anti);
+        f.ttl = self.state_ttl;
         let joined = left
             .key_by(KeySelector::columns(lk))
             .connect(&right.key_by(KeySelector::columns(rk)))
-            .process(rows_schema(&target), SemiJoin::new(kept, width, anti))
-            .name(name);
+            .process(rows_schema(&target), f)
+            .name(&name);
         Ok(Planned {
             stream: cast_output(&joined, target, "Calc[semi join output]"),
         })
