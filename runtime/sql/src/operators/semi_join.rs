@@ -51,7 +51,7 @@ impl ProcessFunction for SemiJoin {
             .ttl
             .map(|ms| StateTtlConfig::new(std::time::Duration::from_millis(ms.max(0) as u64)));
         (self.waiting, self.matched) = match ttl {
-            Some(t) => (Some(waiting.with_ttl(t.clone())), Some(matched.with_ttl(t))),
+            Some(t) => (Some(waiting.with_ttl(t)), Some(matched.with_ttl(t))),
             None => (Some(waiting), Some(matched)),
         };
         Ok(())
