@@ -181,13 +181,18 @@ impl OverAggregateFunction {
         o
     }
 
+    /// Adds row `r` to the accumulators.
+    fn add(&self, accs: &mut [Acc], r: &Row) {
+        for (a, acc) in self.aggs.iter().zip(accs) {
+            acc.add(self.arg(r, a));
+        }
+    }
+
     /// The accumulators over `rows`.
     fn over<'a>(&self, rows: impl Iterator<Item = &'a Row>) -> Vec<Acc> {
         let mut accs = vec![Acc::new(); self.aggs.len()];
         for r in rows {
-            for (a, acc) in self.aggs.iter().zip(&mut accs) {
-                acc.add(self.arg(r, a));
-            }
+            self.add(&mut accs, r);
         }
         accs
     }
@@ -263,22 +268,16 @@ impl ProcessFunction for OverAggregateFunction {
                     None => vec![Acc::new(); self.aggs.len()],
                 };
                 if matches!(self.frame, OverFrame::Range(_)) {
-                    // Rows of one timestamp are each other's peers: all in each one's frame.
-                    for peers in due.chunk_by(|a, b| self.ts(a) == self.ts(b)) {
-                        for r in peers {
-                            for (a, acc) in self.aggs.iter().zip(&mut accs) {
-                                acc.add(self.arg(r, a));
-                            }
-                        }
-                        for r in peers {
-                            out.collect(self.output(r, &accs))?;
-                        }
+                    // The due rows (one timestamp) are each other's peers: all in each frame.
+                    for r in &due {
+                        self.add(&mut accs, r);
+                    }
+                    for r in &due {
+                        out.collect(self.output(r, &accs))?;
                     }
                 } else {
                     for r in &due {
-                        for (a, acc) in self.aggs.iter().zip(&mut accs) {
-                            acc.add(self.arg(r, a));
-                        }
+                        self.add(&mut accs, r);
                         out.collect(self.output(r, &accs))?;
                     }
                 }
@@ -302,17 +301,15 @@ impl ProcessFunction for OverAggregateFunction {
                 frame_rows.update(ctx, kept);
             }
             OverFrame::Range(Some(ms)) => {
+                // The due rows (one timestamp) share a frame, which none of them leaves.
                 let mut kept = frame_rows.get(ctx);
-                for peers in due.chunk_by(|a, b| self.ts(a) == self.ts(b)) {
-                    // Rows of one timestamp share a frame, which none of them leaves.
-                    let t = self.ts(&peers[0]);
-                    kept.extend(peers.iter().cloned());
-                    let from = t.saturating_sub(ms);
-                    kept.retain(|r| self.ts(r) >= from);
-                    let accs = self.over(kept.iter());
-                    for r in &kept[kept.len().saturating_sub(peers.len())..] {
-                        out.collect(self.output(r, &accs))?;
-                    }
+                let new = due.len();
+                kept.extend(due);
+                let from = ts.saturating_sub(ms);
+                kept.retain(|r| self.ts(r) >= from);
+                let accs = self.over(kept.iter());
+                for r in &kept[kept.len().saturating_sub(new)..] {
+                    out.collect(self.output(r, &accs))?;
                 }
                 frame_rows.update(ctx, kept);
             }

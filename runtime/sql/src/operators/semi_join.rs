@@ -14,11 +14,12 @@ use flink_rs_core::rows::{Row, Value};
 use flink_rs_core::state::{ListState, StateRegistry, StateTtlConfig, TimeDomain, ValueState};
 
 /// A semi or anti join, as a two-input keyed process function. Input rows: their columns,
-/// then the join keys; input `kept` is the side whose rows come out (its `width` columns).
+/// then the join keys (`widths`: each side's columns); input `kept` is the side whose rows
+/// come out.
 #[derive(Clone)]
 pub struct SemiJoin {
     kept: usize,
-    width: usize,
+    widths: [usize; 2],
     anti: bool,
     /// `table.exec.state.ttl` (ms): a key's waiting rows and match flag are dropped that long
     /// (processing time) after they were last written, as Flink's state retention.
@@ -31,10 +32,10 @@ pub struct SemiJoin {
 
 impl SemiJoin {
     /// `kept`: the input (0 or 1) whose rows are emitted; `anti`: emit those never matched.
-    pub fn new(kept: usize, width: usize, anti: bool) -> Self {
+    pub fn new(kept: usize, widths: [usize; 2], anti: bool) -> Self {
         SemiJoin {
             kept,
-            width,
+            widths,
             anti,
             ttl: None,
             waiting: None,
@@ -67,14 +68,15 @@ impl ProcessFunction for SemiJoin {
         let (Some(waiting), Some(matched)) = (&self.waiting, &self.matched) else {
             return Err(Error::User("semi join not opened".into()));
         };
-        let kept = input.min(1) == self.kept;
-        let width = if kept { self.width } else { 0 };
+        let side = input.min(1);
+        let kept = side == self.kept;
+        let width = self.widths[side];
         // SQL: a NULL key equals nothing. An anti join keeps such a row (NOT EXISTS).
         let null_key = row[width.min(row.len())..].contains(&Value::Null);
         if null_key && !kept {
             return Ok(());
         }
-        let data = &row[..self.width.min(row.len())];
+        let data = &row[..width.min(row.len())];
         if kept {
             if null_key && !self.anti {
                 return Ok(());

@@ -71,7 +71,7 @@ impl Planner<'_> {
             with_join_keys(&left, &ls, j.on.iter().map(|(l, _)| l), &key_types).map_err(dferr)?;
         let (right, rk) =
             with_join_keys(&right, &rs, j.on.iter().map(|(_, r)| r), &key_types).map_err(dferr)?;
-        let width = [ls.fields().len(), rs.fields().len()][kept];
+        let widths = [ls.fields().len(), rs.fields().len()];
         let target = arrow_schema(&j.schema);
         let side = if kept == 0 { "Left" } else { "Right" };
         let name = match (anti, self.state_ttl) {
@@ -80,7 +80,7 @@ impl Planner<'_> {
             (true, None) => format!("{side}AntiJoin[at end of input]"),
             (true, Some(ttl)) => format!("{side}AntiJoin[at end of input, state ttl {ttl} ms]"),
         };
-        let mut f = SemiJoin::new(kept, width, anti);
+        let mut f = SemiJoin::new(kept, widths, anti);
         f.ttl = self.state_ttl;
         let joined = left
             .key_by(KeySelector::columns(lk))
