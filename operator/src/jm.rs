@@ -18,6 +18,10 @@ use crate::job_state::JobState;
 /// plan in; `GET /jobmanager/config` shows it, so an answer from an old pod that is still
 /// terminating is told apart from one of the current deployment.
 pub const PLAN_KEY: &str = "flink-rs.operator.plan";
+/// The configuration key the job id of the deployment plan is in: a jobmanager pod whose
+/// `--job-id` (from its Deployment template) differs is of an older deployment and refuses
+/// to start (the ConfigMap is applied before the Deployments).
+pub const JOB_KEY: &str = "flink-rs.operator.job-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JmError {

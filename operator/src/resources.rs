@@ -237,6 +237,7 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
         c.insert("execution.savepoint.path".into(), p.clone());
     }
     c.insert(crate::jm::PLAN_KEY.into(), plan_hash(fj, d));
+    c.insert(crate::jm::JOB_KEY.into(), d.job_id.clone());
     if spec.job.allow_non_restored_state == Some(true) {
         c.insert(
             "execution.savepoint.ignore-unclaimed-state".into(),

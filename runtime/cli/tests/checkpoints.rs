@@ -14,14 +14,17 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::Int64Array;
 use arrow::datatypes::{DataType, Field};
-use flink_rs::checkpoint::{CheckpointingMode, RestartStrategy, RestoreFrom};
+use flink_rs::checkpoint::{
+    CheckpointId, CheckpointingMode, RestartStrategy, RestoreFrom, RestoredState,
+};
 use flink_rs::prelude::*;
+use flink_rs::source::{Sink, SinkWriter};
 use flink_rs::state::{DiskOptions, DiskStateBackend, MapState, MemoryStateBackend};
 
 /// Fails the task that runs it when the rows it has seen (over all attempts) pass each of
@@ -180,6 +183,8 @@ struct JobSpec {
     allow_non_restored_state: bool,
     /// Restores decode in the background whatever their size (the path large states take).
     background_restore: bool,
+    /// Armed, the window sink's next commit fails after it published ([`CommitFault`]).
+    commit_fault: Option<Arc<AtomicBool>>,
 }
 
 impl JobSpec {
@@ -209,7 +214,58 @@ impl JobSpec {
             with_totals: true,
             allow_non_restored_state: false,
             background_restore: false,
+            commit_fault: None,
         }
+    }
+}
+
+/// A file sink whose commit, once `armed`, publishes and then fails the task (once): a
+/// failure between a checkpoint's commit and the next step of the job.
+struct CommitFault {
+    inner: FileSink,
+    armed: Arc<AtomicBool>,
+}
+
+struct CommitFaultWriter {
+    inner: Box<dyn SinkWriter>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Sink for CommitFault {
+    fn create_writer(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(CommitFaultWriter {
+            inner: self.inner.create_writer(subtask, parallelism, schema)?,
+            armed: self.armed.clone(),
+        }))
+    }
+}
+
+impl SinkWriter for CommitFaultWriter {
+    fn write(&mut self, batch: &arrow::record_batch::RecordBatch) -> Result<()> {
+        self.inner.write(batch)
+    }
+    fn finish(&mut self) -> Result<()> {
+        self.inner.finish()
+    }
+    fn recover(&mut self, restored: &RestoredState) -> Result<()> {
+        self.inner.recover(restored)
+    }
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<Option<Vec<u8>>> {
+        self.inner.pre_commit(checkpoint)
+    }
+    fn commit(&mut self, checkpoint: CheckpointId) -> Result<()> {
+        self.inner.commit(checkpoint)?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            return Err(Error::User(format!(
+                "injected failure after committing {checkpoint}"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -273,12 +329,20 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
             ))
         })
         .uid("key");
-    bids.key_by("k")
+    let counts = bids
+        .key_by("k")
         .window(Windows::tumbling(Duration::from_millis(5)))
         .aggregate(Count)?
-        .uid("windows")
-        .sink(FileSink::new(out.join("windows"), FileFormat::csv()))
-        .uid("windows-sink");
+        .uid("windows");
+    let file = FileSink::new(out.join("windows"), FileFormat::csv());
+    match &spec.commit_fault {
+        Some(armed) => counts.sink(CommitFault {
+            inner: file,
+            armed: armed.clone(),
+        }),
+        None => counts.sink(file),
+    }
+    .uid("windows-sink");
     if !spec.with_totals {
         return env.execute_async();
     }
@@ -993,6 +1057,55 @@ fn a_failure_after_an_intermediate_savepoint_repeats_nothing() -> Result<()> {
     assert!(
         w == ref_w,
         "window output differs from the failure-free run"
+    );
+    assert!(t == ref_t, "keyed totals differ from the failure-free run");
+    Ok(())
+}
+
+/// A task fails after the stop savepoint's commit published output and before the job
+/// stopped: the stop is refused (the job did not stop), the job goes on from that savepoint,
+/// not from an older checkpoint (which would repeat what the savepoint committed), and the
+/// output equals the failure-free run record for record.
+#[test]
+fn a_failure_while_stopping_goes_on_from_the_stop_savepoint() -> Result<()> {
+    let rows = 200_000;
+    let (ref_w, ref_t) = reference(rows)?;
+    let (cp, out, sp) = (tmp()?, tmp()?, tmp()?);
+    let inject = Injector::none();
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut spec = JobSpec::new(rows, 2);
+    spec.rate = Some(50_000.0);
+    spec.checkpoint_dir = Some(cp.path().display().to_string());
+    spec.restart = RestartStrategy::FixedDelay {
+        attempts: 3,
+        delay: Duration::from_millis(5),
+    };
+    spec.commit_fault = Some(armed.clone());
+    let job = start_job(&spec, out.path(), inject.clone())?;
+    common::wait_until("40 000 rows", Duration::from_secs(30), || {
+        inject.seen.load(Ordering::SeqCst) >= 40_000
+    });
+    armed.store(true, Ordering::SeqCst);
+    let stop = job.stop_with_savepoint(Some(&sp.path().display().to_string()));
+    assert!(!armed.load(Ordering::SeqCst), "the fault fired");
+    let err = stop
+        .expect_err("the job failed before it stopped")
+        .to_string();
+    assert!(err.contains("did not stop"), "{err}");
+    let (w, _) = outputs(out.path());
+    assert!(
+        !w.is_empty() && w.len() < ref_w.len(),
+        "the stop savepoint committed part of the output ({} of {})",
+        w.len(),
+        ref_w.len()
+    );
+    assert_eq!(job.wait()?, JobOutcome::Finished);
+    let (w, t) = outputs(out.path());
+    assert!(
+        w == ref_w,
+        "window output differs from the failure-free run ({} lines against {})",
+        w.len(),
+        ref_w.len()
     );
     assert!(t == ref_t, "keyed totals differ from the failure-free run");
     Ok(())

@@ -372,3 +372,50 @@ fn run_serves_prometheus_metrics_of_its_job() -> std::io::Result<()> {
     drop(child);
     Ok(())
 }
+
+/// An application-mode jobmanager whose configuration names another job than its
+/// `--job-id` (a pod of an older Deployment template restarted after the operator changed
+/// the ConfigMap) runs neither job: it exits with an error naming both.
+#[test]
+fn a_jobmanager_whose_configuration_is_for_another_job_does_not_start() -> std::io::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("job.sql");
+    let out = dir.path().join("out");
+    std::fs::write(&script, SCRIPT.replace("{out}", &out.display().to_string()))?;
+    let cp = format!("state.checkpoints.dir={}", dir.path().join("cp").display());
+    let mut jm = flink_rs()
+        .args(["jobmanager", "--job"])
+        .arg(&script)
+        .args(["--job-id", "old-job", "--set", &cp])
+        .args(["--set", "flink-rs.operator.job-id=new-job"])
+        .args(["--set", "jobmanager.rpc.port=0", "--set", "rest.port=0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = jm.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() > until {
+            let _ = jm.kill();
+            let _ = jm.wait();
+            panic!("the jobmanager runs a job although its configuration is for another");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = jm.stderr.take() {
+        use std::io::Read as _;
+        e.read_to_string(&mut err)?;
+    }
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("flink-rs.operator.job-id")
+            && err.contains("new-job")
+            && err.contains("old-job"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no job ran");
+    Ok(())
+}

@@ -134,6 +134,9 @@ struct JobRecord {
 
 /// The configuration key the Kubernetes operator puts its deployment plan's hash in.
 const OPERATOR_PLAN_KEY: &str = "flink-rs.operator.plan";
+/// The configuration key the Kubernetes operator puts the job id of its deployment plan in
+/// (the pod's `--job-id` comes from the Deployment, the configuration from a ConfigMap).
+const OPERATOR_JOB_KEY: &str = "flink-rs.operator.job-id";
 
 /// The jobmanager's state, shared by the gRPC service, the REST API and the job masters.
 pub struct JobManager {
@@ -559,6 +562,22 @@ impl JobManager {
     /// Application mode (`jobmanager --job FILE --job-id ID`, what the Kubernetes operator
     /// runs): starts the job `id` from `script`, from the point the module doc states.
     pub fn start_application(&self, script: &str, id: &str) -> Result<Arc<Job>> {
+        // A pod of an older Deployment template restarted after the operator changed the
+        // ConfigMap (it applies the ConfigMap, then the Deployments): its `--job-id` and its
+        // configuration are of different plans. Run neither: the old job may have ended
+        // with the savepoint the new one starts from, and running it again would write its
+        // output twice. The pod fails until the Deployment replaces it.
+        if let Some(planned) = self.config.get(OPERATOR_JOB_KEY)
+            && planned != id
+        {
+            return Err(Error::config(
+                OPERATOR_JOB_KEY,
+                format!(
+                    "this configuration is for job {planned}, but the pod was started for job \
+                     {id}: it is a pod of an older deployment; not starting either job"
+                ),
+            ));
+        }
         // A job that ended (finished, stopped with a savepoint, cancelled, failed for good)
         // is not run again when its jobmanager restarts: its sinks committed their output,
         // and a run from its last checkpoint would write part of it twice. As Flink's job

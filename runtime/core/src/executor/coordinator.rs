@@ -449,7 +449,17 @@ impl Master {
                 s.history.remove(0);
             }
         });
-        if let Some(reply) = p.reply {
+        if p.barrier.stop {
+            // The job is stopped when its tasks have committed the savepoint and ended, and
+            // the end is recorded: only then is the request answered (`Master::stop`).
+            self.stop = Some(StopSavepoint {
+                id,
+                storage: p.storage.clone(),
+                dir: p.dir.clone(),
+                path: path.clone(),
+                reply: p.reply.take(),
+            });
+        } else if let Some(reply) = p.reply {
             let _ = reply.send(Ok(path.clone()));
         }
         if p.barrier.kind == SnapshotKind::Checkpoint {

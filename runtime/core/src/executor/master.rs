@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::checkpoint::writer::StateLayout;
 use crate::checkpoint::{
     CheckpointId, FINAL_CHECKPOINT, RestartTracker, RestoredCheckpoint, SnapshotKind, find_latest,
+    load_checkpoint,
 };
 use crate::error::{Error, Result};
 use crate::task::{Chain, SnapshotData, TaskControl, TaskEvent, TaskStates};
@@ -50,6 +51,53 @@ pub(super) struct Master {
     /// later ones may build on (the newest few).
     pub(super) completed:
         std::collections::BTreeMap<CheckpointId, Arc<crate::checkpoint::CheckpointMetadata>>,
+    /// The savepoint a stop-with-savepoint completed, while the job stops.
+    pub(super) stop: Option<StopSavepoint>,
+}
+
+/// A completed stop-with-savepoint whose job has not ended yet. Its sinks may have committed
+/// up to it, so a failover before the end goes back to it, not to an older checkpoint; and
+/// the request is answered only at the end: a savepoint reported before the job is stopped
+/// (and its end recorded) lets an operator start the next job while this one may still run.
+pub(super) struct StopSavepoint {
+    pub(super) id: CheckpointId,
+    pub(super) storage: crate::checkpoint::CheckpointStorage,
+    pub(super) dir: String,
+    pub(super) path: String,
+    pub(super) reply: Option<Sender<Result<String>>>,
+}
+
+impl Master {
+    /// Answers the stop-with-savepoint request, if one completed, once the job ended with
+    /// `outcome`.
+    pub(super) fn answer_stop(&mut self, outcome: &Result<JobOutcome>) {
+        let Some(stop) = self.stop.take() else { return };
+        let Some(reply) = stop.reply else { return };
+        let _ = reply.send(match outcome {
+            Ok(JobOutcome::Stopped { savepoint }) => Ok(savepoint.clone()),
+            Ok(_) => Err(Error::SnapshotDeclined(format!(
+                "savepoint {} completed, but the job ended otherwise before it stopped",
+                stop.path
+            ))),
+            Err(e) => Err(Error::SnapshotDeclined(format!(
+                "savepoint {} completed, but the job failed before it stopped: {e}",
+                stop.path
+            ))),
+        });
+    }
+
+    /// The stop did not happen (the attempt failed or was cancelled first): the request is
+    /// answered with `why`; the savepoint stays what a failover restores.
+    fn stop_failed(&mut self, why: &str) {
+        if let Some(stop) = &mut self.stop
+            && let Some(reply) = stop.reply.take()
+        {
+            let _ = reply.send(Err(Error::SnapshotDeclined(format!(
+                "savepoint {} completed, but the job did not stop: {why}; it goes on from that savepoint",
+                stop.path
+            ))));
+        }
+    }
 }
 
 impl Master {
@@ -75,6 +123,7 @@ impl Master {
                 }
                 AttemptEnd::Failed(e) => e,
             };
+            self.stop_failed(&error.to_string());
             self.shared
                 .set_status(JobStatus::Restarting, Some(error.to_string()));
             self.shared.stats(|s| s.attempt_failed(error.to_string()));
@@ -165,7 +214,14 @@ impl Master {
             None => None,
         };
         tracing::info!(ms = t0.elapsed().as_millis() as u64, "checkpoint loaded");
-        let from = latest.or_else(|| self.initial.clone());
+        // A stop savepoint newer than the latest checkpoint: its sinks may have committed.
+        let stopped = match &self.stop {
+            Some(stop) if latest.as_ref().is_none_or(|c| c.id() < stop.id) => {
+                Some(Arc::new(load_checkpoint(&stop.storage, &stop.dir)?))
+            }
+            _ => None,
+        };
+        let from = stopped.or(latest).or_else(|| self.initial.clone());
         if let Some(r) = &from {
             tracing::info!(checkpoint = %r.url, "restoring");
             self.shared.stats(|s| s.restored = Some(r.url.clone()));

@@ -147,6 +147,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                 graveyard: Vec::new(),
                 given_up: InFlight::default(),
                 completed: Default::default(),
+                stop: None,
             };
             let result = match first {
                 Some(a) => m.run(a),
@@ -166,6 +167,7 @@ pub fn execute_with(graph: JobGraph, remote: Option<Arc<dyn RemoteDeployer>>) ->
                 r.job_ended(&job, end);
             }
             status.set_status(end, error);
+            m.answer_stop(&result);
             result
         })
         .map_err(|e| Error::io("spawn job master thread", "", e))?;
