@@ -1,6 +1,7 @@
 //! The `flink-rs` command line.
 //!
-//! Subcommands: `run` (a SQL script in the embedded mini-cluster), `explain` (its dataflow
+//! Subcommands: `run` (a SQL script in the embedded mini-cluster), `sql` (the interactive
+//! SQL client, [`sql_client`]), `explain` (its dataflow
 //! plan), and `bench` (the end-to-end benchmark workloads behind `bench/run`, with or without
 //! checkpoints, and the checkpoint/recovery benchmark `checkpoint-state`), `jobmanager` and
 //! `taskmanager` (the processes of a standalone cluster), `job` (the REST API's client), and
@@ -12,6 +13,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use flink_rs::bench::{BenchOptions, Workload, checkpoint_state, run_with};
+
+mod sql_client;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +50,27 @@ enum Command {
         /// No progress line (it is drawn only when standard error is a terminal).
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// The interactive SQL client (Flink's sql-client.sh): statements run as they are typed,
+    /// SELECT results shown as they come, INSERTs submitted. `-f` runs a script statement by
+    /// statement and stops at the first error.
+    Sql {
+        /// Run this script's statements instead of reading them interactively.
+        #[arg(short = 'f', long = "file")]
+        file: Option<String>,
+        #[arg(long)]
+        parallelism: Option<usize>,
+        /// A configuration key for the session (`--set sql-client.execution.result-mode=changelog`).
+        /// Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A jobmanager's REST address: INSERTs are submitted there instead of to the embedded
+        /// mini-cluster (SELECTs run here).
+        #[arg(long)]
+        jobmanager: Option<String>,
+        /// A file holding the jobmanager's REST token (`rest.authentication.token-file`).
+        #[arg(long, env = "FLINK_RS_REST_TOKEN_FILE", requires = "jobmanager")]
+        token_file: Option<String>,
     },
     /// Prints the dataflow plan of a SQL script (operators, parallelism, exchanges).
     Explain {
@@ -345,7 +369,7 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Run { .. } | Command::Explain { .. } | Command::Job { .. }
+        Command::Run { .. } | Command::Explain { .. } | Command::Job { .. } | Command::Sql { .. }
     ) {
         end_quietly_on_closed_pipe();
     }
@@ -423,6 +447,31 @@ fn run() -> anyhow::Result<()> {
                         format!("stopped with savepoint {savepoint}"),
                 }
             );
+        }
+        Command::Sql {
+            file,
+            parallelism,
+            set,
+            jobmanager,
+            token_file,
+        } => {
+            let jobmanager = match jobmanager {
+                Some(url) => {
+                    let mut client = flink_rs::cluster::client::RestClient::new(&url)?;
+                    if let Some(f) = token_file {
+                        let token = flink_rs::cluster::read_token_file(&f)
+                            .with_context(|| format!("--token-file {f}"))?;
+                        client = client.with_token(token);
+                    }
+                    Some(client)
+                }
+                None => None,
+            };
+            sql_client::run(sql_client::Options {
+                file,
+                settings: settings(parallelism, &set)?,
+                jobmanager,
+            })?;
         }
         Command::Explain {
             script,

@@ -17,6 +17,7 @@ mod kafka;
 mod operators;
 mod plan;
 mod script;
+pub mod session;
 mod window_tvf;
 
 use std::collections::HashMap;
@@ -279,6 +280,26 @@ pub fn compile(
     base: ExecutionConfig,
     overrides: &[(String, String)],
 ) -> Result<SqlJob, SqlError> {
+    compile_with(script, base, overrides, None)
+}
+
+/// Compiles a script whose bare `SELECT`s write their rows to `sink` (the SQL client's
+/// result view) rather than being refused.
+pub fn compile_query(
+    script: &str,
+    base: ExecutionConfig,
+    overrides: &[(String, String)],
+    sink: flink_rs_core::source::SinkRef,
+) -> Result<SqlJob, SqlError> {
+    compile_with(script, base, overrides, Some(sink))
+}
+
+fn compile_with(
+    script: &str,
+    base: ExecutionConfig,
+    overrides: &[(String, String)],
+    select: Option<flink_rs_core::source::SinkRef>,
+) -> Result<SqlJob, SqlError> {
     let statements = split(script);
     if statements.is_empty() {
         return Err(SqlError {
@@ -474,6 +495,12 @@ pub fn compile(
                 let at = script::find_word(&st.text, "INSERT").unwrap_or(0);
                 planner.insert(st, at)?;
                 inserts += 1;
+            }
+            ["SELECT", ..] | ["WITH", ..] if select.is_some() => {
+                if let Some(sink) = &select {
+                    planner.select(st, sink.clone())?;
+                    inserts += 1;
+                }
             }
             ["SELECT", ..] | ["WITH", ..] => {
                 return Err(st.error(

@@ -178,6 +178,20 @@ pub(crate) struct Planned {
     pub(crate) stream: DataStream,
 }
 
+/// A sink the caller keeps a handle to.
+struct SharedSink(flink_rs_core::source::SinkRef);
+
+impl flink_rs_core::source::Sink for SharedSink {
+    fn create_writer(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        schema: &SchemaRef,
+    ) -> flink_rs_core::error::Result<Box<dyn flink_rs_core::source::SinkWriter>> {
+        self.0.create_writer(subtask, parallelism, schema)
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     futures::executor::block_on(f)
 }
@@ -407,6 +421,40 @@ impl Planner<'_> {
             ));
         }
         connectors::sink(&planned.stream, &def).map_err(|e| st.error_near(&def.name, e.message))?;
+        Ok(())
+    }
+
+    /// A bare `SELECT` (or `WITH … SELECT`), its rows written to `sink`: what the SQL
+    /// client shows. An updating result carries its row kinds (`__op`), as for a print table.
+    pub fn select(
+        &mut self,
+        st: &Statement,
+        sink: flink_rs_core::source::SinkRef,
+    ) -> Result<(), SqlError> {
+        let (text, tvfs) = self.rewrite(st, &st.text, 0)?;
+        let state = self.ctx.state();
+        let plan = block_on(state.create_logical_plan(&text)).map_err(|e| df_error(st, &e, 0))?;
+        let plan = state.optimize(&plan).map_err(|e| df_error(st, &e, 0))?;
+        if !matches!(
+            plan,
+            LogicalPlan::Projection(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Limit(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::Union(_)
+                | LogicalPlan::Join(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::TableScan(_)
+                | LogicalPlan::Values(_)
+        ) {
+            return Err(st.error("expected a query (SELECT …)"));
+        }
+        self.note_field_uses(Some(&plan), &[]);
+        let planned = self.translate(st, 0, &tvfs, &plan)?;
+        planned.stream.sink(SharedSink(sink));
         Ok(())
     }
 
