@@ -392,6 +392,38 @@ fn group_by_on_a_bounded_input_matches_the_batch_oracle() -> Result<()> {
     )
 }
 
+/// GROUPING SETS, ROLLUP and CUBE, in window aggregates (every set groups by the window, as
+/// Flink requires) and in a plain GROUP BY; `GROUPING(…)` tells the sets apart; a set given
+/// twice gives its rows twice.
+#[test]
+fn grouping_sets_rollup_and_cube_match_the_batch_oracle() -> Result<()> {
+    check(
+        "rollup in tumbling windows",
+        "window_start TIMESTAMP(3), window_end TIMESTAMP(3), bucket BIGINT, parity BIGINT, cnt BIGINT, total BIGINT, g INT",
+        "SELECT window_start, window_end, bucket, auction % 2, COUNT(*), SUM(price), GROUPING(bucket)
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+         GROUP BY window_start, window_end, ROLLUP(bucket, auction % 2)",
+        &format!(
+            "SELECT {}, auction % 7, auction % 2, COUNT(*), SUM(price), GROUPING(auction % 7)
+             FROM (SELECT *, CAST(ts AS BIGINT) - CAST(ts AS BIGINT) % 5000 AS ws FROM bids)
+             GROUP BY ws, ROLLUP(auction % 7, auction % 2)",
+            win("ws", 5000)
+        ),
+    )?;
+    check(
+        "cube",
+        "bucket BIGINT, parity BIGINT, cnt BIGINT, total BIGINT",
+        "SELECT bucket, auction % 2, COUNT(*), SUM(price) FROM bids GROUP BY CUBE(bucket, auction % 2)",
+        "SELECT auction % 7, auction % 2, COUNT(*), SUM(price) FROM bids GROUP BY CUBE(auction % 7, auction % 2)",
+    )?;
+    check(
+        "grouping sets with a repeated set",
+        "bucket BIGINT, cnt BIGINT, g INT",
+        "SELECT bucket, COUNT(*), GROUPING(bucket) FROM bids GROUP BY GROUPING SETS ((bucket), (bucket), ())",
+        "SELECT auction % 7, COUNT(*), GROUPING(auction % 7) FROM bids GROUP BY GROUPING SETS ((auction % 7), (auction % 7), ())",
+    )
+}
+
 const T: &str = "CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'datagen', 'number-of-rows' = '10');\nCREATE TABLE out (a BIGINT, b BIGINT) WITH ('connector' = 'blackhole');\n";
 
 /// (script, statement, line, column, words the message must contain)

@@ -10,6 +10,7 @@
 
 mod error;
 mod expr;
+mod grouping_sets;
 pub(crate) mod join;
 pub(crate) mod over;
 pub(crate) mod rank;
@@ -830,6 +831,11 @@ impl Planner<'_> {
                 Ok(Planned { stream: s })
             }
             LogicalPlan::Aggregate(agg) => {
+                if let Some(union) =
+                    grouping_sets::expand(agg).map_err(|e| df_error(st, &e, base))?
+                {
+                    return self.translate(st, base, tvfs, &union);
+                }
                 let key = self.reuse_subplans.then(|| self.subplan_key(plan, tvfs));
                 if let Some(s) = key
                     .as_ref()
