@@ -185,6 +185,9 @@ struct JobSpec {
     background_restore: bool,
     /// Armed, the window sink's next commit fails after it published ([`CommitFault`]).
     commit_fault: Option<Arc<AtomicBool>>,
+    /// The window sink writes to this object-storage URL (with these options) instead of
+    /// `windows/` in the output directory.
+    windows_in_store: Option<(String, BTreeMap<String, String>)>,
 }
 
 impl JobSpec {
@@ -215,6 +218,7 @@ impl JobSpec {
             allow_non_restored_state: false,
             background_restore: false,
             commit_fault: None,
+            windows_in_store: None,
         }
     }
 }
@@ -334,7 +338,10 @@ fn start_job(spec: &JobSpec, out: &Path, inject: Arc<Injector>) -> Result<JobHan
         .window(Windows::tumbling(Duration::from_millis(5)))
         .aggregate(Count)?
         .uid("windows");
-    let file = FileSink::new(out.join("windows"), FileFormat::csv());
+    let file = match &spec.windows_in_store {
+        Some((url, options)) => FileSink::in_object_store(url, options, FileFormat::csv())?,
+        None => FileSink::new(out.join("windows"), FileFormat::csv()),
+    };
     match &spec.commit_fault {
         Some(armed) => counts.sink(CommitFault {
             inner: file,
@@ -830,54 +837,56 @@ fn damaged_checkpoints_are_refused_or_skipped() -> Result<()> {
     Ok(())
 }
 
-/// The S3-compatible test server (moto on 127.0.0.1, installed by the project's script);
-/// killed when dropped, and it exits by itself when this process is gone.
-struct S3Server {
-    child: std::process::Child,
-    port: u16,
-    bucket: String,
-}
-
-impl S3Server {
-    fn start(bucket: &str) -> Result<Self> {
-        let (child, ready) = common::start_test_server("s3-test-server", &[bucket])?;
-        // Dropped (and so stopped) below when it named no port.
-        let mut server = S3Server {
-            child,
-            port: 0,
-            bucket: bucket.into(),
-        };
-        server.port = ready
-            .first()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| Error::User(format!("the S3 test server said READY {ready:?}")))?;
-        Ok(server)
+/// The exactly-once file sink writing to S3 (the test server) through twenty injected
+/// failures: the published objects hold the failure-free run's rows, each once, and no
+/// in-progress object is left.
+#[test]
+fn the_file_sink_in_s3_is_exactly_once_through_twenty_failures() -> Result<()> {
+    let s3 = common::S3Server::start("results")?;
+    let rows = 200_000;
+    let (ref_w, ref_t) = reference(rows)?;
+    let (cp, out) = (tmp()?, tmp()?);
+    let inject = Injector::new(21, 7_000, 5);
+    let mut spec = JobSpec::new(rows, 2);
+    spec.rate = Some(100_000.0);
+    spec.checkpoint_interval = Some(Duration::from_millis(40));
+    spec.checkpoint_dir = Some(cp.path().display().to_string());
+    spec.restart = RestartStrategy::FixedDelay {
+        attempts: 100,
+        delay: Duration::from_millis(5),
+    };
+    let url = format!("s3://{}/jobs/windows", s3.bucket);
+    spec.windows_in_store = Some((url.clone(), s3.options()));
+    let outcome = start_job(&spec, out.path(), inject.clone())?.wait()?;
+    assert_eq!(outcome, JobOutcome::Finished);
+    let fired = inject.fired.load(Ordering::SeqCst);
+    assert!(fired >= 20, "only {fired} failures were injected");
+    let store = flink_rs::checkpoint::CheckpointStorage::open(&url, &s3.options())?;
+    let names = store.list_files("")?;
+    let mut w = Vec::new();
+    for n in names.iter().filter(|n| n.starts_with("part-")) {
+        let bytes = store.get(n)?.unwrap_or_default();
+        w.extend(String::from_utf8_lossy(&bytes).lines().map(str::to_string));
     }
-
-    fn options(&self) -> BTreeMap<String, String> {
-        [
-            ("s3.endpoint", format!("http://127.0.0.1:{}", self.port)),
-            ("s3.access-key", "test".into()),
-            ("s3.secret-key", "test".into()),
-            ("s3.region", "us-east-1".into()),
-            ("s3.path.style.access", "true".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    w.sort();
+    assert_eq!(w.len(), ref_w.len(), "window rows in S3");
+    assert!(
+        w == ref_w,
+        "the window rows in S3 differ from the failure-free run"
+    );
+    let left: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".inprogress"))
+        .collect();
+    assert!(left.is_empty(), "in-progress objects left: {left:?}");
+    let (_, t) = outputs(out.path());
+    assert!(t == ref_t, "keyed totals differ from the failure-free run");
+    Ok(())
 }
 
 #[test]
 fn checkpoints_in_s3_resume_like_a_directory() -> Result<()> {
-    let s3 = S3Server::start("checkpoints")?;
+    let s3 = common::S3Server::start("checkpoints")?;
     let url = format!("s3://{}/flink", s3.bucket);
     // Incremental checkpoints, restored from the newest one's URL: its shared files are
     // found in the job's directory above it.

@@ -10,7 +10,9 @@
 //! checkpoint completes, pending files are renamed to their final `part-…` names (an atomic
 //! rename). After a failure, the pending files of the restored checkpoint are published and
 //! in-progress files of attempts that never completed a checkpoint are deleted, so the
-//! directory's final files hold every row exactly once.
+//! directory's final files hold every row exactly once. In object storage (`s3://…`), the
+//! same protocol with an upload on the barrier and a copy to the final name on completion
+//! ([`FileSink::in_object_store`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -23,7 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use flink_rs_core::checkpoint::{CheckpointId, RestoredState};
+use flink_rs_core::checkpoint::{CheckpointId, CheckpointStorage, RestoredState};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::source::{Sink, SinkWriter, Source, SourcePoll, SourceReader};
 
@@ -284,10 +286,12 @@ impl Source for FileSource {
     }
 }
 
-/// Writes one part file per subtask into a directory.
+/// Writes one part file per subtask into a directory, local or in object storage.
 #[derive(Debug, Clone)]
 pub struct FileSink {
     dir: PathBuf,
+    /// Object storage (`s3://…`, `gs://…`, `az://…`) instead of the local directory `dir`.
+    store: Option<CheckpointStorage>,
     format: FileFormat,
 }
 
@@ -296,7 +300,114 @@ impl FileSink {
     pub fn new(dir: impl Into<PathBuf>, format: FileFormat) -> Self {
         FileSink {
             dir: dir.into(),
+            store: None,
             format,
+        }
+    }
+
+    /// Writes `format` files below `url` in object storage (`s3://bucket/prefix`, `gs://…`,
+    /// `az://…`), opened with `options` (the `s3.*` keys). Exactly-once as in a directory:
+    /// a part is written to a local file, uploaded as a hidden `.part-….inprogress` object on
+    /// the checkpoint barrier, and copied to its final name when the checkpoint completes.
+    pub fn in_object_store(
+        url: &str,
+        options: &std::collections::BTreeMap<String, String>,
+        format: FileFormat,
+    ) -> Result<Self> {
+        Ok(FileSink {
+            dir: PathBuf::from(url),
+            store: Some(CheckpointStorage::open(url, options)?),
+            format,
+        })
+    }
+}
+
+/// Where a writer's part files go.
+enum Destination {
+    /// A local directory: parts are written in it, published by an atomic rename.
+    Local(PathBuf),
+    /// Object storage: parts are written to `staging` (a local directory of this writer),
+    /// uploaded on the barrier and published by a copy to their final name.
+    Store {
+        storage: CheckpointStorage,
+        staging: PathBuf,
+    },
+}
+
+impl Destination {
+    /// Where the open part file `name` is written locally.
+    fn local_path(&self, name: &str) -> PathBuf {
+        match self {
+            Destination::Local(dir) => dir.join(name),
+            Destination::Store { staging, .. } => staging.join(name),
+        }
+    }
+
+    /// A closed part file, durable where a checkpoint can find it.
+    fn seal(&self, name: &str) -> Result<()> {
+        if let Destination::Store { storage, staging } = self {
+            let local = staging.join(name);
+            storage.put_file(name, &local)?;
+            std::fs::remove_file(&local).map_err(|e| Error::io("delete", &local, e))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a sealed part under its final name; idempotent (a part already published
+    /// is left alone).
+    fn publish(&self, in_progress: &str, final_name: &str) -> Result<()> {
+        match self {
+            Destination::Local(dir) => {
+                let (from, to) = (dir.join(in_progress), dir.join(final_name));
+                match std::fs::rename(&from, &to) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
+                    Err(e) => Err(Error::io("publish", &to, e)),
+                }
+            }
+            Destination::Store { storage, .. } => {
+                if storage.size(in_progress)?.is_some() {
+                    storage.copy(in_progress, final_name)?;
+                    storage.delete(in_progress)
+                } else if storage.size(final_name)?.is_some() {
+                    Ok(())
+                } else {
+                    Err(Error::state(
+                        "file sink",
+                        format!(
+                            "{} is gone and {} was never published: the rows of a completed checkpoint are lost",
+                            storage.url_of(in_progress),
+                            storage.url_of(final_name)
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Names of the files in the directory.
+    fn list(&self) -> Result<Vec<String>> {
+        match self {
+            Destination::Local(dir) => {
+                let mut names = Vec::new();
+                for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+                    let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+                    names.push(entry.file_name().to_string_lossy().into_owned());
+                }
+                Ok(names)
+            }
+            Destination::Store { storage, .. } => storage.list_files(""),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        match self {
+            Destination::Local(dir) => match std::fs::remove_file(dir.join(name)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io("delete", dir.join(name), e)),
+            },
+            Destination::Store { storage, .. } => storage.delete(name),
         }
     }
 }
@@ -329,7 +440,7 @@ struct OpenPart {
 }
 
 struct FileWriter {
-    dir: PathBuf,
+    dest: Destination,
     format: FileFormat,
     subtask: usize,
     parallelism: usize,
@@ -361,7 +472,7 @@ impl FileWriter {
             );
             self.counter += 1;
             let in_progress = format!(".{name}.inprogress");
-            let path = self.dir.join(&in_progress);
+            let path = self.dest.local_path(&in_progress);
             let file =
                 BufWriter::new(File::create(&path).map_err(|e| Error::io("create", &path, e))?);
             let encoder = match &self.format {
@@ -386,7 +497,7 @@ impl FileWriter {
         let Some(part) = self.current.take() else {
             return Ok(());
         };
-        let path = self.dir.join(&part.in_progress);
+        let path = self.dest.local_path(&part.in_progress);
         let flush_err = |e| Error::io("flush", path.clone(), e);
         let file = match part.encoder {
             Encoder::Csv(w) => w.into_inner(),
@@ -399,6 +510,8 @@ impl FileWriter {
         let file = file.into_inner().map_err(|e| flush_err(e.into_error()))?;
         // Durable before it is named in a checkpoint.
         file.sync_all().map_err(flush_err)?;
+        drop(file);
+        self.dest.seal(&part.in_progress)?;
         self.pending.push(PendingFile {
             checkpoint,
             in_progress: part.in_progress,
@@ -409,12 +522,15 @@ impl FileWriter {
 
     /// Publishes a pending file; idempotent (a file already published is left alone).
     fn publish(&self, f: &PendingFile) -> Result<()> {
-        let from = self.dir.join(&f.in_progress);
-        let to = self.dir.join(&f.final_name);
-        match std::fs::rename(&from, &to) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
-            Err(e) => Err(Error::io("publish", &to, e)),
+        self.dest.publish(&f.in_progress, &f.final_name)
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if let Destination::Store { staging, .. } = &self.dest {
+            // Parts of this writer not yet uploaded are rows a restart produces again.
+            let _ = std::fs::remove_dir_all(staging);
         }
     }
 }
@@ -424,8 +540,12 @@ impl SinkWriter for FileWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let dir = self.dir.clone();
-        let part = self.open_part()?;
+        self.open_part()?;
+        let dest = &self.dest;
+        let part = self
+            .current
+            .as_mut()
+            .ok_or_else(|| Error::state("file sink", "no open part file"))?;
         part.rows += batch.num_rows();
         match &mut part.encoder {
             Encoder::Csv(w) => crate::file_format::write_csv(w, batch)?,
@@ -437,7 +557,7 @@ impl SinkWriter for FileWriter {
                         .map(|v| v.to_string())
                         .collect();
                     writeln!(w, "{}", vals.join(","))
-                        .map_err(|e| Error::io("write", dir.join(&part.in_progress), e))?;
+                        .map_err(|e| Error::io("write", dest.local_path(&part.in_progress), e))?;
                 }
             }
         }
@@ -460,20 +580,13 @@ impl SinkWriter for FileWriter {
         }
         // In-progress files of attempts that never completed a checkpoint hold rows that
         // will be produced again: delete them (each stale file by exactly one writer).
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in self.dest.list()? {
             if !name.ends_with(".inprogress") || keep.contains(&name) {
                 continue;
             }
             if let Some((token, subtask)) = parse_part(&name) {
                 if token != self.token && subtask % self.parallelism.max(1) == self.subtask {
-                    match std::fs::remove_file(entry.path()) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io("delete", entry.path(), e)),
-                    }
+                    self.dest.delete(&name)?;
                 }
             }
         }
@@ -515,7 +628,6 @@ impl Sink for FileSink {
         parallelism: usize,
         _schema: &SchemaRef,
     ) -> Result<Box<dyn SinkWriter>> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("create", &self.dir, e))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -523,8 +635,23 @@ impl Sink for FileSink {
         let token = flink_rs_core::key::mix64(
             nanos ^ ((subtask as u64) << 48) ^ u64::from(std::process::id()),
         );
+        let dest = match &self.store {
+            None => {
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|e| Error::io("create", &self.dir, e))?;
+                Destination::Local(self.dir.clone())
+            }
+            Some(storage) => {
+                let staging = std::env::temp_dir().join(format!("flink-rs-file-sink-{token:016x}"));
+                std::fs::create_dir_all(&staging).map_err(|e| Error::io("create", &staging, e))?;
+                Destination::Store {
+                    storage: storage.clone(),
+                    staging,
+                }
+            }
+        };
         Ok(Box::new(FileWriter {
-            dir: self.dir.clone(),
+            dest,
             format: self.format.clone(),
             subtask,
             parallelism,

@@ -67,6 +67,43 @@ fn number<T: std::str::FromStr>(def: &TableDef, key: &str) -> Result<Option<T>, 
         .transpose()
 }
 
+/// Object-storage schemes a filesystem table's path may have (written through
+/// `object_store`, as checkpoints are).
+const OBJECT_STORE_SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure"];
+
+/// Where a filesystem table's files are.
+enum FileLocation {
+    Local(String),
+    /// An object-storage URL (`s3://bucket/prefix`).
+    ObjectStore(String),
+}
+
+/// The location a filesystem table's `'path'` names: a plain path, a `file:` URI as Flink
+/// users write them (`file:///tmp/out`, `file:/tmp/out`), or an object-storage URL. Any other
+/// scheme is refused rather than taken for a relative directory named `hdfs:`.
+fn file_location(def: &TableDef) -> Result<FileLocation, OptionError> {
+    let path = def
+        .options
+        .get("path")
+        .ok_or_else(|| err("connector", "the filesystem connector needs 'path'"))?;
+    match path.split_once("://") {
+        Some((scheme, rest))
+            if OBJECT_STORE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) =>
+        {
+            if rest.split('/').next().is_none_or(str::is_empty) {
+                return Err(err(
+                    "path",
+                    format!("'{path}' names no bucket ({scheme}://bucket/prefix)"),
+                ));
+            }
+            Ok(FileLocation::ObjectStore(
+                path.trim_end_matches('/').to_string(),
+            ))
+        }
+        _ => file_path(def).map(FileLocation::Local),
+    }
+}
+
 /// The local path a filesystem table's `'path'` names: a plain path, or a `file:` URI as
 /// Flink users write them (`file:///tmp/out`, `file:/tmp/out`). Any other scheme is refused
 /// rather than taken for a relative directory named `s3:`.
@@ -89,7 +126,7 @@ fn file_path(def: &TableDef) -> Result<String, OptionError> {
         return Err(err(
             "path",
             format!(
-                "'{path}': the filesystem connector reads and writes local paths and file:// URIs; {scheme}:// paths are not supported yet"
+                "'{path}': the filesystem connector reads and writes local paths, file:// URIs and (as a sink) s3://, gs:// and az:// URLs; {scheme}:// paths are not supported"
             ),
         ));
     }
@@ -218,7 +255,7 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             &["connector", "events.num", "next-event.rate"]
         }
         "filesystem" => {
-            file_path(def)?;
+            file_location(def)?;
             crate::formats::file_format(def)?;
             number::<u64>(def, "sink.parallelism")?;
             let formats = crate::formats::file_format_options(def);
@@ -514,7 +551,17 @@ pub fn source(
             declared_columns(env.from_source(g, wm), def)?
         }
         "filesystem" => {
-            let path = file_path(def)?;
+            let path = match file_location(def)? {
+                FileLocation::Local(p) => p,
+                FileLocation::ObjectStore(url) => {
+                    return Err(err(
+                        "path",
+                        format!(
+                            "'{url}': reading from object storage is not supported yet (the filesystem sink writes there); copy the files to a local directory"
+                        ),
+                    ));
+                }
+            };
             allowed(env.allowed_paths(), "source path", &path)?;
             read(
                 env,
@@ -574,9 +621,19 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
         "print" => stream.sink(PrintSink::stdout()),
         "blackhole" => stream.sink(BlackholeSink::default()),
         "filesystem" => {
-            let path = file_path(def)?;
-            allowed(stream.allowed_paths(), "sink path", &path)?;
-            stream.sink(FileSink::new(path, crate::formats::file_format(def)?))
+            let format = crate::formats::file_format(def)?;
+            match file_location(def)? {
+                FileLocation::Local(path) => {
+                    allowed(stream.allowed_paths(), "sink path", &path)?;
+                    stream.sink(FileSink::new(path, format))
+                }
+                FileLocation::ObjectStore(url) => {
+                    allowed(stream.allowed_paths(), "sink path", &url)?;
+                    let sink = FileSink::in_object_store(&url, &stream.storage_options(), format)
+                        .map_err(|e| err("path", format!("'{url}': {e}")))?;
+                    stream.sink(sink)
+                }
+            }
         }
         "kafka" | "upsert-kafka" => {
             let sink = flink_rs_connectors::KafkaSink::new(crate::kafka::sink_options(def)?)

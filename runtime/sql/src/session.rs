@@ -14,6 +14,7 @@ use crate::script::{SqlError, Statement, split};
 use crate::{SqlJob, apply_setting, compile, compile_query, kind, parse_set};
 
 /// What a statement did.
+#[derive(Debug)]
 pub enum Outcome {
     /// Done (a setting, a declaration); the message says what.
     Done(String),
@@ -586,19 +587,16 @@ mod tests {
             "{BIDS};\n{BIDS};\nSELECT nope\n  FROM bids;\nSET 'sql-client.execution.result-mode' = 'table';\nDROP TABLE other;\nFROB;"
         ));
         assert!(s.execute(&sts[0], blackhole).is_ok());
-        let e = s
-            .execute(&sts[1], blackhole)
-            .err()
-            .expect("a second `bids`");
+        let e = s.execute(&sts[1], blackhole).expect_err("a second `bids`");
         assert!(e.message.contains("already exists"), "{e}");
-        let e = s.execute(&sts[2], blackhole).err().expect("unknown column");
+        let e = s.execute(&sts[2], blackhole).expect_err("unknown column");
         assert_eq!((e.statement, e.line), (3, sts[2].line), "{e}");
         assert!(e.message.contains("nope"), "{e}");
-        let e = s.execute(&sts[3], blackhole).err().expect("table mode");
+        let e = s.execute(&sts[3], blackhole).expect_err("table mode");
         assert!(e.message.contains("not implemented"), "{e}");
-        let e = s.execute(&sts[4], blackhole).err().expect("no such table");
+        let e = s.execute(&sts[4], blackhole).expect_err("no such table");
         assert!(e.message.contains("no table named `other`"), "{e}");
-        let e = s.execute(&sts[5], blackhole).err().expect("unsupported");
+        let e = s.execute(&sts[5], blackhole).expect_err("unsupported");
         assert!(e.message.contains("unsupported statement `FROB`"), "{e}");
     }
 

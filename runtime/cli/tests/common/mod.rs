@@ -150,3 +150,47 @@ INSERT INTO out SELECT auction, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTO
   INTERVAL '1' SECOND)) GROUP BY window_start, window_end, auction;"
     )
 }
+
+/// The S3-compatible test server (moto on 127.0.0.1, installed by the project's script);
+/// killed when dropped, and it exits by itself when this process is gone.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub bucket: String,
+}
+
+impl S3Server {
+    pub fn start(bucket: &str) -> flink_rs::error::Result<Self> {
+        let (child, ready) = start_test_server("s3-test-server", &[bucket])?;
+        // Dropped (and so stopped) below when it named no port.
+        let mut server = S3Server {
+            child,
+            port: 0,
+            bucket: bucket.into(),
+        };
+        server.port = ready.first().and_then(|p| p.parse().ok()).ok_or_else(|| {
+            flink_rs::error::Error::User(format!("the S3 test server said READY {ready:?}"))
+        })?;
+        Ok(server)
+    }
+
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("s3.endpoint", format!("http://127.0.0.1:{}", self.port)),
+            ("s3.access-key", "test".into()),
+            ("s3.secret-key", "test".into()),
+            ("s3.region", "us-east-1".into()),
+            ("s3.path.style.access", "true".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

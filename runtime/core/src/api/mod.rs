@@ -191,6 +191,18 @@ impl DataStream {
         self.env.borrow().graph.config.allowed_paths.clone()
     }
 
+    /// The object-storage options of the job (`s3.*` keys), which connectors writing to
+    /// object storage open it with, as checkpoints are.
+    pub fn storage_options(&self) -> std::collections::BTreeMap<String, String> {
+        self.env
+            .borrow()
+            .graph
+            .config
+            .checkpoint
+            .storage_options
+            .clone()
+    }
+
     /// The schema of the stream's batches.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema

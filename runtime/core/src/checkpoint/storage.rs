@@ -241,6 +241,27 @@ impl CheckpointStorage {
         }
     }
 
+    /// Uploads local file `local` as object `rel` (in parts) and waits for it.
+    pub fn put_file(&self, rel: &str, local: &std::path::Path) -> Result<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.put_file_async(rel.to_string(), local.to_path_buf(), move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| {
+            Error::Checkpoint(format!("the upload of {} was dropped", self.url_of(rel)))
+        })?
+    }
+
+    /// Copies object `from` to `to` (replacing it); the store's copy, so readers of `to`
+    /// see the whole object or the old one.
+    pub fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (a, b) = (self.path(from), self.path(to));
+        let store = self.store.clone();
+        runtime()?
+            .block_on(async move { store.copy(&a, &b).await })
+            .map_err(os_err(from))
+    }
+
     /// Reads an object; `None` when it does not exist.
     pub fn get(&self, rel: &str) -> Result<Option<Bytes>> {
         let path = self.path(rel);
