@@ -426,10 +426,10 @@ fn grouping_sets_rollup_and_cube_match_the_batch_oracle() -> Result<()> {
 
 /// `'path' = 's3://…'`: the filesystem sink writes into object storage (the S3 test server,
 /// opened with the job's `s3.*` settings, as checkpoints are), exactly once, at parallelism
-/// 3; the rows equal the batch oracle's and no in-progress object is left. Reading from
-/// object storage is refused, naming the path.
+/// 3; the rows equal the batch oracle's and no in-progress object is left; a second job
+/// reads them back from S3.
 #[test]
-fn the_filesystem_sink_writes_into_s3() -> Result<()> {
+fn the_filesystem_connector_writes_and_reads_s3() -> Result<()> {
     let s3 = common::S3Server::start("sql-results")?;
     let mut settings: Vec<(String, String)> = s3.options().into_iter().collect();
     settings.push(("execution.checkpointing.interval".into(), "100 ms".into()));
@@ -462,14 +462,20 @@ fn the_filesystem_sink_writes_into_s3() -> Result<()> {
         !names.iter().any(|n| n.ends_with(".inprogress")),
         "{names:?}"
     );
+    // Read back from S3 by a second job, into a local directory.
     let read = format!(
-        "CREATE TABLE src (line STRING) WITH ('connector' = 'filesystem', 'path' = '{url}', 'format' = 'raw');\nCREATE TABLE out (line STRING) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT line FROM src;"
+        "CREATE TABLE src (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem', 'path' = '{url}', 'format' = 'csv');\nCREATE TABLE out (auction BIGINT, price BIGINT) WITH ('connector' = 'filesystem', 'path' = '{{out}}', 'format' = 'csv');\nINSERT INTO out SELECT auction, price FROM src;"
     );
-    let e =
-        compile(&read, ExecutionConfig::default(), &settings).expect_err("reading S3 is refused");
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let back = run_streaming_with(&read, 2, &settings)?;
     assert!(
-        e.message.contains("not supported yet") && e.message.contains(&url),
-        "{e}"
+        back == expected,
+        "{} rows read back against {}",
+        back.len(),
+        expected.len()
     );
     Ok(())
 }

@@ -35,6 +35,8 @@ pub use crate::file_format::FileFormat;
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: PathBuf,
+    /// Object storage (`s3://…`) instead of the local `path`.
+    store: Option<CheckpointStorage>,
     format: FileFormat,
     schema: SchemaRef,
     batch_size: usize,
@@ -45,10 +47,26 @@ impl FileSource {
     pub fn new(path: impl Into<PathBuf>, format: FileFormat, schema: SchemaRef) -> Self {
         FileSource {
             path: path.into(),
+            store: None,
             format,
             schema,
             batch_size: 8192,
         }
+    }
+
+    /// Reads the object at `url` in object storage (`s3://bucket/prefix`, `gs://…`,
+    /// `az://…`), or every object below it, opened with `options` (the `s3.*` keys). An
+    /// object is read into memory whole before its rows are parsed.
+    pub fn in_object_store(
+        url: &str,
+        options: &std::collections::BTreeMap<String, String>,
+        format: FileFormat,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        Ok(FileSource {
+            store: Some(CheckpointStorage::open(url, options)?),
+            ..Self::new(url, format, schema)
+        })
     }
 
     /// Reads text lines as a single column `line`.
@@ -67,6 +85,25 @@ impl FileSource {
     }
 
     fn files(&self) -> Result<Vec<PathBuf>> {
+        if let Some(storage) = &self.store {
+            let mut names: Vec<String> = storage
+                .list_files("")?
+                .into_iter()
+                .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+                .collect();
+            names.sort();
+            if names.is_empty() {
+                // The URL names one object (or nothing, which is the error).
+                if storage.size("")?.is_none() {
+                    return Err(Error::User(format!(
+                        "{}: no such object, and no objects below it",
+                        storage.url()
+                    )));
+                }
+                names.push(String::new());
+            }
+            return Ok(names.into_iter().map(PathBuf::from).collect());
+        }
         let meta = std::fs::metadata(&self.path).map_err(|e| Error::io("read", &self.path, e))?;
         if meta.is_file() {
             return Ok(vec![self.path.clone()]);
@@ -110,10 +147,26 @@ struct FilePosition {
 
 impl FileReader {
     fn open(&self, path: &Path) -> Result<BatchIter> {
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let (file, p): (Box<dyn std::io::Read + Send>, PathBuf) = match &self.source.store {
+            None => (
+                Box::new(File::open(path).map_err(|e| Error::io("open", path, e))?),
+                path.to_path_buf(),
+            ),
+            Some(storage) => {
+                let name = path.display().to_string();
+                let url = PathBuf::from(if name.is_empty() {
+                    storage.url().to_string()
+                } else {
+                    storage.url_of(&name)
+                });
+                let bytes = storage
+                    .get(&name)?
+                    .ok_or_else(|| Error::User(format!("{}: the object is gone", url.display())))?;
+                (Box::new(std::io::Cursor::new(bytes)), url)
+            }
+        };
         let schema = self.source.schema.clone();
         let bs = self.source.batch_size;
-        let p = path.to_path_buf();
         Ok(match &self.source.format {
             FileFormat::Csv(csv) => {
                 let r = csv.reader(schema, bs, BufReader::new(file))?;

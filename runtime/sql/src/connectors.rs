@@ -126,7 +126,7 @@ fn file_path(def: &TableDef) -> Result<String, OptionError> {
         return Err(err(
             "path",
             format!(
-                "'{path}': the filesystem connector reads and writes local paths, file:// URIs and (as a sink) s3://, gs:// and az:// URLs; {scheme}:// paths are not supported"
+                "'{path}': the filesystem connector reads and writes local paths, file:// URIs and s3://, gs:// and az:// URLs; {scheme}:// paths are not supported"
             ),
         ));
     }
@@ -551,24 +551,21 @@ pub fn source(
             declared_columns(env.from_source(g, wm), def)?
         }
         "filesystem" => {
-            let path = match file_location(def)? {
-                FileLocation::Local(p) => p,
+            let format = crate::formats::file_format(def)?;
+            let source = match file_location(def)? {
+                FileLocation::Local(path) => {
+                    allowed(env.allowed_paths(), "source path", &path)?;
+                    FileSource::new(path, format, schema)
+                }
                 FileLocation::ObjectStore(url) => {
-                    return Err(err(
-                        "path",
-                        format!(
-                            "'{url}': reading from object storage is not supported yet (the filesystem sink writes there); copy the files to a local directory"
-                        ),
-                    ));
+                    allowed(env.allowed_paths(), "source path", &url)?;
+                    let mut options = std::collections::BTreeMap::new();
+                    env.configure(|c| options = c.checkpoint.storage_options.clone());
+                    FileSource::in_object_store(&url, &options, format, schema)
+                        .map_err(|e| err("path", format!("'{url}': {e}")))?
                 }
             };
-            allowed(env.allowed_paths(), "source path", &path)?;
-            read(
-                env,
-                FileSource::new(path, crate::formats::file_format(def)?, schema),
-                wm,
-                &computed,
-            )
+            read(env, source, wm, &computed)
         }
         "kafka" | "upsert-kafka" => {
             let options = crate::kafka::source_options(def, schema)?;
