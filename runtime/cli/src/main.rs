@@ -612,6 +612,7 @@ fn run() -> anyhow::Result<()> {
                     .transpose()?,
                 local_dir: None,
                 incremental,
+                write_buffer: None,
             };
             state_backend
                 .validate()

@@ -224,6 +224,12 @@ pub fn apply_setting(cfg: &mut ExecutionConfig, key: &str, value: &str) -> Resul
             }
             cfg.state_backend.managed_memory = Some(bytes)
         }
+        "state.backend.rocksdb.writebuffer.size" | "state.backend.forst.writebuffer.size" => {
+            let bytes = parse_memory_size(value)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| bad("expected a memory size such as '64m'"))?;
+            cfg.state_backend.write_buffer = Some(bytes)
+        }
         // Flink's RocksDB directory wins over the general temporary directories.
         "state.backend.rocksdb.localdir" | "state.backend.forst.local-dir" => {
             cfg.state_backend.local_dir = Some(value.trim().into())
@@ -580,6 +586,20 @@ mod tests {
             WHERE channel = 'Google' GROUP BY window_start, window_end;";
         let u = unread(filtered);
         assert!(!u.contains(&"bid.channel".to_string()), "{u:?}");
+    }
+
+    #[test]
+    fn the_disk_backend_s_write_buffer_is_set_by_flink_s_keys() {
+        let mut cfg = ExecutionConfig::default();
+        apply_setting(&mut cfg, "state.backend.forst.writebuffer.size", "16m").expect("set");
+        assert_eq!(cfg.state_backend.write_buffer, Some(16 << 20));
+        apply_setting(&mut cfg, "state.backend.rocksdb.writebuffer.size", "1g").expect("set");
+        assert_eq!(cfg.state_backend.write_buffer, Some(1 << 30));
+        for bad in ["0", "lots"] {
+            let e = apply_setting(&mut cfg, "state.backend.rocksdb.writebuffer.size", bad)
+                .expect_err("refused");
+            assert!(e.contains("memory size"), "{e}");
+        }
     }
 
     #[test]

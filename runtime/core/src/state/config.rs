@@ -39,6 +39,9 @@ impl StateBackendKind {
     }
 }
 
+/// The key of [`StateBackendConfig::write_buffer`] (Flink's RocksDB name).
+pub const WRITE_BUFFER_KEY: &str = "state.backend.rocksdb.writebuffer.size";
+
 /// The configured backend; [`build`](Self::build) makes it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StateBackendConfig {
@@ -50,6 +53,11 @@ pub struct StateBackendConfig {
     /// `execution.checkpointing.incremental` (Flink 1.x: `state.backend.incremental`): a
     /// checkpoint writes only what changed since the last one (disk backend only).
     pub incremental: bool,
+    /// `state.backend.rocksdb.writebuffer.size` (also `state.backend.forst.writebuffer.size`):
+    /// how many bytes of changed values a store of the disk backend keeps before it writes
+    /// them out, which also bounds what a checkpoint's synchronous part writes (`None`: a
+    /// quarter of its cache; [`DiskOptions::max_dirty_bytes`]).
+    pub write_buffer: Option<u64>,
 }
 
 impl StateBackendConfig {
@@ -68,7 +76,21 @@ impl StateBackendConfig {
         if self.incremental {
             out.push(("execution.checkpointing.incremental".into(), "true".into()));
         }
+        if let Some(b) = self.write_buffer {
+            out.push((WRITE_BUFFER_KEY.into(), b.to_string()));
+        }
         out
+    }
+
+    /// The disk backend's options from this configuration.
+    pub fn disk_options(&self) -> DiskOptions {
+        DiskOptions {
+            managed_memory: self.managed_memory.unwrap_or(DEFAULT_MANAGED_MEMORY),
+            local_dir: self.local_dir.clone(),
+            incremental: self.incremental,
+            max_dirty_bytes: self.write_buffer.map(|b| b as usize),
+            ..Default::default()
+        }
     }
 
     /// An error when the settings cannot go together: incremental checkpoints need the disk
@@ -82,6 +104,13 @@ impl StateBackendConfig {
                  the hashmap backend writes whole checkpoints",
             ));
         }
+        if self.write_buffer.is_some() && self.kind != StateBackendKind::Disk {
+            return Err(crate::error::Error::config(
+                WRITE_BUFFER_KEY,
+                "the write buffer is the disk state backend's (state.backend.type: disk, \
+                 rocksdb or forst); the hashmap backend has none",
+            ));
+        }
         Ok(())
     }
 
@@ -90,12 +119,7 @@ impl StateBackendConfig {
     pub fn build(&self) -> Arc<dyn StateBackend> {
         match self.kind {
             StateBackendKind::Hashmap => Arc::new(MemoryStateBackend::default()),
-            StateBackendKind::Disk => Arc::new(DiskStateBackend::new(DiskOptions {
-                managed_memory: self.managed_memory.unwrap_or(DEFAULT_MANAGED_MEMORY),
-                local_dir: self.local_dir.clone(),
-                incremental: self.incremental,
-                ..Default::default()
-            })),
+            StateBackendKind::Disk => Arc::new(DiskStateBackend::new(self.disk_options())),
         }
     }
 }
@@ -150,5 +174,30 @@ mod tests {
         };
         assert_eq!(b.build().name(), "disk");
         assert_eq!(StateBackendConfig::default().build().name(), "memory");
+    }
+
+    #[test]
+    fn the_write_buffer_bounds_the_disk_backend_s_changed_values() {
+        let mut b = StateBackendConfig {
+            kind: StateBackendKind::Disk,
+            write_buffer: Some(8 << 20),
+            ..Default::default()
+        };
+        assert_eq!(b.disk_options().max_dirty_bytes, Some(8 << 20));
+        assert!(
+            b.settings()
+                .contains(&(WRITE_BUFFER_KEY.into(), (8u64 << 20).to_string()))
+        );
+        assert!(b.validate().is_ok());
+        b.kind = StateBackendKind::Hashmap;
+        let e = b
+            .validate()
+            .expect_err("hashmap has no write buffer")
+            .to_string();
+        assert!(e.contains(WRITE_BUFFER_KEY), "{e}");
+        assert_eq!(
+            StateBackendConfig::default().disk_options().max_dirty_bytes,
+            None
+        );
     }
 }
