@@ -480,6 +480,66 @@ fn the_filesystem_connector_writes_and_reads_s3() -> Result<()> {
     Ok(())
 }
 
+/// `PARTITIONED BY`: one directory per value (`bucket=2/`), the partition column left out
+/// of the files, each partition holding the oracle's rows for it; a small
+/// `sink.rolling-policy.file-size` rolls several parts per partition between checkpoints.
+#[test]
+fn partitioned_filesystem_sink_writes_one_directory_per_value() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let out = dir.path().join("out");
+    let script = format!(
+        "SET 'execution.checkpointing.interval' = '200 ms';\n{}\nCREATE TABLE out (auction BIGINT, price BIGINT, bucket BIGINT) PARTITIONED BY (bucket) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv', 'sink.rolling-policy.file-size' = '4kb');\nINSERT INTO out SELECT auction, price, auction % 3 FROM bids;",
+        bids_ddl(0),
+        out.display()
+    );
+    let settings = [("parallelism.default".to_string(), "2".to_string())];
+    let job = compile(&script, ExecutionConfig::default(), &settings)
+        .map_err(|e| Error::User(e.to_string()))?;
+    assert_eq!(job.env.execute()?, JobOutcome::Finished);
+    let mut partitions: Vec<String> = std::fs::read_dir(&out)
+        .map_err(|e| Error::io("ls", &out, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, ["bucket=0", "bucket=1", "bucket=2"]);
+    for b in 0..3 {
+        let pdir = out.join(format!("bucket={b}"));
+        let mut lines = Vec::new();
+        let mut parts = 0;
+        for e in std::fs::read_dir(&pdir)
+            .map_err(|e| Error::io("ls", &pdir, e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                name.starts_with("part-"),
+                "left in {}: {name}",
+                pdir.display()
+            );
+            parts += 1;
+            let t = std::fs::read_to_string(e.path())
+                .map_err(|e| Error::io("read", e.to_string(), e))?;
+            lines.extend(t.lines().map(str::to_string));
+        }
+        lines.sort();
+        let expected = run_batch(&format!(
+            "SELECT auction, price FROM bids WHERE auction % 3 = {b}"
+        ))?;
+        assert!(
+            lines == expected,
+            "bucket={b}: {} rows against {}",
+            lines.len(),
+            expected.len()
+        );
+        assert!(
+            parts > 2,
+            "bucket={b}: {parts} parts; the size policy rolls more"
+        );
+    }
+    Ok(())
+}
+
 const T: &str = "CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'datagen', 'number-of-rows' = '10');\nCREATE TABLE out (a BIGINT, b BIGINT) WITH ('connector' = 'blackhole');\n";
 
 /// (script, statement, line, column, words the message must contain)

@@ -19,7 +19,7 @@ pub use blackhole::BlackholeSink;
 pub use collection::CollectionSource;
 pub use datagen::{BidGenerator, DATAGEN_TYPES, DataGen, FieldGen, bid_schema, datagen_supports};
 pub use file_format::{CsvFormat, FileFormat, JsonFormat};
-pub use filesystem::{FileSink, FileSource};
+pub use filesystem::{DEFAULT_PARTITION_NAME, FileSink, FileSource, RollingPolicy};
 pub use flink_rs_core::api::{CollectSink, Collected, PrintSink};
 pub use kafka::{KafkaSink, KafkaSource};
 pub use nexmark::{NexmarkGenerator, STRING_FIELDS, UnreadFields, nexmark_schema};

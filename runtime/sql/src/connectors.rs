@@ -162,6 +162,12 @@ fn file_path(def: &TableDef) -> Result<String, OptionError> {
 /// Checks a table's options when it is declared (whether it will be read or written).
 pub fn validate(def: &TableDef) -> Result<(), OptionError> {
     let name = connector(def)?;
+    if !def.partitioned_by.is_empty() && name != "filesystem" {
+        return Err(err(
+            "connector",
+            format!("PARTITIONED BY is for the filesystem connector, not '{name}'"),
+        ));
+    }
     if let Some(m) = def.metadata.first() {
         if name != "kafka" && name != "upsert-kafka" {
             return Err(err(
@@ -258,11 +264,20 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
             file_location(def)?;
             crate::formats::file_format(def)?;
             number::<u64>(def, "sink.parallelism")?;
+            rolling_policy(def)?;
             let formats = crate::formats::file_format_options(def);
             return check_keys(
                 def,
                 &[
-                    &["connector", "path", "format", "sink.parallelism"],
+                    &[
+                        "connector",
+                        "path",
+                        "format",
+                        "sink.parallelism",
+                        "sink.rolling-policy.file-size",
+                        "sink.rolling-policy.rollover-interval",
+                        "partition.default-name",
+                    ],
                     formats,
                 ]
                 .concat(),
@@ -280,6 +295,44 @@ pub fn validate(def: &TableDef) -> Result<(), OptionError> {
         }
     };
     check_keys(def, allowed)
+}
+
+/// `sink.rolling-policy.file-size` and `sink.rolling-policy.rollover-interval`.
+fn rolling_policy(def: &TableDef) -> Result<flink_rs_connectors::RollingPolicy, OptionError> {
+    let size = "sink.rolling-policy.file-size";
+    let interval = "sink.rolling-policy.rollover-interval";
+    let file_size = def
+        .options
+        .get(size)
+        .map(|v| {
+            flink_rs_core::state::parse_memory_size(v)
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    err(
+                        size,
+                        format!("'{size}' must be a size such as '128mb', not '{v}'"),
+                    )
+                })
+        })
+        .transpose()?;
+    let rollover_interval = def
+        .options
+        .get(interval)
+        .map(|v| {
+            crate::parse_duration(v)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    err(
+                        interval,
+                        format!("'{interval}' must be a duration such as '30 min', not '{v}'"),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok(flink_rs_connectors::RollingPolicy {
+        file_size,
+        rollover_interval,
+    })
 }
 
 /// Every option of `def` is one of `allowed` (datagen's `fields.*` are checked column by
@@ -553,6 +606,16 @@ pub fn source(
         "filesystem" => {
             let format = crate::formats::file_format(def)?;
             let source = match file_location(def)? {
+                _ if !def.partitioned_by.is_empty() => {
+                    return Err(err(
+                        "path",
+                        format!(
+                            "`{}` is PARTITIONED BY ({}): reading a partitioned filesystem table (its partition directories) is not supported yet; the sink writes them",
+                            def.name,
+                            def.partitioned_by.join(", ")
+                        ),
+                    ));
+                }
                 FileLocation::Local(path) => {
                     allowed(env.allowed_paths(), "source path", &path)?;
                     FileSource::new(path, format, schema)
@@ -619,18 +682,25 @@ pub fn sink(stream: &DataStream, def: &TableDef) -> Result<DataStream, OptionErr
         "blackhole" => stream.sink(BlackholeSink::default()),
         "filesystem" => {
             let format = crate::formats::file_format(def)?;
-            match file_location(def)? {
+            let sink = match file_location(def)? {
                 FileLocation::Local(path) => {
                     allowed(stream.allowed_paths(), "sink path", &path)?;
-                    stream.sink(FileSink::new(path, format))
+                    FileSink::new(path, format)
                 }
                 FileLocation::ObjectStore(url) => {
                     allowed(stream.allowed_paths(), "sink path", &url)?;
-                    let sink = FileSink::in_object_store(&url, &stream.storage_options(), format)
-                        .map_err(|e| err("path", format!("'{url}': {e}")))?;
-                    stream.sink(sink)
+                    FileSink::in_object_store(&url, &stream.storage_options(), format)
+                        .map_err(|e| err("path", format!("'{url}': {e}")))?
                 }
-            }
+            };
+            let default = def
+                .options
+                .get("partition.default-name")
+                .map_or(flink_rs_connectors::DEFAULT_PARTITION_NAME, String::as_str);
+            stream.sink(
+                sink.partitioned_by(def.partitioned_by.clone(), default)
+                    .rolling(rolling_policy(def)?),
+            )
         }
         "kafka" | "upsert-kafka" => {
             let sink = flink_rs_connectors::KafkaSink::new(crate::kafka::sink_options(def)?)

@@ -30,6 +30,9 @@ pub struct TableDef {
     pub metadata: Vec<MetadataColumn>,
     /// `PRIMARY KEY (…) NOT ENFORCED`: the key's columns.
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (…)`: the partition columns, and the byte offset of the clause.
+    pub partitioned_by: Vec<String>,
+    pub partitioned_at: usize,
 }
 
 /// A column whose value is the connector's metadata rather than the record's data.
@@ -232,6 +235,8 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
         option_at: BTreeMap::new(),
         metadata: Vec::new(),
         primary_key: Vec::new(),
+        partitioned_by: Vec::new(),
+        partitioned_at: 0,
     };
     let mut watermark_at = 0;
     if t.peek().is_some_and(|x| x.token == Token::LParen) {
@@ -345,8 +350,37 @@ pub fn parse_create_table(st: &Statement) -> Result<TableDef, SqlError> {
             ));
         }
     }
-    while t.keyword("COMMENT") || t.keyword("PARTITIONED") {
-        t.next();
+    loop {
+        if t.keyword("COMMENT") {
+            // The comment's text.
+            t.next();
+        } else if let Some(at) = t.peek().map(|x| t.offset(x))
+            && t.keyword("PARTITIONED")
+        {
+            t.expect_keyword("BY")?;
+            t.expect(Token::LParen, "`(` after PARTITIONED BY")?;
+            def.partitioned_at = at;
+            loop {
+                let (col, col_at) = t.ident("a partition column")?;
+                if !def.columns.iter().any(|f| *f.name() == col) {
+                    return Err(st.error_at_offset(
+                        col_at,
+                        format!(
+                            "the partition column `{col}` is not a physical column of `{}`",
+                            def.name
+                        ),
+                    ));
+                }
+                def.partitioned_by.push(col);
+                match t.next().map(|x| x.token) {
+                    Some(Token::Comma) => continue,
+                    Some(Token::RParen) => break,
+                    _ => return Err(t.err_here("expected `,` or `)` in PARTITIONED BY")),
+                }
+            }
+        } else {
+            break;
+        }
     }
     if t.keyword("WITH") {
         t.expect(Token::LParen, "`(` after WITH")?;

@@ -358,6 +358,30 @@ impl CheckpointStorage {
         }
     }
 
+    /// Paths of every object below `rel` (in its subdirectories too), relative to it.
+    pub fn list_all(&self, rel: &str) -> Result<Vec<String>> {
+        let path = self.path(rel);
+        let store = self.store.clone();
+        let base: Vec<String> = path.parts().map(|p| p.as_ref().to_string()).collect();
+        let r = runtime()?
+            .block_on(async move { store.list(Some(&path)).try_collect::<Vec<_>>().await });
+        match r {
+            Ok(objects) => Ok(objects
+                .iter()
+                .map(|o| {
+                    o.location
+                        .parts()
+                        .skip(base.len())
+                        .map(|p| p.as_ref().to_string())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
+                .collect()),
+            Err(object_store::Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(os_err(rel)(e)),
+        }
+    }
+
     /// Deletes object `rel` (nothing when it is not there).
     pub fn delete(&self, rel: &str) -> Result<()> {
         let path = self.path(rel);
