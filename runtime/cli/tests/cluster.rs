@@ -1460,6 +1460,41 @@ fn application_jobmanager_runs_its_own_job_from_its_own_latest_checkpoint() {
     assert_eq!(common::committed(&out_a), expected, "{}", cluster.logs());
 }
 
+/// `flink-rs sql --jobmanager`: the INSERT of a script run by the SQL client goes to the
+/// cluster with the session's settings; the client prints its job id, and the job's output
+/// equals the failure-free run.
+#[test]
+fn the_sql_client_submits_inserts_to_a_cluster() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let expected = reference(tmp.path(), ROWS);
+    let out = tmp.path().join("out");
+    let cluster = Cluster::start(tmp.path(), 2);
+    let script = tmp.path().join("client.sql");
+    std::fs::write(&script, common::job(&out.display().to_string(), ROWS, 0)).expect("script");
+    let run = std::process::Command::new(BIN)
+        .args(["sql", "--jobmanager", &cluster.rest, "-f"])
+        .arg(&script)
+        .output()
+        .expect("flink-rs sql");
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Job ID: "))
+        .unwrap_or_else(|| panic!("no job id printed: {stdout}"))
+        .trim()
+        .to_string();
+    let job = wait_finished(&cluster, &id);
+    // The session's SET reached the cluster: parallelism 2.
+    let vertices = job["vertices"].as_array().cloned().unwrap_or_default();
+    assert!(vertices.iter().any(|v| v["parallelism"] == 2), "{job}");
+    assert_eq!(common::committed(&out), expected, "{}", cluster.logs());
+}
+
 /// A stop-with-savepoint asked twice with one `triggerId` takes one savepoint. A jobmanager
 /// replaced after the stop does not run the stopped job again (as Flink's job result store:
 /// from any snapshot it would write again what the stop committed, or what a resume from
