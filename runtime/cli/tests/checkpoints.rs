@@ -420,6 +420,19 @@ fn tmp() -> Result<tempfile::TempDir> {
     tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))
 }
 
+/// A job of `rows` bids at `rate` rows/s, parallelism 2, checkpointing into `cp` and
+/// restarting (5 ms apart) up to `attempts` times.
+fn restarting(rows: u64, rate: f64, cp: &Path, attempts: u32) -> JobSpec {
+    let mut spec = JobSpec::new(rows, 2);
+    spec.rate = Some(rate);
+    spec.checkpoint_dir = Some(cp.display().to_string());
+    spec.restart = RestartStrategy::FixedDelay {
+        attempts,
+        delay: Duration::from_millis(5),
+    };
+    spec
+}
+
 const ROWS: u64 = 400_000;
 
 fn reference(rows: u64) -> Result<(Vec<String>, Vec<String>)> {
@@ -443,16 +456,10 @@ fn with_failures(
     out: &Path,
 ) -> Result<(JobHandle, Arc<Injector>, Arc<DiskStateBackend>)> {
     let inject = Injector::new(22, 14_000, 7);
-    let mut spec = JobSpec::new(ROWS, 2);
+    let mut spec = restarting(ROWS, 150_000.0, cp, 100);
     spec.backend = backend;
-    spec.rate = Some(150_000.0);
     spec.checkpoint_interval = Some(Duration::from_millis(15));
     spec.mode = mode;
-    spec.checkpoint_dir = Some(cp.display().to_string());
-    spec.restart = RestartStrategy::FixedDelay {
-        attempts: 100,
-        delay: Duration::from_millis(5),
-    };
     // The exactly-once run restores every time through background decoding, the
     // at-least-once run before the tasks start: both paths face the twenty failures.
     spec.background_restore = mode == CheckpointingMode::ExactlyOnce;
@@ -858,14 +865,8 @@ fn a_partitioned_rolling_file_sink_is_exactly_once_through_twenty_failures() -> 
     let (ref_w, _) = reference(ROWS)?;
     let (cp, out) = (tmp()?, tmp()?);
     let inject = Injector::new(22, 14_000, 3);
-    let mut spec = JobSpec::new(ROWS, 2);
-    spec.rate = Some(150_000.0);
+    let mut spec = restarting(ROWS, 150_000.0, cp.path(), 100);
     spec.checkpoint_interval = Some(Duration::from_millis(15));
-    spec.checkpoint_dir = Some(cp.path().display().to_string());
-    spec.restart = RestartStrategy::FixedDelay {
-        attempts: 100,
-        delay: Duration::from_millis(5),
-    };
     spec.windows_partitioned = true;
     let outcome = start_job(&spec, out.path(), inject.clone())?.wait()?;
     assert_eq!(outcome, JobOutcome::Finished);
@@ -916,14 +917,8 @@ fn the_file_sink_in_s3_is_exactly_once_through_twenty_failures() -> Result<()> {
     let (ref_w, ref_t) = reference(rows)?;
     let (cp, out) = (tmp()?, tmp()?);
     let inject = Injector::new(21, 7_000, 5);
-    let mut spec = JobSpec::new(rows, 2);
-    spec.rate = Some(100_000.0);
+    let mut spec = restarting(rows, 100_000.0, cp.path(), 100);
     spec.checkpoint_interval = Some(Duration::from_millis(40));
-    spec.checkpoint_dir = Some(cp.path().display().to_string());
-    spec.restart = RestartStrategy::FixedDelay {
-        attempts: 100,
-        delay: Duration::from_millis(5),
-    };
     let url = format!("s3://{}/jobs/windows", s3.bucket);
     spec.windows_in_store = Some((url.clone(), s3.options()));
     let outcome = start_job(&spec, out.path(), inject.clone())?.wait()?;
@@ -1103,13 +1098,7 @@ fn a_failure_after_an_intermediate_savepoint_repeats_nothing() -> Result<()> {
     let (ref_w, ref_t) = reference(rows)?;
     let (cp, out, sp) = (tmp()?, tmp()?, tmp()?);
     let inject = Injector::none();
-    let mut spec = JobSpec::new(rows, 2);
-    spec.rate = Some(50_000.0);
-    spec.checkpoint_dir = Some(cp.path().display().to_string());
-    spec.restart = RestartStrategy::FixedDelay {
-        attempts: 3,
-        delay: Duration::from_millis(5),
-    };
+    let spec = restarting(rows, 50_000.0, cp.path(), 3);
     let job = start_job(&spec, out.path(), inject.clone())?;
     let until = std::time::Instant::now() + Duration::from_secs(30);
     while inject.seen.load(Ordering::SeqCst) < 40_000 {
@@ -1151,13 +1140,7 @@ fn a_failure_while_stopping_goes_on_from_the_stop_savepoint() -> Result<()> {
     let (cp, out, sp) = (tmp()?, tmp()?, tmp()?);
     let inject = Injector::none();
     let armed = Arc::new(AtomicBool::new(false));
-    let mut spec = JobSpec::new(rows, 2);
-    spec.rate = Some(50_000.0);
-    spec.checkpoint_dir = Some(cp.path().display().to_string());
-    spec.restart = RestartStrategy::FixedDelay {
-        attempts: 3,
-        delay: Duration::from_millis(5),
-    };
+    let mut spec = restarting(rows, 50_000.0, cp.path(), 3);
     spec.commit_fault = Some(armed.clone());
     let job = start_job(&spec, out.path(), inject.clone())?;
     common::wait_until("40 000 rows", Duration::from_secs(30), || {

@@ -1,6 +1,8 @@
 //! `flink-rs sql`, the interactive SQL client, driven as a user drives it: through a real
 //! pseudo-terminal (the line editor, its history and Ctrl-C), and with `-f script.sql`.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
@@ -221,18 +223,7 @@ fn an_interactive_session_on_a_terminal() {
     t.expect("[INFO] Execute statement succeeded.");
     t.at_prompt("INSERT INTO out SELECT auction, price FROM bids;\r");
     t.expect("[INFO] Complete execution of the SQL update statement.");
-    let written: usize = std::fs::read_dir(&out)
-        .expect("output")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-        .map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap_or_default()
-                .lines()
-                .count()
-        })
-        .sum();
-    assert_eq!(written, 40);
+    assert_eq!(common::committed(&out).len(), 40);
     // Ctrl-C while typing drops the line; QUIT leaves.
     t.at_prompt("SELECT half a statement");
     std::thread::sleep(Duration::from_millis(300));
@@ -264,6 +255,46 @@ fn ctrl_c_cancels_a_running_query_and_the_session_goes_on() {
     t.expect("Query cancelled.");
     t.at_prompt("SHOW TABLES;\r");
     t.expect("1 row in set");
+    t.at_prompt("QUIT;\r");
+    assert!(t.wait_exit().success());
+}
+
+/// `SHOW JOBS` lists the session's INSERT jobs; `STOP JOB '<id>' WITH SAVEPOINT` stops one
+/// with a savepoint into `state.savepoints.dir` and shows its path.
+#[test]
+fn show_jobs_and_stop_job_with_savepoint() {
+    let home = tempfile::tempdir().expect("home");
+    let savepoints = home.path().join("savepoints");
+    let mut t = Terminal::start(home.path(), &[]);
+    t.at_prompt(&format!(
+        "SET 'state.savepoints.dir' = '{}';\r",
+        savepoints.display()
+    ));
+    t.expect("[INFO] Session property has been set.");
+    t.at_prompt(
+        "CREATE TABLE endless (n BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '20');\r",
+    );
+    t.expect("[INFO] Execute statement succeeded.");
+    t.at_prompt("CREATE TABLE sink (n BIGINT) WITH ('connector' = 'blackhole');\r");
+    t.expect("[INFO] Execute statement succeeded.");
+    t.at_prompt("INSERT INTO sink SELECT n FROM endless;\r");
+    t.expect("Job ID: ");
+    let id = t.expect("\r").trim().to_string();
+    assert_eq!(id.len(), 32, "a job id: {id}");
+    t.at_prompt("SHOW JOBS;\r");
+    let jobs = t.expect("1 row in set");
+    assert!(jobs.contains(&id) && jobs.contains("RUNNING"), "{jobs}");
+    t.at_prompt(&format!("STOP JOB '{id}' WITH SAVEPOINT;\r"));
+    let stopped = t.expect("1 row in set");
+    assert!(
+        stopped.contains("savepoint path") && stopped.contains(&savepoints.display().to_string()),
+        "{stopped}"
+    );
+    t.at_prompt("SHOW JOBS;\r");
+    let jobs = t.expect("1 row in set");
+    assert!(jobs.contains("FINISHED"), "{jobs}");
+    t.at_prompt("STOP JOB 'nope';\r");
+    t.expect("this session has no job nope");
     t.at_prompt("QUIT;\r");
     assert!(t.wait_exit().success());
 }

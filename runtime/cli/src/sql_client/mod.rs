@@ -42,8 +42,8 @@ type Cancel = Arc<Mutex<Option<Box<dyn Fn() + Send>>>>;
 struct Client {
     session: Session,
     jobmanager: Option<RestClient>,
-    /// INSERT jobs running in the background in the embedded mini-cluster.
-    background: Vec<JobHandle>,
+    /// INSERT jobs of this session in the embedded mini-cluster, with their statement.
+    background: Vec<(JobHandle, String)>,
     cancel: Cancel,
 }
 
@@ -176,6 +176,12 @@ impl Client {
             print!("\x1b[2J\x1b[H");
             return Ok(true);
         }
+        if upper == "SHOW JOBS" {
+            return self.show_jobs().map(|()| true);
+        }
+        if upper.starts_with("STOP JOB") {
+            return self.stop_job(st).map(|()| true);
+        }
         let mode = match self
             .session
             .setting("sql-client.execution.result-mode")
@@ -254,7 +260,8 @@ impl Client {
                         if sync {
                             handle.wait().context("the job failed")?;
                         } else {
-                            self.background.push(handle);
+                            let name = st.text.split_whitespace().collect::<Vec<_>>().join(" ");
+                            self.background.push((handle, name));
                         }
                         id
                     }
@@ -277,10 +284,105 @@ impl Client {
         Ok(true)
     }
 
+    /// `SHOW JOBS`: the cluster's jobs (with `--jobmanager`), else this session's.
+    fn show_jobs(&self) -> anyhow::Result<()> {
+        let header = ["job id", "job name", "status"].map(String::from);
+        let rows: Vec<Vec<String>> = match &self.jobmanager {
+            Some(c) => c
+                .jobs()
+                .context("listing the cluster's jobs")?
+                .jobs
+                .into_iter()
+                .map(|j| vec![j.jid, j.name, j.state])
+                .collect(),
+            None => self
+                .background
+                .iter()
+                .map(|(h, name)| {
+                    vec![
+                        h.job_id().to_string(),
+                        name.chars().take(60).collect(),
+                        h.status().0.as_str().to_string(),
+                    ]
+                })
+                .collect(),
+        };
+        print_table(&mut std::io::stdout().lock(), &header, &rows)?;
+        Ok(())
+    }
+
+    /// `STOP JOB '<id>' [WITH SAVEPOINT]`: as Flink's client, a stop with a savepoint
+    /// (into `state.savepoints.dir`), else a cancel.
+    fn stop_job(&mut self, st: &Statement) -> anyhow::Result<()> {
+        let text = st.text.trim();
+        let id = text
+            .split('\'')
+            .nth(1)
+            .filter(|id| !id.is_empty())
+            .with_context(|| {
+                format!("expected STOP JOB '<job id>' [WITH SAVEPOINT], not `{text}`")
+            })?
+            .to_string();
+        let rest = text
+            .rsplit('\'')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let with_savepoint = match words.as_slice() {
+            [] => false,
+            ["WITH", "SAVEPOINT"] => true,
+            _ if rest.contains("DRAIN") => anyhow::bail!(
+                "STOP JOB … WITH DRAIN is not supported: it would fire every window as if the input had ended"
+            ),
+            _ => anyhow::bail!("expected STOP JOB '<job id>' [WITH SAVEPOINT], not `{text}`"),
+        };
+        let savepoint = match &self.jobmanager {
+            Some(c) if with_savepoint => Some(
+                c.savepoint(&id, None, true, std::time::Duration::from_secs(600))
+                    .with_context(|| format!("stopping job {id} with a savepoint"))?,
+            ),
+            Some(c) => {
+                c.cancel(&id)
+                    .with_context(|| format!("cancelling job {id}"))?;
+                None
+            }
+            None => {
+                let (handle, _) = self
+                    .background
+                    .iter()
+                    .find(|(h, _)| h.job_id() == id)
+                    .with_context(|| {
+                        format!("this session has no job {id} (SHOW JOBS lists them)")
+                    })?;
+                if with_savepoint {
+                    Some(
+                        handle
+                            .stop_with_savepoint(None)
+                            .with_context(|| format!("stopping job {id} with a savepoint"))?,
+                    )
+                } else {
+                    handle.cancel();
+                    None
+                }
+            }
+        };
+        match savepoint {
+            Some(path) => print_table(
+                &mut std::io::stdout().lock(),
+                &["savepoint path".into()],
+                &[vec![path]],
+            )?,
+            None => println!("[INFO] Execute statement succeeded."),
+        }
+        Ok(())
+    }
+
     /// Background jobs run in this process: leaving waits for them (Ctrl-C cancels them).
     fn wait_for_background(&mut self) {
         let running: Vec<JobHandle> = std::mem::take(&mut self.background)
             .into_iter()
+            .map(|(h, _)| h)
             .filter(|h| !h.is_finished())
             .collect();
         if !running.is_empty() {
@@ -348,6 +450,7 @@ const HELP: &str = "Statements (end each with ';'):
   SELECT …;                 runs here and shows rows as they come (Ctrl-C cancels)
   INSERT INTO … SELECT …;   submits a job (waits for it with SET 'table.dml-sync' = 'true')
   BEGIN STATEMENT SET; INSERT …; INSERT …; END;
+  SHOW JOBS; STOP JOB '<id>' [WITH SAVEPOINT];
   QUIT;
 Client settings: sql-client.execution.result-mode = tableau | changelog,
   sql-client.display.max-column-width, table.dml-sync.

@@ -5,10 +5,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::AsArray;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::util::display::FormatOptions;
 
 use flink_rs::error::{Error, Result};
 use flink_rs::source::{Sink, SinkWriter};
@@ -120,18 +119,7 @@ impl SinkWriter for ViewWriter {
             .with_null("<NULL>")
             .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.3f"))
             .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.3f"));
-        let kinds = batch
-            .schema()
-            .fields()
-            .last()
-            .filter(|f| f.name() == "__op")
-            .and_then(|_| batch.columns().last())
-            .and_then(|c| c.as_string_opt::<i32>().cloned());
-        let shown = batch.num_columns() - usize::from(kinds.is_some());
-        let formatters: Vec<ArrayFormatter<'_>> = batch.columns()[..shown]
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<std::result::Result<_, _>>()?;
+        let (kinds, formatters) = flink_rs::api::print::changelog_columns(batch, &options)?;
         let Ok(mut st) = self.view.state.lock() else {
             return Ok(());
         };

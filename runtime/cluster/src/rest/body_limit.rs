@@ -28,20 +28,7 @@ pub(crate) async fn bounded(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        // Read (and drop) what the client sends before answering, up to a bound: a client
-        // still writing its body when the connection closes sees a reset, not the 413.
-        let mut body = req.into_body().into_data_stream();
-        let mut read = 0usize;
-        let drain = async {
-            while let Some(Ok(chunk)) = body.next().await {
-                read += chunk.len();
-                if read > DRAIN_BYTES {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-        return too_large();
+        return drained_too_large(req.into_body().into_data_stream()).await;
     }
     let chunked = declared.is_none()
         && req
@@ -63,18 +50,7 @@ pub(crate) async fn bounded(req: Request, next: Next) -> Response {
             };
             buf.extend_from_slice(&chunk);
             if buf.len() > MAX_BODY_BYTES {
-                drop(buf);
-                let mut read = 0usize;
-                let drain = async {
-                    while let Some(Ok(chunk)) = body.next().await {
-                        read += chunk.len();
-                        if read > DRAIN_BYTES {
-                            break;
-                        }
-                    }
-                };
-                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-                return too_large();
+                return drained_too_large(body).await;
             }
         }
         let req = Request::from_parts(parts, axum::body::Body::from(buf.freeze()));
@@ -85,6 +61,22 @@ pub(crate) async fn bounded(req: Request, next: Next) -> Response {
         return too_large();
     }
     resp
+}
+
+/// Reads and drops the rest of `body`, up to a bound, then answers 413: a client still
+/// writing its body when the connection closes would see a reset, not the answer.
+async fn drained_too_large(mut body: axum::body::BodyDataStream) -> Response {
+    let mut read = 0usize;
+    let drain = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            read += chunk.len();
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    too_large()
 }
 
 fn too_large() -> Response {

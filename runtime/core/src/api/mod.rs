@@ -13,7 +13,7 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 mod collect;
-mod print;
+pub mod print;
 
 pub use collect::{CollectSink, Collected};
 pub use print::PrintSink;

@@ -36,23 +36,32 @@ struct Writer {
     prefix: String,
 }
 
+/// A batch as rows to show: the row kinds of a changelog (`+I`, `-U`, `+U`, `-D`, its last
+/// column `__op`, when it has one) and formatters of the other columns.
+pub fn changelog_columns<'a>(
+    batch: &'a RecordBatch,
+    options: &'a FormatOptions<'a>,
+) -> Result<(Option<arrow::array::StringArray>, Vec<ArrayFormatter<'a>>)> {
+    let kinds = batch
+        .schema()
+        .fields()
+        .last()
+        .filter(|f| f.name() == "__op")
+        .and_then(|_| batch.columns().last())
+        .and_then(|c| c.as_string_opt::<i32>().cloned());
+    let shown = batch.num_columns() - usize::from(kinds.is_some());
+    let formatters = batch.columns()[..shown]
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), options))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok((kinds, formatters))
+}
+
 impl SinkWriter for Writer {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         // Arrow's formatting: timestamps as ISO date-times, nulls as `null` (as Flink prints).
         let options = FormatOptions::default().with_null("null");
-        // A changelog's row kind (`+I`, `-U`, `+U`, `-D`) comes last, in a `__op` column.
-        let kinds = batch
-            .schema()
-            .fields()
-            .last()
-            .filter(|f| f.name() == "__op")
-            .and_then(|_| batch.columns().last())
-            .and_then(|c| c.as_string_opt::<i32>().cloned());
-        let shown = batch.num_columns() - usize::from(kinds.is_some());
-        let formatters: Vec<ArrayFormatter<'_>> = batch.columns()[..shown]
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<std::result::Result<_, _>>()?;
+        let (kinds, formatters) = changelog_columns(batch, &options)?;
         let mut out = std::io::stdout().lock();
         let mut line = String::new();
         for r in 0..batch.num_rows() {
