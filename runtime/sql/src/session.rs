@@ -418,11 +418,11 @@ fn check_client_setting(key: &str, value: &str) -> Result<(), String> {
             }
             ["tableau", "changelog"].contains(&v.as_str())
         }
-        "table.dml-sync" | "sql-client.verbose" => ["true", "false"].contains(&v.as_str()),
+        "table.dml-sync" => ["true", "false"].contains(&v.as_str()),
         "sql-client.display.max-column-width" => v.parse::<usize>().is_ok_and(|n| n > 0),
         _ => {
             return Err(format!(
-                "unknown client option '{key}'; supported: sql-client.execution.result-mode, sql-client.display.max-column-width, sql-client.verbose, table.dml-sync"
+                "unknown client option '{key}'; supported: sql-client.execution.result-mode, sql-client.display.max-column-width, table.dml-sync"
             ));
         }
     };
