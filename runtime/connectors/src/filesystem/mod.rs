@@ -14,6 +14,7 @@
 //! same protocol with an upload on the barrier and a copy to the final name on completion
 //! ([`FileSink::in_object_store`]).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,39 @@ impl FileSource {
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.max(1);
         self
+    }
+
+    /// The reader of subtask `subtask`: every `parallelism`-th file, from the positions in
+    /// `known` (by path; the start for the others).
+    fn reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        known: &HashMap<String, (u64, bool)>,
+    ) -> Result<Box<dyn SourceReader>> {
+        let files: Vec<PathBuf> = self
+            .files()?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % parallelism.max(1) == subtask)
+            .map(|(_, f)| f)
+            .collect();
+        let progress = files
+            .iter()
+            .map(|f| {
+                known
+                    .get(&f.display().to_string())
+                    .copied()
+                    .unwrap_or((0, false))
+            })
+            .collect();
+        Ok(Box::new(FileReader {
+            source: self.clone(),
+            files,
+            progress,
+            next_file: 0,
+            current: None,
+        }))
     }
 
     fn files(&self) -> Result<Vec<PathBuf>> {
@@ -288,20 +322,7 @@ impl Source for FileSource {
     }
 
     fn create_reader(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SourceReader>> {
-        let files: Vec<PathBuf> = self
-            .files()?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % parallelism.max(1) == subtask)
-            .map(|(_, f)| f)
-            .collect();
-        Ok(Box::new(FileReader {
-            source: self.clone(),
-            progress: vec![(0, false); files.len()],
-            files,
-            next_file: 0,
-            current: None,
-        }))
+        self.reader(subtask, parallelism, &HashMap::new())
     }
 
     fn restore_reader(
@@ -310,7 +331,7 @@ impl Source for FileSource {
         parallelism: usize,
         states: &[(usize, Bytes)],
     ) -> Result<Box<dyn SourceReader>> {
-        let mut known = std::collections::HashMap::new();
+        let mut known = HashMap::new();
         for (_, b) in states {
             let positions: Vec<FilePosition> =
                 bincode::deserialize(b).map_err(|e| Error::state("file source position", e))?;
@@ -318,30 +339,6 @@ impl Source for FileSource {
                 known.insert(p.path, (p.rows, p.done));
             }
         }
-        let mut r = FileReader {
-            source: self.clone(),
-            files: Vec::new(),
-            progress: Vec::new(),
-            next_file: 0,
-            current: None,
-        };
-        let files: Vec<PathBuf> = self
-            .files()?
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % parallelism.max(1) == subtask)
-            .map(|(_, f)| f)
-            .collect();
-        r.progress = files
-            .iter()
-            .map(|f| {
-                known
-                    .get(&f.display().to_string())
-                    .copied()
-                    .unwrap_or((0, false))
-            })
-            .collect();
-        r.files = files;
-        Ok(Box::new(r))
+        self.reader(subtask, parallelism, &known)
     }
 }

@@ -436,23 +436,6 @@ impl Planner<'_> {
         let state = self.ctx.state();
         let plan = block_on(state.create_logical_plan(&text)).map_err(|e| df_error(st, &e, 0))?;
         let plan = state.optimize(&plan).map_err(|e| df_error(st, &e, 0))?;
-        if !matches!(
-            plan,
-            LogicalPlan::Projection(_)
-                | LogicalPlan::Filter(_)
-                | LogicalPlan::Aggregate(_)
-                | LogicalPlan::Sort(_)
-                | LogicalPlan::Limit(_)
-                | LogicalPlan::Distinct(_)
-                | LogicalPlan::Union(_)
-                | LogicalPlan::Join(_)
-                | LogicalPlan::Window(_)
-                | LogicalPlan::SubqueryAlias(_)
-                | LogicalPlan::TableScan(_)
-                | LogicalPlan::Values(_)
-        ) {
-            return Err(st.error("expected a query (SELECT …)"));
-        }
         self.note_field_uses(Some(&plan), &[]);
         let planned = self.translate(st, 0, &tvfs, &plan)?;
         planned.stream.sink(SharedSink(sink));
