@@ -304,8 +304,17 @@ impl ChannelWatermarks {
             self.idle_out = all_idle;
             all_idle
         });
+        // The end of event time (a bounded input's last watermark) is reached only when
+        // every live channel has reached it: an idle channel has merely stopped sending
+        // watermarks for now, and its upstream may still send rows (an aggregate of a bounded
+        // input emits its result at the end, after its own input went idle).
+        let idle_behind = (0..self.wms.len()).any(|i| {
+            !self.finished[i] && self.idle[i] && self.wms[i] < crate::element::MAX_WATERMARK
+        });
         let combined = if live == 0 {
             Some(crate::element::MAX_WATERMARK)
+        } else if min == Some(crate::element::MAX_WATERMARK) && idle_behind {
+            None
         } else {
             min
         };
@@ -405,6 +414,34 @@ mod tests {
         assert_eq!(c.poll(), (Some(false), Some(120)));
         assert!(!c.on_end(0));
         assert!(c.on_end(1));
+        assert_eq!(c.poll().1, Some(i64::MAX));
+    }
+
+    /// An idle channel does not hold event time back, but it does hold back its end: the
+    /// subtask behind it may still send rows (an aggregate over a bounded input sends its
+    /// result when its own input ends, after its input went idle), and rows that came after
+    /// the end of event time would never be emitted by the timers it fires.
+    #[test]
+    fn the_end_of_event_time_waits_for_idle_channels() {
+        let mut c = ChannelWatermarks::new(3);
+        c.on_idle(0, true);
+        c.on_watermark(1, 100);
+        c.on_watermark(2, 200);
+        assert_eq!(c.poll(), (None, Some(100)));
+        c.on_watermark(1, i64::MAX);
+        assert_eq!(c.poll(), (None, Some(200)));
+        c.on_watermark(2, i64::MAX);
+        assert_eq!(c.poll(), (None, None), "channel 0 is idle, not ended");
+        assert!(!c.on_end(1));
+        assert!(!c.on_end(2));
+        assert_eq!(c.poll(), (Some(true), None));
+        c.on_watermark(0, i64::MAX);
+        assert_eq!(
+            c.poll().1,
+            None,
+            "an idle channel's watermark does not count"
+        );
+        assert!(c.on_end(0));
         assert_eq!(c.poll().1, Some(i64::MAX));
     }
 }
