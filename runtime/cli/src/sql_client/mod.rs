@@ -50,22 +50,34 @@ struct Client {
 /// Runs the client until `QUIT;`, the end of input or (with a script) the first error.
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let cancel: Cancel = Arc::default();
-    watch_ctrl_c(cancel.clone())?;
     let mut client = Client {
         session: Session::new(ExecutionConfig::default(), opts.settings),
         jobmanager: opts.jobmanager,
         background: Vec::new(),
         cancel,
     };
+    // Lives until the end: dropping it restores SIGINT's default action.
+    let mut editor = None;
     let result = match opts.file {
         Some(path) => {
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            watch_ctrl_c(client.cancel.clone())?;
             client.script(&text)
         }
-        None if std::io::stdin().is_terminal() => client.interactive(),
+        None if std::io::stdin().is_terminal() => {
+            let editor =
+                editor.insert(rustyline::DefaultEditor::new().context("starting the line editor")?);
+            // After the editor: it sets its own SIGINT handler for its lifetime (replacing any
+            // before it), and this one chains to it. At the prompt the terminal is raw and
+            // Ctrl-C is a key; while a statement runs, or background jobs are awaited at the
+            // end, it reaches this handler.
+            watch_ctrl_c(client.cancel.clone())?;
+            client.interactive(editor)
+        }
         None => {
             let text =
                 std::io::read_to_string(std::io::stdin()).context("reading standard input")?;
+            watch_ctrl_c(client.cancel.clone())?;
             client.script(&text)
         }
     };
@@ -74,17 +86,24 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C cancels the running query (or does nothing between statements: the line editor
-/// reads it as a key).
+/// reads it as a key). Call it after the line editor is made.
 fn watch_ctrl_c(cancel: Cancel) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("signal handler")?;
+    // Registered here, on the caller's thread, and kept for the whole session (a `ctrl_c()`
+    // future made per signal in the thread would miss one that came before it).
+    let mut interrupts = {
+        let _runtime = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the Ctrl-C handler")?
+    };
     std::thread::Builder::new()
         .name("ctrl-c".into())
         .spawn(move || {
             rt.block_on(async {
-                while tokio::signal::ctrl_c().await.is_ok() {
+                while interrupts.recv().await.is_some() {
                     if let Ok(c) = cancel.lock() {
                         if let Some(f) = c.as_ref() {
                             f();
@@ -116,9 +135,8 @@ impl Client {
     }
 
     /// Reads statements from the terminal with a line editor and history.
-    fn interactive(&mut self) -> anyhow::Result<()> {
+    fn interactive(&mut self, editor: &mut rustyline::DefaultEditor) -> anyhow::Result<()> {
         use rustyline::error::ReadlineError;
-        let mut editor = rustyline::DefaultEditor::new().context("starting the line editor")?;
         let history = std::env::var_os("HOME")
             .map(|h| std::path::PathBuf::from(h).join(".flink-sql-history"));
         if let Some(h) = &history {
