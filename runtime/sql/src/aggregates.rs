@@ -213,8 +213,18 @@ impl Accumulator for Typed {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        // Float to integer truncates toward zero, as Flink's integer AVG (a long division).
-        self.inner.evaluate()?.cast_to(&self.output)
+        // Float to integer truncates toward zero, as Flink's integer AVG (a long division);
+        // a wide integer wraps into a narrower one, as Flink's integer SUM overflows.
+        match (self.inner.evaluate()?, &self.output) {
+            (ScalarValue::Int64(Some(v)), DataType::Int32) => {
+                Ok(ScalarValue::Int32(Some(v as i32)))
+            }
+            (ScalarValue::Int64(Some(v)), DataType::Int16) => {
+                Ok(ScalarValue::Int16(Some(v as i16)))
+            }
+            (ScalarValue::Int64(Some(v)), DataType::Int8) => Ok(ScalarValue::Int8(Some(v as i8))),
+            (v, to) => v.cast_to(to),
+        }
     }
 
     fn size(&self) -> usize {

@@ -1,7 +1,7 @@
 //! Flink SQL's built-in scalar functions that DataFusion lacks or spells differently, so a
 //! Flink script runs unchanged: `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm')` (Java date patterns),
-//! `SPLIT_INDEX(s, sep, i)` (0-based, NULL past the end), `REGEXP_EXTRACT(s, re, group)` and
-//! `TO_TIMESTAMP_LTZ(epoch, precision)`.
+//! `SPLIT_INDEX(s, sep, i)` (0-based, NULL past the end), `REGEXP_EXTRACT(s, re, group)`,
+//! `TO_TIMESTAMP_LTZ(epoch, precision)` and `MOD(a, b)` (typed as `b`, as Flink types it).
 
 use std::sync::Arc;
 
@@ -23,8 +23,18 @@ pub fn register_flink_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(SplitIndex::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpExtract::new()));
     ctx.register_udf(ScalarUDF::new_from_impl(ToTimestampLtz::new()));
+    ctx.register_udf(ScalarUDF::new_from_impl(Mod::new()));
     for f in crate::aggregates::flink_typed_aggregates() {
         ctx.register_udaf(f);
+    }
+}
+
+/// An integer literal argument (an `INT` or a `BIGINT`).
+fn int_literal(v: &ColumnarValue) -> Option<i64> {
+    match v {
+        ColumnarValue::Scalar(ScalarValue::Int32(Some(v))) => Some(i64::from(*v)),
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(v))) => Some(*v),
+        _ => None,
     }
 }
 
@@ -313,10 +323,14 @@ impl ScalarUDFImpl for RegexpExtract {
         };
         let group = match args.args.get(2) {
             None => 1usize,
-            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(g)))) if *g >= 0 => *g as usize,
-            Some(_) => {
-                return plan_err!("REGEXP_EXTRACT's group must be a non-negative integer literal");
-            }
+            Some(g) => match int_literal(g).and_then(|g| usize::try_from(g).ok()) {
+                Some(g) => g,
+                None => {
+                    return plan_err!(
+                        "REGEXP_EXTRACT's group must be a non-negative integer literal"
+                    );
+                }
+            },
         };
         let Some(re) = literal_str(re) else {
             return plan_err!("REGEXP_EXTRACT's regular expression must be a string literal");
@@ -393,8 +407,8 @@ impl ScalarUDFImpl for ToTimestampLtz {
         let n = args.number_rows;
         let per_unit = match args.args.get(1) {
             None => 1,
-            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(3)))) => 1,
-            Some(ColumnarValue::Scalar(ScalarValue::Int64(Some(0)))) => 1_000,
+            Some(p) if int_literal(p) == Some(3) => 1,
+            Some(p) if int_literal(p) == Some(0) => 1_000,
             Some(other) => {
                 return exec_err!(
                     "TO_TIMESTAMP_LTZ's precision must be the literal 0 (seconds) or 3 (milliseconds), not {other:?}"
@@ -412,6 +426,60 @@ impl ScalarUDFImpl for ToTimestampLtz {
             .collect();
         let out: ArrayRef = Arc::new(millis.with_timezone("UTC"));
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `MOD(a, b)` of integers: the remainder of `a / b` with the sign of `a`, typed as `b` (the
+/// remainder always fits it), as Flink (Calcite) types it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mod {
+    signature: Signature,
+}
+
+impl Mod {
+    fn new() -> Self {
+        Mod {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Mod {
+    fn name(&self) -> &str {
+        "mod"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> DfResult<Vec<DataType>> {
+        match args {
+            [a, b] if (a.is_integer() || a.is_null()) && (b.is_integer() || b.is_null()) => {
+                Ok(args.to_vec())
+            }
+            _ => plan_err!("MOD takes two integers, not {args:?}"),
+        }
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        match args {
+            [_, b] if b.is_integer() => Ok(b.clone()),
+            _ => Ok(DataType::Int32),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let n = args.number_rows;
+        let to = args.return_field.data_type().clone();
+        let [a, b] = args.args.as_slice() else {
+            return exec_err!("MOD takes two integers");
+        };
+        let wide = |v: &ColumnarValue| -> DfResult<ArrayRef> {
+            Ok(arrow::compute::cast(&v.to_array(n)?, &DataType::Int64)?)
+        };
+        let rem = arrow::compute::kernels::numeric::rem(&wide(a)?, &wide(b)?)?;
+        Ok(ColumnarValue::Array(arrow::compute::cast(&rem, &to)?))
     }
 }
 

@@ -18,6 +18,7 @@ mod operators;
 mod plan;
 mod script;
 pub mod session;
+mod type_rules;
 mod window_tvf;
 
 use std::collections::HashMap;
@@ -441,11 +442,13 @@ fn compile_with(
     }
     let env = StreamExecutionEnvironment::with_config(cfg);
     // Flink keeps identifiers as written (`dateTime`), so no lower-casing of unquoted names.
-    let ctx = SessionContext::new_with_config(
+    // Decimal literals are DECIMALs (`0.908` is a DECIMAL(3, 3)), as in Flink, not DOUBLEs.
+    let ctx = type_rules::with_flink_type_rules(SessionContext::new_with_config(
         SessionConfig::new()
             .with_information_schema(false)
-            .set_bool("datafusion.sql_parser.enable_ident_normalization", false),
-    );
+            .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+            .set_bool("datafusion.sql_parser.parse_float_as_decimal", true),
+    ));
     // COUNT(DISTINCT) is an accumulator here, not a nested aggregation.
     ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
     // An inner join stays an inner join: rewriting it into a semi join (when the other side

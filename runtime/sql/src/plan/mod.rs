@@ -436,6 +436,7 @@ impl Planner<'_> {
         let state = self.ctx.state();
         let plan = block_on(state.create_logical_plan(&text)).map_err(|e| df_error(st, &e, 0))?;
         let plan = state.optimize(&plan).map_err(|e| df_error(st, &e, 0))?;
+        let plan = crate::type_rules::without_unsigned(plan).map_err(|e| df_error(st, &e, 0))?;
         self.note_field_uses(Some(&plan), &[]);
         let planned = self.translate(st, 0, &tvfs, &plan)?;
         planned.stream.sink(SharedSink(sink));

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, Int8Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+};
 use datafusion::common::DFSchema;
 
 use flink_rs_core::api::DataStream;
@@ -65,12 +67,27 @@ pub(crate) fn cast_to(
         .map(|(c, f)| {
             if c.data_type() == f.data_type() {
                 Ok(c)
+            } else if let Some(narrow) = wrapping_narrow(&c, f.data_type()) {
+                Ok(narrow)
             } else {
                 Ok(cast(&c, f.data_type())?)
             }
         })
         .collect::<flink_rs_core::error::Result<_>>()?;
     Ok(RecordBatch::try_new(target.clone(), cols)?)
+}
+
+/// A `BIGINT` column (how the operators build integers) as a narrower integer type,
+/// wrapping around on overflow as Flink's (Java's) integer arithmetic does: `SUM` of an
+/// `INT` column past 2^31 is negative in Flink, not NULL.
+pub(crate) fn wrapping_narrow(c: &ArrayRef, to: &DataType) -> Option<ArrayRef> {
+    let wide = c.as_primitive_opt::<Int64Type>()?;
+    Some(match to {
+        DataType::Int32 => Arc::new(wide.unary::<_, Int32Type>(|v| v as i32)),
+        DataType::Int16 => Arc::new(wide.unary::<_, Int16Type>(|v| v as i16)),
+        DataType::Int8 => Arc::new(wide.unary::<_, Int8Type>(|v| v as i8)),
+        _ => return None,
+    })
 }
 
 /// The schema a row-at-a-time function builds for `target`: each column as its row type

@@ -1,0 +1,1 @@
+SELECT UPPER(channel) AS u, LOWER('ABC') AS l, CHAR_LENGTH(channel) AS n, SUBSTRING(channel FROM 2 FOR 3) AS s, CONCAT(channel, '-', item) AS c, REPLACE(item, 'item', 'x') AS r, TRIM('  a  ') AS t FROM bids JOIN auctions ON bids.auction = auctions.id WHERE bidder = 2;

@@ -1,0 +1,1 @@
+SELECT auction, channel FROM bids WHERE channel LIKE 'g%' OR auction IN (1, 2);

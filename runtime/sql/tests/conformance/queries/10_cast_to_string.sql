@@ -1,0 +1,1 @@
+SELECT CAST(price AS STRING) AS p, CAST(amount AS STRING) AS a, CAST(ts AS STRING) AS t, CAST(price > 100 AS STRING) AS b FROM bids WHERE bidder = 12;

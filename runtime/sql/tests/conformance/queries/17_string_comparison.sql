@@ -1,0 +1,1 @@
+SELECT DISTINCT channel FROM bids WHERE channel > 'baidu' AND channel < 'google';

@@ -1,0 +1,1 @@
+SELECT channel, COUNT(*) AS n FROM bids GROUP BY channel;

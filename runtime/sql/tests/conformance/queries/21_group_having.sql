@@ -1,0 +1,1 @@
+SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction HAVING COUNT(*) > 30;

@@ -1,0 +1,1 @@
+SELECT auction, COUNT(DISTINCT bidder) AS bidders, COUNT(DISTINCT channel) AS channels FROM bids GROUP BY auction;

@@ -1,0 +1,1 @@
+SELECT DISTINCT auction % 4 AS k, channel FROM bids;

@@ -1,0 +1,1 @@
+SELECT channel, auction % 2 AS parity, COUNT(*) AS n FROM bids GROUP BY CUBE (channel, auction % 2);

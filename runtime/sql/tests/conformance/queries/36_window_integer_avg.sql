@@ -1,0 +1,1 @@
+SELECT window_start, auction % 3 AS k, AVG(price) AS a, SUM(amount) AS s, AVG(amount) AS da FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '3' MINUTE)) GROUP BY window_start, window_end, auction % 3;

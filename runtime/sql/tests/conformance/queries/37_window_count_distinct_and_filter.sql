@@ -1,0 +1,1 @@
+SELECT window_start, COUNT(DISTINCT bidder) AS bidders, COUNT(*) FILTER (WHERE channel = 'apple') AS apple FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end;

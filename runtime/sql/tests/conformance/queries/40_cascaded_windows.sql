@@ -1,0 +1,2 @@
+CREATE VIEW half_minutes AS SELECT window_start AS ws, window_time AS rowtime, COUNT(*) AS n, MAX(price) AS hi FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '30' SECOND)) GROUP BY window_start, window_end, window_time;
+SELECT window_start, window_end, SUM(n) AS n, MAX(hi) AS hi FROM TABLE(TUMBLE(TABLE half_minutes, DESCRIPTOR(rowtime), INTERVAL '3' MINUTE)) GROUP BY window_start, window_end;

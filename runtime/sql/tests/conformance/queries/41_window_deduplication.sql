@@ -1,0 +1,1 @@
+SELECT window_start, bidder, price FROM (SELECT window_start, bidder, price, ROW_NUMBER() OVER (PARTITION BY window_start, window_end, bidder ORDER BY ts ASC) AS rn FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '3' MINUTE))) WHERE rn = 1;

@@ -1,0 +1,1 @@
+SELECT auction, SUM(CASE WHEN channel = 'apple' THEN 1 ELSE 0 END) AS apple, SUM(CASE WHEN price > 250 THEN price ELSE 0 END) AS big, COUNT(CASE WHEN price < 50 THEN 1 END) AS small FROM bids GROUP BY auction;
