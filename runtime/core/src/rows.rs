@@ -12,8 +12,8 @@ use arrow::array::{
     StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef,
-    TimeUnit, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    DataType, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type,
+    SchemaRef, TimeUnit, TimestampMillisecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 
 use crate::error::{Error, Result};
@@ -102,6 +102,11 @@ pub fn array_value(a: &ArrayRef, row: usize) -> Value {
         DataType::Float64 => Value::Float(a.as_primitive::<Float64Type>().value(row)),
         DataType::Utf8 => Value::Str(a.as_string::<i32>().value(row).to_string()),
         DataType::LargeUtf8 => Value::Str(a.as_string::<i64>().value(row).to_string()),
+        // A decimal is a number (as the row functions build it: `Float64`), so that MIN, MAX
+        // and comparisons order it by value, not as text ("97.78" > "608.07").
+        DataType::Decimal128(_, scale) => Value::Float(
+            a.as_primitive::<Decimal128Type>().value(row) as f64 / 10f64.powi(i32::from(*scale)),
+        ),
         _ => Value::Str(arrow::util::display::array_value_to_string(a, row).unwrap_or_default()),
     }
 }

@@ -13,6 +13,7 @@ mod connectors;
 mod ddl;
 mod formats;
 mod functions;
+mod group_window;
 mod kafka;
 mod operators;
 mod plan;

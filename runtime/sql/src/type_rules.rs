@@ -20,8 +20,11 @@
 //! - Flink has no unsigned types: a query's result shows `ROW_NUMBER()` (DataFusion's
 //!   `UInt64`) as a `BIGINT` ([`without_unsigned`]).
 //!
-//! Decimal literals (`0.908` is a `DECIMAL(3, 3)`) are DataFusion's option
-//! `sql_parser.parse_float_as_decimal`, set where the session is made.
+//! - A decimal literal is a `DECIMAL` (DataFusion's option `sql_parser.parse_float_as_decimal`,
+//!   set where the session is made), its precision counted as Calcite counts it, the leading
+//!   zero included (`0.908` is a `DECIMAL(4, 3)`); in decimal arithmetic a `BIGINT` is a
+//!   `DECIMAL(19, 0)`, so `price * 0.908` is a `DECIMAL(24, 3)` and `price + 1.5` a
+//!   `DECIMAL(21, 1)`, as in Flink.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,6 +142,32 @@ fn rewrite_expr(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             Ok(v) => Transformed::yes(Expr::Literal(ScalarValue::Int32(Some(v)), meta)),
             Err(_) => Transformed::no(Expr::Literal(ScalarValue::Int64(Some(v)), meta)),
         },
+        // Calcite counts a decimal literal's leading zero: `0.908` is a DECIMAL(4, 3).
+        Expr::Literal(ScalarValue::Decimal128(Some(v), p, s), meta)
+            if s > 0 && p <= s as u8 && s < 38 =>
+        {
+            Transformed::yes(Expr::Literal(
+                ScalarValue::Decimal128(Some(v), s as u8 + 1, s),
+                meta,
+            ))
+        }
+        // In decimal arithmetic a BIGINT is a DECIMAL(19, 0) (DataFusion: 20 digits).
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Plus | Operator::Minus | Operator::Multiply) =>
+        {
+            let types = (left.get_type(schema), right.get_type(schema));
+            let bigint_decimal = DataType::Decimal128(19, 0);
+            let widen = |e: Box<Expr>| Box::new(Expr::Cast(Cast::new(e, bigint_decimal.clone())));
+            match types {
+                (Ok(DataType::Int64), Ok(DataType::Decimal128(..))) => {
+                    Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(widen(left), op, right)))
+                }
+                (Ok(DataType::Decimal128(..)), Ok(DataType::Int64)) => {
+                    Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(left, op, widen(right))))
+                }
+                _ => Transformed::no(Expr::BinaryExpr(BinaryExpr::new(left, op, right))),
+            }
+        }
         Expr::BinaryExpr(BinaryExpr { left, op, right })
             if matches!(op, Operator::Modulo | Operator::Divide) =>
         {
@@ -457,7 +486,18 @@ mod tests {
         let cases: &[(&str, DataType, &str)] = &[
             ("SELECT 3", DataType::Int32, "3"),
             ("SELECT 3000000000", DataType::Int64, "3000000000"),
-            ("SELECT 0.908", DataType::Decimal128(3, 3), "0.908"),
+            ("SELECT 0.908", DataType::Decimal128(4, 3), "0.908"),
+            ("SELECT 12.5", DataType::Decimal128(3, 1), "12.5"),
+            (
+                "SELECT CAST(421 AS BIGINT) + 1.5",
+                DataType::Decimal128(21, 1),
+                "422.5",
+            ),
+            (
+                "SELECT CAST(1000 AS BIGINT) * 0.908",
+                DataType::Decimal128(24, 3),
+                "908.000",
+            ),
             ("SELECT CAST(17 AS BIGINT) % 5", DataType::Int32, "2"),
             ("SELECT MOD(CAST(-17 AS BIGINT), 5)", DataType::Int32, "-2"),
             (

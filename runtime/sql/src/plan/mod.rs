@@ -294,6 +294,9 @@ impl Planner<'_> {
         text: &str,
         base: usize,
     ) -> Result<(String, Vec<WindowTvf>), SqlError> {
+        // Legacy group windows (`GROUP BY TUMBLE(ts, …)`) first, into the TVFs they mean.
+        let legacy = crate::group_window::rewrite(text).map_err(|m| st.error_at_offset(base, m))?;
+        let text = legacy.as_deref().unwrap_or(text);
         let (out, tvfs) = window_tvf::rewrite(text, &mut self.windows)
             .map_err(|(at, m)| st.error_at_offset(base + at, m))?;
         for w in &tvfs {

@@ -1,0 +1,1 @@
+SELECT window_start, window_end, auction % 4 AS k, COUNT(DISTINCT bidder) AS bidders, MAX(price) AS hi FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE, INTERVAL '3' MINUTE)) GROUP BY window_start, window_end, auction % 4;

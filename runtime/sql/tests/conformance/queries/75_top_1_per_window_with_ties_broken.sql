@@ -1,0 +1,1 @@
+SELECT window_start, channel, hi FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY hi DESC, channel) AS rn FROM (SELECT window_start, window_end, channel, MAX(price) AS hi FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, channel)) WHERE rn = 1;
