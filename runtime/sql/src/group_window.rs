@@ -142,7 +142,9 @@ fn select(s: &mut Select, tvfs: &mut Vec<(String, String)>) -> Result<(), String
         [] => return Ok(()),
         [i] => *i,
         _ => {
-            return Err("a GROUP BY takes at most one group window (TUMBLE, HOP or SESSION)".into());
+            return Err(
+                "a GROUP BY takes at most one group window (TUMBLE, HOP or SESSION)".into(),
+            );
         }
     };
     let call = groups.remove(at);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Float32Type, Float64Type, SchemaRef};
+use arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use flink_rs_core::error::{Error, Result};
 use flink_rs_core::graph::ExecutionConfig;
@@ -52,26 +52,15 @@ fn rows(batch: &RecordBatch) -> Result<Vec<(String, String)>> {
     for c in &batch.columns()[..shown] {
         let n = c.len();
         let text: Vec<String> = match c.data_type() {
-            DataType::Float64 => {
-                let a = c.as_primitive::<Float64Type>();
+            DataType::Float32 | DataType::Float64 => {
+                let wide = arrow::compute::cast(c, &DataType::Float64)?;
+                let a = wide.as_primitive::<Float64Type>();
                 (0..n)
                     .map(|i| {
                         if a.is_null(i) {
                             "NULL".into()
                         } else {
                             float_text(a.value(i))
-                        }
-                    })
-                    .collect()
-            }
-            DataType::Float32 => {
-                let a = c.as_primitive::<Float32Type>();
-                (0..n)
-                    .map(|i| {
-                        if a.is_null(i) {
-                            "NULL".into()
-                        } else {
-                            float_text(f64::from(a.value(i)))
                         }
                     })
                     .collect()
