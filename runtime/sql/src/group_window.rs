@@ -31,11 +31,10 @@ const KINDS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
 /// `text` with its legacy group windows rewritten; `None` when it has none (or is not a
 /// query sqlparser reads, which the planner then reports itself).
 pub fn rewrite(text: &str) -> Result<Option<String>, String> {
+    // A group window is in a GROUP BY: only such statements are parsed here.
     let upper = text.to_ascii_uppercase();
-    if !KINDS
-        .iter()
-        .any(|k| upper.contains(&format!("{k}_")) || upper.contains("GROUP BY"))
-    {
+    let words: Vec<&str> = upper.split_whitespace().collect();
+    if !words.windows(2).any(|w| w == ["GROUP", "BY"]) {
         return Ok(None);
     }
     let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, text) else {
@@ -264,7 +263,7 @@ mod tests {
                 "INSERT INTO out SELECT window_end, window_time, SUM(price) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '1' MINUTE)) b GROUP BY window_start, window_end HAVING window_start > TIMESTAMP '2024-01-01 00:00:00'",
             ),
             (
-                "SELECT bidder, SESSION_START(ts, INTERVAL '5' SECOND), COUNT(*) FROM bids GROUP BY bidder, SESSION(ts, INTERVAL '5' SECOND)",
+                "SELECT bidder, SESSION_START(ts, INTERVAL '5' SECOND), COUNT(*) FROM bids GROUP\n  BY bidder, SESSION(ts, INTERVAL '5' SECOND)",
                 "SELECT bidder, window_start, COUNT(*) FROM TABLE(SESSION(TABLE bids PARTITION BY bidder, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY bidder, window_start, window_end",
             ),
         ];
