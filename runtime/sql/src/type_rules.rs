@@ -69,8 +69,9 @@ fn rewrite_node(
     plan: LogicalPlan,
     renamed: &mut HashMap<String, String>,
 ) -> Result<Transformed<LogicalPlan>> {
-    // LIMIT/OFFSET take BIGINT literals as they are.
-    if matches!(plan, LogicalPlan::Limit(_)) {
+    // LIMIT/OFFSET take BIGINT literals as they are; a VALUES list keeps the schema the
+    // SQL planner gave it (its rows are checked against it when they are built).
+    if matches!(plan, LogicalPlan::Limit(_) | LogicalPlan::Values(_)) {
         return Ok(Transformed::no(plan));
     }
     let mut schema = merge_schema(&plan.inputs());
@@ -479,6 +480,23 @@ mod tests {
             .value(0)
             .to_string();
         (c.data_type().clone(), text)
+    }
+
+    /// A zero divisor fails the query rather than giving a number.
+    #[test]
+    fn decimal_division_by_zero_is_an_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let ctx = with_flink_type_rules(SessionContext::new());
+        let r = rt.block_on(async {
+            ctx.sql("SELECT CAST(a AS DECIMAL(10, 2)) / b FROM (VALUES (1, 0)) AS t(a, b)")
+                .await?
+                .collect()
+                .await
+        });
+        let e = r.expect_err("a zero divisor");
+        assert!(e.to_string().contains("Division by zero"), "{e}");
     }
 
     #[test]
