@@ -53,17 +53,35 @@ pub enum SavepointPoll {
     Unknown,
 }
 
+/// Where a job's jobmanager answers: its REST base URL, and the bearer token it requires
+/// (the job's `{name}-rest-token` Secret; `None` before the Secret exists).
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
 pub type JmFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JmError>> + Send + 'a>>;
 
 /// The calls the reconciler makes to a jobmanager.
 pub trait JobManagerApi: Send + Sync {
     /// The job `id`, or `None` when the jobmanager does not know it.
-    fn job<'a>(&'a self, url: &'a str, id: &'a str) -> JmFuture<'a, Option<JobView>>;
+    fn job<'a>(&'a self, at: &'a Endpoint, id: &'a str) -> JmFuture<'a, Option<JobView>>;
     /// Requests a savepoint (`stop`: and stops the job with it). Idempotent per
     /// `trigger_id`: a request the jobmanager already has starts nothing new.
     fn trigger_savepoint<'a>(
         &'a self,
-        url: &'a str,
+        at: &'a Endpoint,
         id: &'a str,
         trigger_id: &'a str,
         stop: bool,
@@ -71,7 +89,7 @@ pub trait JobManagerApi: Send + Sync {
     /// Where the savepoint request `trigger_id` is.
     fn savepoint_status<'a>(
         &'a self,
-        url: &'a str,
+        at: &'a Endpoint,
         id: &'a str,
         trigger_id: &'a str,
     ) -> JmFuture<'a, SavepointPoll>;
@@ -95,20 +113,38 @@ impl Default for HttpJm {
 }
 
 impl HttpJm {
-    async fn get(&self, url: &str, path: &str) -> Result<(u16, Value), JmError> {
+    /// A request to the jobmanager at `at`, with its token.
+    fn request(
+        &self,
+        at: &Endpoint,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self.client.request(method, format!("{}{path}", at.url));
+        match &at.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn get(&self, at: &Endpoint, path: &str) -> Result<(u16, Value), JmError> {
+        let url = at.url.as_str();
         let r = self
-            .client
-            .get(format!("{url}{path}"))
+            .request(at, reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| unreachable(url, e))?;
         let code = r.status().as_u16();
+        if code == 401 {
+            return Err(refused(at, &format!("GET {path}")));
+        }
         let v = r.json::<Value>().await.unwrap_or(Value::Null);
         Ok((code, v))
     }
 
-    async fn job_view(&self, url: &str, id: &str) -> Result<Option<JobView>, JmError> {
-        let (code, v) = self.get(url, &format!("/jobs/{id}")).await?;
+    async fn job_view(&self, at: &Endpoint, id: &str) -> Result<Option<JobView>, JmError> {
+        let url = at.url.as_str();
+        let (code, v) = self.get(at, &format!("/jobs/{id}")).await?;
         if code == 404 {
             return Ok(None);
         }
@@ -116,14 +152,14 @@ impl HttpJm {
             return Err(failed(url, format!("GET /jobs/{id}: {code} {v}")));
         }
         let detail: api::JobDetail = read(url, "GET /jobs/{id}", v)?;
-        let (_, cp) = self.get(url, &format!("/jobs/{id}/checkpoints")).await?;
+        let (_, cp) = self.get(at, &format!("/jobs/{id}/checkpoints")).await?;
         let cp: api::CheckpointStatistics = read(url, "GET /jobs/{id}/checkpoints", cp)?;
         let last_checkpoint = cp.latest.completed.map(|c| CheckpointInfo {
             id: c.id,
             path: c.external_path,
             time: rfc3339(c.latest_ack_timestamp),
         });
-        let (_, config) = self.get(url, "/jobmanager/config").await?;
+        let (_, config) = self.get(at, "/jobmanager/config").await?;
         let config: Vec<api::ConfigEntry> = read(url, "GET /jobmanager/config", config)?;
         let plan = config
             .into_iter()
@@ -140,21 +176,21 @@ impl HttpJm {
 
     async fn trigger(
         &self,
-        url: &str,
+        at: &Endpoint,
         id: &str,
         trigger_id: &str,
         stop: bool,
     ) -> Result<(), JmError> {
+        let url = at.url.as_str();
+        let post = reqwest::Method::POST;
         let req = if stop {
-            self.client
-                .post(format!("{url}/jobs/{id}/stop"))
+            self.request(at, post, &format!("/jobs/{id}/stop"))
                 .json(&api::StopRequest {
                     target_directory: None,
                     trigger_id: Some(trigger_id.into()),
                 })
         } else {
-            self.client
-                .post(format!("{url}/jobs/{id}/savepoints"))
+            self.request(at, post, &format!("/jobs/{id}/savepoints"))
                 .json(&api::SavepointRequest {
                     target_directory: None,
                     cancel_job: false,
@@ -163,6 +199,9 @@ impl HttpJm {
         };
         let r = req.send().await.map_err(|e| unreachable(url, e))?;
         let code = r.status().as_u16();
+        if code == 401 {
+            return Err(refused(at, &format!("POST savepoint of job {id}")));
+        }
         let v: Value = r.json().await.unwrap_or(Value::Null);
         match serde_json::from_value::<api::TriggerResponse>(v.clone()) {
             Ok(t) if t.request_id == trigger_id => Ok(()),
@@ -173,9 +212,15 @@ impl HttpJm {
         }
     }
 
-    async fn poll(&self, url: &str, id: &str, trigger_id: &str) -> Result<SavepointPoll, JmError> {
+    async fn poll(
+        &self,
+        at: &Endpoint,
+        id: &str,
+        trigger_id: &str,
+    ) -> Result<SavepointPoll, JmError> {
+        let url = at.url.as_str();
         let (code, s) = self
-            .get(url, &format!("/jobs/{id}/savepoints/{trigger_id}"))
+            .get(at, &format!("/jobs/{id}/savepoints/{trigger_id}"))
             .await?;
         if code == 404 {
             return Ok(SavepointPoll::Unknown);
@@ -209,6 +254,22 @@ fn unreachable(url: &str, e: reqwest::Error) -> JmError {
     }
 }
 
+/// A 401: the jobmanager does not take the token the operator sent (or none was sent).
+fn refused(at: &Endpoint, what: &str) -> JmError {
+    failed(
+        &at.url,
+        format!(
+            "{what}: 401 Unauthorized: the jobmanager refused {} (it reads its token from the \
+             job's `<name>-rest-token` Secret at start)",
+            if at.token.is_some() {
+                "the job's REST token"
+            } else {
+                "a request without a token"
+            }
+        ),
+    )
+}
+
 fn failed(url: &str, message: String) -> JmError {
     JmError::Failed {
         url: url.into(),
@@ -217,26 +278,26 @@ fn failed(url: &str, message: String) -> JmError {
 }
 
 impl JobManagerApi for HttpJm {
-    fn job<'a>(&'a self, url: &'a str, id: &'a str) -> JmFuture<'a, Option<JobView>> {
-        Box::pin(self.job_view(url, id))
+    fn job<'a>(&'a self, at: &'a Endpoint, id: &'a str) -> JmFuture<'a, Option<JobView>> {
+        Box::pin(self.job_view(at, id))
     }
 
     fn trigger_savepoint<'a>(
         &'a self,
-        url: &'a str,
+        at: &'a Endpoint,
         id: &'a str,
         trigger_id: &'a str,
         stop: bool,
     ) -> JmFuture<'a, ()> {
-        Box::pin(self.trigger(url, id, trigger_id, stop))
+        Box::pin(self.trigger(at, id, trigger_id, stop))
     }
 
     fn savepoint_status<'a>(
         &'a self,
-        url: &'a str,
+        at: &'a Endpoint,
         id: &'a str,
         trigger_id: &'a str,
     ) -> JmFuture<'a, SavepointPoll> {
-        Box::pin(self.poll(url, id, trigger_id))
+        Box::pin(self.poll(at, id, trigger_id))
     }
 }

@@ -68,6 +68,11 @@ enum Command {
         /// (whose pods carry `app.kubernetes.io/name: flink-rs-operator`).
         #[arg(long, env = "FLINKRS_NETWORK_POLICIES")]
         network_policies: bool,
+        /// Where jobs may read and write files (comma-separated directories or URIs): each
+        /// job gets `flink-rs.filesystem.allowed-paths` with these and its checkpoint
+        /// storage. Empty: no restriction.
+        #[arg(long, env = "FLINKRS_ALLOWED_PATHS", default_value = "")]
+        allowed_paths: String,
     },
 }
 
@@ -88,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         lease_namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
         no_leader_election: false,
         network_policies: std::env::var("FLINKRS_NETWORK_POLICIES").is_ok_and(|v| v == "true"),
+        allowed_paths: std::env::var("FLINKRS_ALLOWED_PATHS").unwrap_or_default(),
     }) {
         Command::Crdgen => {
             print!("{}", crd_yaml().context("rendering the CRD")?);
@@ -99,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             lease_namespace,
             no_leader_election,
             network_policies,
+            allowed_paths,
         } => {
             run(
                 namespaces,
@@ -106,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                 lease_namespace,
                 no_leader_election,
                 network_policies,
+                &allowed_paths,
             )
             .await
         }
@@ -118,6 +126,7 @@ async fn run(
     lease_namespace: String,
     no_leader_election: bool,
     network_policies: bool,
+    allowed_paths: &str,
 ) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
@@ -196,6 +205,15 @@ async fn run(
             namespace: lease_namespace.clone(),
             name_label: "flink-rs-operator".into(),
         });
+    }
+    let allowed: Vec<String> = allowed_paths
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if !allowed.is_empty() {
+        ctx = ctx.with_allowed_paths(allowed);
     }
     let ctx = Arc::new(ctx);
     let namespaces: Vec<String> = namespaces

@@ -38,12 +38,78 @@ pub struct RunPlan {
     /// The version of the job's TLS Secret (its certificates' expiry) when the operator
     /// provides internal TLS: pods roll when the certificates are replaced.
     pub tls_version: Option<String>,
+    /// The version of the job's REST token (a hash of it, never the token): the jobmanager
+    /// pod rolls when the token Secret is replaced, since it reads the token at start.
+    pub rest_token_version: Option<String>,
+    /// `flink-rs.filesystem.allowed-paths` of the job's pods, when the operator restricts
+    /// where jobs read and write files ([`allowed_paths`]).
+    pub allowed_paths: Option<String>,
 }
 
 /// Where the pods mount the TLS Secret.
 pub const TLS_DIR: &str = "/tls";
 /// The TLS Secret's annotation: when its certificates expire, in seconds since the epoch.
 pub const TLS_NOT_AFTER: &str = "flinkrs.io/tls-not-after";
+
+/// Where the jobmanager pod mounts the job's REST token Secret.
+pub const REST_TOKEN_DIR: &str = "/rest-token";
+/// The jobmanager's key naming its REST bearer token file (`runtime/cluster/src/rest/auth.rs`).
+pub const REST_TOKEN_FILE_KEY: &str = "rest.authentication.token-file";
+
+/// The Secret holding the job's REST bearer token (key `token`): the jobmanager requires
+/// it on every REST request, the operator sends it, and a user reads it from here for
+/// `flink-rs job --token-file`.
+pub fn rest_token_secret_name(fj: &FlinkJob) -> String {
+    format!("{}-rest-token", fj.name_any())
+}
+
+/// The job's REST token Secret, owned by the FlinkJob (deleted with it).
+pub fn rest_token_secret(fj: &FlinkJob, token: &str) -> Secret {
+    let v = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(fj, rest_token_secret_name(fj), "rest-token"),
+        "type": "Opaque",
+    });
+    let mut secret: Secret = serde_json::from_value(v).unwrap_or_default();
+    secret.data = Some(BTreeMap::from([(
+        "token".to_string(),
+        ByteString(token.as_bytes().to_vec()),
+    )]));
+    secret
+}
+
+/// The version of a REST token as pod annotations show it: a short hash, never the token.
+pub fn rest_token_version(token: &str) -> String {
+    hash(&format!("rest-token|{token}"))
+}
+
+/// The jobs' configuration key for where they may read and write files
+/// (`runtime/core/src/paths.rs`).
+pub const ALLOWED_PATHS_KEY: &str = "flink-rs.filesystem.allowed-paths";
+
+/// What a job may read and write when the operator restricts it to `prefixes`
+/// (`--allowed-paths`): those, and where its checkpoints go (`spec.checkpointing.storage`:
+/// the whole bucket for object storage, so results can go next to the checkpoints; the
+/// directory itself for a local path), as the comma-separated value of
+/// [`ALLOWED_PATHS_KEY`].
+pub fn allowed_paths(fj: &FlinkJob, prefixes: &[String]) -> String {
+    let mut all: Vec<String> = prefixes.to_vec();
+    if let Some(cp) = &fj.spec.checkpointing {
+        let storage = cp.storage.trim().trim_end_matches('/');
+        let own = match storage.split_once("://") {
+            Some((scheme, rest)) if scheme != "file" => {
+                let bucket = rest.split('/').next().unwrap_or_default();
+                format!("{scheme}://{bucket}")
+            }
+            _ => storage.to_string(),
+        };
+        if !all.contains(&own) {
+            all.push(own);
+        }
+    }
+    all.join(",")
+}
 
 /// The Secret holding the job's CA (`ca.pem`) and key pair (`cluster.pem`).
 pub fn tls_secret_name(fj: &FlinkJob) -> String {
@@ -231,6 +297,15 @@ pub fn flink_config(fj: &FlinkJob, d: &RunPlan) -> BTreeMap<String, String> {
         c.insert(k.clone(), v.clone());
     }
     c.remove("execution.savepoint.path");
+    if let Some(paths) = &d.allowed_paths {
+        // The operator's restriction (validation refuses the key in flinkConfiguration then).
+        c.insert(ALLOWED_PATHS_KEY.into(), paths.clone());
+    }
+    // The REST token is the operator's (validation refuses the key in flinkConfiguration).
+    c.insert(
+        REST_TOKEN_FILE_KEY.into(),
+        format!("{REST_TOKEN_DIR}/token"),
+    );
     if let Some(p) = &d.restore_from {
         // Holds until the job's first checkpoint after it: the jobmanager prefers the job's
         // own latest checkpoint (runtime/cluster/src/jobmanager.rs).
@@ -506,6 +581,18 @@ fn pod_template(
             m.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }));
         }
     }
+    if component == "jobmanager" {
+        // Only the jobmanager reads the REST token.
+        if let Some(v) = pod["spec"]["volumes"].as_array_mut() {
+            v.push(json!({
+                "name": "rest-token",
+                "secret": { "secretName": rest_token_secret_name(fj), "defaultMode": 0o440 },
+            }));
+        }
+        if let Some(m) = pod["spec"]["containers"][0]["volumeMounts"].as_array_mut() {
+            m.push(json!({ "name": "rest-token", "mountPath": REST_TOKEN_DIR, "readOnly": true }));
+        }
+    }
     if let Some(u) = user {
         merge(&mut pod, u);
     }
@@ -535,6 +622,11 @@ pub fn jobmanager(fj: &FlinkJob, d: &RunPlan) -> Deployment {
     ])
     .into_iter()
     .chain(tls_annotation(d))
+    .chain(
+        d.rest_token_version
+            .clone()
+            .map(|v| ("flinkrs.io/rest-token-version".to_string(), v)),
+    )
     .collect();
     let probes = json!({
         "readinessProbe": {
@@ -648,6 +740,8 @@ mod tests {
             restart_generation: 0,
             spec_hash: "h".into(),
             tls_version: Some("1700000000".into()),
+            rest_token_version: Some("0123456789abcdef".into()),
+            allowed_paths: None,
         }
     }
 
@@ -700,6 +794,81 @@ mod tests {
         assert_eq!(mounts, ["/config", "/tmp", "/tls", "/data"]);
         assert!(containers[0]["env"].to_string().contains("EXTRA"));
         assert_eq!(containers[1]["name"], "sidecar");
+    }
+
+    #[test]
+    fn the_jobmanager_alone_mounts_the_rest_token_and_rolls_when_it_changes() {
+        let f = fj(json!({}));
+        let plan = running_plan();
+        let c = flink_config(&f, &plan);
+        assert_eq!(
+            c.get(REST_TOKEN_FILE_KEY).map(String::as_str),
+            Some("/rest-token/token")
+        );
+        let mounts_of = |d: &Deployment| -> Vec<String> {
+            let v = serde_json::to_value(d).expect("json");
+            v["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                .as_array()
+                .expect("mounts")
+                .iter()
+                .filter_map(|m| m["mountPath"].as_str().map(str::to_string))
+                .collect()
+        };
+        let jm = jobmanager(&f, &plan);
+        assert!(mounts_of(&jm).contains(&REST_TOKEN_DIR.to_string()));
+        assert!(!mounts_of(&taskmanager(&f, &plan)).contains(&REST_TOKEN_DIR.to_string()));
+        let v = serde_json::to_value(&jm).expect("json");
+        let volume = v["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == "rest-token")
+            .cloned()
+            .expect("rest-token volume");
+        assert_eq!(volume["secret"]["secretName"], "j-rest-token");
+        assert_eq!(volume["secret"]["defaultMode"], 0o440);
+        assert_eq!(
+            v["spec"]["template"]["metadata"]["annotations"]["flinkrs.io/rest-token-version"],
+            "0123456789abcdef"
+        );
+        // The Secret holds the token; its version is a hash, not the token.
+        let secret = rest_token_secret(&f, "s3cr3t");
+        let data = secret.data.expect("data");
+        assert_eq!(
+            data.get("token").map(|b| b.0.as_slice()),
+            Some(&b"s3cr3t"[..])
+        );
+        assert!(!rest_token_version("s3cr3t").contains("s3cr3t"));
+        assert_ne!(rest_token_version("a"), rest_token_version("b"));
+    }
+
+    #[test]
+    fn allowed_paths_are_the_operator_s_and_the_checkpoint_bucket() {
+        let mut f = fj(json!({}));
+        assert_eq!(allowed_paths(&f, &["/tmp".into()]), "/tmp");
+        for (storage, own) in [
+            ("s3://flink-rs/checkpoints/", "s3://flink-rs"),
+            ("gs://b", "gs://b"),
+            ("file:///data/cp", "file:///data/cp"),
+            ("/data/cp/", "/data/cp"),
+        ] {
+            f.spec.checkpointing =
+                Some(serde_json::from_value(json!({ "storage": storage })).expect("checkpointing"));
+            assert_eq!(
+                allowed_paths(&f, &["/tmp".into()]),
+                format!("/tmp,{own}"),
+                "{storage}"
+            );
+        }
+        let mut plan = running_plan();
+        assert!(!flink_config(&f, &plan).contains_key(ALLOWED_PATHS_KEY));
+        plan.allowed_paths = Some("/tmp,/data/cp".into());
+        assert_eq!(
+            flink_config(&f, &plan)
+                .get(ALLOWED_PATHS_KEY)
+                .map(String::as_str),
+            Some("/tmp,/data/cp")
+        );
     }
 
     #[test]

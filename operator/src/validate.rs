@@ -29,6 +29,9 @@ const RESERVED: &[&str] = &[
     "execution.savepoint.path",
     "pipeline.job-id",
     "$internal.pipeline.job-id",
+    // The operator's per-job token (Secret `{name}-rest-token`), which it must know to
+    // reach the jobmanager.
+    "rest.authentication.token-file",
 ];
 
 fn is_duration(v: &str) -> bool {
@@ -90,11 +93,25 @@ pub fn validate(spec: &FlinkJobSpec) -> Result<(), SpecError> {
     }
     for k in spec.flink_configuration.keys() {
         if RESERVED.contains(&k.as_str()) {
-            return Err(err(
-                &format!("spec.flinkConfiguration[{k}]"),
-                "is set by the operator (use spec.job.initialSavepointPath, spec.taskManager.slots, …)",
-            ));
+            let why = if k == crate::resources::REST_TOKEN_FILE_KEY {
+                "is set by the operator: every job's REST API requires a token of its own, in \
+                 the Secret `<name>-rest-token` (key `token`)"
+            } else {
+                "is set by the operator (use spec.job.initialSavepointPath, spec.taskManager.slots, …)"
+            };
+            return Err(err(&format!("spec.flinkConfiguration[{k}]"), why));
         }
+    }
+    if spec
+        .flink_configuration
+        .get("security.ssl.rest.enabled")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    {
+        return Err(err(
+            "spec.flinkConfiguration[security.ssl.rest.enabled]",
+            "REST TLS is not supported with the operator yet: it reaches the jobmanager over \
+             plain HTTP (with the job's REST token, inside the job's NetworkPolicy)",
+        ));
     }
     if let Some(cp) = &spec.checkpointing {
         let s = cp.storage.trim();
@@ -163,6 +180,20 @@ pub fn validate(spec: &FlinkJobSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// What the spec may set given how the operator runs: with `restricted_paths` (the
+/// operator's `--allowed-paths`), where jobs read and write files is the operator's to say.
+pub fn validate_settings(spec: &FlinkJobSpec, restricted_paths: bool) -> Result<(), SpecError> {
+    let key = crate::resources::ALLOWED_PATHS_KEY;
+    if restricted_paths && spec.flink_configuration.contains_key(key) {
+        return Err(err(
+            &format!("spec.flinkConfiguration[{key}]"),
+            "is set by the operator, which restricts where jobs read and write files (its \
+             --allowed-paths, chart value filesystem.allowedPaths, and the job's checkpoint storage)",
+        ));
+    }
+    Ok(())
+}
+
 /// A pod template must be a Kubernetes PodTemplateSpec (containers may be partial: they
 /// merge into flink-rs's own); a mistyped field is an error naming its path, never a field
 /// silently dropped.
@@ -202,8 +233,44 @@ fn pod_template(path: &str, t: &serde_json::Value) -> Result<(), SpecError> {
 
 #[cfg(test)]
 mod tests {
-    use super::pod_template;
+    use super::{pod_template, validate, validate_settings};
     use serde_json::json;
+
+    fn spec_with(key: &str, value: &str) -> crate::crd::FlinkJobSpec {
+        serde_json::from_value(json!({
+            "image": "img",
+            "job": { "sql": "INSERT INTO b SELECT 1", "parallelism": 1 },
+            "taskManager": { "replicas": 1 },
+            "flinkConfiguration": { key: value },
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn the_rest_token_and_rest_tls_are_the_operator_s() {
+        let e =
+            validate(&spec_with("rest.authentication.token-file", "/mine")).expect_err("reserved");
+        assert_eq!(
+            e.path,
+            "spec.flinkConfiguration[rest.authentication.token-file]"
+        );
+        assert!(e.message.contains("-rest-token"), "{e}");
+        let e = validate(&spec_with("security.ssl.rest.enabled", "true")).expect_err("REST TLS");
+        assert_eq!(e.path, "spec.flinkConfiguration[security.ssl.rest.enabled]");
+        validate(&spec_with("security.ssl.rest.enabled", "false")).expect("off is fine");
+    }
+
+    #[test]
+    fn allowed_paths_are_the_operator_s_when_it_restricts_them() {
+        let spec = spec_with("flink-rs.filesystem.allowed-paths", "/data");
+        validate(&spec).expect("valid");
+        validate_settings(&spec, false).expect("a job may restrict itself");
+        let e = validate_settings(&spec, true).expect_err("the operator's");
+        assert_eq!(
+            e.path,
+            "spec.flinkConfiguration[flink-rs.filesystem.allowed-paths]"
+        );
+    }
 
     #[test]
     fn a_mistyped_pod_template_names_the_field() {

@@ -39,6 +39,8 @@ fn running_plan() -> flink_rs_operator::resources::RunPlan {
         restart_generation: 0,
         spec_hash: "h".into(),
         tls_version: None,
+        rest_token_version: Some("0123456789abcdef".into()),
+        allowed_paths: Some("/tmp".into()),
     }
 }
 
@@ -292,6 +294,16 @@ fn chart_lints_and_renders_valid_least_privilege_manifests() {
     assert_eq!(
         env_of(&docs, "FLINKRS_NETWORK_POLICIES"),
         Some(Value::from("true"))
+    );
+    assert_eq!(
+        env_of(&docs, "FLINKRS_ALLOWED_PATHS"),
+        Some(Value::from("/tmp")),
+        "jobs' file paths are restricted by default"
+    );
+    let open = template(&helm, &["filesystem.allowedPaths={}"]);
+    assert_eq!(
+        env_of(&open, "FLINKRS_ALLOWED_PATHS"),
+        Some(Value::from(""))
     );
     let without = template(&helm, &["networkPolicies.enabled=false"]);
     assert!(!rules_of(&without).iter().any(|r| r == "networkpolicies"));

@@ -200,6 +200,10 @@ fn operator_keeps_a_job_running_through_pod_loss_upgrade_and_deletion() {
             &format!("image.tag={tag}"),
             "--set",
             &format!("watchNamespaces={{{ns}}}"),
+            // The job writes its results here (its checkpoints, under /data/checkpoints,
+            // are allowed by the operator itself).
+            "--set",
+            "filesystem.allowedPaths={/data/out}",
         ])
         .output()
         .expect("helm install");

@@ -30,7 +30,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list"]
-# Each FlinkJob's internal-TLS Secret ({name}-tls), which the operator creates and renews.
+# Each FlinkJob's internal-TLS Secret ({name}-tls), which the operator creates and renews,
+# and its REST token Secret ({name}-rest-token), which it creates and reads.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "patch"]

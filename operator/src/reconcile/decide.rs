@@ -129,6 +129,8 @@ pub fn plan_of(st: &FlinkJobStatus) -> Option<RunPlan> {
         spec_hash: st.deployed_spec_hash.clone().unwrap_or_default(),
         // Set when the objects are applied, from the TLS Secret.
         tls_version: None,
+        rest_token_version: None,
+        allowed_paths: None,
     })
 }
 

@@ -22,6 +22,7 @@
 pub mod conditions;
 pub mod controller;
 pub mod decide;
+pub mod rest_token;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -40,10 +41,10 @@ use serde_json::json;
 
 use crate::clock;
 use crate::crd::{DesiredState, FlinkJob, FlinkJobStatus, LifecycleState, SavepointReason};
-use crate::jm::{HttpJm, JobManagerApi, SavepointPoll};
+use crate::jm::{Endpoint, HttpJm, JobManagerApi, SavepointPoll};
 use crate::metrics::Metrics;
 use crate::resources::{self, RunPlan};
-use crate::validate::validate;
+use crate::validate::{validate, validate_settings};
 
 use decide::{Decision, Note, Observation, Observed, Policy, plan_of};
 
@@ -80,6 +81,9 @@ pub struct Context {
     /// When set, every job gets NetworkPolicies admitting only its own pods and this
     /// operator ([`resources::network_policies`]).
     pub network_policies: Option<resources::OperatorPeer>,
+    /// When set, jobs read and write files only under these prefixes and their checkpoint
+    /// storage ([`resources::allowed_paths`]).
+    pub allowed_paths: Option<Vec<String>>,
 }
 
 impl Context {
@@ -114,7 +118,15 @@ impl Context {
             rest_url,
             failures: Mutex::default(),
             network_policies: None,
+            allowed_paths: None,
         }
+    }
+
+    /// Restricts where jobs read and write files: `prefixes` and each job's checkpoint
+    /// storage (`flink-rs.filesystem.allowed-paths` in its configuration).
+    pub fn with_allowed_paths(mut self, prefixes: Vec<String>) -> Self {
+        self.allowed_paths = Some(prefixes);
+        self
     }
 
     /// Turns on the jobs' NetworkPolicies.
@@ -338,12 +350,21 @@ async fn publish_status(
     Ok(())
 }
 
+/// Where the job's jobmanager answers, with the token it requires.
+async fn endpoint(fj: &FlinkJob, ctx: &Context) -> Result<Endpoint, Error> {
+    let ns = fj.namespace().ok_or(Error::NoNamespace)?;
+    Ok(Endpoint {
+        url: (ctx.rest_url)(fj),
+        token: rest_token::read(fj, ctx, &ns).await?,
+    })
+}
+
 /// What the current deployment looks like from outside.
 async fn observe(fj: &FlinkJob, st: &FlinkJobStatus, ctx: &Context) -> Result<Observed, Error> {
-    let url = (ctx.rest_url)(fj);
+    let at = endpoint(fj, ctx).await?;
     let job = match plan_of(st) {
         Some(plan) if plan.running => Observation::of(
-            ctx.jm.job(&url, &plan.job_id).await,
+            ctx.jm.job(&at, &plan.job_id).await,
             &resources::plan_hash(fj, &plan),
         ),
         _ => Observation::NotRunning,
@@ -351,7 +372,7 @@ async fn observe(fj: &FlinkJob, st: &FlinkJobStatus, ctx: &Context) -> Result<Ob
     let savepoint = match &st.pending_savepoint {
         Some(sp) => Some(
             ctx.jm
-                .savepoint_status(&url, &sp.job_id, &sp.trigger_id)
+                .savepoint_status(&at, &sp.job_id, &sp.trigger_id)
                 .await
                 .map_err(|e| e.to_string()),
         ),
@@ -413,7 +434,9 @@ async fn pod_problem(fj: &FlinkJob, ctx: &Context) -> Result<Option<String>, Err
 /// One reconcile of a live FlinkJob.
 async fn apply(fj: &FlinkJob, ctx: &Context) -> Result<Action, Error> {
     let old = fj.status.clone().unwrap_or_default();
-    if let Err(e) = validate(&fj.spec) {
+    if let Err(e) =
+        validate(&fj.spec).and_then(|()| validate_settings(&fj.spec, ctx.allowed_paths.is_some()))
+    {
         let msg = e.to_string();
         let mut st = old.clone();
         st.observed_generation = fj.metadata.generation;
@@ -442,10 +465,10 @@ async fn carry_out(fj: &FlinkJob, ctx: &Context, d: Decision) -> Result<Action, 
     if d.trigger
         && let Some(sp) = &d.status.pending_savepoint
     {
-        let url = (ctx.rest_url)(fj);
+        let at = endpoint(fj, ctx).await?;
         if let Err(e) = ctx
             .jm
-            .trigger_savepoint(&url, &sp.job_id, &sp.trigger_id, sp.reason.stops())
+            .trigger_savepoint(&at, &sp.job_id, &sp.trigger_id, sp.reason.stops())
             .await
         {
             // Kept pending: the next pass asks where it is, and asks again if it is unknown.
@@ -484,6 +507,12 @@ async fn apply_objects(fj: &FlinkJob, ctx: &Context, plan: &RunPlan) -> Result<(
     if resources::managed_tls(fj) {
         plan.tls_version = Some(tls::ensure(fj, ctx, &ns).await?);
     }
+    let token = rest_token::ensure(fj, ctx, &ns).await?;
+    plan.rest_token_version = Some(resources::rest_token_version(&token));
+    plan.allowed_paths = ctx
+        .allowed_paths
+        .as_ref()
+        .map(|p| resources::allowed_paths(fj, p));
     let plan = &plan;
     ssa(
         &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
@@ -532,11 +561,11 @@ async fn cleanup(fj: &FlinkJob, ctx: &Context) -> Result<Option<Duration>, Error
         .as_ref()
         .map(|c| format!("its last checkpoint is {}", c.path))
         .unwrap_or_else(|| "it has no checkpoint".into());
-    let url = (ctx.rest_url)(fj);
+    let at = endpoint(fj, ctx).await?;
     if let Some(sp) = st.pending_savepoint.clone() {
         match ctx
             .jm
-            .savepoint_status(&url, &sp.job_id, &sp.trigger_id)
+            .savepoint_status(&at, &sp.job_id, &sp.trigger_id)
             .await
         {
             Ok(SavepointPoll::InProgress) => return Ok(Some(Duration::from_secs(2))),
@@ -592,7 +621,7 @@ async fn cleanup(fj: &FlinkJob, ctx: &Context) -> Result<Option<Duration>, Error
         event(ctx, fj, true, "Deleting", msg.into()).await;
         return Ok(None);
     }
-    let running = match ctx.jm.job(&url, &plan.job_id).await {
+    let running = match ctx.jm.job(&at, &plan.job_id).await {
         Ok(Some(v)) => v.state == crate::job_state::JobStatus::Running,
         _ => false,
     };
@@ -620,7 +649,7 @@ async fn cleanup(fj: &FlinkJob, ctx: &Context) -> Result<Option<Duration>, Error
     publish_status(ctx, fj, &st).await?;
     if let Err(e) = ctx
         .jm
-        .trigger_savepoint(&url, &plan.job_id, &trigger_id, true)
+        .trigger_savepoint(&at, &plan.job_id, &trigger_id, true)
         .await
     {
         event(ctx, fj, true, "SavepointRequestFailed", e.to_string()).await;

@@ -28,6 +28,17 @@ fn failed(e: impl std::fmt::Display) -> CertError {
     CertError::Generate(e.to_string())
 }
 
+/// A bearer token for a jobmanager's REST API (`rest.authentication.token-file`): 32 bytes
+/// from the system's secure random source, as 64 hex digits.
+pub fn random_token() -> Result<String, CertError> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CertError::Generate("the system's random source failed".into()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A CA and a key pair it signed, as PEM text.
 #[derive(Clone)]
 pub struct Issued {
@@ -150,6 +161,15 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_64_hex_digits_and_differ() {
+        let a = random_token().expect("token");
+        let b = random_token().expect("token");
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn the_keystore_holds_key_leaf_and_ca_and_is_private_to_its_owner() {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flink_rs_operator::crd::FlinkJob;
-use flink_rs_operator::jm::{HttpJm, JobManagerApi};
+use flink_rs_operator::jm::{Endpoint, HttpJm, JobManagerApi};
 use flink_rs_operator::job_state::JobStatus;
 use flink_rs_operator::resources::{self, RunPlan};
 
@@ -69,6 +69,10 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
         restart_generation: 0,
         spec_hash: flink_rs_operator::reconcile::spec_hash(&fj),
         tls_version: None,
+        rest_token_version: None,
+        // Restricted as the chart runs it: the job's output here, its checkpoints allowed
+        // by the operator itself.
+        allowed_paths: Some(resources::allowed_paths(&fj, &[out.display().to_string()])),
     };
     // What the pods would mount at /config.
     let config_dir = tmp.path().join("config");
@@ -83,12 +87,27 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
     for (k, v) in secret.data.expect("secret data") {
         std::fs::write(tls_dir.join(k), v.0).expect("write secret file");
     }
+    // The job's REST token Secret, likewise.
+    let token = flink_rs_certificates::random_token().expect("token");
+    let token_dir = tmp.path().join("rest-token");
+    std::fs::create_dir_all(&token_dir).expect("token dir");
+    for (k, v) in resources::rest_token_secret(&fj, &token)
+        .data
+        .expect("token data")
+    {
+        std::fs::write(token_dir.join(k), v.0).expect("write token file");
+    }
     let cm = resources::config_map(&fj, &plan);
     for (k, v) in cm.data.expect("data") {
-        let v = v.replace(
-            &format!(": {}/", resources::TLS_DIR),
-            &format!(": {}/", tls_dir.display()),
-        );
+        let v = v
+            .replace(
+                &format!(": {}/", resources::TLS_DIR),
+                &format!(": {}/", tls_dir.display()),
+            )
+            .replace(
+                &format!(": {}/", resources::REST_TOKEN_DIR),
+                &format!(": {}/", token_dir.display()),
+            );
         std::fs::write(config_dir.join(k), v).expect("write config");
     }
     let localize = |args: Vec<String>| -> Vec<String> {
@@ -158,10 +177,25 @@ fn operator_generated_configuration_runs_the_job_and_its_rest_client_reads_it() 
         .build()
         .expect("runtime");
     let client = HttpJm::default();
+    // Without the job's token the jobmanager answers nothing.
+    let without = Endpoint {
+        url: rest.clone(),
+        token: None,
+    };
+    let at = Endpoint {
+        url: rest.clone(),
+        token: Some(token),
+    };
     let start = Instant::now();
     let mut saw_checkpoint = None;
     loop {
-        let view = rt.block_on(client.job(&rest, &plan.job_id));
+        let view = rt.block_on(client.job(&at, &plan.job_id));
+        if view.is_ok() {
+            let refused = rt
+                .block_on(client.job(&without, &plan.job_id))
+                .expect_err("401 without the token");
+            assert!(refused.to_string().contains("401"), "{refused}");
+        }
         if let Ok(Some(v)) = &view {
             if v.last_checkpoint.is_some() {
                 saw_checkpoint = v.last_checkpoint.clone();

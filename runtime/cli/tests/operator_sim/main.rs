@@ -119,6 +119,15 @@ impl Sim {
                 Arc::new(Metrics::default()),
             );
             ctx.policy.restart_backoff = Duration::from_secs(1);
+            // As the chart runs it: jobs write only where the scenarios' outputs are, and
+            // to their checkpoint storage (`bucket`, allowed by the operator itself).
+            let outputs = ["out", "out-a", "out-a2", "out-b", "out-c"];
+            let ctx = ctx.with_allowed_paths(
+                outputs
+                    .iter()
+                    .map(|o| dir.join(o).display().to_string())
+                    .collect(),
+            );
             let ctx = Arc::new(ctx.with_network_policies(
                 flink_rs_operator::resources::OperatorPeer {
                     namespace: "flink-ops".into(),
@@ -272,10 +281,24 @@ impl Sim {
         });
     }
 
-    /// A jobmanager REST call to the FlinkJob's Service.
+    /// The FlinkJob's REST token, from the Secret the operator made (as a user reads it).
+    fn rest_token(&self, name: &str) -> String {
+        use base64::Engine as _;
+        let secret = self
+            .api
+            .get("secrets", NS, &format!("{name}-rest-token"))
+            .expect("the REST token Secret");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["token"].as_str().unwrap_or_default())
+            .expect("base64");
+        String::from_utf8(bytes).expect("utf-8")
+    }
+
+    /// A jobmanager REST call to the FlinkJob's Service, with the job's token.
     fn rest(&self, name: &str, path: &str) -> Value {
         let client = flink_rs::cluster::client::RestClient::new(&self.nodes.rest_url(NS, name))
-            .expect("client");
+            .expect("client")
+            .with_token(self.rest_token(name));
         client.get(path).unwrap_or(Value::Null)
     }
 
@@ -391,6 +414,16 @@ fn upgrades_and_pod_losses_keep_exactly_once() {
         from.contains("/chk-"),
         "restored from its own checkpoint, not the savepoint: {from}"
     );
+    // The job's REST API takes only the job's own token (the operator's, in its Secret).
+    let client = flink_rs::cluster::client::RestClient::new(&sim.nodes.rest_url(NS, "bids"))
+        .expect("client");
+    let refused = client.get("/jobs").expect_err("no token");
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let wrong = client
+        .with_token("0".repeat(64))
+        .get("/jobs")
+        .expect_err("another token");
+    assert!(wrong.to_string().contains("401"), "{wrong}");
 
     // Last-state upgrade, then a taskmanager pod lost.
     let id = sim.status("bids")["jobId"].clone();
@@ -403,6 +436,62 @@ fn upgrades_and_pod_losses_keep_exactly_once() {
     sim.nodes.delete_pod(NS, "bids-taskmanager", 1);
     sim.wait_finished("bids");
     assert_exactly_once(sim, out, expected);
+}
+
+/// A job that finished has committed all of its output: a spec change (either upgrade mode)
+/// or a lost jobmanager pod afterwards must not run it again from a checkpoint, which
+/// would repeat what it committed at its end.
+#[test]
+fn a_finished_job_stays_finished_through_upgrades_and_pod_losses() {
+    let Scenario {
+        sim, out, expected, ..
+    } = &start_bids(4, 30_000);
+    sim.wait_finished("bids");
+    assert_exactly_once(sim, out, expected);
+    let id = sim.status("bids")["jobId"].clone();
+    for (i, mode) in ["last-state", "savepoint"].into_iter().enumerate() {
+        let deployments = sim.status("bids")["deployments"].clone();
+        sim.edit("bids", |s| bump_memory(s, mode));
+        sim.wait("the upgrade", Duration::from_secs(60), |s| {
+            s.status("bids")["deployments"] != deployments
+        });
+        sim.wait_finished("bids");
+        if i == 0 {
+            sim.nodes.delete_pod(NS, "bids-jobmanager", 0);
+        }
+        // Long enough for a job run again to write its tail (checkpoints every 500 ms).
+        std::thread::sleep(Duration::from_secs(4));
+        sim.wait_finished("bids");
+        assert_eq!(sim.status("bids")["jobId"], id, "{mode}: the same job");
+        assert_exactly_once(sim, out, expected);
+    }
+}
+
+/// A job whose sink lies outside the operator's allowed paths does not start: its
+/// jobmanager refuses the script naming the path and the key, and the FlinkJob shows the
+/// pods failing; nothing is written there.
+#[test]
+fn a_job_writing_outside_the_allowed_paths_does_not_start() {
+    let _one = serial();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let sim = Sim::start(tmp.path(), 6);
+    let elsewhere = tmp.path().join("elsewhere");
+    sim.api
+        .put("flinkjobs", sim.manifest("rogue", &elsewhere, 1_000, 0));
+    sim.wait("the pods to fail", Duration::from_secs(60), |s| {
+        s.status("rogue")["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Degraded" && c["reason"] == "PodsUnhealthy")
+    });
+    let logs = sim.logs();
+    assert!(
+        logs.contains("flink-rs.filesystem.allowed-paths")
+            && logs.contains(&elsewhere.display().to_string()),
+        "{logs}"
+    );
+    assert!(!elsewhere.exists(), "nothing written outside");
 }
 
 /// The operator's own controllers (watches on FlinkJobs and, by label, on what they own)
