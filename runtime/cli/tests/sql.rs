@@ -1588,6 +1588,73 @@ fn over_aggregates_resume_from_a_savepoint_at_another_parallelism_and_backend() 
     Ok(())
 }
 
+/// Window aggregates move from the heap backend (sliced, on the heap) to the disk backend
+/// (windows and timers in its store) through a savepoint, at another parallelism: hopping
+/// and cumulative windows, whose slices are merged into the windows still to fire. The
+/// output equals a failure-free run's, record for record.
+#[test]
+fn window_aggregates_move_from_the_heap_to_the_disk_backend_through_a_savepoint() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+    let script = |out: &std::path::Path, rate: &str| {
+        format!(
+            "{}\nCREATE TABLE hop (auction BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, s BIGINT, hi BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}/hop', 'format' = 'csv');
+             CREATE TABLE cum (auction BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, s BIGINT)
+               WITH ('connector' = 'filesystem', 'path' = '{}/cum', 'format' = 'csv');
+             INSERT INTO hop SELECT auction, window_start, window_end, COUNT(*), SUM(price), MAX(price)
+               FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '6' SECOND))
+               GROUP BY auction, window_start, window_end;
+             INSERT INTO cum SELECT auction, window_start, window_end, COUNT(*), SUM(price)
+               FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '8' SECOND))
+               GROUP BY auction, window_start, window_end;",
+            bids_ddl(0).replace(
+                "'number-of-rows' = '60000',",
+                &format!("'number-of-rows' = '60000', {rate}")
+            ),
+            out.display(),
+            out.display()
+        )
+    };
+    let lines = |out: &std::path::Path| -> Vec<String> {
+        let mut all = common::committed(&out.join("hop"));
+        all.extend(
+            common::committed(&out.join("cum"))
+                .iter()
+                .map(|l| format!("cum {l}")),
+        );
+        all
+    };
+    let reference = dir.path().join("reference");
+    assert_eq!(
+        start_job(&script(&reference, ""), 1, None, &[])?.wait()?,
+        JobOutcome::Finished
+    );
+    let expected = lines(&reference);
+    let (out, sp) = (dir.path().join("out"), dir.path().join("sp"));
+    let moved = script(&out, "'rows-per-second' = '25000',");
+    let job = start_job(&moved, 2, None, &[])?;
+    every_source_read(&job, 15_000, "half of the input");
+    let savepoint = job.stop_with_savepoint(Some(&sp.display().to_string()))?;
+    assert!(matches!(job.wait()?, JobOutcome::Stopped { .. }));
+    let before = lines(&out).len();
+    assert!(
+        before > 0 && before < expected.len(),
+        "the stop should come mid-run ({before} of {} rows written)",
+        expected.len()
+    );
+    assert_eq!(
+        start_job(&moved, 3, Some(&savepoint), DISK)?.wait()?,
+        JobOutcome::Finished
+    );
+    let after = lines(&out);
+    assert_eq!(after.len(), expected.len(), "rows after the move");
+    assert!(
+        after == expected,
+        "window aggregates after the move to disk"
+    );
+    Ok(())
+}
+
 #[test]
 fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     let interval = "SELECT a.auction, a.price, b.price FROM bids a JOIN bids b

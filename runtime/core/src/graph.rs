@@ -68,6 +68,10 @@ pub struct Node {
     /// ([`DEFAULT_STATE_LAYOUT`]): recorded in checkpoints, so that a restore into an
     /// operator that keeps its state otherwise is refused by name.
     pub state_layout: Option<&'static str>,
+    /// Other layouts the operator converts when it restores them (a window aggregate on
+    /// the disk backend reads the heap backend's slices): a snapshot taken with another
+    /// state backend restores into it.
+    pub reads_layouts: Vec<&'static str>,
 }
 
 /// The state layout of operators that keep keyed state in the state backend's stores (and of

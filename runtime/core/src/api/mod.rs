@@ -146,6 +146,7 @@ impl StreamExecutionEnvironment {
             schema: schema.clone(),
             uid: None,
             state_layout: None,
+            reads_layouts: Vec::new(),
         });
         drop(b);
         DataStream {
@@ -280,6 +281,15 @@ impl DataStream {
         self
     }
 
+    /// Declares that the operator producing this stream also restores state in `layout`,
+    /// converting it (see [`crate::graph::Node::reads_layouts`]).
+    pub fn reads_state_layout(self, layout: &'static str) -> Self {
+        self.env.borrow_mut().graph.nodes[self.node]
+            .reads_layouts
+            .push(layout);
+        self
+    }
+
     /// Names the operator that produces this stream (shown in plans and task names).
     pub fn name(self, name: &str) -> Self {
         self.env.borrow_mut().graph.nodes[self.node].name = name.to_string();
@@ -305,6 +315,7 @@ impl DataStream {
             schema: schema.clone(),
             uid: None,
             state_layout: None,
+            reads_layouts: Vec::new(),
         });
         for (s, partitioning, input) in inputs {
             let partitioning = match partitioning {
@@ -728,9 +739,16 @@ impl WindowedStream {
         let sliceable = crate::window::slicing(&self.windows).is_some()
             && self.allowed_lateness == 0
             && self.late_tag.is_none()
-            && !spills;
-        let Some(time) = input.time_column.clone().filter(|_| sliceable) else {
-            return self.aggregate(f);
+            && input.time_column.is_some();
+        let Some(time) = input.time_column.clone().filter(|_| sliceable && !spills) else {
+            let keyed = self.aggregate(f)?;
+            // A sliceable aggregate is here only on a backend that spills: it takes the
+            // heap backend's slices from a savepoint (`window/operator/from_slices.rs`).
+            return Ok(if sliceable {
+                keyed.reads_state_layout(crate::window::SLICED_STATE_LAYOUT)
+            } else {
+                keyed
+            });
         };
         let out_schema = self.output_schema(f.bind(&input.schema)?)?;
         let (windows, key, schema) = (self.windows, self.keyed.key.clone(), out_schema.clone());

@@ -188,6 +188,10 @@ pub struct RestoredState {
     pub operator: Vec<(usize, Bytes)>,
     /// The parallelism the state was written at.
     pub old_parallelism: usize,
+    /// How the state is laid out, as the snapshot records it (`None`: the operator's own
+    /// layout, or a snapshot older than the record); an operator that can read another
+    /// operator's layout ([`crate::graph::Node::reads_layouts`]) converts it.
+    pub layout: Option<String>,
 }
 
 /// Checkpointing settings (Flink's keys in comments).

@@ -70,6 +70,7 @@ impl RestoredCheckpoint {
         let mut state = RestoredState {
             checkpoint_id: self.metadata.checkpoint_id,
             old_parallelism: op.parallelism,
+            layout: op.state_layout.clone(),
             ..Default::default()
         };
         for st in &op.subtasks {

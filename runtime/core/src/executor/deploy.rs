@@ -176,6 +176,7 @@ pub(super) fn check_restore(graph: &JobGraph, r: &RestoredCheckpoint) -> Result<
             .map(|i| &graph.nodes[i]);
         if let (Some(node), Some(found)) = (node, &op.state_layout)
             && node.state_layout() != found
+            && !node.reads_layouts.contains(&found.as_str())
         {
             return Err(Error::SnapshotIncompatible(format!(
                 "{} holds the state of operator `{}` ({}) in the layout `{found}`, but the job runs it with the layout `{}`: {}",

@@ -24,6 +24,8 @@ use crate::rows::{RowBatchBuilder, Value};
 use crate::state::{KeyedStore, Namespace, StateBackend, StateId, TimeDomain, TimerService};
 use crate::watermark::timestamps;
 
+mod from_slices;
+
 /// Everything that configures a window operator besides its function.
 #[derive(Clone)]
 pub struct WindowSpec {
@@ -443,6 +445,9 @@ impl<L: WindowLogic> Operator for WindowOperator<L> {
     }
 
     fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {
+        if state.layout.as_deref() == Some(super::SLICED_STATE_LAYOUT) {
+            return self.restore_from_slices(&state);
+        }
         crate::state::restore_keyed(self.store.as_mut(), &mut self.timers, &state.keyed)
     }
 

@@ -23,6 +23,7 @@ use std::ops::Range;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use serde::de::DeserializeOwned;
 
 use super::assigner::window_start;
 use super::{AggregateFunction, RowRef, Window, WindowKind, Windows};
@@ -87,11 +88,30 @@ struct Slice<A> {
 }
 
 /// A key group's slices: each slice's start and the group's keys' accumulators in it.
-type GroupSlices<A> = Vec<(Timestamp, Vec<(Key, A)>)>;
+pub(super) type GroupSlices<A> = Vec<(Timestamp, Vec<(Key, A)>)>;
 
 /// What a key group's checkpointed state decodes to: the format version, the watermark its
 /// windows fired up to, its slices.
 type GroupState<A> = (u8, Timestamp, GroupSlices<A>);
+
+/// A key group's checkpointed state: the watermark its windows fired up to, and its slices
+/// (start, and the group's keys' accumulators). Also read by the window operator, which
+/// restores this layout when a job moves to a backend that spills
+/// (`window/operator/from_slices.rs`).
+pub(super) fn decode_group<A: DeserializeOwned>(
+    kg: KeyGroup,
+    blob: &[u8],
+) -> Result<(Timestamp, GroupSlices<A>)> {
+    let (version, watermark, slices): GroupState<A> = bincode::deserialize(blob)
+        .map_err(|e| Error::state("window-slices", format!("key group {kg}: {e}")))?;
+    if version != STATE_VERSION {
+        return Err(Error::state(
+            "window-slices",
+            format!("key group {kg}: state format {version}, expected {STATE_VERSION}"),
+        ));
+    }
+    Ok((watermark, slices))
+}
 
 /// One parallel instance of a sliced window aggregation.
 pub struct SlicedWindowOperator<A: AggregateFunction> {
@@ -353,14 +373,7 @@ impl<A: AggregateFunction> Operator for SlicedWindowOperator<A> {
             if !self.key_groups.contains(kg) {
                 continue;
             }
-            let (version, watermark, slices): GroupState<A::Acc> = bincode::deserialize(blob)
-                .map_err(|e| Error::state("window-slices", format!("key group {kg}: {e}")))?;
-            if version != STATE_VERSION {
-                return Err(Error::state(
-                    "window-slices",
-                    format!("key group {kg}: state format {version}, expected {STATE_VERSION}"),
-                ));
-            }
+            let (watermark, slices) = decode_group::<A::Acc>(*kg, blob)?;
             fired[usize::from(kg - self.key_groups.start)] = watermark;
             for (start, entries) in slices {
                 self.assigned.clear();
@@ -600,6 +613,126 @@ mod tests {
             }
         }
         assert!(rows > 5_000, "the scripts must fire windows: {rows}");
+        Ok(())
+    }
+
+    /// A savepoint of the heap backend's sliced operators, restored (at another
+    /// parallelism) into window operators on the disk backend, as `state.backend.type:
+    /// disk` plans the job: the results equal an uninterrupted window operator's.
+    fn compare_moved_to_disk(w: Windows, seed: u64) -> Result<(Vec<String>, Vec<String>)> {
+        let dir = tempfile::tempdir().map_err(|e| Error::state("test", e))?;
+        let disk: Arc<dyn crate::state::StateBackend> = Arc::new(
+            crate::state::DiskStateBackend::new(crate::state::DiskOptions {
+                managed_memory: 4 << 20,
+                local_dir: Some(dir.path().to_path_buf()),
+                incremental: false,
+                ..Default::default()
+            }),
+        );
+        let spec = |backend: Arc<dyn crate::state::StateBackend>| WindowSpec {
+            windows: w,
+            key: KeySelector::column("k"),
+            time_column: Some("t".into()),
+            allowed_lateness: 0,
+            late_tag: None,
+            backend,
+        };
+        let one = ctx(0, 1);
+        let memory = Arc::new(MemoryStateBackend::default());
+        let mut reference =
+            WindowOperator::new(AggregateLogic(CountSum), spec(memory), output(), &one)?;
+        let mut sliced_ops = vec![sliced(w, &one)?];
+        let mut moved: Vec<WindowOperator<AggregateLogic<CountSum>>> = Vec::new();
+        let (mut want, mut got) = (Rows::default(), Rows::default());
+        let route = |rows: &[(i64, i64, i64)], i: usize, n: usize| -> Vec<(i64, i64, i64)> {
+            rows.iter()
+                .filter(|r| {
+                    let kg = Key::Int(r.1).key_group(128);
+                    crate::key::operator_index_for_key_group(kg, 128, n) == i
+                })
+                .copied()
+                .collect()
+        };
+        let mut conversions = 0;
+        for step in script(seed) {
+            match step {
+                Step::Rows(rows) => {
+                    reference.process_batch(0, batch(&rows)?, &mut want)?;
+                    let n = sliced_ops.len().max(moved.len());
+                    for (i, op) in sliced_ops.iter_mut().enumerate() {
+                        op.process_batch(0, batch(&route(&rows, i, n))?, &mut got)?;
+                    }
+                    for (i, op) in moved.iter_mut().enumerate() {
+                        op.process_batch(0, batch(&route(&rows, i, n))?, &mut got)?;
+                    }
+                }
+                Step::Watermark(t) => {
+                    reference.process_watermark(t, &mut want)?;
+                    for op in &mut sliced_ops {
+                        op.process_watermark(t, &mut got)?;
+                    }
+                    for op in &mut moved {
+                        op.process_watermark(t, &mut got)?;
+                    }
+                }
+                // The first restore moves the job to the disk backend; it stays there.
+                Step::Restore(n) if moved.is_empty() => {
+                    conversions += 1;
+                    let mut keyed = Vec::new();
+                    for op in &mut sliced_ops {
+                        keyed.extend(
+                            op.snapshot_state(&crate::checkpoint::Barrier::checkpoint(1))?
+                                .keyed,
+                        );
+                    }
+                    sliced_ops.clear();
+                    for i in 0..n {
+                        let c = ctx(i, n);
+                        let mut op = WindowOperator::new(
+                            AggregateLogic(CountSum),
+                            spec(disk.clone()),
+                            output(),
+                            &c,
+                        )?;
+                        op.restore_state(RestoredState {
+                            keyed: keyed
+                                .iter()
+                                .filter(|(kg, _)| c.key_groups().contains(kg))
+                                .map(|(kg, b)| (*kg, b.clone().into()))
+                                .collect(),
+                            layout: Some(SLICED_STATE_LAYOUT.into()),
+                            ..RestoredState::default()
+                        })?;
+                        moved.push(op);
+                    }
+                }
+                Step::Restore(_) => {}
+            }
+        }
+        assert!(conversions > 0 || moved.is_empty());
+        want.0.sort();
+        got.0.sort();
+        Ok((want.0, got.0))
+    }
+
+    #[test]
+    fn slices_restore_into_the_window_operator_of_a_backend_that_spills() -> Result<()> {
+        let ms = Duration::from_millis;
+        let cases = [
+            Windows::tumbling(ms(100)),
+            Windows::sliding(ms(100), ms(30)),
+            Windows::sliding(ms(50), ms(20)).with_offset(ms(7)),
+            Windows::cumulative(ms(25), ms(100)),
+        ];
+        let mut rows = 0;
+        for (c, w) in cases.into_iter().enumerate() {
+            for seed in 0..10 {
+                let (want, got) = compare_moved_to_disk(w, seed * 17 + c as u64)?;
+                assert_eq!(got, want, "windows {w:?}, seed {seed}");
+                rows += want.len();
+            }
+        }
+        assert!(rows > 2_000, "the scripts must fire windows: {rows}");
         Ok(())
     }
 
