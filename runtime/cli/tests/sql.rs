@@ -1724,6 +1724,19 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
         "the stop should come mid-run ({before} of {} rows written)",
         expected_interval.len()
     );
+    // The outputs as the stop left them, to resume the same savepoint a second time.
+    let at_stop = dir.path().join("at-stop");
+    for d in [&out_i, &out_w] {
+        let copy = at_stop.join(d.file_name().unwrap_or_default());
+        std::fs::create_dir_all(&copy).map_err(|e| Error::io("mkdir", &copy, e))?;
+        for e in std::fs::read_dir(d)
+            .map_err(|e| Error::io("list", d, e))?
+            .flatten()
+        {
+            std::fs::copy(e.path(), copy.join(e.file_name()))
+                .map_err(|err| Error::io("copy", e.path(), err))?;
+        }
+    }
     assert_eq!(run(4, Some(&savepoint))?.wait()?, JobOutcome::Finished);
     assert!(
         lines(&out_i) == expected_interval,
@@ -1734,18 +1747,24 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
         "window join after the resume"
     );
     // On the disk backend the joins and window aggregates keep their state in the backend's
-    // stores, in another layout: the heap backend's savepoint is refused, naming why.
-    let refused = run_on(2, Some(&savepoint), DISK).and_then(|job| job.wait());
-    let message = match refused {
-        Err(e) => e.to_string(),
-        Ok(outcome) => format!("{outcome:?}"),
-    };
+    // stores, in another layout: they take the heap backend's savepoint over (the columnar
+    // joins' rows and the sliced aggregates' slices), with the same results.
+    for d in [&out_i, &out_w] {
+        std::fs::remove_dir_all(d).map_err(|e| Error::io("rm", d, e))?;
+        let copy = at_stop.join(d.file_name().unwrap_or_default());
+        std::fs::rename(&copy, d).map_err(|e| Error::io("rename", &copy, e))?;
+    }
+    assert_eq!(
+        run_on(3, Some(&savepoint), DISK)?.wait()?,
+        JobOutcome::Finished
+    );
     assert!(
-        (message.contains("in the layout `columnar-join`")
-            || message.contains("in the layout `sliced-window-aggregate`"))
-            && message.contains("with the layout `keyed-store`")
-            && message.contains("state.backend.type"),
-        "{message}"
+        lines(&out_i) == expected_interval,
+        "interval join after the move to the disk backend"
+    );
+    assert!(
+        lines(&out_w) == expected_window,
+        "window join after the move to the disk backend"
     );
     // The same jobs on the disk backend stop with a savepoint and resume at another
     // parallelism with the same results.
@@ -1761,6 +1780,19 @@ fn sql_joins_resume_from_a_savepoint_at_another_parallelism() -> Result<()> {
     assert!(
         before < expected_interval.len(),
         "the stop on the disk backend should come before the end ({before} rows written)"
+    );
+    // Back to the heap backend is refused, naming the layouts and why.
+    let refused = run(2, Some(&savepoint)).and_then(|job| job.wait());
+    let message = match refused {
+        Err(e) => e.to_string(),
+        Ok(outcome) => format!("{outcome:?}"),
+    };
+    assert!(
+        message.contains("in the layout `keyed-store`")
+            && (message.contains("with the layout `columnar-join`")
+                || message.contains("with the layout `sliced-window-aggregate`"))
+            && message.contains("but not back"),
+        "{message}"
     );
     assert_eq!(
         run_on(3, Some(&savepoint), DISK)?.wait()?,

@@ -49,6 +49,32 @@ pub trait ProcessFunction: Clone + Send + Sync + 'static {
         out: &mut RowCollector,
     ) -> Result<()>;
 
+    /// One key group of another operator's snapshot, in `layout`, as the rows that operator
+    /// held per input: what a function that can take over that state
+    /// ([`crate::graph::Node::reads_layouts`]) decodes at a restore; `None`: a layout it does
+    /// not read.
+    fn foreign_rows(
+        &self,
+        _layout: &str,
+        _kg: KeyGroup,
+        _blob: &[u8],
+    ) -> Result<Option<Vec<(usize, RecordBatch)>>> {
+        Ok(None)
+    }
+
+    /// Takes in one row of [`foreign_rows`](Self::foreign_rows) as state, for the current
+    /// key, as if it had arrived: stored (with its timers), not processed again (no output).
+    fn restore_element(
+        &mut self,
+        _input: usize,
+        _row: &Row,
+        _ctx: &mut ProcessContext<'_>,
+    ) -> Result<()> {
+        Err(crate::error::Error::User(
+            "this function takes in no other operator's state".into(),
+        ))
+    }
+
     /// A timer registered for the current key fired.
     fn on_timer(
         &mut self,
@@ -134,6 +160,51 @@ impl<F: ProcessFunction> ProcessOperator<F> {
     }
 }
 
+impl<F: ProcessFunction> ProcessOperator<F> {
+    /// Restores another operator's snapshot (`layout`): the rows it held, taken in by the
+    /// function one by one under their keys ([`ProcessFunction::restore_element`]).
+    fn restore_foreign(
+        &mut self,
+        layout: &str,
+        state: &crate::checkpoint::RestoredState,
+    ) -> Result<()> {
+        let now = now_millis();
+        for (kg, blob) in &state.keyed {
+            let Some(parts) = self.f.foreign_rows(layout, *kg, blob)? else {
+                return Err(crate::error::Error::SnapshotIncompatible(format!(
+                    "the state is in the layout `{layout}`, which this operator does not read"
+                )));
+            };
+            for (input, batch) in parts {
+                let (selector, time_column) =
+                    self.inputs.get(input).cloned().unwrap_or((None, None));
+                let keys = selector.as_ref().map(|k| k.extract(&batch)).transpose()?;
+                let times = time_column
+                    .as_deref()
+                    .map(|c| timestamps(&batch, c))
+                    .transpose()?;
+                for r in 0..batch.num_rows() {
+                    let key = keys.as_ref().map_or(Key::Null, |k| k.key(r));
+                    let kg = key.key_group(self.max_parallelism);
+                    let row = row_at(&batch, r);
+                    let mut ctx = KeyedContext {
+                        store: self.store.as_mut(),
+                        timers: &mut self.timers,
+                        key: &key,
+                        kg,
+                        ns: Namespace::VOID,
+                        now,
+                        watermark: self.watermark,
+                        timestamp: times.map(|t| t[r]),
+                    };
+                    self.f.restore_element(input, &row, &mut ctx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl<F: ProcessFunction> Operator for ProcessOperator<F> {
     fn process_batch(
         &mut self,
@@ -194,7 +265,12 @@ impl<F: ProcessFunction> Operator for ProcessOperator<F> {
     }
 
     fn restore_state(&mut self, state: crate::checkpoint::RestoredState) -> Result<()> {
-        crate::state::restore_keyed(self.store.as_mut(), &mut self.timers, &state.keyed)
+        match state.layout.as_deref() {
+            Some(layout) if layout != crate::graph::DEFAULT_STATE_LAYOUT => {
+                self.restore_foreign(layout, &state)
+            }
+            _ => crate::state::restore_keyed(self.store.as_mut(), &mut self.timers, &state.keyed),
+        }
     }
 
     fn finish(&mut self, out: &mut dyn Output) -> Result<()> {

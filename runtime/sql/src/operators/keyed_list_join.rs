@@ -206,6 +206,49 @@ impl ProcessFunction for StreamJoin {
         Ok(())
     }
 
+    fn foreign_rows(
+        &self,
+        layout: &str,
+        kg: flink_rs_core::key::KeyGroup,
+        blob: &[u8],
+    ) -> Result<Option<Vec<(usize, arrow::array::RecordBatch)>>> {
+        if layout != super::segment_join::STATE_LAYOUT {
+            return Ok(None);
+        }
+        super::segment_join::decode_key_group(kg, blob).map(Some)
+    }
+
+    /// A row the columnar join held (an inner join's, which has matched what it could):
+    /// stored with its expiry and timer as [`Self::process_element`] stores a new row.
+    fn restore_element(
+        &mut self,
+        input: usize,
+        row: &Row,
+        ctx: &mut ProcessContext<'_>,
+    ) -> Result<()> {
+        let Some(sides) = &self.sides else {
+            return Err(Error::User("join not opened".into()));
+        };
+        let side = input.min(1);
+        let width = self.widths[side].min(row.len());
+        if row[width..].contains(&Value::Null) {
+            return Ok(());
+        }
+        let data = &row[..width];
+        if let Some(ttl) = self.idle_ttl.filter(|_| self.time.is_none()) {
+            let expiry = ctx.processing_time().saturating_add(ttl);
+            ctx.register_processing_time_timer(expiry);
+            sides[side].add(ctx, (expiry, false, data.to_vec()));
+            return Ok(());
+        }
+        let expiry = self.expiry(side, self.time_of(side, data));
+        if expiry != i64::MAX {
+            ctx.register_event_time_timer(expiry);
+        }
+        sides[side].add(ctx, (expiry, false, data.to_vec()));
+        Ok(())
+    }
+
     fn on_timer(
         &mut self,
         ts: Timestamp,

@@ -428,40 +428,50 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn restore_state(&mut self, state: RestoredState) -> Result<()> {
-        let bad = |kg: KeyGroup, what: &str| Error::State {
-            state: "interval-join".into(),
-            message: format!("key group {kg}: {what}"),
-        };
         for (kg, blob) in &state.keyed {
             if !self.key_groups.contains(kg) {
                 continue;
             }
-            let Some((&STATE_VERSION, mut rest)) = blob.split_first() else {
-                return Err(bad(
-                    *kg,
-                    "not the state of an interval or window join of this version",
-                ));
-            };
-            for side in 0..2 {
-                let (len, tail) = rest
-                    .split_first_chunk::<8>()
-                    .ok_or_else(|| bad(*kg, "truncated"))?;
-                let len = usize::try_from(u64::from_le_bytes(*len))
-                    .ok()
-                    .filter(|l| *l <= tail.len())
-                    .ok_or_else(|| bad(*kg, "truncated"))?;
-                let (part, tail) = tail.split_at(len);
-                rest = tail;
-                if part.is_empty() {
-                    continue;
-                }
-                for batch in StreamReader::try_new(Cursor::new(part), None)? {
-                    self.store_all(side, &batch?)?;
-                }
+            for (side, batch) in decode_key_group(*kg, blob)? {
+                self.store_all(side, &batch)?;
             }
         }
         Ok(())
     }
+}
+
+/// One key group of a checkpoint: each side's live rows, as they arrived (the input's
+/// schema). Also read by the keyed-list join, which takes this state over when a job moves
+/// to a backend that spills (`keyed_list_join.rs`).
+pub fn decode_key_group(kg: KeyGroup, blob: &[u8]) -> Result<Vec<(usize, RecordBatch)>> {
+    let bad = |what: &str| Error::State {
+        state: "interval-join".into(),
+        message: format!("key group {kg}: {what}"),
+    };
+    let Some((&STATE_VERSION, mut rest)) = blob.split_first() else {
+        return Err(bad(
+            "not the state of an interval or window join of this version",
+        ));
+    };
+    let mut out = Vec::new();
+    for side in 0..2 {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("truncated"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|l| *l <= tail.len())
+            .ok_or_else(|| bad("truncated"))?;
+        let (part, tail) = tail.split_at(len);
+        rest = tail;
+        if part.is_empty() {
+            continue;
+        }
+        for batch in StreamReader::try_new(Cursor::new(part), None)? {
+            out.push((side, batch?));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -527,6 +537,14 @@ mod tests {
 
     /// The row-at-a-time join with the same bounds, the reference.
     fn reference(s: &IntervalJoinSpec) -> Result<Box<dyn Operator>> {
+        row_join(s, &MemoryStateBackend::default())
+    }
+
+    /// The row-at-a-time join with the same bounds on `backend`.
+    fn row_join(
+        s: &IntervalJoinSpec,
+        backend: &dyn flink_rs_core::state::StateBackend,
+    ) -> Result<Box<dyn Operator>> {
         let mut f = StreamJoin::new(
             [2, 2],
             s.time.map(|_| TimeColumns { left: 0, right: 0 }),
@@ -541,7 +559,7 @@ mod tests {
             f,
             vec![(k(0), None), (k(1), None)],
             s.output.clone(),
-            &MemoryStateBackend::default(),
+            backend,
             &OperatorContext::single("join"),
         )?))
     }
@@ -615,6 +633,7 @@ mod tests {
                             .collect(),
                         operator: Vec::new(),
                         old_parallelism: 1,
+                        layout: None,
                     })?;
                     // The watermark is not part of a checkpoint; the inputs send it again.
                     if wm != MIN_WATERMARK {
@@ -626,6 +645,82 @@ mod tests {
         want.0.sort();
         got.0.sort();
         Ok((want.0, got.0))
+    }
+
+    /// The columnar join until the script's first restore, then its snapshot taken over by
+    /// the row-at-a-time join on the disk backend (what `state.backend.type: disk` plans),
+    /// against the reference run without any restore.
+    fn run_moved_to_disk(
+        s: Arc<IntervalJoinSpec>,
+        seed: u64,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+        let disk = flink_rs_core::state::DiskStateBackend::new(flink_rs_core::state::DiskOptions {
+            managed_memory: 4 << 20,
+            local_dir: Some(dir.path().to_path_buf()),
+            incremental: false,
+            ..Default::default()
+        });
+        let ctx = OperatorContext::single("join");
+        let mut reference = reference(&s)?;
+        let mut op: Box<dyn Operator> = Box::new(IntervalJoinOperator::new(s.clone(), &ctx));
+        let (mut want, mut got) = (Rows::default(), Rows::default());
+        let (mut wm, mut moved) = (MIN_WATERMARK, false);
+        for step in script(seed)? {
+            match step {
+                Step::Batch(side, b) => {
+                    reference.process_batch(side, b.clone(), &mut want)?;
+                    op.process_batch(side, b, &mut got)?;
+                }
+                Step::Watermark(w) => {
+                    wm = w;
+                    reference.process_watermark(w, &mut want)?;
+                    op.process_watermark(w, &mut got)?;
+                }
+                Step::Restore if !moved => {
+                    moved = true;
+                    let snap =
+                        op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
+                    op = row_join(&s, &disk)?;
+                    op.restore_state(RestoredState {
+                        keyed: snap
+                            .keyed
+                            .into_iter()
+                            .map(|(kg, b)| (kg, b.into()))
+                            .collect(),
+                        layout: Some(STATE_LAYOUT.into()),
+                        ..RestoredState::default()
+                    })?;
+                    if wm != MIN_WATERMARK {
+                        op.process_watermark(wm, &mut got)?;
+                    }
+                }
+                Step::Restore => {}
+            }
+        }
+        want.0.sort();
+        got.0.sort();
+        Ok((want.0, got.0))
+    }
+
+    #[test]
+    fn a_backend_that_spills_takes_the_columnar_state_over() -> Result<()> {
+        let cases = [
+            spec(Some(-100), Some(0), vec![]),
+            spec(Some(20), Some(300), vec![]),
+            spec(None, Some(0), vec![]),
+            spec(None, None, vec![]),
+        ];
+        let mut total = 0;
+        for (c, s) in cases.into_iter().enumerate() {
+            for seed in 0..20 {
+                let (want, got) = run_moved_to_disk(s.clone(), seed * 11 + c as u64)?;
+                assert_eq!(got, want, "case {c}, seed {seed}");
+                total += want.len();
+            }
+        }
+        assert!(total > 500, "the inputs must produce matches: {total}");
+        Ok(())
     }
 
     #[test]

@@ -472,7 +472,19 @@ impl Planner<'_> {
                     )
                     .state_layout(crate::operators::segment_join::STATE_LAYOUT)
             }
-            _ => connected.process(rows_schema, f).name(&name),
+            _ => {
+                // The inner join the heap backend runs columnar: on a backend that spills it
+                // takes the columnar join's state over from a savepoint.
+                let heap_columnar = outer == [false, false]
+                    && !columnar
+                    && (f.time.is_some() || f.idle_ttl.is_none());
+                let keyed = connected.process(rows_schema, f).name(&name);
+                if heap_columnar {
+                    keyed.reads_state_layout(crate::operators::segment_join::STATE_LAYOUT)
+                } else {
+                    keyed
+                }
+            }
         };
         let mut out = cast_output(&joined, target, "Calc[join output]");
         // What the operator could not check per pair is filtered after the join (inner joins
