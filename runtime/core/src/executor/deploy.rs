@@ -207,10 +207,9 @@ fn layout_hint(found: &str, want: &str) -> &'static str {
         "window aggregates (SQL's, and the DataStream API's `sliced_aggregate`), SQL's inner \
          interval, window and regular joins, and the Top-N of a bounded input keep their \
          state on the heap in layouts of their own with `state.backend.type: hashmap` and in \
-         the state backend's stores with `disk`; window aggregates and inner joins move from \
-         `hashmap` to `disk` through a savepoint, but not back (a window's accumulator cannot \
-         be split into slices again), and a bounded Top-N moves neither way: resume with the \
-         state backend the snapshot was taken with"
+         the state backend's stores with `disk`; they move from `hashmap` to `disk` through \
+         a savepoint, but not back (a window's accumulator cannot be split into slices \
+         again): resume with the state backend the snapshot was taken with"
     } else {
         "the operator was changed since the snapshot was taken; give the new operator \
          another uid (and allowNonRestoredState to drop the old state)"

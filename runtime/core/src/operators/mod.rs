@@ -9,5 +9,5 @@ pub use basic::{
     BatchFn, FilterOperator, FlatMapFn, FlatMapRowsOperator, IdentityOperator, MapBatchOperator,
     PredicateFn,
 };
-pub use process::{ProcessContext, ProcessFunction, ProcessOperator, RowCollector};
+pub use process::{ForeignRows, ProcessContext, ProcessFunction, ProcessOperator, RowCollector};
 pub use sink::SinkOperator;

@@ -58,7 +58,7 @@ pub trait ProcessFunction: Clone + Send + Sync + 'static {
         _layout: &str,
         _kg: KeyGroup,
         _blob: &[u8],
-    ) -> Result<Option<Vec<(usize, RecordBatch)>>> {
+    ) -> Result<Option<ForeignRows>> {
         Ok(None)
     }
 
@@ -85,6 +85,14 @@ pub trait ProcessFunction: Clone + Send + Sync + 'static {
     ) -> Result<()> {
         Ok(())
     }
+}
+
+/// Another operator's state as rows, for [`ProcessFunction::restore_element`].
+pub enum ForeignRows {
+    /// Rows as they arrived, per input: keyed and timestamped as that input's rows are.
+    Batches(Vec<(usize, RecordBatch)>),
+    /// Rows with their keys, per input, in the order they are to be taken in.
+    Keyed(Vec<(usize, Key, Row)>),
 }
 
 /// One parallel instance of a process function.
@@ -170,10 +178,29 @@ impl<F: ProcessFunction> ProcessOperator<F> {
     ) -> Result<()> {
         let now = now_millis();
         for (kg, blob) in &state.keyed {
-            let Some(parts) = self.f.foreign_rows(layout, *kg, blob)? else {
-                return Err(crate::error::Error::SnapshotIncompatible(format!(
-                    "the state is in the layout `{layout}`, which this operator does not read"
-                )));
+            let parts = match self.f.foreign_rows(layout, *kg, blob)? {
+                Some(ForeignRows::Batches(parts)) => parts,
+                Some(ForeignRows::Keyed(rows)) => {
+                    for (input, key, row) in rows {
+                        let mut ctx = KeyedContext {
+                            store: self.store.as_mut(),
+                            timers: &mut self.timers,
+                            key: &key,
+                            kg: key.key_group(self.max_parallelism),
+                            ns: Namespace::VOID,
+                            now,
+                            watermark: self.watermark,
+                            timestamp: None,
+                        };
+                        self.f.restore_element(input, &row, &mut ctx)?;
+                    }
+                    continue;
+                }
+                None => {
+                    return Err(crate::error::Error::SnapshotIncompatible(format!(
+                        "the state is in the layout `{layout}`, which this operator does not read"
+                    )));
+                }
             };
             for (input, batch) in parts {
                 let (selector, time_column) =

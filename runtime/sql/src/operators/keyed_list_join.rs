@@ -211,11 +211,12 @@ impl ProcessFunction for StreamJoin {
         layout: &str,
         kg: flink_rs_core::key::KeyGroup,
         blob: &[u8],
-    ) -> Result<Option<Vec<(usize, arrow::array::RecordBatch)>>> {
+    ) -> Result<Option<flink_rs_core::operators::ForeignRows>> {
         if layout != super::segment_join::STATE_LAYOUT {
             return Ok(None);
         }
-        super::segment_join::decode_key_group(kg, blob).map(Some)
+        super::segment_join::decode_key_group(kg, blob)
+            .map(|b| Some(flink_rs_core::operators::ForeignRows::Batches(b)))
     }
 
     /// A row the columnar join held (an inner join's, which has matched what it could):

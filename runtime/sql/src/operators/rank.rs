@@ -195,6 +195,49 @@ impl ProcessFunction for RankFunction {
         Ok(())
     }
 
+    /// The Top-N of a bounded input run by [`TopNAtEndOperator`] on the heap backend: its
+    /// kept rows, each key's in order.
+    fn foreign_rows(
+        &self,
+        layout: &str,
+        kg: KeyGroup,
+        blob: &[u8],
+    ) -> Result<Option<flink_rs_core::operators::ForeignRows>> {
+        if layout != TOP_N_AT_END_STATE_LAYOUT {
+            return Ok(None);
+        }
+        let entries = TopNAtEndOperator::decode_key_group(kg, blob)?;
+        Ok(Some(flink_rs_core::operators::ForeignRows::Keyed(
+            entries
+                .into_iter()
+                .flat_map(|(key, rows)| rows.into_iter().map(move |r| (0, key.clone(), r)))
+                .collect(),
+        )))
+    }
+
+    /// A kept row of [`TopNAtEndOperator`], in its key's order: kept as the N best are here,
+    /// with the key's timer at the end of input.
+    fn restore_element(
+        &mut self,
+        _input: usize,
+        row: &Row,
+        ctx: &mut ProcessContext<'_>,
+    ) -> Result<()> {
+        let (Some(rows), None, false) = (&self.rows, self.window_end, self.updating) else {
+            return Err(Error::User(
+                "only the Top-N of a bounded input takes over another operator's rows".into(),
+            ));
+        };
+        let first = rows.modify(ctx, |kept| {
+            kept.push(row.clone());
+            kept.len() == 1
+        });
+        if first {
+            ctx.register_event_time_timer(i64::MAX);
+        }
+        Ok(())
+    }
+
     fn on_timer(
         &mut self,
         _ts: Timestamp,
@@ -272,6 +315,16 @@ impl TopNAtEndOperator {
             probe: Vec::new(),
             builder: RowBatchBuilder::new(output)?,
         })
+    }
+}
+
+impl TopNAtEndOperator {
+    /// One key group of a checkpoint: each key's kept rows, best first. Also read by the
+    /// rank function, which takes this state over when a job moves to a backend that
+    /// spills.
+    pub fn decode_key_group(kg: KeyGroup, blob: &[u8]) -> Result<Vec<(Key, Vec<Row>)>> {
+        bincode::deserialize(blob)
+            .map_err(|e| Error::state("top-n", format!("key group {kg}: {e}")))
     }
 }
 
@@ -356,9 +409,7 @@ impl StreamOperator for TopNAtEndOperator {
             if !self.key_groups.contains(kg) {
                 continue;
             }
-            let entries: Vec<(Key, Vec<Row>)> = bincode::deserialize(blob)
-                .map_err(|e| Error::state("top-n", format!("key group {kg}: {e}")))?;
-            self.kept.extend(entries);
+            self.kept.extend(Self::decode_key_group(*kg, blob)?);
         }
         Ok(())
     }
@@ -484,6 +535,93 @@ mod top_n_tests {
             total += want.0.len();
         }
         assert!(total > 500, "{total} rows numbered");
+        Ok(())
+    }
+
+    /// A snapshot of the heap backend's Top-N, taken mid-input, taken over by the rank
+    /// function on the disk backend (as `state.backend.type: disk` plans it): the same rows
+    /// numbered the same way as an uninterrupted run.
+    #[test]
+    fn the_rank_function_on_disk_takes_the_top_n_at_end_over() -> Result<()> {
+        let output = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("rn", DataType::Int64, true),
+        ]));
+        let ctx = OperatorContext::single("rank");
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "", e))?;
+        let disk = flink_rs_core::state::DiskStateBackend::new(flink_rs_core::state::DiskOptions {
+            managed_memory: 4 << 20,
+            local_dir: Some(dir.path().to_path_buf()),
+            incremental: false,
+            ..Default::default()
+        });
+        let mut total = 0;
+        for seed in 0..20u64 {
+            let mut g = Lcg(seed + 100);
+            let (n, asc) = (1 + g.next(4) as usize, g.next(2) == 0);
+            let order = vec![OrderKey {
+                index: 2,
+                asc,
+                nulls_first: g.next(2) == 0,
+            }];
+            let f = RankFunction::new(1, order, vec![RankKind::RowNumber], None, Some(n));
+            let keyed = || vec![(Some(KeySelector::column("k")), None)];
+            let mut reference = ProcessOperator::new(
+                f.clone(),
+                keyed(),
+                output.clone(),
+                &MemoryStateBackend::default(),
+                &ctx,
+            )?;
+            let mut op: Box<dyn StreamOperator> = Box::new(TopNAtEndOperator::new(
+                &f,
+                n,
+                KeySelector::column("k"),
+                output.clone(),
+                &ctx,
+            )?);
+            let (mut want, mut got) = (CollectRows::default(), CollectRows::default());
+            let mut v = 0;
+            for step in 0..30 {
+                if step == 15 {
+                    let snap =
+                        op.snapshot_state(&flink_rs_core::checkpoint::Barrier::checkpoint(1))?;
+                    op = Box::new(ProcessOperator::new(
+                        f.clone(),
+                        keyed(),
+                        output.clone(),
+                        &disk,
+                        &ctx,
+                    )?);
+                    op.restore_state(RestoredState {
+                        keyed: snap
+                            .keyed
+                            .into_iter()
+                            .map(|(kg, b)| (kg, b.into()))
+                            .collect(),
+                        layout: Some(TOP_N_AT_END_STATE_LAYOUT.into()),
+                        ..RestoredState::default()
+                    })?;
+                }
+                let rows: Vec<_> = (0..g.next(40))
+                    .map(|_| {
+                        v += 1;
+                        let o = (g.next(8) != 0).then(|| g.next(6) as f64);
+                        (v, g.next(7) as i64, o)
+                    })
+                    .collect();
+                let b = batch(&rows)?;
+                reference.process_batch(0, b.clone(), &mut want)?;
+                op.process_batch(0, b, &mut got)?;
+            }
+            reference.process_watermark(MAX_WATERMARK, &mut want)?;
+            op.process_watermark(MAX_WATERMARK, &mut got)?;
+            want.0.sort();
+            got.0.sort();
+            assert_eq!(got.0, want.0, "seed {seed}: top {n}, asc {asc}");
+            total += want.0.len();
+        }
+        assert!(total > 200, "{total} rows numbered");
         Ok(())
     }
 }

@@ -221,7 +221,17 @@ impl Planner<'_> {
                     )
                     .state_layout(crate::operators::rank::TOP_N_AT_END_STATE_LAYOUT)
             }
-            _ => keyed.process(rows_schema, f).name(&name),
+            _ => {
+                // The Top-N the heap backend runs at the end of a bounded input: on a backend
+                // that spills it takes that operator's rows over from a savepoint.
+                let heap_at_end = window_end.is_none() && limit.is_some() && !updating;
+                let ranked = keyed.process(rows_schema, f).name(&name);
+                if heap_at_end {
+                    ranked.reads_state_layout(crate::operators::rank::TOP_N_AT_END_STATE_LAYOUT)
+                } else {
+                    ranked
+                }
+            }
         };
         let out = cast_output(&ranked, target, "Calc[rank output]");
         Ok(Planned { stream: out })
