@@ -120,6 +120,16 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The non-empty items of a comma-separated setting.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 async fn run(
     namespaces: String,
     metrics_address: String,
@@ -206,22 +216,12 @@ async fn run(
             name_label: "flink-rs-operator".into(),
         });
     }
-    let allowed: Vec<String> = allowed_paths
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let allowed = comma_list(allowed_paths);
     if !allowed.is_empty() {
         ctx = ctx.with_allowed_paths(allowed);
     }
     let ctx = Arc::new(ctx);
-    let namespaces: Vec<String> = namespaces
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let namespaces = comma_list(&namespaces);
     // Graceful shutdown is bounded: the controllers finish their reconciles on SIGTERM, but
     // one stuck on an unreachable API server must not hold the pod until it is killed.
     tokio::spawn(async {

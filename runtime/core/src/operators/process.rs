@@ -176,59 +176,58 @@ impl<F: ProcessFunction> ProcessOperator<F> {
         layout: &str,
         state: &crate::checkpoint::RestoredState,
     ) -> Result<()> {
-        let now = now_millis();
         for (kg, blob) in &state.keyed {
-            let parts = match self.f.foreign_rows(layout, *kg, blob)? {
-                Some(ForeignRows::Batches(parts)) => parts,
+            match self.f.foreign_rows(layout, *kg, blob)? {
                 Some(ForeignRows::Keyed(rows)) => {
                     for (input, key, row) in rows {
-                        let mut ctx = KeyedContext {
-                            store: self.store.as_mut(),
-                            timers: &mut self.timers,
-                            key: &key,
-                            kg: key.key_group(self.max_parallelism),
-                            ns: Namespace::VOID,
-                            now,
-                            watermark: self.watermark,
-                            timestamp: None,
-                        };
-                        self.f.restore_element(input, &row, &mut ctx)?;
+                        self.restore_row(input, &key, &row, None)?;
                     }
-                    continue;
+                }
+                Some(ForeignRows::Batches(parts)) => {
+                    for (input, batch) in parts {
+                        let (selector, time_column) =
+                            self.inputs.get(input).cloned().unwrap_or((None, None));
+                        let keys = selector.as_ref().map(|k| k.extract(&batch)).transpose()?;
+                        let times = time_column
+                            .as_deref()
+                            .map(|c| timestamps(&batch, c))
+                            .transpose()?;
+                        for r in 0..batch.num_rows() {
+                            let key = keys.as_ref().map_or(Key::Null, |k| k.key(r));
+                            let row = row_at(&batch, r);
+                            self.restore_row(input, &key, &row, times.map(|t| t[r]))?;
+                        }
+                    }
                 }
                 None => {
                     return Err(crate::error::Error::SnapshotIncompatible(format!(
                         "the state is in the layout `{layout}`, which this operator does not read"
                     )));
                 }
-            };
-            for (input, batch) in parts {
-                let (selector, time_column) =
-                    self.inputs.get(input).cloned().unwrap_or((None, None));
-                let keys = selector.as_ref().map(|k| k.extract(&batch)).transpose()?;
-                let times = time_column
-                    .as_deref()
-                    .map(|c| timestamps(&batch, c))
-                    .transpose()?;
-                for r in 0..batch.num_rows() {
-                    let key = keys.as_ref().map_or(Key::Null, |k| k.key(r));
-                    let kg = key.key_group(self.max_parallelism);
-                    let row = row_at(&batch, r);
-                    let mut ctx = KeyedContext {
-                        store: self.store.as_mut(),
-                        timers: &mut self.timers,
-                        key: &key,
-                        kg,
-                        ns: Namespace::VOID,
-                        now,
-                        watermark: self.watermark,
-                        timestamp: times.map(|t| t[r]),
-                    };
-                    self.f.restore_element(input, &row, &mut ctx)?;
-                }
             }
         }
         Ok(())
+    }
+
+    /// One row of another operator's state, taken in under `key`.
+    fn restore_row(
+        &mut self,
+        input: usize,
+        key: &Key,
+        row: &Row,
+        timestamp: Option<Timestamp>,
+    ) -> Result<()> {
+        let mut ctx = KeyedContext {
+            store: self.store.as_mut(),
+            timers: &mut self.timers,
+            key,
+            kg: key.key_group(self.max_parallelism),
+            ns: Namespace::VOID,
+            now: now_millis(),
+            watermark: self.watermark,
+            timestamp,
+        };
+        self.f.restore_element(input, row, &mut ctx)
     }
 }
 
