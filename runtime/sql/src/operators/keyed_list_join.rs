@@ -26,6 +26,14 @@ use flink_rs_core::state::{ListState, StateRegistry, TimeDomain};
 /// joins emit the unmatched ones, padded with NULLs, when they go), and its values.
 type Stored = (i64, bool, Row);
 
+/// When a stored row goes: a state TTL's processing time, or the watermark that shows it
+/// can match nothing more.
+#[derive(Clone, Copy)]
+enum Expiry {
+    Processing(i64),
+    Event(i64),
+}
+
 /// The join's process function. Input rows are `[data columns…, key columns…]`; output rows
 /// are the left data columns followed by the right ones.
 #[derive(Clone)]
@@ -83,6 +91,32 @@ impl StreamJoin {
             b.upper.map(|u| t.saturating_add(u))
         };
         e.unwrap_or(i64::MAX)
+    }
+
+    /// Stores a row of `side` until `expiry`, with the timer that removes it then (none for
+    /// a row that never expires).
+    fn store(
+        &self,
+        side: usize,
+        data: &[Value],
+        matched: bool,
+        expiry: Expiry,
+        ctx: &mut ProcessContext<'_>,
+    ) {
+        let Some(sides) = &self.sides else { return };
+        let at = match expiry {
+            Expiry::Processing(t) => {
+                ctx.register_processing_time_timer(t);
+                t
+            }
+            Expiry::Event(t) => {
+                if t != i64::MAX {
+                    ctx.register_event_time_timer(t);
+                }
+                t
+            }
+        };
+        sides[side].add(ctx, (at, matched, data.to_vec()));
     }
 
     /// A row of `side` without a match: its values and NULLs for the other side's.
@@ -186,9 +220,13 @@ impl ProcessFunction for StreamJoin {
         }
         result?;
         if let Some(ttl) = ttl {
-            let expiry = now.saturating_add(ttl);
-            ctx.register_processing_time_timer(expiry);
-            sides[side].add(ctx, (expiry, matched, data.to_vec()));
+            self.store(
+                side,
+                data,
+                matched,
+                Expiry::Processing(now.saturating_add(ttl)),
+                ctx,
+            );
             return Ok(());
         }
         let expiry = self.expiry(side, t);
@@ -199,10 +237,7 @@ impl ProcessFunction for StreamJoin {
             }
             return Ok(());
         }
-        if expiry != i64::MAX {
-            ctx.register_event_time_timer(expiry);
-        }
-        sides[side].add(ctx, (expiry, matched, data.to_vec()));
+        self.store(side, data, matched, Expiry::Event(expiry), ctx);
         Ok(())
     }
 
@@ -227,26 +262,20 @@ impl ProcessFunction for StreamJoin {
         row: &Row,
         ctx: &mut ProcessContext<'_>,
     ) -> Result<()> {
-        let Some(sides) = &self.sides else {
+        if self.sides.is_none() {
             return Err(Error::User("join not opened".into()));
-        };
+        }
         let side = input.min(1);
         let width = self.widths[side].min(row.len());
         if row[width..].contains(&Value::Null) {
             return Ok(());
         }
         let data = &row[..width];
-        if let Some(ttl) = self.idle_ttl.filter(|_| self.time.is_none()) {
-            let expiry = ctx.processing_time().saturating_add(ttl);
-            ctx.register_processing_time_timer(expiry);
-            sides[side].add(ctx, (expiry, false, data.to_vec()));
-            return Ok(());
-        }
-        let expiry = self.expiry(side, self.time_of(side, data));
-        if expiry != i64::MAX {
-            ctx.register_event_time_timer(expiry);
-        }
-        sides[side].add(ctx, (expiry, false, data.to_vec()));
+        let expiry = match self.idle_ttl.filter(|_| self.time.is_none()) {
+            Some(ttl) => Expiry::Processing(ctx.processing_time().saturating_add(ttl)),
+            None => Expiry::Event(self.expiry(side, self.time_of(side, data))),
+        };
+        self.store(side, data, false, expiry, ctx);
         Ok(())
     }
 
